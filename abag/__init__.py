@@ -1,0 +1,33 @@
+"""abag: antibody–antigen binding affinity (pKd) prediction from sequence.
+
+The names a user needs, in one place::
+
+    from abag import load_pairs, ModelConfig, TrainConfig, train, load_trained_model, predict_frame
+"""
+
+from .baselines import KmerRidgeBaseline, MeanBaseline, evaluate_baselines
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import DataValidationError, LoadReport, RowProblem, load_pairs, prepare_pairs, read_table
+from .embedding_cache import EmbeddingCache, default_cache_dir
+from .encoders import SequenceEncoder, load_antiberty_encoder, load_encoder, load_hub_encoder, load_tiny_encoder
+from .errors import (AbagError, CheckpointError, EncoderUnavailableError, OutputNotWritableError,
+                     TrainingDivergedError)
+from .inference import evaluate_frame, load_trained_model, predict_frame
+from .losses import StableCombinedLoss, check_loss_validity
+from .metrics import binder_metrics, bootstrap_ci, evaluate_predictions, format_comparison, regression_metrics
+from .model import AbAgModel, AffinityHead, ModelConfig, PairEmbeddings, PairSequences, build_model
+from .splits import SplitResult, cluster_antigens, cluster_kfold, split_pairs
+from .train import TrainConfig, TrainingInterrupted, TrainResult, train
+from .version import METRICS_VERSION, __version__
+
+__all__ = [
+    "AbAgModel", "AbagError", "AffinityHead", "CheckpointError", "DataValidationError", "EmbeddingCache",
+    "EncoderUnavailableError", "KmerRidgeBaseline", "LoadReport", "METRICS_VERSION", "MeanBaseline",
+    "ModelConfig", "OutputNotWritableError", "PairEmbeddings", "PairSequences", "RowProblem", "SequenceEncoder",
+    "SplitResult", "StableCombinedLoss", "TrainConfig", "TrainResult", "TrainingDivergedError",
+    "TrainingInterrupted", "__version__", "binder_metrics", "bootstrap_ci", "build_model", "check_loss_validity",
+    "cluster_antigens", "cluster_kfold", "default_cache_dir", "evaluate_baselines", "evaluate_frame",
+    "evaluate_predictions", "format_comparison", "load_antiberty_encoder", "load_checkpoint", "load_encoder",
+    "load_hub_encoder", "load_pairs", "load_tiny_encoder", "load_trained_model", "predict_frame", "prepare_pairs",
+    "read_table", "regression_metrics", "save_checkpoint", "split_pairs", "train",
+]

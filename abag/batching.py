@@ -1,0 +1,35 @@
+"""Length-sorted, token-budget batching (the idea of fair-esm's `get_batch_indices`)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def token_budget_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches whose padded size (rows × longest row) stays within `token_budget`.
+
+    Items are sorted by length first, so rows in a batch have similar lengths and padding stays small.
+    An item longer than the budget gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        longest_if_added = max(longest, lengths[index])
+        too_many = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (longest_if_added * (len(current) + 1) > token_budget or too_many):
+            batches.append(current)
+            current, longest_if_added = [], lengths[index]
+        current.append(index)
+        longest = longest_if_added
+    if current:
+        batches.append(current)
+    return batches
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of encoded token slots that are padding, for the given batches."""
+    slots = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    real = sum(lengths[i] for b in batches for i in b)
+    return 0.0 if slots == 0 else 1.0 - real / slots

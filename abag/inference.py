@@ -1,0 +1,68 @@
+"""Use a trained checkpoint: rebuild the model, predict pKd and binder probability, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .checkpoint import load_checkpoint
+from .errors import CheckpointError, EncoderUnavailableError
+from .model import AbAgModel, ModelConfig, build_model
+from .pair_embeddings import embed_pairs, make_caches
+from .train import PairData, predict_data, resolve_device, sigmoid
+
+
+def load_trained_model(checkpoint: str | Path, device: str = "auto") -> tuple[AbAgModel, dict]:
+    """Rebuild the model a checkpoint was trained with and load its weights; returns (model, checkpoint)."""
+    state = load_checkpoint(checkpoint)
+    try:
+        model_config = ModelConfig(**state["config"]["model"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {checkpoint} has no usable model configuration ({exc})") from None
+    try:
+        model = build_model(model_config)
+    except EncoderUnavailableError as exc:
+        raise EncoderUnavailableError(f"cannot use checkpoint {checkpoint}: its encoder is unavailable here — "
+                                      f"{exc}") from None
+    missing, unexpected = model.load_state_dict(state["model_state_dict"], strict=False)
+    missing_head = [k for k in missing if k.startswith("head.")]
+    if missing_head or unexpected:
+        raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes "
+                              f"(missing {missing_head[:3]}, unexpected {list(unexpected)[:3]})")
+    model.to(resolve_device(device)).eval()
+    return model, state
+
+
+def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
+                  batch_size: int = 256, progress: bool = False) -> pd.DataFrame:
+    """`frame` plus `pkd_pred` and `binder_prob` columns (frame needs heavy, light, antigen)."""
+    device = next(model.head.parameters()).device
+    frame = frame.reset_index(drop=True)
+    if len(frame) == 0:
+        return frame.assign(pkd_pred=np.zeros(0), binder_prob=np.zeros(0))
+    labelled = frame if "pkd" in frame else frame.assign(pkd=np.nan)
+    embedded = None
+    if model.encoders_frozen:
+        antibody_cache, antigen_cache = make_caches(model, cache_dir, progress=progress)
+        embedded = embed_pairs(labelled, antibody_cache, antigen_cache)
+    data = PairData(labelled.assign(pkd=labelled["pkd"].astype(float)), embedded)
+    pkd, logits = predict_data(model, data, device, batch_size=batch_size)
+    out = frame.copy()
+    out["pkd_pred"] = pkd
+    out["binder_prob"] = sigmoid(logits)
+    return out
+
+
+def evaluate_frame(model: AbAgModel, frame: pd.DataFrame, *, binder_threshold: float = 9.0,
+                   cache_dir: str | Path | None = None, seed: int = 0) -> dict:
+    """Metrics (regression, binder head, bootstrap interval) of the model on a labelled table."""
+    from .metrics import evaluate_predictions
+
+    predicted = predict_frame(model, frame, cache_dir=cache_dir)
+    censored = predicted["censored"].to_numpy(dtype=bool) if "censored" in predicted else None
+    return evaluate_predictions(predicted["pkd"].to_numpy(dtype=float), predicted["pkd_pred"].to_numpy(),
+                                predicted["binder_prob"].to_numpy(), censored=censored,
+                                threshold=binder_threshold, seed=seed)
+

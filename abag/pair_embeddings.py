@@ -1,0 +1,82 @@
+"""Datasets of complexes as index arrays into per-chain embedding tables (the cached training path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .embedding_cache import EmbeddingCache, InMemoryEmbeddings
+from .model import AbAgModel, PairEmbeddings, PairSequences
+
+
+@dataclass
+class EmbeddedPairs:
+    """Unique antibody chains and antigens as float32 matrices, and each row's indices into them."""
+
+    antibody: np.ndarray      # (n_antibody_chains, d_antibody)
+    antigen: np.ndarray       # (n_antigens, d_antigen); multi-chain antigens already combined
+    heavy_index: np.ndarray   # (n_rows,)
+    light_index: np.ndarray   # (n_rows,); -1 where there is no light chain
+    antigen_index: np.ndarray  # (n_rows,)
+
+    def __len__(self) -> int:
+        return len(self.heavy_index)
+
+    def batch(self, rows: np.ndarray) -> PairEmbeddings:
+        light_index = self.light_index[rows]
+        return PairEmbeddings(
+            heavy=torch.from_numpy(self.antibody[self.heavy_index[rows]]),
+            light=torch.from_numpy(self.antibody[np.maximum(light_index, 0)]),
+            light_present=torch.from_numpy(light_index >= 0),
+            antigen=torch.from_numpy(self.antigen[self.antigen_index[rows]]),
+        )
+
+
+def make_caches(model: AbAgModel, cache_dir: str | Path | None, token_budget: int = 8192, progress: bool = True):
+    """One cache per distinct encoder object (shared when antibody and antigen use the same encoder)."""
+    def cache_for(encoder):
+        if cache_dir is None:
+            return InMemoryEmbeddings(encoder, token_budget)
+        return EmbeddingCache(encoder, cache_dir, token_budget, progress)
+
+    antibody_cache = cache_for(model.antibody_encoder)
+    same = model.antigen_encoder is model.antibody_encoder
+    return antibody_cache, (antibody_cache if same else cache_for(model.antigen_encoder))
+
+
+def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedPairs:
+    """Look up (or encode once) every distinct chain of `frame` and index the rows into the tables."""
+    antibody_chains = list(dict.fromkeys(list(frame["heavy"]) + [c for c in frame["light"] if c]))
+    antibody = antibody_cache.embed(antibody_chains)
+    position = {c: i for i, c in enumerate(antibody_chains)}
+
+    antigens = list(dict.fromkeys(frame["antigen"]))
+    chains = list(dict.fromkeys(c for a in antigens for c in a.split("|")))
+    chain_table = antigen_cache.embed(chains)
+    chain_position = {c: i for i, c in enumerate(chains)}
+    antigen = np.stack([combine_chain_rows(chain_table, [chain_position[c] for c in a.split("|")],
+                                           [len(c) for c in a.split("|")]) for a in antigens]).astype(np.float32)
+    antigen_position = {a: i for i, a in enumerate(antigens)}
+    return EmbeddedPairs(
+        antibody=antibody,
+        antigen=antigen,
+        heavy_index=np.array([position[c] for c in frame["heavy"]], dtype=np.int64),
+        light_index=np.array([position[c] if c else -1 for c in frame["light"]], dtype=np.int64),
+        antigen_index=np.array([antigen_position[a] for a in frame["antigen"]], dtype=np.int64),
+    )
+
+
+def combine_chain_rows(table: np.ndarray, rows: list[int], lengths: list[int]) -> np.ndarray:
+    """Residue-weighted mean of chain embeddings (numpy twin of `model.combine_chains`)."""
+    weights = np.asarray(lengths, dtype=np.float64)
+    return (table[rows] * weights[:, None]).sum(0) / weights.sum()
+
+
+def sequences_batch(frame: pd.DataFrame, rows: np.ndarray) -> PairSequences:
+    """The rows of `frame` as a `PairSequences` batch (the uncached path)."""
+    part = frame.iloc[rows]
+    return PairSequences(list(part["heavy"]), list(part["light"]), list(part["antigen"]))

@@ -1,0 +1,114 @@
+"""The command line: train/predict/evaluate end to end with the tiny encoder, and clean errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from abag.cli import main
+
+from conftest import synthetic_frame, write_csv
+
+TRAIN_ARGS = ["--encoder", "tiny", "--epochs", "2", "--split", "random", "--quiet"]
+
+
+@pytest.fixture
+def csv_path(tmp_path):
+    return write_csv(synthetic_frame(), tmp_path / "pairs.csv")
+
+
+@pytest.fixture
+def trained(tmp_path, csv_path, monkeypatch):
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["train", "--data", csv_path, "--out", str(out), *TRAIN_ARGS]) == 0
+    return out
+
+
+def test_train_writes_the_run_folder(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["version"] == "v2.7" and metrics["test"]["n"] > 0
+    assert metrics["data"]["source"].endswith("pairs.csv")
+    history = pd.read_csv(trained / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert {"train_loss", "val_loss", "overfit_ratio", "val_spearman", "learning_rate", "pred_min",
+            "pred_max", "optimizer_steps", "seconds"} <= set(history.columns)
+    assert (trained / "checkpoints" / "best.pt").exists() and (trained / "checkpoints" / "last.pt").exists()
+
+
+def test_predict_echoes_input_columns_and_adds_predictions(trained, tmp_path):
+    frame = synthetic_frame(n=20, seed=5).drop(columns=["pkd", "censored"])
+    frame["my_id"] = [f"c{i}" for i in range(len(frame))]
+    source = tmp_path / "new.csv"
+    frame.to_csv(source, index=False)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", "--checkpoint", str(trained / "checkpoints" / "best.pt"), "--data", str(source),
+                 "--out", str(out), "--quiet"]) == 0
+    predicted = pd.read_csv(out, keep_default_na=False)
+    assert list(predicted["my_id"]) == list(frame["my_id"])
+    assert predicted["pkd_pred"].between(4, 14).all() and predicted["binder_prob"].between(0, 1).all()
+
+
+def test_evaluate_prints_metrics_json(trained, csv_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(trained / "checkpoints" / "best.pt"), "--data", csv_path]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 96 and "spearman" in metrics and "auroc" in metrics["binder"]
+
+
+def test_invalid_rows_are_reported_all_at_once_with_exit_2(tmp_path, capsys):
+    frame = synthetic_frame(n=10).astype({"pkd": object})
+    frame.loc[2, "heavy"] = "EVQLX1"
+    frame.loc[5, "pkd"] = "abc"
+    path = write_csv(frame, tmp_path / "bad.csv")
+    code = main(["train", "--data", path, "--out", str(tmp_path / "run"), *TRAIN_ARGS])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "row 3" in err and "'heavy'" in err and "row 6" in err and "'pkd'" in err
+    assert "Traceback" not in err
+
+
+def test_drop_invalid_lists_rejected_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    frame = synthetic_frame()
+    frame.loc[4, "antigen"] = "ACDZZ"
+    path = write_csv(frame, tmp_path / "bad.csv")
+    out = tmp_path / "run"
+    assert main(["train", "--data", path, "--out", str(out), "--drop-invalid", *TRAIN_ARGS]) == 0
+    rejected = pd.read_csv(out / "rejected_rows.csv")
+    assert list(rejected["row"]) == [5] and rejected["column"].iloc[0] == "antigen"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["n_rejected"] == 1
+    assert metrics["data"]["n_train"] + metrics["data"]["n_val"] + metrics["data"]["n_test"] == 95
+
+
+def test_offline_hub_encoder_fails_with_a_clear_message(tmp_path, csv_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["train", "--data", csv_path, "--out", str(tmp_path / "run"), "--encoder",
+                 "facebook/esm2_t6_8M_UR50D", "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "facebook/esm2_t6_8M_UR50D" in err and "--encoder antiberty" in err and "Traceback" not in err
+
+
+def test_unknown_encoder_and_missing_file(tmp_path, csv_path, capsys):
+    assert main(["train", "--data", csv_path, "--out", str(tmp_path / "r"), "--encoder", "nope"]) == 2
+    assert "unknown encoder 'nope'" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "r2")]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate"])
+def test_every_command_has_help(command):
+    result = subprocess.run([sys.executable, "-m", "abag", command, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--data" in result.stdout
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "abag", "predict", "--checkpoint", str(tmp_path / "x.pt"),
+                             "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o.csv")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("abag: error:") and "Traceback" not in result.stderr
