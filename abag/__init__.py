@@ -5,6 +5,7 @@ The names a user needs, in one place::
     from abag import load_pairs, ModelConfig, TrainConfig, train, load_trained_model, predict_frame
 """
 
+from . import plots
 from .baselines import KmerRidgeBaseline, MeanBaseline, evaluate_baselines
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import DataValidationError, LoadReport, RowProblem, load_pairs, prepare_pairs, read_table
@@ -25,7 +26,7 @@ __all__ = [
     "EncoderUnavailableError", "KmerRidgeBaseline", "LoadReport", "METRICS_VERSION", "MeanBaseline",
     "ModelConfig", "OutputNotWritableError", "PairEmbeddings", "PairSequences", "RowProblem", "SequenceEncoder",
     "SplitResult", "StableCombinedLoss", "TrainConfig", "TrainResult", "TrainingDivergedError",
-    "TrainingInterrupted", "__version__", "binder_metrics", "bootstrap_ci", "build_model", "check_loss_validity",
+    "TrainingInterrupted", "__version__", "binder_metrics", "plots", "bootstrap_ci", "build_model", "check_loss_validity",
     "cluster_antigens", "cluster_kfold", "default_cache_dir", "evaluate_baselines", "evaluate_frame",
     "evaluate_predictions", "format_comparison", "load_antiberty_encoder", "load_checkpoint", "load_encoder",
     "load_hub_encoder", "load_pairs", "load_tiny_encoder", "load_trained_model", "predict_frame", "prepare_pairs",

@@ -1,24 +1,79 @@
 """The `abag` command line: `abag train`, `abag predict`, `abag evaluate`.
 
-Every error a user can act on ends as one line on stderr (`abag: error: …`) and a non-zero exit code:
-2 for bad input, files or encoders, 3 for a diverged run, 130 for Ctrl-C. Never a traceback.
+Every error a user can act on ends as one message on stderr (`abag: error: …`, saying what to do next) and a
+non-zero exit code: 2 for bad input, options, files, checkpoints or encoders, 3 for a diverged run, 130 for
+Ctrl-C. Never a traceback (set ABAG_DEBUG=1 to see one for an unexpected internal error).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from .errors import AbagError
+from .errors import AbagError, CheckpointError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 1
 
+
+class UsageError(Exception):
+    """A bad command line (unknown option, value out of range): reported like every other error."""
+
+    def __init__(self, message: str, prog: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises `UsageError` instead of printing usage and calling sys.exit(2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message, self.prog)
+
+
+# ----------------------------------------------------------------------------------------------- option types
+
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def number(low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False,
+           ) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        too_high = value >= high if high_open else value > high
+        if not math.isfinite(value) or too_low or too_high:
+            left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {left}{low:g}, {high:g}{right}, got {text!r}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+# ----------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="abag", description="Antibody–antigen binding affinity (pKd) from sequence.")
+    parser = Parser(prog="abag", description="Antibody–antigen binding affinity (pKd) from sequence.")
     parser.add_argument("--version", action="version", version=f"abag {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -31,23 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="encoder for antibody and antigen: tiny, antiberty, or a Hugging Face id (default antiberty)")
     train.add_argument("--antibody-encoder", help="override --encoder for heavy/light chains")
     train.add_argument("--antigen-encoder", help="override --encoder for the antigen")
-    train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
-    train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--gradient-accumulation", type=int, default=8)
-    train.add_argument("--weight-decay", type=float, default=1e-5)
-    train.add_argument("--dropout", type=float, default=0.1)
-    train.add_argument("--hidden-dim", type=int, default=256)
-    train.add_argument("--early-stopping-patience", type=int, default=15)
-    train.add_argument("--finetune-layers", type=int, default=0,
+    train.add_argument("--epochs", type=whole_number(1), default=100)
+    train.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=0)
+    train.add_argument("--resume", action="store_true",
+                       help="continue from OUT/checkpoints/last.pt (after a disconnect, kill or Ctrl-C); the run's "
+                            "settings come from the checkpoint, only --epochs and --device may change")
+    train.add_argument("--learning-rate", type=number(0, 1e6, low_open=True), default=1e-3)
+    train.add_argument("--batch-size", type=whole_number(1), default=16)
+    train.add_argument("--gradient-accumulation", type=whole_number(1), default=8)
+    train.add_argument("--weight-decay", type=number(0), default=1e-5)
+    train.add_argument("--dropout", type=number(0, 1, high_open=True), default=0.1)
+    train.add_argument("--hidden-dim", type=whole_number(1), default=256)
+    train.add_argument("--early-stopping-patience", type=whole_number(1), default=15)
+    train.add_argument("--finetune-layers", type=whole_number(0), default=0,
                        help="fine-tune the last N encoder layers (turns the embedding cache off)")
     train.add_argument("--split", choices=("antigen", "random", "stratified", "group"), default="antigen",
                        help="antigen: whole antigen clusters per part (default); random; stratified by pKd bin; "
                             "group: whole values of --group-column")
     train.add_argument("--group-column", help="column holding groups for --split group")
-    train.add_argument("--split-identity", type=float, default=0.4,
+    train.add_argument("--split-identity", type=number(0, 1, low_open=True), default=0.4,
                        help="sequence identity that joins antigens into one cluster (default 0.4)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     train.add_argument("--no-mixed-precision", action="store_true", help="fp32 on CUDA too")
@@ -57,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=run_train)
 
     predict = commands.add_parser("predict", help="predict pKd and binder probability for a CSV",
-                                  description="Writes the input columns plus pkd_pred and binder_prob.")
+                                  description="Writes the input columns plus source_row, pkd_pred and binder_prob.")
     predict.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by abag train")
     predict.add_argument("--data", required=True, help="CSV with heavy, light, antigen (pkd optional)")
     predict.add_argument("--out", required=True, help="output CSV")
@@ -106,94 +163,238 @@ def _load(args: argparse.Namespace, require_pkd: bool):
 
     frame, report = load_pairs(args.data, require_pkd=require_pkd,
                                drop_invalid=getattr(args, "skip_invalid", False), replicates=args.replicates)
-    print(report.summary(), file=sys.stderr)
+    from .distributed import is_main_process
+
+    if is_main_process():
+        print(report.summary(), file=sys.stderr)
     return frame, report
+
+
+def _load_model(args: argparse.Namespace):
+    """The checkpoint's model, or a `CheckpointError`/`EncoderUnavailableError` saying why not."""
+    from .checkpoint import LOAD_HINT
+    from .inference import load_trained_model
+
+    try:
+        return load_trained_model(args.checkpoint, device=args.device)
+    except CheckpointError as exc:
+        if "abag train" in str(exc) or "retrain" in str(exc):
+            raise
+        raise CheckpointError(f"{exc}. {LOAD_HINT}") from None
+    except AbagError:
+        raise
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:  # weights that do not fit the model they name
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {args.checkpoint} does not match the model it describes ({detail}). "
+                              f"It is damaged or was edited; use a best.pt or last.pt written by `abag train`."
+                              ) from None
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+class _Interrupted(Exception):
+    """Ctrl-C outside the epoch loop; `message` says what is saved and how to continue."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+def _resume_command(argv: Sequence[str]) -> str:
+    words = list(argv)
+    if "--resume" not in words:
+        words.append("--resume")
+    return shlex.join(["abag", *words])
+
+
+def _check_train_options(args: argparse.Namespace) -> None:
+    if args.split == "group" and not args.group_column:
+        raise UsageError("--split group needs --group-column COLUMN (the column whose values must not be split)",
+                         "abag train")
+    if args.group_column and args.split != "group":
+        raise UsageError(f"--group-column only applies with --split group (the split is {args.split!r})",
+                         "abag train")
 
 
 def run_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .embedding_cache import default_cache_dir
-    from .data import write_rejected
+    from .errors import OutputNotWritableError
     from .model import ModelConfig
-    from .outputs import ensure_writable_folder
+    from .outputs import ensure_writable_folder, write_csv_atomic
     from .train import TrainConfig, train
 
+    _check_train_options(args)
     out = Path(args.out)
-    ensure_writable_folder(out)  # before reading data or loading encoders: fail in seconds, not after an hour
+    # Before reading data or loading encoders: fail in seconds, not after an hour.
+    ensure_writable_folder(out)
+    ensure_writable_folder(out / "checkpoints")
+    last = out / "checkpoints" / "last.pt"
+    if not args.resume and last.exists():
+        raise OutputNotWritableError(
+            f"{out} already holds a training run ({last}). Continue it with --resume, or choose a new --out "
+            f"folder (or delete {out}) to start over; nothing was overwritten.")
     distributed.init_from_environment()
-    frame, report = _load(args, require_pkd=True)
-    if report.rejected:
-        write_rejected(report, out / "rejected_rows.csv")
-        print(f"{len(report.rejected)} rejected rows listed in {out / 'rejected_rows.csv'}", file=sys.stderr)
-    model_config = ModelConfig(
-        antibody_encoder=args.antibody_encoder or args.encoder, antigen_encoder=args.antigen_encoder or args.encoder,
-        hidden_dim=args.hidden_dim, dropout=args.dropout, finetune_layers=args.finetune_layers)
-    config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
-        learning_rate=args.learning_rate, weight_decay=args.weight_decay, seed=args.seed, split=args.split,
-        group_column=args.group_column, split_identity=args.split_identity,
-        early_stopping_patience=args.early_stopping_patience,
-        embedding_cache=not args.no_embedding_cache,
-        cache_dir=str(args.embedding_cache) if args.embedding_cache else str(default_cache_dir()),
-        mixed_precision=not args.no_mixed_precision, device=args.device, progress=not args.quiet)
-    data_info = {"source": str(args.data), "n_rows_read": report.n_rows_read,
-                 "n_rejected": len(report.rejected), "n_outside_model_range": report.n_outside_model_range,
-                 "n_censored": report.n_censored, "replicates": report.replicates,
-                 "n_replicate_rows": report.n_replicate_rows}
-    result = train(frame, out, model_config, config, resume=args.resume, data_info=data_info,
-                   log=lambda line: print(line, flush=True))
-    if distributed.is_main_process():
+    try:
+        frame, report = _load(args, require_pkd=True)
+        if report.rejected and distributed.is_main_process():
+            write_csv_atomic(out / "rejected_rows.csv", report.rejected_frame())
+            print(f"{len(report.rejected)} rejected rows listed in {out / 'rejected_rows.csv'}", file=sys.stderr)
+        model_config = ModelConfig(
+            antibody_encoder=args.antibody_encoder or args.encoder,
+            antigen_encoder=args.antigen_encoder or args.encoder,
+            hidden_dim=args.hidden_dim, dropout=args.dropout, finetune_layers=args.finetune_layers)
+        config = TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
+            learning_rate=args.learning_rate, weight_decay=args.weight_decay, seed=args.seed, split=args.split,
+            group_column=args.group_column, split_identity=args.split_identity,
+            early_stopping_patience=args.early_stopping_patience,
+            embedding_cache=not args.no_embedding_cache,
+            cache_dir=str(args.embedding_cache) if args.embedding_cache else str(default_cache_dir()),
+            mixed_precision=not args.no_mixed_precision, device=args.device, progress=not args.quiet)
+        data_info = {"source": str(args.data), "n_rows_read": report.n_rows_read,
+                     "n_rejected": len(report.rejected), "n_outside_model_range": report.n_outside_model_range,
+                     "n_censored": report.n_censored, "replicates": report.replicates,
+                     "n_replicate_rows": report.n_replicate_rows}
+        try:
+            result = train(frame, out, model_config, config, resume=args.resume, data_info=data_info,
+                           log=lambda line: print(line, flush=True))
+        finally:
+            main_process = distributed.is_main_process()
+            distributed.shutdown()
+    except KeyboardInterrupt:  # outside the epoch loop (loading, encoding, final evaluation)
+        raise _Interrupted(_interrupt_message(last, args)) from None
+    if main_process:
         print(f"wrote {out / 'metrics.json'}, {out / 'history.csv'}, {result.best_checkpoint}")
     return 0
 
 
+def _interrupt_message(last: Path, args: argparse.Namespace) -> str:
+    from .checkpoint import load_checkpoint
+
+    try:
+        epoch = load_checkpoint(last)["epoch"] if last.exists() else None
+    except (AbagError, KeyboardInterrupt):
+        epoch = None
+    if epoch is None:
+        cache = args.embedding_cache or "the embedding cache"
+        return ("interrupted before the first epoch; nothing to resume. Run the same command again "
+                f"(chains encoded so far are kept in {cache}).")
+    argv = getattr(args, "argv", None) or ["train", "--data", str(args.data), "--out", str(args.out)]
+    return (f"interrupted; {last} holds the state after epoch {epoch}, nothing else is lost. Continue with: "
+            f"{_resume_command(argv)}")
+
+
+# ----------------------------------------------------------------------------------------------- predict
+
 def run_predict(args: argparse.Namespace) -> int:
-    from .data import write_rejected
-    from .inference import load_trained_model, predict_frame
-    from .outputs import ensure_writable_folder
+    from .outputs import ensure_writable_file, write_csv_atomic
 
     out = Path(args.out)
-    ensure_writable_folder(out.parent if str(out.parent) else Path("."))
-    frame, report = _load(args, require_pkd=False)
-    model, _ = load_trained_model(args.checkpoint, device=args.device)
-    predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=not args.quiet)
-    predicted = predicted.drop(columns=[c for c in ("censored",) if c in predicted and not predicted[c].any()])
-    predicted.to_csv(out, index=False)
-    print(f"wrote {len(predicted)} predictions to {out}", file=sys.stderr)
+    rejected = None
     if args.skip_invalid:
         rejected = Path(args.rejected) if args.rejected else out.with_name(out.name + ".rejected.csv")
-        write_rejected(report, rejected)
-        print(f"wrote {len(report.rejected)} rejected rows with reasons to {rejected}", file=sys.stderr)
+        if rejected.resolve() == out.resolve():
+            raise UsageError("--rejected must differ from --out", "abag predict")
+    elif args.rejected:
+        raise UsageError("--rejected only applies with --skip-invalid", "abag predict")
+    # Fail before loading anything when the results cannot be written.
+    ensure_writable_file(out, "--out")
+    if rejected is not None:
+        ensure_writable_file(rejected, "--rejected")
+    model, _ = _load_model(args)
+    frame, report = _load(args, require_pkd=False)
+    from .inference import predict_frame
+
+    # Input columns that share a name with an output column are kept, renamed, never overwritten.
+    frame = frame.rename(columns={c: f"{c}_input" for c in ("pkd_pred", "binder_prob") if c in frame})
+    predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=not args.quiet)
+    predicted = predicted.drop(columns=[c for c in ("censored",) if c in predicted and not predicted[c].any()])
+    if rejected is not None:
+        write_csv_atomic(rejected, report.rejected_frame())
+    write_csv_atomic(out, predicted)
+    print(f"wrote {len(predicted)} predictions to {out}", file=sys.stderr)
+    if rejected is not None:
+        print(f"wrote {len(report.rejected)} rejected rows with reasons to {rejected} "
+              f"({len(predicted)} + {len(report.rejected)} = {report.n_rows_read} data rows)", file=sys.stderr)
     return 0
 
+
+# ----------------------------------------------------------------------------------------------- evaluate
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .inference import evaluate_frame, load_trained_model
+    from .inference import evaluate_frame
+    from .outputs import json_text
 
+    model, state = _load_model(args)
     frame, _ = _load(args, require_pkd=True)
-    model, state = load_trained_model(args.checkpoint, device=args.device)
     threshold = state["config"]["train"].get("binder_threshold", 9.0)
     metrics = evaluate_frame(model, frame, binder_threshold=threshold, cache_dir=args.embedding_cache)
-    print(json.dumps(metrics, indent=2))
+    sys.stdout.write(json_text(metrics))
     return 0
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+_DATA_HINTS = {
+    "train": "Fix these rows, or add --drop-invalid to train without them (they are listed in "
+             "OUT/rejected_rows.csv).",
+    "predict": "Fix these rows, or add --skip-invalid to predict the valid rows and list the rejected ones with "
+               "their reasons in OUT.rejected.csv.",
+    "evaluate": "Fix these rows: evaluate scores every row of the file.",
+}
+
+
+def _data_hint(exc, argv: Sequence[str]) -> str:
+    """What to do about invalid rows (file-level problems explain themselves)."""
+    if not any(p.row is not None for p in getattr(exc, "problems", [])):
+        return ""
+    command = next((word for word in argv if word in _DATA_HINTS), None)
+    if command is None or {"--skip-invalid", "--drop-invalid"} & set(argv):
+        return ""
+    return "\n" + _DATA_HINTS[command]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `abag` console script; returns the exit code."""
+    """Entry point of the `abag` console script; returns the exit code and never raises."""
     from .data import DataValidationError
+    from .train import TrainingInterrupted
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv
         return args.handler(args)
-    except DataValidationError as exc:
-        print(f"abag: error: {exc}", file=sys.stderr)
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except UsageError as exc:
+        print(f"abag: error: {exc}. See '{exc.prog} --help'.", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except DataValidationError as exc:
+        print(f"abag: error: {exc}{_data_hint(exc, argv)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except TrainingInterrupted as exc:
+        message = str(exc)
+        if "--resume" in message:
+            message = message.split(" Continue with")[0] + f" Continue with: {_resume_command(argv)}"
+        print(f"abag: {message}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _Interrupted as exc:
+        print(f"abag: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except AbagError as exc:
         print(f"abag: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("abag: interrupted", file=sys.stderr)
-        return 130
+        print("abag: interrupted; nothing was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line instead of a traceback, unless ABAG_DEBUG asks for it
+        if os.environ.get("ABAG_DEBUG"):
+            raise
+        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+        print(f"abag: internal error: {type(exc).__name__}: {detail}. This is a bug in abag; rerun with "
+              f"ABAG_DEBUG=1 for the traceback and report it. Files written so far (checkpoints included) are "
+              f"intact.", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

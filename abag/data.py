@@ -29,8 +29,14 @@ Rules worth knowing:
   name is an error, because guessing could silently pick the wrong sequences.
 - Sequences: all whitespace is removed and letters are upper-cased; only the 20 standard amino
   acids are accepted; each chain may hold at most `MAX_CHAIN_LENGTH` residues.
-- `pkd >x` and `Kd <x` (true affinity above the reported value) are rejected: right-censored
-  values are not supported.
+- Censoring qualifiers: `<`, `<=`, `≤` before a pKd and `>`, `>=`, `≥` before a Kd mark the row
+  censored. `pkd >x` and `Kd <x` (true affinity above the reported value) are rejected:
+  right-censored values are not supported.
+- Numbers are plain decimals (`7.5`, `1e-9`); `nan`, `inf`, `7,5` and `1_0` are rejected.
+- Replicates (same heavy, light, antigen after normalisation): `keep` all rows (default), `flag`
+  them in a bool column `replicate`, or `mean` them into one row (the first row's other columns):
+  exact values are averaged and censored ones ignored; if all are censored, the row stays censored
+  with the smallest bound (the true pKd is below every bound).
 - Rows whose cells are all empty are skipped with a warning; they are not counted as data rows.
 """
 
@@ -45,14 +51,16 @@ import gzip
 import io
 import lzma
 import math
+import numbers
 import os
 import re
 import sys
 import zipfile
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,7 +176,8 @@ class LoadReport:
     """What happened while loading: counts, rejected rows, replicates, censoring, warnings.
 
     `n_rows_read` counts data rows (blank rows excluded); `n_rows_kept + len(rejected) ==
-    n_rows_read`. With `replicates="mean"` the kept rows are then merged, one per triplet.
+    n_rows_read`. With `replicates="mean"` the kept rows are then merged, one per triplet, and
+    `n_censored`, `n_outside_model_range` and `n_binders` describe the returned (merged) table.
     """
 
     source: str
@@ -273,6 +282,19 @@ def _read_bytes(path: Path, source: str) -> bytes:
         raise _file_error(source, f"could not read the file: {exc.strerror or exc}") from None
 
 
+# RuntimeError and NotImplementedError come from encrypted or exotic .zip members.
+_DECOMPRESSION_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    zipfile.BadZipFile,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+)
+
+
 def _decompress(raw: bytes, source: str) -> bytes:
     """Decompress by magic bytes, so a mis-named file still works and a plain .gz name is no trap."""
     name = source.lower()
@@ -285,7 +307,9 @@ def _decompress(raw: bytes, source: str) -> bytes:
             return bz2.decompress(raw)
         if raw.startswith(b"PK\x03\x04"):
             return _unzip_single_member(raw, source)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, ValueError) as exc:
+    except DataValidationError:
+        raise
+    except _DECOMPRESSION_ERRORS as exc:
         raise _file_error(source, f"could not decompress the file (corrupt or truncated archive): {exc}") from None
     return raw
 
@@ -334,8 +358,7 @@ def _decode(raw: bytes, source: str) -> str:
     except UnicodeDecodeError as exc:
         raise _file_error(
             source,
-            f"not a UTF-8 or UTF-16 text file (undecodable byte at offset {exc.start}); "
-            "save it as CSV UTF-8",
+            f"not a UTF-8 or UTF-16 text file (undecodable byte at offset {exc.start}); save it as CSV UTF-8",
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -507,7 +530,9 @@ class _ColumnPlan:
         return mapping
 
 
-def _pick_column(columns: list[Any], aliases: tuple[str, ...], role: str, plan: _ColumnPlan) -> tuple[Any, list[RowProblem]]:
+def _pick_column(
+    columns: list[Any], aliases: tuple[str, ...], role: str, plan: _ColumnPlan
+) -> tuple[Any, list[RowProblem]]:
     """Find the column for one role; the canonical name beats aliases, two aliases are ambiguous."""
     candidates = [c for c in columns if _column_key(c) in aliases]
     canonical = [c for c in candidates if _column_key(c) == aliases[0]]
@@ -534,7 +559,8 @@ def _names(columns: Sequence[Any], limit: int = 30) -> str:
 
 def _missing_column_problem(role: str, accepted: str, columns: list[Any]) -> RowProblem:
     found = _names(columns) if columns else "none"
-    return RowProblem(None, None, f"missing required column {role!r} (accepted names: {accepted}; columns found: {found})")
+    reason = f"missing required column {role!r} (accepted names: {accepted}; columns found: {found})"
+    return RowProblem(None, None, reason)
 
 
 def _resolve_columns(columns: list[Any], require_pkd: bool) -> tuple[_ColumnPlan, list[RowProblem]]:
@@ -654,8 +680,15 @@ def _parse_decimal(text: str) -> float | None:
     return float(text) if _DECIMAL_NUMBER.fullmatch(text) else None
 
 
+def _is_non_finite_word(text: str) -> bool:
+    """'nan', '-inf', 'Infinity': worth a clearer message than 'not a number'."""
+    return text.strip().lower().lstrip("+-") in {"nan", "inf", "infinity"}
+
+
 def _number_problem(label: str, text: str, number: str) -> str | None:
     value = _parse_decimal(number)
+    if value is None and _is_non_finite_word(number):
+        return f"{label} {text!r} is not a finite number"
     if value is None:
         hint = " (use '.' as the decimal separator)" if re.fullmatch(r"[+-]?[0-9]+,[0-9]+", number) else ""
         return f"{label} {text!r} is not a number{hint}"
@@ -680,8 +713,10 @@ def _split_qualifier(text: str) -> tuple[str, str]:
 def _parse_pkd_cell(text: str) -> _Affinity:
     qualifier, number = _split_qualifier(text)
     if qualifier[:1] in (">", "≥"):
-        return _Affinity(reason=f"right-censored values are not supported: pKd {text!r} (only '<' for pKd, "
-                                "meaning the true pKd is at most the value)")
+        return _Affinity(
+            reason=f"right-censored values are not supported: pKd {text!r} (only '<' for pKd, "
+            "meaning the true pKd is at most the value)"
+        )
     reason = _number_problem("pKd", text, number)
     if reason:
         return _Affinity(reason=reason)
@@ -695,8 +730,10 @@ def _kd_exponent(unit_text: str) -> int | None:
 def _parse_kd_cell(text: str, exponent: int | None, unit_text: str, unit_column: Any) -> _Affinity:
     qualifier, number = _split_qualifier(text)
     if qualifier[:1] in ("<", "≤"):
-        return _Affinity(reason=f"right-censored values are not supported: Kd {text!r} (only '>' for Kd, "
-                                "meaning the true Kd is at least the value)")
+        return _Affinity(
+            reason=f"right-censored values are not supported: Kd {text!r} (only '>' for Kd, "
+            "meaning the true Kd is at least the value)"
+        )
     reason = _number_problem("Kd", text, number)
     if reason:
         return _Affinity(reason=reason)
@@ -865,12 +902,14 @@ def _one_problem_per_row(problems: list[RowProblem]) -> list[RowProblem]:
     merged = []
     for row_problems in by_row.values():
         first = row_problems[0]
-        extra = [f"; column {p.column!r}: {p.reason}" if p.column is not None else f"; {p.reason}" for p in row_problems[1:]]
+        extra = [f"; column {p.column!r}: {p.reason}" if p.column else f"; {p.reason}" for p in row_problems[1:]]
         merged.append(RowProblem(first.row, first.column, first.reason + "".join(extra), first.value))
     return merged
 
 
-def _output_frame(df: pd.DataFrame, plan: _ColumnPlan, values: _RowValues, positions: list[int], keep: list[int]) -> tuple[pd.DataFrame, list[str]]:
+def _output_frame(
+    df: pd.DataFrame, plan: _ColumnPlan, values: _RowValues, positions: list[int], keep: list[int], reserved: set[str]
+) -> tuple[pd.DataFrame, list[str]]:
     """Assemble canonical columns for the kept rows, then the user's other columns unchanged."""
     index_of = {p: i for i, p in enumerate(positions)}
     picked = [index_of[p] for p in keep]
@@ -890,7 +929,7 @@ def _output_frame(df: pd.DataFrame, plan: _ColumnPlan, values: _RowValues, posit
     warnings = []
     renamed = {}
     for column in extras:
-        if str(column) in OUTPUT_COLUMNS or str(column) == "replicate":
+        if str(column) in reserved:
             new_name = _free_name(f"{column}_input", set(map(str, df.columns)))
             renamed[column] = new_name
             warnings.append(f"input column {str(column)!r} clashes with an output column; renamed to {new_name!r}")
@@ -946,9 +985,12 @@ def _average_replicates(out: pd.DataFrame, groups: list[list[int]]) -> pd.DataFr
 def _check_arguments(df: Any, replicates: str, binder_threshold: float) -> None:
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"prepare_pairs expects a pandas DataFrame, got {type(df).__name__}")
+    if isinstance(df.columns, pd.MultiIndex):
+        raise TypeError("prepare_pairs expects flat column names, not a MultiIndex")
     if replicates not in REPLICATE_POLICIES:
         raise ValueError(f"replicates must be one of {REPLICATE_POLICIES}, got {replicates!r}")
-    if not isinstance(binder_threshold, (int, float)) or not math.isfinite(binder_threshold):
+    is_number = isinstance(binder_threshold, numbers.Real) and not isinstance(binder_threshold, bool)
+    if not is_number or not math.isfinite(binder_threshold):
         raise ValueError(f"binder_threshold must be a finite number, got {binder_threshold!r}")
 
 
@@ -994,7 +1036,8 @@ def _prepare_pairs(
         warnings.append(f"skipped {len(blank)} blank row(s) (every cell empty)")
     values = _validate_rows(df, plan, require_pkd, positions)
     keep, rejected = _keep_or_raise(values.problems, positions, drop_invalid, source)
-    out, clash_warnings = _output_frame(df, plan, values, positions, keep)
+    reserved = set(OUTPUT_COLUMNS) | ({"replicate"} if replicates == "flag" else set())
+    out, clash_warnings = _output_frame(df, plan, values, positions, keep, reserved)
     out, n_groups, n_rows = _apply_replicate_policy(out, replicates)
     report = _build_report(out, source, positions, keep, rejected, plan, replicates, binder_threshold)
     report.n_replicate_groups, report.n_replicate_rows = n_groups, n_rows
@@ -1002,7 +1045,10 @@ def _prepare_pairs(
     return out, report
 
 
-def _keep_or_raise(problems: list[RowProblem], positions: list[int], drop_invalid: bool, source: str) -> tuple[list[int], list[RowProblem]]:
+def _keep_or_raise(
+    problems: list[RowProblem], positions: list[int], drop_invalid: bool, source: str
+) -> tuple[list[int], list[RowProblem]]:
+    """Raise with every problem, or (drop_invalid) return the kept positions and one entry per bad row."""
     if not problems:
         return positions, []
     if not drop_invalid:

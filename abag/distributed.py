@@ -42,6 +42,13 @@ def init_from_environment() -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Leave the process group (no-op in a single process)."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def local_device() -> torch.device:
     """This process's device: its own GPU under torchrun on CUDA, else the first GPU, else the CPU."""
     if torch.cuda.is_available():

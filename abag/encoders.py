@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +51,10 @@ class WindowSpec:
 
     length: int
     stride: int
+
+    def __post_init__(self):
+        if self.length < 1 or not 1 <= self.stride <= self.length:
+            raise ValueError(f"invalid window: length {self.length}, stride {self.stride} (need 1 <= stride <= length)")
 
     def windows(self, n: int) -> list[tuple[int, int]]:
         """(start, end) of each window covering residues 0..n-1; the last window is flush with the end."""
@@ -125,6 +130,7 @@ class SequenceEncoder(nn.Module):
         self.revision = revision
         self.window = WindowSpec(max_residues, window_stride or max(1, max_residues // 2))
         self.hidden_size = int(model.config.hidden_size)
+        self.freeze()  # encoders load frozen; AbAgModel unfreezes the last N layers when fine-tuning
 
     @property
     def cache_key(self) -> dict[str, object]:
@@ -151,48 +157,96 @@ class SequenceEncoder(nn.Module):
                 for p in layer.parameters():
                     p.requires_grad_(True)
 
+    @property
+    def attention_implementation(self) -> str:
+        """The attention kernel transformers uses for this model (`sdpa` = PyTorch scaled-dot-product)."""
+        return str(getattr(self.model.config, "_attn_implementation", None) or "eager")
+
+    def token_lengths(self, chains: Sequence[str]) -> list[int]:
+        """Tokens (residues plus special tokens) of every window the encoder runs for `chains`, in order."""
+        return [len(text) + self.tokenizer.n_special for _, _, text in self._window_pieces(chains)]
+
     def forward(self, chains: Sequence[str], token_budget: int = 8192,
-                progress: Callable[[int], None] | None = None) -> torch.Tensor:
-        """Masked mean embedding of each chain, shape (len(chains), hidden_size), float32."""
+                progress: Callable[["EncodedBatch"], None] | None = None,
+                batches: Callable[[list[int]], list[list[int]]] | None = None) -> torch.Tensor:
+        """Masked mean embedding of each chain, shape (len(chains), hidden_size), float32.
+
+        Windows are sorted by length and packed into batches of at most `token_budget` padded tokens
+        (`batches(lengths)` overrides the plan, for benchmarks). `progress` is called after every encoder
+        batch with an `EncodedBatch`. Frozen encoders run under `torch.inference_mode()`; on CUDA the model
+        runs under bf16 (else fp16) autocast; pooling is always float32.
+        """
         device = next(self.model.parameters()).device
+        if len(chains) == 0:
+            return torch.zeros(0, self.hidden_size, device=device)
         pieces = list(self._window_pieces(chains))
         lengths = [len(p[2]) + self.tokenizer.n_special for p in pieces]
+        windows_per_chain = np.bincount([p[0] for p in pieces], minlength=len(chains))
+        plan = batches(lengths) if batches is not None else token_budget_batches(lengths, token_budget)
         grad = torch.is_grad_enabled() and self.is_trainable
         context = contextlib.nullcontext() if grad else torch.inference_mode()
-        owners, contributions = [], []
+        owners, pooled = [], []
         with context:
-            for batch in token_budget_batches(lengths, token_budget):
+            for batch in plan:
                 batch_pieces = [pieces[i] for i in batch]
-                states, residue_mask = self._run([p[2] for p in batch_pieces], device)
-                for row, (chain_index, weights, _) in enumerate(batch_pieces):
-                    residue_states = states[row][residue_mask[row]].float()
-                    contributions.append((weights.to(device).unsqueeze(1) * residue_states).sum(0)
-                                         / len(chains[chain_index]))
-                    owners.append(chain_index)
+                pooled.append(self._encode_batch(batch_pieces, chains, device))
+                owners.extend(p[0] for p in batch_pieces)
                 if progress is not None:
-                    progress(len(batch_pieces))
+                    progress(EncodedBatch(
+                        chains=float(sum(1.0 / windows_per_chain[p[0]] for p in batch_pieces)),
+                        rows=len(batch), tokens=sum(lengths[i] for i in batch),
+                        padded_tokens=len(batch) * max(lengths[i] for i in batch)))
             out = torch.zeros(len(chains), self.hidden_size, device=device)
-            out = out.index_add(0, torch.tensor(owners, device=device), torch.stack(contributions))
+            out = out.index_add(0, torch.tensor(owners, device=device), torch.cat(pooled))
         return out if grad else out.clone()
 
-    def _window_pieces(self, chains: Sequence[str]) -> Iterator[tuple[int, torch.Tensor, str]]:
+    def _window_pieces(self, chains: Sequence[str]) -> Iterator[tuple[int, np.ndarray, str]]:
         """(chain index, per-residue weight, window text): weights are 1/coverage so overlaps average."""
         for index, chain in enumerate(chains):
             if not chain:
                 raise ValueError("cannot encode an empty chain")
             spans = self.window.windows(len(chain))
+            if len(spans) == 1:
+                yield index, np.ones(len(chain)), chain
+                continue
             coverage = np.zeros(len(chain))
             for s, e in spans:
                 coverage[s:e] += 1
             for s, e in spans:
-                yield index, torch.from_numpy(1.0 / coverage[s:e]).float(), chain[s:e]
+                yield index, 1.0 / coverage[s:e], chain[s:e]
+
+    def _encode_batch(self, batch_pieces: list[tuple[int, np.ndarray, str]], chains: Sequence[str],
+                      device: torch.device) -> torch.Tensor:
+        """Each window's contribution to its chain's mean: one weighted sum per row (B, hidden), float32."""
+        texts = [p[2] for p in batch_pieces]
+        ids, attention, _ = self.tokenizer.encode(texts)
+        # Per-token weight: 1/coverage/len(chain) on residue tokens, 0 on special and padding tokens.
+        weights = np.zeros(ids.shape, dtype=np.float32)
+        start = len(self.tokenizer.prefix)
+        for row, (chain_index, residue_weights, text) in enumerate(batch_pieces):
+            weights[row, start:start + len(text)] = residue_weights / len(chains[chain_index])
+        hidden = self._hidden_states(ids, attention, device)
+        return torch.bmm(torch.from_numpy(weights).to(device).unsqueeze(1), hidden.float()).squeeze(1)
+
+    def _hidden_states(self, ids: torch.Tensor, attention: torch.Tensor, device: torch.device) -> torch.Tensor:
+        ids = ids.to(device, non_blocking=True)
+        attention = attention.to(device, non_blocking=True)
+        with autocast_context(device):
+            return self.model(input_ids=ids, attention_mask=attention).last_hidden_state
 
     def _run(self, texts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states of a batch of window texts and its residue mask (kept for callers and tests)."""
         ids, attention, residues = self.tokenizer.encode(texts)
-        ids, attention = ids.to(device), attention.to(device)
-        with autocast_context(device):
-            hidden = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
-        return hidden, residues.to(device)
+        return self._hidden_states(ids, attention, device), residues.to(device)
+
+
+class EncodedBatch(NamedTuple):
+    """What one encoder batch did, as reported to `SequenceEncoder.forward`'s `progress` callback."""
+
+    chains: float        # chains completed (a window of a chain split into k windows counts 1/k)
+    rows: int            # windows in the batch
+    tokens: int          # real tokens (residues + special tokens)
+    padded_tokens: int   # token slots computed: rows × longest row
 
 
 def autocast_context(device: torch.device):
@@ -225,7 +279,7 @@ def load_tiny_encoder(seed: int = 0, hidden_size: int = 32, layers: int = 2, max
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
         num_attention_heads=4, intermediate_size=hidden_size * 2, max_position_embeddings=max_residues + 2,
         position_embedding_type="rotary", pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, token_dropout=False,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, token_dropout=False, attn_implementation="sdpa",
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -256,28 +310,51 @@ def load_antiberty_encoder() -> SequenceEncoder:
         raise EncoderUnavailableError(f"AntiBERTy weights not found in {weights}; reinstall antiberty==0.1.3.")
     with quiet_transformers():
         tokenizer = BertTokenizer.from_pretrained(str(folder), do_lower_case=False)
-        model = BertModel.from_pretrained(str(weights), add_pooling_layer=False)
+        model = from_pretrained_sdpa(BertModel, str(weights), add_pooling_layer=False)
     model.eval()
     max_residues = int(model.config.max_position_embeddings) - 2
     return SequenceEncoder("antiberty", model, ResidueTokenizer.from_hf(tokenizer, True), max_residues,
                            revision="antiberty-0.1.3")
 
 
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (`HF_HUB_OFFLINE` / `TRANSFORMERS_OFFLINE`), read now.
+
+    huggingface_hub reads these variables once, at import; checking them at call time and passing
+    `local_files_only=True` makes an offline load fail in seconds instead of retrying the network.
+    """
+    return any(os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def from_pretrained_sdpa(model_class, *args, **kwargs):
+    """`model_class.from_pretrained` with PyTorch scaled-dot-product attention where the architecture has it."""
+    try:
+        return model_class.from_pretrained(*args, attn_implementation="sdpa", **kwargs)
+    except (ValueError, ImportError, TypeError) as exc:
+        if "sdpa" not in str(exc).lower() and "attn_implementation" not in str(exc):
+            raise
+        return model_class.from_pretrained(*args, **kwargs)
+
+
 def load_hub_encoder(name: str, revision: str | None = None) -> SequenceEncoder:
     """Any Hugging Face protein LM (ESM-2, IgT5, ProtBERT, …); fails clearly when the hub is unreachable."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
+    offline = hub_offline()
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(name, revision=revision)
-            tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+            config = AutoConfig.from_pretrained(name, revision=revision, local_files_only=offline)
+            tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, local_files_only=offline)
             model_class = T5EncoderModel if config.model_type in ("t5", "mt5") else AutoModel
-            model = model_class.from_pretrained(name, revision=revision)
+            model = from_pretrained_sdpa(model_class, name, revision=revision, local_files_only=offline)
     except Exception as exc:  # transformers raises OSError, HTTP and offline errors of many types
+        where = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline
+                 else "Check the name and your connection")
         raise EncoderUnavailableError(
             f"encoder '{name}' could not be loaded from the Hugging Face hub "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}). "
-            f"Check the name and your connection. {OFFLINE_HINT}"
+            f"{where}. {OFFLINE_HINT}"
         ) from None
     model.eval()
     space_separated = config.model_type in ("t5", "mt5", "bert")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .encoders import SequenceEncoder
+from .features import InputSpec
 
 
 @dataclass
@@ -24,6 +25,19 @@ class ModelConfig:
     pkd_min: float = 4.0
     pkd_max: float = 14.0
     initial_pkd: float = 8.0
+    # Inputs beside the pooled embeddings (see abag.features.InputSpec); the defaults are the v2.7 model.
+    trim_antibody: bool = False   # encode heavy/light chains as variable domains (cut after FR4)
+    composition_k: int = 0        # append k-mer (k = 1..composition_k) composition + log length per chain
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        """Rebuild a saved config; fields missing from it (written before they existed) take the values
+        that reproduce the model it was trained as (`LEGACY_FIELD_VALUES`), not today's defaults."""
+        return cls(**{**LEGACY_FIELD_VALUES, **values})
+
+
+# Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
+LEGACY_FIELD_VALUES = {"trim_antibody": False, "composition_k": 0}
 
 
 @dataclass
@@ -37,7 +51,11 @@ class PairSequences:
 
 @dataclass
 class PairEmbeddings:
-    """A batch of complexes as pooled chain embeddings (what the head sees)."""
+    """A batch of complexes as pooled chain embeddings (what the head sees).
+
+    With `ModelConfig.composition_k > 0` every chain vector is `[pooled embedding | chain features]`
+    (`abag.features.chain_features`); the head splits them by the encoder widths it was built with.
+    """
 
     heavy: torch.Tensor          # (B, d_antibody)
     light: torch.Tensor          # (B, d_antibody); rows without a light chain are ignored
@@ -56,17 +74,24 @@ def combine_chains(chain_vectors: torch.Tensor, lengths: Sequence[int]) -> torch
 
 
 class AffinityHead(nn.Module):
-    """Projects antibody (heavy + light or a learned "no light chain" vector) and antigen, fuses, predicts."""
+    """Projects antibody (heavy + light or a learned "no light chain" vector) and antigen, fuses, predicts.
+
+    `antibody_dim`/`antigen_dim` are the encoder widths; with chain features (`composition_k > 0`) each
+    chain vector carries `feature_dim` more columns, which skip the LayerNorm (they are already on a
+    fixed scale) and join the projections.
+    """
 
     def __init__(self, antibody_dim: int, antigen_dim: int, config: ModelConfig):
         super().__init__()
         h, p = config.hidden_dim, config.dropout
+        f = InputSpec.from_config(config).feature_dim
+        self.antibody_dim, self.antigen_dim, self.feature_dim = antibody_dim, antigen_dim, f
         self.pkd_min, self.pkd_max = config.pkd_min, config.pkd_max
-        self.no_light = nn.Parameter(torch.zeros(antibody_dim))
+        self.no_light = nn.Parameter(torch.zeros(antibody_dim + f))
         self.antibody_norm = nn.LayerNorm(antibody_dim)
         self.antigen_norm = nn.LayerNorm(antigen_dim)
-        self.antibody_proj = nn.Sequential(nn.Linear(2 * antibody_dim, h), nn.GELU(), nn.Dropout(p))
-        self.antigen_proj = nn.Sequential(nn.Linear(antigen_dim, h), nn.GELU(), nn.Dropout(p))
+        self.antibody_proj = nn.Sequential(nn.Linear(2 * (antibody_dim + f), h), nn.GELU(), nn.Dropout(p))
+        self.antigen_proj = nn.Sequential(nn.Linear(antigen_dim + f, h), nn.GELU(), nn.Dropout(p))
         self.fusion = nn.Sequential(nn.Linear(3 * h, h), nn.GELU(), nn.Dropout(p))
         self.pkd_out = nn.Linear(h, 1)
         self.class_out = nn.Linear(h, 1)
@@ -75,10 +100,17 @@ class AffinityHead(nn.Module):
         fraction = min(max(fraction, 0.02), 0.98)
         nn.init.constant_(self.pkd_out.bias, math.log(fraction / (1 - fraction)))
 
+    def _normed(self, x: torch.Tensor, width: int, norm: nn.LayerNorm) -> torch.Tensor:
+        if not self.feature_dim:
+            return norm(x)
+        return torch.cat([norm(x[:, :width]), x[:, width:]], dim=1)
+
     def forward(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
         light = torch.where(x.light_present.unsqueeze(1), x.light, self.no_light.expand_as(x.light))
-        antibody = self.antibody_proj(torch.cat([self.antibody_norm(x.heavy), self.antibody_norm(light)], dim=1))
-        antigen = self.antigen_proj(self.antigen_norm(x.antigen))
+        heavy = self._normed(x.heavy, self.antibody_dim, self.antibody_norm)
+        light = self._normed(light, self.antibody_dim, self.antibody_norm)
+        antibody = self.antibody_proj(torch.cat([heavy, light], dim=1))
+        antigen = self.antigen_proj(self._normed(x.antigen, self.antigen_dim, self.antigen_norm))
         fused = self.fusion(torch.cat([antibody, antigen, antibody * antigen], dim=1))
         # A scaled sigmoid keeps gradients alive near the bounds (a bare clamp has none outside them);
         # the clamp then guarantees the v2.7 contract even under reduced precision.
@@ -117,21 +149,35 @@ class AbAgModel(nn.Module):
         return not (self.antibody_encoder.is_trainable or self.antigen_encoder.is_trainable)
 
     def embed(self, batch: PairSequences) -> PairEmbeddings:
-        """Encode a batch of sequences into pooled chain embeddings (the same numbers the cache stores)."""
-        antibody_chains = list(dict.fromkeys(batch.heavy + [c for c in batch.light if c]))
-        antibody = self.antibody_encoder(antibody_chains)
+        """Encode a batch of sequences into pooled chain embeddings (the same numbers the cache stores).
+
+        Applies the config's `InputSpec` exactly as `pair_embeddings.embed_pairs` does: variable-domain
+        trimming before encoding, chain features appended after pooling.
+        """
+        spec = InputSpec.from_config(self.config)
+        heavy_chains = [spec.encoder_input(c, "heavy") for c in batch.heavy]
+        light_chains = [spec.encoder_input(c, "light") if c else "" for c in batch.light]
+        antibody_chains = list(dict.fromkeys(heavy_chains + [c for c in light_chains if c]))
+        antibody = self._with_features(self.antibody_encoder(antibody_chains), antibody_chains, spec)
         position = {c: i for i, c in enumerate(antibody_chains)}
-        heavy = antibody[[position[c] for c in batch.heavy]]
-        light_present = torch.tensor([bool(c) for c in batch.light], device=antibody.device)
-        light = antibody[[position[c] if c else 0 for c in batch.light]]
+        heavy = antibody[[position[c] for c in heavy_chains]]
+        light_present = torch.tensor([bool(c) for c in light_chains], device=antibody.device)
+        light = antibody[[position[c] if c else 0 for c in light_chains]]
         antigen_chains = list(dict.fromkeys(c for a in batch.antigen for c in a.split("|")))
-        chain_vectors = self.antigen_encoder(antigen_chains)
+        chain_vectors = self._with_features(self.antigen_encoder(antigen_chains), antigen_chains, spec)
         chain_position = {c: i for i, c in enumerate(antigen_chains)}
         antigen = torch.stack([
             combine_chains(chain_vectors[[chain_position[c] for c in a.split("|")]], [len(c) for c in a.split("|")])
             for a in batch.antigen
         ])
         return PairEmbeddings(heavy, light, light_present, antigen)
+
+    @staticmethod
+    def _with_features(vectors: torch.Tensor, chains: list[str], spec: InputSpec) -> torch.Tensor:
+        if not spec.feature_dim:
+            return vectors
+        features = torch.from_numpy(spec.features(chains)).to(vectors.device, vectors.dtype)
+        return torch.cat([vectors, features], dim=1)
 
     def forward(self, batch: PairSequences | PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(batch, PairSequences):

@@ -7,14 +7,27 @@ import math
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import OutputNotWritableError
 
 
-def ensure_writable_folder(folder: str | Path) -> Path:
+def _blocking_file(folder: Path) -> Path | None:
+    """The nearest existing path at or above `folder` when it is a file (so `folder` cannot exist)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def ensure_writable_folder(folder: str | Path, option: str = "--out") -> Path:
     """Create `folder` if needed and prove a file can be written there, before any long job starts."""
     folder = Path(folder)
+    blocking = _blocking_file(folder)
+    if blocking is not None:
+        where = "is a file" if blocking == folder else f"cannot be created: {blocking} is a file"
+        raise OutputNotWritableError(f"output folder {folder} {where}, not a folder. Choose another {option} "
+                                     f"path.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".abag-write-test-{uuid.uuid4().hex}"
@@ -22,8 +35,19 @@ def ensure_writable_folder(folder: str | Path) -> Path:
         probe.unlink()
     except OSError as exc:
         raise OutputNotWritableError(f"cannot write to output folder {folder}: {exc.strerror or exc}. "
-                                     f"Choose another --out folder or fix its permissions.") from None
+                                     f"Choose another {option} folder, free disk space or fix its "
+                                     f"permissions.") from None
     return folder
+
+
+def ensure_writable_file(path: str | Path, option: str = "--out") -> Path:
+    """Check that `path` can be (re)written as a file: not a folder, and its folder is writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputNotWritableError(f"{option} {path} is a folder; give a file name such as "
+                                     f"{path / 'predictions.csv'}.")
+    ensure_writable_folder(path.parent if str(path.parent) else Path("."), option)
+    return path
 
 
 def _json_safe(value: Any) -> Any:
@@ -38,15 +62,39 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | Path, document: dict) -> Path:
-    """Write `document` as JSON (NaN/Inf become null) via a temporary file and a rename."""
+def json_text(document: Any) -> str:
+    """`document` as indented JSON; NaN and Inf become null, so the text is valid JSON."""
+    return json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n"
+
+
+def write_atomic(path: str | Path, write: Callable[[Any], None], mode: str = "w") -> Path:
+    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    A reader (or a process killed half-way) sees the old file or the new one, never a partial one.
+    Failures raise `OutputNotWritableError` and leave any previous file untouched.
+    """
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        temporary.write_text(json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
+        with open(temporary, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(temporary, path)
     except OSError as exc:
-        raise OutputNotWritableError(f"could not write {path}: {exc.strerror or exc}") from None
+        raise OutputNotWritableError(f"could not write {path}: {exc.strerror or exc}. The previous file, if any, "
+                                     f"is unchanged; free disk space or choose another location.") from None
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def write_json_atomic(path: str | Path, document: dict) -> Path:
+    """Write `document` as JSON (NaN/Inf become null) via a temporary file and a rename."""
+    text = json_text(document)
+    return write_atomic(path, lambda f: f.write(text))
+
+
+def write_csv_atomic(path: str | Path, frame) -> Path:
+    """Write a pandas DataFrame as a UTF-8 CSV (no index) via a temporary file and a rename."""
+    return write_atomic(path, lambda f: frame.to_csv(f, index=False))

@@ -1,4 +1,11 @@
-"""Datasets of complexes as index arrays into per-chain embedding tables (the cached training path)."""
+"""Datasets of complexes as index arrays into per-chain embedding tables (the cached training path).
+
+When the model's `ModelConfig` asks for it (see `abag.features.InputSpec`), antibody chains are trimmed to
+their variable domains before encoding, and per-chain sequence features are appended as extra columns
+of the tables, so `PairEmbeddings.heavy` etc. hold `[pooled embedding | chain features]`. The caches
+returned by `make_caches` carry the model's `InputSpec`; `embed_pairs` reads it from them, and
+`AbAgModel.embed` (the uncached path) applies the same spec, so both paths give the same numbers.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import pandas as pd
 import torch
 
 from .embedding_cache import EmbeddingCache, InMemoryEmbeddings
+from .features import InputSpec
 from .model import AbAgModel, PairEmbeddings, PairSequences
 
 
@@ -36,12 +44,41 @@ class EmbeddedPairs:
         )
 
 
+class SpecCache:
+    """An embedding cache plus the model's `InputSpec` (what `embed_pairs` feeds it and appends)."""
+
+    def __init__(self, cache, spec: InputSpec):
+        self.cache = cache
+        self.spec = spec
+
+    @property
+    def stats(self):
+        return self.cache.stats
+
+    @property
+    def encoder(self):
+        return self.cache.encoder
+
+    def embed(self, chains):
+        return self.cache.embed(chains)
+
+    def __getattr__(self, name):  # anything else (folder, key, ...) is the wrapped cache's
+        if name == "cache":
+            raise AttributeError(name)
+        return getattr(self.cache, name)
+
+
 def make_caches(model: AbAgModel, cache_dir: str | Path | None, token_budget: int = 8192, progress: bool = True):
-    """One cache per distinct encoder object (shared when antibody and antigen use the same encoder)."""
+    """One cache per distinct encoder object (shared when antibody and antigen use the same encoder).
+
+    The caches carry the model's `InputSpec`, so `embed_pairs` trims and appends features as the model expects.
+    """
+    spec = InputSpec.from_config(model.config)
+
     def cache_for(encoder):
         if cache_dir is None:
-            return InMemoryEmbeddings(encoder, token_budget)
-        return EmbeddingCache(encoder, cache_dir, token_budget, progress)
+            return SpecCache(InMemoryEmbeddings(encoder, token_budget), spec)
+        return SpecCache(EmbeddingCache(encoder, cache_dir, token_budget, progress), spec)
 
     antibody_cache = cache_for(model.antibody_encoder)
     same = model.antigen_encoder is model.antibody_encoder
@@ -49,14 +86,21 @@ def make_caches(model: AbAgModel, cache_dir: str | Path | None, token_budget: in
 
 
 def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedPairs:
-    """Look up (or encode once) every distinct chain of `frame` and index the rows into the tables."""
-    antibody_chains = list(dict.fromkeys(list(frame["heavy"]) + [c for c in frame["light"] if c]))
-    antibody = antibody_cache.embed(antibody_chains)
+    """Look up (or encode once) every distinct chain of `frame` and index the rows into the tables.
+
+    Caches from `make_caches` carry the model's `InputSpec` (trimming, chain features); plain caches mean
+    "no trimming, no features".
+    """
+    spec = getattr(antibody_cache, "spec", None) or InputSpec()
+    heavy = [spec.encoder_input(c, "heavy") for c in frame["heavy"]]
+    light = [spec.encoder_input(c, "light") if c else "" for c in frame["light"]]
+    antibody_chains = list(dict.fromkeys(heavy + [c for c in light if c]))
+    antibody = _with_features(antibody_cache.embed(antibody_chains), antibody_chains, spec)
     position = {c: i for i, c in enumerate(antibody_chains)}
 
     antigens = list(dict.fromkeys(frame["antigen"]))
     chains = list(dict.fromkeys(c for a in antigens for c in a.split("|")))
-    chain_table = antigen_cache.embed(chains)
+    chain_table = _with_features(antigen_cache.embed(chains), chains, spec)
     chain_position = {c: i for i, c in enumerate(chains)}
     antigen = np.stack([combine_chain_rows(chain_table, [chain_position[c] for c in a.split("|")],
                                            [len(c) for c in a.split("|")]) for a in antigens]).astype(np.float32)
@@ -64,10 +108,16 @@ def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedP
     return EmbeddedPairs(
         antibody=antibody,
         antigen=antigen,
-        heavy_index=np.array([position[c] for c in frame["heavy"]], dtype=np.int64),
-        light_index=np.array([position[c] if c else -1 for c in frame["light"]], dtype=np.int64),
+        heavy_index=np.array([position[c] for c in heavy], dtype=np.int64),
+        light_index=np.array([position[c] if c else -1 for c in light], dtype=np.int64),
         antigen_index=np.array([antigen_position[a] for a in frame["antigen"]], dtype=np.int64),
     )
+
+
+def _with_features(table: np.ndarray, chains: list[str], spec: InputSpec) -> np.ndarray:
+    if not spec.feature_dim:
+        return table
+    return np.hstack([np.asarray(table, dtype=np.float32), spec.features(chains)])
 
 
 def combine_chain_rows(table: np.ndarray, rows: list[int], lengths: list[int]) -> np.ndarray:

@@ -59,7 +59,6 @@ chain (e.g. beta-2-microglobulin in MHC complexes) puts them in one cluster.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -75,22 +74,31 @@ PARTS = ("train", "val", "test")
 
 _AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 _UNKNOWN = 20  # any residue outside the 20 standard ones; never matches
-_OUTSIDE = 21  # padding outside a chain; never matches
-_SEED_PATTERNS = ("11111", "1101011", "1011101")
-_SEED_WEIGHT = 5
+
+# Seeds: four weight-6 patterns (contiguous and spaced). Weight 5 was tried
+# first: with 10k chains its 3.2M codes are so crowded that most random pairs
+# share a seed, and the pair matrix gets too large.
+_SEED_PATTERNS = ("111111", "11011011", "1110001011", "1011000111")
+_SEED_WEIGHT = 6
+_CODES_PER_PATTERN = 20**_SEED_WEIGHT
+_HASH_BUCKETS = 1 << 24
+_HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash
 _DIRECT_LINK_FRACTION = 0.5
 _CHANCE_CANDIDATES = 1000.0
-_MIN_SHARED_SEEDS = 2
-_BLOCK_ROWS = 1000
+_MIN_SHARED_SEEDS = 1
+_BLOCK_ROWS = 2000
 
-# Alignment scoring. Positive drift down to ~29 % identity keeps a 40 % pair
-# aligned end to end; random pairs drift at -1.65 per residue.
+# Alignment scoring. Positive drift down to ~17 % identity keeps a 40 % pair
+# aligned end to end (estimates within ~0.01 of the true identity at 40 %);
+# random pairs drift at -0.7 per residue.
 _MATCH, _MISMATCH, _GAP_OPEN, _GAP_EXTEND = 5, -1, 10, 1
-_BAND_HALF_WIDTH = 32
+_BAND_HALF_WIDTHS = (24, 48, 96, 192, 384)
+_BAND_MARGIN = 16  # residues of indel drift allowed beyond the seed diagonals
 # Alignment cells carry score * _KEY_SCALE + identities so that one integer
 # max picks the best score and, among ties, the path with more identities.
-_KEY_SCALE = 1 << 12
+_KEY_SCALE = 1 << 14  # identities < 16384; 5 * 16383 * 16384 still fits int32
 _NEG = -(1 << 30)
+_SHORT_OUTSIDE, _LONG_OUTSIDE = 254, 255  # padding codes that never match
 _ALIGN_CHUNK = 4096
 _ALIGN_BATCH = 512
 # A chain shorter than this is scored as if it had this length, so a short
@@ -151,6 +159,18 @@ class _UnionFind:
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
+    def join_components(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Join many pairs at once (connected components of the pairs plus current sets)."""
+        n = len(self.parent)
+        current = np.arange(n)
+        graph = sparse.coo_matrix(
+            (np.ones(len(a) + n), (np.concatenate([a, current]), np.concatenate([b, self.roots()]))), shape=(n, n)
+        )
+        _, label = connected_components(graph, directed=False)
+        first = np.full(label.max() + 1, n)
+        np.minimum.at(first, label, current)
+        self.parent = first[label]
+
     def roots(self) -> np.ndarray:
         """Root of every element (vectorised full path compression)."""
         parent = self.parent
@@ -163,98 +183,102 @@ class _UnionFind:
         return parent.copy()
 
 
-@functools.lru_cache(maxsize=1)
-def _low_complexity_seeds() -> np.ndarray:
-    """True for seed codes with at most two distinct residues (His tags, GS linkers)."""
-    codes = np.arange(20**_SEED_WEIGHT)
-    digits = [(codes // 20**k) % 20 for k in range(_SEED_WEIGHT)]
-    distinct = np.ones(len(codes), dtype=np.int8)
-    for k in range(1, _SEED_WEIGHT):
-        repeated = np.zeros(len(codes), dtype=bool)
-        for earlier in range(k):
-            repeated |= digits[k] == digits[earlier]
-        distinct += ~repeated
-    return distinct <= 2
+def _low_complexity_starts(codes: np.ndarray) -> np.ndarray:
+    """True where the 8 residues from here on hold at most two residue types.
+
+    Seeds starting there (His tags, GS linkers, poly-Q) are ignored: they are
+    shared by unrelated constructs and say nothing about the antigen.
+    """
+    bits = np.left_shift(np.uint32(1), codes.astype(np.uint32))
+    window = bits
+    for step in (1, 2, 4):  # OR over 2, 4, then 8 consecutive residues
+        window = window[:-step] | window[step:]
+    low = np.zeros(len(codes), dtype=bool)
+    low[: len(window)] = np.bitwise_count(window) <= 2
+    return low
 
 
-def _pattern_features(codes: np.ndarray, chain_of: np.ndarray, pattern: str) -> np.ndarray:
-    """Seed code of `pattern` starting at every position; -1 where invalid."""
+def _pattern_codes(codes: np.ndarray, chain_of: np.ndarray, skip: np.ndarray, pattern: str) -> np.ndarray:
+    """Seed code of `pattern` starting at every position of the concatenation; -1 where invalid."""
     picks = [i for i, c in enumerate(pattern) if c == "1"]
     span, n = len(pattern), len(codes)
-    feature = np.full(n, -1, dtype=np.int64)
+    result = np.full(n, -1, dtype=np.int64)
     n_windows = n - span + 1
     if n_windows <= 0:
-        return feature
+        return result
     code = np.zeros(n_windows, dtype=np.int64)
     standard = np.ones(n_windows, dtype=bool)
     for p in picks:  # Horner: base-20 number of the picked residues
         residue = codes[p : p + n_windows]
         code = code * 20 + residue
         standard &= residue < 20
-    valid = standard & (chain_of[:n_windows] == chain_of[span - 1 :])
-    valid[valid] = ~_low_complexity_seeds()[code[valid]]
-    feature[:n_windows] = np.where(valid, code, -1)
-    return feature
+    valid = standard & (chain_of[:n_windows] == chain_of[span - 1 :]) & ~skip[:n_windows]
+    result[:n_windows] = np.where(valid, code, -1)
+    return result
 
 
-@dataclass
-class _Seeds:
-    """Seed occurrences of all chains (ordered by chain), and counts per chain."""
-
-    row: np.ndarray  # chain of each occurrence
-    feature: np.ndarray  # seed id (pattern k uses ids k*20**5 ...)
-    position: np.ndarray  # start of the seed in its chain
-    starts: np.ndarray  # occurrences of chain c are starts[c]:starts[c+1]
-    n_distinct: np.ndarray  # distinct seeds per chain
-    _sorted: dict
-
-    def sorted_seeds(self, chain: int) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct seeds of a chain, sorted, with their first positions (cached)."""
-        if chain not in self._sorted:
-            part = slice(self.starts[chain], self.starts[chain + 1])
-            features, first = np.unique(self.feature[part], return_index=True)
-            self._sorted[chain] = features, self.position[part][first]
-        return self._sorted[chain]
+def _chain_seeds(encoded: np.ndarray, patterns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Seed ids of one chain, sorted, with their positions."""
+    chain_of = np.zeros(len(encoded), dtype=np.int64)
+    skip = _low_complexity_starts(encoded)
+    features, positions = [], []
+    for k, pattern in enumerate(patterns):
+        code = _pattern_codes(encoded, chain_of, skip, pattern)
+        valid = np.flatnonzero(code >= 0)
+        features.append(code[valid] + k * _CODES_PER_PATTERN)
+        positions.append(valid)
+    features, positions = np.concatenate(features), np.concatenate(positions)
+    order = np.argsort(features, kind="stable")
+    return features[order], positions[order]
 
 
-def _collect_seeds(encoded: list[np.ndarray]) -> _Seeds:
+def _distinct_sorted(keys: np.ndarray) -> np.ndarray:
+    keys = np.sort(keys)
+    return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
+
+
+def _pattern_columns(code: np.ndarray, chain_of: np.ndarray, n_chains: int):
+    """Rows, compact columns of seeds present in >= 2 chains; distinct seeds per chain.
+
+    A hashed count first drops most seeds that occur once (they cannot be
+    shared), so only the rest is sorted; sorting all of them dominated run time.
+    """
+    valid = code >= 0
+    code, rows = code[valid], chain_of[valid]
+    occurrences = np.bincount(rows, minlength=n_chains)
+    bucket = (code * _HASH_MULTIPLIER) & (_HASH_BUCKETS - 1)
+    maybe_repeated = np.bincount(bucket, minlength=_HASH_BUCKETS)[bucket] >= 2
+    row_bits = max(int(n_chains).bit_length(), 1)
+    keys = _distinct_sorted((code[maybe_repeated] << row_bits) | rows[maybe_repeated])
+    key_code, key_row = keys >> row_bits, keys & ((1 << row_bits) - 1)
+    # Repeats of a seed inside one chain count once.
+    repeats = np.bincount(rows[maybe_repeated], minlength=n_chains) - np.bincount(key_row, minlength=n_chains)
+    new_group = np.concatenate([[True], key_code[1:] != key_code[:-1]]) if len(keys) else np.empty(0, bool)
+    group = np.cumsum(new_group) - 1
+    shared = np.bincount(group)[group] >= 2 if len(keys) else new_group
+    columns = np.unique(group[shared], return_inverse=True)[1].ravel() if shared.any() else group[shared]
+    return key_row[shared], columns, occurrences - repeats
+
+
+def _shared_seed_matrix(encoded: list[np.ndarray]) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """Chains x shared-seeds presence matrix, and the number of distinct seeds per chain."""
     lengths = np.array([len(c) for c in encoded])
-    chain_starts = np.concatenate([[0], np.cumsum(lengths)])
     codes = np.concatenate(encoded)
     chain_of = np.repeat(np.arange(len(encoded)), lengths)
-    n_codes = 20**_SEED_WEIGHT
-    # Column k holds pattern k; row-major flattening keeps occurrences in chain order.
-    table = np.stack([_pattern_features(codes, chain_of, p) for p in _SEED_PATTERNS], axis=1)
-    table += (np.arange(len(_SEED_PATTERNS)) * n_codes)[None, :] * (table >= 0)
-    flat = table.ravel()
-    valid = np.flatnonzero(flat >= 0)
-    start = valid // len(_SEED_PATTERNS)
-    rows, features = chain_of[start], flat[valid]
-    positions = start - chain_starts[rows]
-    occurrence_starts = np.searchsorted(rows, np.arange(len(encoded) + 1))
-    n_distinct = _distinct_per_chain(rows, features, len(encoded))
-    return _Seeds(rows, features, positions, occurrence_starts, n_distinct, {})
-
-
-def _distinct_per_chain(rows: np.ndarray, features: np.ndarray, n_chains: int) -> np.ndarray:
-    key = np.unique(rows.astype(np.int64) * (len(_SEED_PATTERNS) * 20**_SEED_WEIGHT) + features)
-    return np.bincount(key // (len(_SEED_PATTERNS) * 20**_SEED_WEIGHT), minlength=n_chains)
-
-
-def _shared_seed_matrix(seeds: _Seeds, n_chains: int) -> sparse.csr_matrix:
-    """Chains x seeds presence matrix, restricted to seeds found in >= 2 chains.
-
-    Seeds seen in one chain cannot be shared; dropping them shrinks the matrix
-    product several-fold.
-    """
+    skip = _low_complexity_starts(codes)
+    all_rows, all_columns, n_distinct, offset = [], [], np.zeros(len(encoded), np.int64), 0
+    for pattern in _SEED_PATTERNS:
+        code = _pattern_codes(codes, chain_of, skip, pattern)
+        rows, columns, distinct = _pattern_columns(code, chain_of, len(encoded))
+        all_rows.append(rows)
+        all_columns.append(columns + offset)
+        offset += int(columns.max(initial=-1)) + 1
+        n_distinct += distinct
     matrix = sparse.csr_matrix(
-        (np.ones(len(seeds.row), np.int32), (seeds.row, seeds.feature)),
-        shape=(n_chains, len(_SEED_PATTERNS) * 20**_SEED_WEIGHT),
+        (np.ones(sum(len(r) for r in all_rows), np.int32), (np.concatenate(all_rows), np.concatenate(all_columns))),
+        shape=(len(encoded), max(offset, 1)),
     )
-    matrix.sum_duplicates()
-    matrix.data[:] = 1  # presence, not multiplicity
-    in_chains = np.bincount(matrix.indices, minlength=matrix.shape[1])
-    return matrix[:, np.flatnonzero(in_chains >= 2)].tocsr()
+    return matrix, n_distinct
 
 
 def _chance_seed_match(encoded: list[np.ndarray]) -> float:
@@ -267,10 +291,15 @@ def _chance_seed_match(encoded: list[np.ndarray]) -> float:
     return float(np.sum(freq**2) ** _SEED_WEIGHT)
 
 
-def _candidate_pairs(seeds: _Seeds, n_chains: int, chance: float):
-    """Pairs (i < j) sharing more seeds than chance explains, strongest first."""
-    matrix = _shared_seed_matrix(seeds, n_chains)
-    n_seeds = seeds.n_distinct.astype(np.float64)
+def _candidate_pairs(encoded: list[np.ndarray]):
+    """Pairs (i < j) sharing more seeds than chance explains, strongest first.
+
+    Returns i, j and the shared fraction of the smaller seed set.
+    """
+    n_chains = len(encoded)
+    matrix, n_distinct = _shared_seed_matrix(encoded)
+    n_seeds = n_distinct.astype(np.float64)
+    chance = _chance_seed_match(encoded)
     n_pairs = max(n_chains * (n_chains - 1) / 2, 1.0)
     p_threshold = min(1e-2, _CHANCE_CANDIDATES / n_pairs)
     transposed = matrix.T.tocsr()
@@ -285,82 +314,134 @@ def _candidate_pairs(seeds: _Seeds, n_chains: int, chance: float):
         significant = poisson.sf(shared - 1, expected) <= p_threshold
         found.append((i[significant], j[significant], shared[significant]))
     i, j, shared = (np.concatenate([f[k] for f in found]) for k in range(3))
-    fraction = shared / np.minimum(n_seeds[i], n_seeds[j])
+    fraction = shared / np.maximum(np.minimum(n_seeds[i], n_seeds[j]), 1)
     order = np.lexsort((j, i, -fraction))  # strongest first, deterministic ties
     return i[order], j[order], fraction[order]
 
 
-def _band_center(seeds: _Seeds, short: int, long: int) -> int:
-    """Median diagonal (long position - short position) of shared seeds."""
-    short_features, short_positions = seeds.sorted_seeds(short)
-    long_features, long_positions = seeds.sorted_seeds(long)
-    if len(long_features) == 0:
-        return 0
-    where = np.minimum(np.searchsorted(long_features, short_features), len(long_features) - 1)
-    hit = long_features[where] == short_features
-    if not hit.any():
-        return 0
-    return int(np.median(long_positions[where[hit]] - short_positions[hit]))
+class _Bands:
+    """Alignment bands from the diagonals of shared seeds (per-chain seeds cached)."""
+
+    def __init__(self, encoded: list[np.ndarray]):
+        self.encoded = encoded
+        self.cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def seeds(self, chain: int, n_patterns: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (chain, n_patterns)
+        if key not in self.cache:
+            self.cache[key] = _chain_seeds(self.encoded[chain], _SEED_PATTERNS[:n_patterns])
+        return self.cache[key]
+
+    def band(self, short: int, long: int) -> tuple[int, int]:
+        """Band (center diagonal, half-width) covering the diagonals of shared seeds.
+
+        Diagonal = long position - short position. A pair with a large
+        insertion or deletion (an engineered core, a loop deleted) shares seeds
+        on several diagonals; the band widens to cover them all, in steps of
+        _BAND_HALF_WIDTHS so that pairs can be batched. Contiguous seeds alone
+        usually suffice and are 4x cheaper; all patterns are the fallback.
+        """
+        diagonals = self._shared_diagonals(short, long, 1)
+        if len(diagonals) < 3:
+            diagonals = self._shared_diagonals(short, long, len(_SEED_PATTERNS))
+        if not len(diagonals):
+            return 0, _BAND_HALF_WIDTHS[0]
+        low, high = np.percentile(diagonals, [5, 95])
+        needed = (high - low) / 2 + _BAND_MARGIN
+        fitting = [w for w in _BAND_HALF_WIDTHS if w >= needed]
+        return int(round((low + high) / 2)), fitting[0] if fitting else _BAND_HALF_WIDTHS[-1]
+
+    def _shared_diagonals(self, short: int, long: int, n_patterns: int) -> np.ndarray:
+        short_features, short_positions = self.seeds(short, n_patterns)
+        long_features, long_positions = self.seeds(long, n_patterns)
+        if len(long_features) == 0:
+            return long_features
+        where = np.minimum(np.searchsorted(long_features, short_features), len(long_features) - 1)
+        hit = long_features[where] == short_features
+        return long_positions[where[hit]] - short_positions[hit]
 
 
-def _align_batch(shorts: list[np.ndarray], longs: list[np.ndarray], centers: np.ndarray) -> np.ndarray:
+def _banded_long_codes(longs: list[np.ndarray], centers: np.ndarray, n_rows: int, width: int) -> np.ndarray:
+    """long_band[p, i + t] = residue of long chain p in band column t of DP row i."""
+    longest = max(len(s) for s in longs)
+    padded = np.full((len(longs), longest), _LONG_OUTSIDE, np.uint8)
+    for p, chain in enumerate(longs):
+        padded[p, : len(chain)] = chain
+    index = centers[:, None] - width // 2 + np.arange(n_rows + width)[None, :]
+    inside = (index >= 0) & (index < np.array([len(s) for s in longs])[:, None])
+    gathered = np.take_along_axis(padded, np.clip(index, 0, longest - 1), axis=1)
+    return np.where(inside, gathered, _LONG_OUTSIDE).astype(np.uint8)
+
+
+def _short_codes(shorts: list[np.ndarray], n_rows: int) -> np.ndarray:
+    codes = np.full((len(shorts), n_rows), _SHORT_OUTSIDE, np.uint8)
+    for p, chain in enumerate(shorts):
+        codes[p, : len(chain)] = np.where(chain < 20, chain, _SHORT_OUTSIDE)  # unknown never matches
+    return codes
+
+
+def _align_batch(shorts: list[np.ndarray], longs: list[np.ndarray], centers: np.ndarray, half_width: int) -> np.ndarray:
     """Identical residues in the best banded local alignment of each pair.
 
-    Row i of the DP walks the short chain; column t of the band is position
+    Row i of the DP walks the short chain; band column t is position
     i + center - w + t of the long chain. Horizontal gaps use the prefix-max
-    trick so that each row is a handful of vectorised numpy operations.
+    trick, so a row is a few in-place numpy operations over all pairs.
     """
-    n_pairs, w = len(shorts), _BAND_HALF_WIDTH
-    width = 2 * w + 1
+    width = 2 * half_width + 1
     n_rows = max(len(s) for s in shorts)
-    long_len = max(len(s) for s in longs)
-    short_codes = np.full((n_pairs, n_rows), _OUTSIDE + 1, np.uint8)  # never equals _OUTSIDE
-    long_codes = np.full((n_pairs, long_len + 2), _OUTSIDE, np.uint8)  # one pad cell each side
-    for p, (s, l) in enumerate(zip(shorts, longs)):
-        short_codes[p, : len(s)] = s
-        long_codes[p, 1 : len(l) + 1] = l
-    band = np.arange(width)
-    column0 = centers[:, None] - w + band[None, :] + 1  # +1: the left pad cell
-    S = _KEY_SCALE
-    match_key, mismatch_key = _MATCH * S + 1, _MISMATCH * S
-    open_key, extend_key = _GAP_OPEN * S, _GAP_EXTEND * S
-    ramp = extend_key * band
-    h_prev = np.zeros((n_pairs, width), np.int32)
-    f_prev = np.full((n_pairs, width), _NEG, np.int32)
-    best = np.zeros(n_pairs, np.int32)
-    neg_column = np.full((n_pairs, 1), _NEG, np.int32)
+    long_band = _banded_long_codes(longs, np.asarray(centers), n_rows, width)
+    short_codes = _short_codes(shorts, n_rows)
+    i32 = np.int32
+    scale = _KEY_SCALE
+    match_bonus = i32((_MATCH - _MISMATCH) * scale + 1)  # +1: count the identity
+    mismatch, gap_open, gap_extend = i32(_MISMATCH * scale), i32(_GAP_OPEN * scale), i32(_GAP_EXTEND * scale)
+    ramp = (gap_extend * np.arange(width)).astype(i32)
+    horizontal_offset = (gap_extend - gap_open - ramp[1:]).astype(i32)
+    shape = (len(shorts), width)
+    h, h_next = np.zeros(shape, i32), np.zeros(shape, i32)
+    f, f_next = np.full(shape, _NEG, i32), np.full(shape, _NEG, i32)  # last column stays _NEG
+    diagonal, running, scratch = np.empty(shape, i32), np.empty(shape, i32), np.empty(shape, i32)
+    horizontal = np.full(shape, _NEG, i32)  # first column stays _NEG
+    best = np.zeros(shape, i32)
     for i in range(n_rows):
-        columns = np.clip(column0 + i, 0, long_len + 1)
-        long_here = np.take_along_axis(long_codes, columns, axis=1)
-        short_here = short_codes[:, i : i + 1]
-        is_match = (long_here == short_here) & (short_here < 20)
-        diagonal = h_prev + np.where(is_match, match_key, mismatch_key).astype(np.int32)
+        is_match = long_band[:, i : i + width] == short_codes[:, i : i + 1]
+        np.multiply(is_match, match_bonus, out=diagonal)
+        diagonal += h
+        diagonal += mismatch
         # Vertical gap: cell (i-1, j) sits one band column to the right.
-        vertical = np.maximum(h_prev[:, 1:] - open_key, f_prev[:, 1:] - extend_key)
-        vertical = np.concatenate([vertical, neg_column], axis=1)
-        no_horizontal = np.maximum(np.maximum(diagonal, vertical), 0)
-        running = np.maximum.accumulate(no_horizontal + ramp, axis=1)
-        horizontal = np.concatenate([neg_column, running[:, :-1]], axis=1) - open_key - ramp + extend_key
-        h_prev = np.maximum(no_horizontal, horizontal)
-        f_prev = vertical
-        np.maximum(best, h_prev.max(axis=1), out=best)
-    return best % S
+        np.subtract(h[:, 1:], gap_open, out=scratch[:, 1:])
+        np.subtract(f[:, 1:], gap_extend, out=f_next[:, :-1])
+        np.maximum(f_next[:, :-1], scratch[:, 1:], out=f_next[:, :-1])
+        np.maximum(diagonal, f_next, out=diagonal)
+        np.maximum(diagonal, 0, out=diagonal)  # local alignment may start anywhere
+        np.add(diagonal, ramp, out=running)
+        np.maximum.accumulate(running, axis=1, out=running)
+        np.add(running[:, :-1], horizontal_offset, out=horizontal[:, 1:])
+        np.maximum(diagonal, horizontal, out=h_next)
+        np.maximum(best, h_next, out=best)
+        h, h_next, f, f_next = h_next, h, f_next, f
+    return best.max(axis=1) % scale
 
 
-def _alignment_identity(encoded: list[np.ndarray], seeds: _Seeds, pairs: np.ndarray) -> np.ndarray:
-    """Identity (identical aligned residues / shorter length) for each pair."""
-    lengths = np.array([len(encoded[a]) for a in pairs[:, 0]]), np.array([len(encoded[b]) for b in pairs[:, 1]])
-    swap = lengths[0] > lengths[1]
+def _alignment_identity(encoded: list[np.ndarray], band_finder: _Bands, pairs: np.ndarray) -> np.ndarray:
+    """Identity (identical aligned residues / shorter length, floored) for each pair."""
+    lengths = np.array([[len(encoded[a]), len(encoded[b])] for a, b in pairs]).reshape(-1, 2)
+    swap = lengths[:, 0] > lengths[:, 1]
     short = np.where(swap, pairs[:, 1], pairs[:, 0])
     long = np.where(swap, pairs[:, 0], pairs[:, 1])
-    short_len = np.minimum(*lengths)
+    short_len = lengths.min(axis=1)
     identity = np.zeros(len(pairs))
-    order = np.argsort(short_len, kind="stable")  # similar lengths share a batch
+    bands = np.array([band_finder.band(s, l) for s, l in zip(short, long)]).reshape(-1, 2)
+    # Batch pairs of equal band width and similar length.
+    order = np.lexsort((short_len, bands[:, 1]))
     for start in range(0, len(order), _ALIGN_BATCH):
         batch = order[start : start + _ALIGN_BATCH]
-        centers = np.array([_band_center(seeds, short[p], long[p]) for p in batch])
-        identities = _align_batch([encoded[short[p]] for p in batch], [encoded[long[p]] for p in batch], centers)
-        identity[batch] = identities / np.maximum(short_len[batch], _MIN_DENOMINATOR)
+        for half_width in np.unique(bands[batch, 1]):
+            same = batch[bands[batch, 1] == half_width]
+            # Chains beyond _KEY_SCALE - 1 residues are cut (identity can only go down).
+            shorts = [encoded[short[p]][: _KEY_SCALE - 1] for p in same]
+            identities = _align_batch(shorts, [encoded[long[p]] for p in same], bands[same, 0], int(half_width))
+            identity[same] = identities / np.maximum(short_len[same], _MIN_DENOMINATOR)
     return identity
 
 
@@ -373,12 +454,13 @@ def _pick_round(union: _UnionFind, i: np.ndarray, j: np.ndarray, pending: np.nda
     """
     roots = union.roots()
     ri, rj = roots[i[pending]], roots[j[pending]]
-    open_ = ri != rj
-    pending, ri, rj = pending[open_], ri[open_], rj[open_]
+    still_apart = ri != rj
+    pending, ri, rj = pending[still_apart], ri[still_apart], rj[still_apart]
     used: dict[int, int] = {}
     picked = np.zeros(len(pending), dtype=bool)
     n_picked = 0
-    for k, (a, b) in enumerate(zip(ri.tolist(), rj.tolist())):
+    # Bounded scan: past a point every cluster is usually saturated this round.
+    for k, (a, b) in enumerate(zip(ri[: 20 * _ALIGN_CHUNK].tolist(), rj[: 20 * _ALIGN_CHUNK].tolist())):
         if used.get(a, 0) < per_cluster and used.get(b, 0) < per_cluster:
             used[a] = used.get(a, 0) + 1
             used[b] = used.get(b, 0) + 1
@@ -389,8 +471,9 @@ def _pick_round(union: _UnionFind, i: np.ndarray, j: np.ndarray, pending: np.nda
     return pending[picked], pending[~picked]
 
 
-def _link_by_alignment(encoded, seeds, union, i, j, identity) -> None:
+def _link_by_alignment(encoded, union, i, j, identity) -> None:
     """Align candidates strongest first and join the pairs that pass."""
+    band_finder = _Bands(encoded)
     pending = np.arange(len(i))
     per_cluster = 1
     while len(pending):
@@ -398,7 +481,7 @@ def _link_by_alignment(encoded, seeds, union, i, j, identity) -> None:
         if not len(now):
             break
         pairs = np.stack([i[now], j[now]], axis=1)
-        for (a, b), value in zip(pairs, _alignment_identity(encoded, seeds, pairs)):
+        for (a, b), value in zip(pairs, _alignment_identity(encoded, band_finder, pairs)):
             if value >= identity:
                 union.union(a, b)
         per_cluster *= 2  # hubs with many partners still finish in few rounds
@@ -420,14 +503,12 @@ def cluster_sequences(sequences: Sequence[str], identity: float = DEFAULT_IDENTI
     unique, inverse = np.unique(np.array(sequences, dtype=object), return_inverse=True)
     encoded = [_encode(s) for s in unique]
     union = _UnionFind(len(unique))
-    if sum(len(c) for c in encoded) >= len(_SEED_PATTERNS[-1]):
-        seeds = _collect_seeds(encoded)
-        i, j, fraction = _candidate_pairs(seeds, len(encoded), _chance_seed_match(encoded))
+    if len(unique) > 1:
+        i, j, fraction = _candidate_pairs(encoded)
         direct = fraction >= max(_DIRECT_LINK_FRACTION, identity)
-        for a, b in zip(i[direct], j[direct]):
-            union.union(a, b)
-        _link_by_alignment(encoded, seeds, union, i[~direct], j[~direct], identity)
-    return _first_appearance_ids(union.roots()[inverse])
+        union.join_components(i[direct], j[direct])
+        _link_by_alignment(encoded, union, i[~direct], j[~direct], identity)
+    return _first_appearance_ids(union.roots()[inverse.ravel()])
 
 
 def _first_appearance_ids(labels: np.ndarray) -> np.ndarray:
@@ -450,7 +531,7 @@ def cluster_antigens(antigens: Sequence[str], identity: float = DEFAULT_IDENTITY
     the other; clusters are the connected components (union-find) of that
     graph. Antigens without any chain (empty strings) share one cluster.
     """
-    antigens = ["" if a is None or (isinstance(a, float) and np.isnan(a)) else str(a) for a in antigens]
+    antigens = ["" if pd.isna(a) else str(a) for a in antigens]
     if not antigens:
         return np.empty(0, dtype=np.int64)
     unique, inverse = np.unique(np.array(antigens, dtype=object), return_inverse=True)
@@ -483,19 +564,32 @@ def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
 
 
 def _assign_groups(groups: np.ndarray, fractions: np.ndarray, seed: int) -> np.ndarray:
-    """Whole groups to parts, greedily filling the part furthest below target."""
+    """Whole groups to parts, approximately at the requested row fractions.
+
+    Groups are placed largest first (seeded order among equal sizes), each to
+    a random part among those with room for it (probability proportional to
+    the room left), else to the part with the most room. Largest-first keeps a
+    dominant cluster (e.g. SARS-CoV-2 spike, half of SAAINT-DB) out of the
+    small parts; the random choice makes the seed matter for all other groups.
+    """
     labels, inverse = np.unique(groups, return_inverse=True)
-    sizes = np.bincount(inverse.ravel(), minlength=len(labels))
-    targets = fractions * len(groups)
-    part_of_group = np.full(len(labels), -1)
-    filled = np.zeros(3)
-    for g in np.random.default_rng(seed).permutation(len(labels)):
-        deficit = np.where(fractions > 0, targets - filled, -np.inf)
-        part = int(np.argmax(deficit))
+    inverse = inverse.ravel()
+    sizes = np.bincount(inverse, minlength=len(labels))
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(len(labels))
+    order = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
+    room = np.where(fractions > 0, fractions * len(groups), -np.inf)
+    part_of_group = np.empty(len(labels), dtype=int)
+    for g in order:
+        fits = np.flatnonzero(room >= sizes[g])
+        if len(fits):
+            part = int(rng.choice(fits, p=room[fits] / room[fits].sum()))
+        else:
+            part = int(np.argmax(room))
         part_of_group[g] = part
-        filled[part] += sizes[g]
+        room[part] -= sizes[g]
     _ensure_parts_nonempty(part_of_group, sizes, fractions)
-    return np.array(PARTS)[part_of_group[inverse.ravel()]]
+    return np.array(PARTS)[part_of_group[inverse]]
 
 
 def _ensure_parts_nonempty(part_of_group: np.ndarray, sizes: np.ndarray, fractions: np.ndarray) -> None:
@@ -544,16 +638,15 @@ def _pkd_strata(pkd: np.ndarray, n_bins: int) -> tuple[np.ndarray, int]:
     return strata, bins
 
 
-def _part_summary(assignment: np.ndarray) -> str:
+def _row_summary(assignment: np.ndarray) -> str:
     counts = [int(np.sum(assignment == p)) for p in PARTS]
-    total = max(sum(counts), 1)
-    shares = "/".join(f"{100 * c / total:.0f}" for c in counts)
-    return f"{'/'.join(map(str, counts))} rows ({shares}%) train/val/test"
+    shares = "/".join(f"{100 * c / max(sum(counts), 1):.0f}" for c in counts)
+    return f"{'/'.join(map(str, counts))} rows = {shares}%"
 
 
-def _group_summary(assignment: np.ndarray, groups: np.ndarray) -> str:
+def _group_summary(assignment: np.ndarray, groups: np.ndarray, noun: str) -> str:
     per_part = [len(np.unique(groups[assignment == p])) for p in PARTS]
-    return f"{len(np.unique(groups))} clusters: {'/'.join(map(str, per_part))} train/val/test"
+    return f"train/val/test = {'/'.join(map(str, per_part))} of {len(np.unique(groups))} {noun}, {_row_summary(assignment)}"
 
 
 def _groups_from_column(df: pd.DataFrame, group_column: str | None) -> np.ndarray:
@@ -607,10 +700,7 @@ def _antigen_split(df, parts, seed, identity) -> SplitResult:
     groups = cluster_antigens(df["antigen"].tolist(), identity)
     _require_groups(groups, int(np.sum(parts > 0)), f"antigen clustering at {identity:.0%} identity")
     assignment = _assign_groups(groups, parts, seed)
-    description = (
-        f"antigen-cluster split ({identity:.0%} identity, {_group_summary(assignment, groups)}; "
-        f"{_part_summary(assignment)}; seed {seed})"
-    )
+    description = f"antigen-cluster split ({identity:.0%} identity; {_group_summary(assignment, groups, 'clusters')}; seed {seed})"
     return SplitResult("antigen", assignment, groups, description)
 
 
@@ -618,15 +708,14 @@ def _group_split(df, parts, seed, group_column) -> SplitResult:
     groups = _groups_from_column(df, group_column)
     _require_groups(groups, int(np.sum(parts > 0)), f"column {group_column!r}")
     assignment = _assign_groups(groups, parts, seed)
-    summary = _group_summary(assignment, groups).replace("clusters", "groups")
-    description = f"group split by column {group_column!r} ({summary}; {_part_summary(assignment)}; seed {seed})"
+    description = f"group split by column {group_column!r} ({_group_summary(assignment, groups, 'groups')}; seed {seed})"
     return SplitResult("group", assignment, groups, description)
 
 
 def _random_split(df, parts, seed) -> SplitResult:
     assignment = np.empty(len(df), dtype="<U5")
     _assign_rows(np.arange(len(df)), parts, np.random.default_rng(seed), assignment)
-    description = f"random row split (seed {seed}; {_part_summary(assignment)}; similar antigens on both sides)"
+    description = f"random row split (train/val/test = {_row_summary(assignment)}; seed {seed}; similar antigens on both sides)"
     return SplitResult("random", assignment, None, description)
 
 
@@ -637,8 +726,8 @@ def _stratified_split(df, parts, seed, n_bins) -> SplitResult:
     for stratum in np.unique(strata):
         _assign_rows(np.flatnonzero(strata == stratum), parts, rng, assignment)
     description = (
-        f"stratified random row split ({bins} pKd quantile bins, seed {seed}; {_part_summary(assignment)}; "
-        "similar antigens on both sides)"
+        f"stratified random row split ({bins} pKd quantile bins; train/val/test = {_row_summary(assignment)}; "
+        f"seed {seed}; similar antigens on both sides)"
     )
     return SplitResult("stratified", assignment, None, description)
 

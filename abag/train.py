@@ -24,11 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import (capture_rng_state, interrupts_deferred, load_checkpoint, restore_rng_state, resume_hint,
+                         save_checkpoint)
 from .errors import AbagError, CheckpointError, OutputNotWritableError, TrainingDivergedError
 from .losses import StableCombinedLoss, check_loss_validity
 from .model import AbAgModel, ModelConfig, build_model
-from .outputs import ensure_writable_folder, write_json_atomic
+from .outputs import ensure_writable_folder, write_csv_atomic, write_json_atomic
 from .pair_embeddings import EmbeddedPairs, embed_pairs, make_caches, sequences_batch
 from .version import METRICS_VERSION, V27_IMPROVEMENTS, __version__
 
@@ -103,6 +104,12 @@ class TrainingInterrupted(AbagError):
     """Ctrl-C: the last epoch-boundary checkpoint is on disk and `--resume` continues from it."""
 
     exit_code = 130
+
+
+class SplitError(AbagError):
+    """The data cannot be split into training, validation and test parts as asked (bad input: exit 2)."""
+
+    exit_code = 2
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -182,8 +189,10 @@ def build_part_data(frame: pd.DataFrame, parts: dict[str, np.ndarray], model: Ab
     started = time.perf_counter()
     embedded = embed_pairs(frame, antibody_cache, antigen_cache)
     caches = {id(antibody_cache): antibody_cache, id(antigen_cache): antigen_cache}.values()
-    encoded = sum(c.stats.encoded for c in caches)
-    reused = sum(c.stats.reused for c in caches)
+    # Under torchrun each process encodes a share; report the totals.
+    counts = distributed.all_gather_objects((sum(c.stats.encoded for c in caches), sum(c.stats.reused for c in caches)))
+    encoded = sum(c[0] for c in counts)
+    reused = counts[0][1]
     where = config.cache_dir or "memory only"
     log(f"embedding cache ({where}): {encoded} chains encoded, {reused} reused "
         f"in {time.perf_counter() - started:.1f}s" + (" — nothing to encode" if encoded == 0 else ""))
@@ -225,10 +234,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | None = None,
           config: TrainConfig | None = None, *, resume: bool = False, encoders: dict | None = None,
-          log: Callable[[str], None] = print, data_info: dict | None = None) -> TrainResult:
+          log: Callable[[str], None] = print, data_info: dict | None = None, split=None) -> TrainResult:
     """Split `frame`, train, checkpoint every epoch, evaluate the best model and write the run folder.
 
-    `frame` is a validated table (see `abag.data.load_pairs`). Writes `metrics.json`, `history.csv`,
+    `frame` is a validated table (see `abag.data.load_pairs`). `split` (a `SplitResult`) overrides the
+    configured split, e.g. for cross-validation folds. Writes `metrics.json`, `history.csv`,
     `test_predictions.csv` and `checkpoints/{last,best}.pt` under `out_dir`.
     """
     from .baselines import evaluate_baselines
@@ -238,6 +248,8 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     main = distributed.is_main_process()
+    if not main:
+        log = _silent  # one voice per run: only process 0 prints
     if main:
         ensure_writable_folder(out_dir)
         ensure_writable_folder(checkpoints)
@@ -248,15 +260,22 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
 
     resume_state = None
     if resume and last_path.exists():
-        resume_state = load_checkpoint(last_path)
+        resume_state = load_checkpoint(last_path, hint=resume_hint(last_path))
         saved = resume_state["config"]
         if saved.get("data_fingerprint") != fingerprint:
-            raise CheckpointError(f"{last_path} was trained on different data; resume with the same --data file "
-                                  f"or start a new --out folder")
-        model_config = ModelConfig(**saved["model"])
-        # Everything that shapes the result comes from the checkpoint; only where and how long may change.
-        requested = config
-        config = TrainConfig(**{**saved["train"], "split_fractions": tuple(saved["train"]["split_fractions"])})
+            raise CheckpointError(f"{last_path} was trained on different data; resume with the same data, "
+                                  f"or start a new run folder (--out)")
+        if int(resume_state.get("world_size", 1)) != distributed.world_size():
+            raise CheckpointError(f"{last_path} was written by a run with {resume_state.get('world_size', 1)} "
+                                  f"process(es); resume with the same number (now {distributed.world_size()})")
+        try:
+            model_config = ModelConfig(**saved["model"])
+            # Everything that shapes the result comes from the checkpoint; only where and how long may change.
+            requested = config
+            config = TrainConfig(**{**saved["train"], "split_fractions": tuple(saved["train"]["split_fractions"])})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {last_path} has settings this abag cannot use ({exc}). "
+                                  f"{resume_hint(last_path)}") from None
         config = dataclasses.replace(config, epochs=requested.epochs, progress=requested.progress,
                                      device=requested.device, cache_dir=requested.cache_dir)
         log(f"resuming from {last_path} (epoch {resume_state['epoch']}) to epoch {config.epochs}")
@@ -265,13 +284,18 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
 
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    split = split_pairs(frame, config.split, fractions=config.split_fractions, seed=config.seed,
-                        group_column=config.group_column, identity=config.split_identity)
+    if split is None:
+        try:
+            split = split_pairs(frame, config.split, fractions=config.split_fractions, seed=config.seed,
+                                group_column=config.group_column, identity=config.split_identity)
+        except ValueError as exc:  # too few antigens or groups, unknown group column, …
+            raise SplitError(f"cannot split the data ({config.split} split): {exc}. Use more data or "
+                             f"another --split.") from None
     parts = {name: split.indices(name) for name in ("train", "val", "test")}
     log(f"split: {split.description}")
     if len(parts["train"]) == 0 or len(parts["val"]) == 0:
-        raise AbagError(f"the {split.method} split left an empty training or validation set "
-                        f"({split.sizes()}); use more data or another --split")
+        raise SplitError(f"the {split.method} split left an empty training or validation set "
+                         f"({split.sizes()}); use more data or another --split")
 
     train_pkd = frame["pkd"].to_numpy()[parts["train"]]
     model_config = dataclasses.replace(model_config, initial_pkd=float(np.clip(np.mean(train_pkd), *PKD_RANGE))) \
@@ -319,16 +343,21 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
 
     if resume_state is None and main:
         save_checkpoint(checkpoint_state(0), last_path)  # a loadable last.pt even if the first epoch dies
-    stopped_early = False
+    # A run that already stopped early stays stopped: resuming it must not train one more epoch.
+    stopped_early = stale_epochs >= config.early_stopping_patience
     epoch = start_epoch - 1
+    saved_epoch = start_epoch - 1  # what last.pt holds
     try:
-        for epoch in range(start_epoch, config.epochs + 1):
+        for epoch in range(start_epoch, config.epochs + 1 if not stopped_early else start_epoch):
             started = time.perf_counter()
             train_loss, steps = _train_epoch(net, data["train"], optimizer, scaler, criterion, config, device,
                                              amp_dtype, epoch, last_path)
             pkd, logits = predict_data(model, data["val"], device, amp_dtype=amp_dtype)
             val_loss = float(criterion(torch.from_numpy(pkd), data["val"].target, torch.from_numpy(logits),
                                        data["val"].censored))
+            if not math.isfinite(val_loss):  # weights went bad: never let them overwrite a good checkpoint
+                raise _diverged(f"validation loss is {'NaN' if math.isnan(val_loss) else 'Inf'}", epoch, steps,
+                                last_path, "before saving this epoch")
             val = evaluate_predictions(data["val"].target.numpy(), pkd, sigmoid(logits),
                                        censored=data["val"].censored.numpy(), threshold=config.binder_threshold,
                                        ci=False)
@@ -345,18 +374,25 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
                 stale_epochs += 1
             if main:
                 log(format_epoch(record, config))
-                save_checkpoint(checkpoint_state(epoch), last_path)
-                if improved or not best_path.exists():
-                    save_checkpoint(checkpoint_state(epoch), best_path)
+                # best.pt before last.pt, with Ctrl-C held back: a run stopped at any moment resumes from a
+                # last.pt whose best.pt is at least as new, so resuming never changes the result.
+                with interrupts_deferred():
+                    if improved or not best_path.exists():
+                        save_checkpoint(checkpoint_state(epoch), best_path)
+                    save_checkpoint(checkpoint_state(epoch), last_path)
+                    write_csv_atomic(out_dir / "history.csv", pd.DataFrame(history))  # progress, every epoch
+                    saved_epoch = epoch  # inside the block: a held-back Ctrl-C is delivered as it ends
+            saved_epoch = epoch
             if stale_epochs >= config.early_stopping_patience:
                 log(f"early stopping: validation Spearman has not improved for {stale_epochs} epochs "
                     f"(best {best_spearman:.4f} at epoch {best_epoch})")
                 stopped_early = True
                 break
     except KeyboardInterrupt:
+        lost = f"epoch {saved_epoch + 1} was in progress" if saved_epoch < config.epochs else "training had finished"
         raise TrainingInterrupted(
-            f"interrupted during epoch {epoch + 1 if epoch < config.epochs else epoch}; the last completed epoch "
-            f"is saved in {last_path}. Continue with the same command plus --resume.") from None
+            f"interrupted ({lost}); {last_path} holds the state after epoch {saved_epoch}, nothing else is lost. "
+            f"Continue with the same command plus --resume.") from None
     distributed.barrier()
 
     # Evaluate the best epoch's weights on validation and test, beside the baselines.
@@ -383,19 +419,32 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
     history_frame = pd.DataFrame(history)
     if main:
         write_json_atomic(out_dir / "metrics.json", metrics)
-        history_frame.to_csv(out_dir / "history.csv", index=False)
+        write_csv_atomic(out_dir / "history.csv", history_frame)
         if "test" in predictions:
             test_frame = frame.iloc[parts["test"]].copy()
             test_frame["pkd_pred"], test_frame["binder_prob"] = predictions["test"]
-            test_frame.to_csv(out_dir / "test_predictions.csv", index=False)
+            write_csv_atomic(out_dir / "test_predictions.csv", test_frame)
         if results.get("test"):
             from .metrics import format_comparison
             log(format_comparison({"model": results["test"], **baselines}, title=f"test ({split.description})"))
     return TrainResult(metrics, history_frame, out_dir, best_path, model, _assignment(split))
 
 
+def _silent(_: str) -> None:
+    return None
+
+
 def _assignment(split) -> np.ndarray:
     return np.asarray(split.assignment)
+
+
+def _diverged(what: str, epoch: int, step: int, last_path: Path, when: str) -> TrainingDivergedError:
+    """The one-line divergence report: what went non-finite, where, what is safe on disk, what to do."""
+    where = last_path if last_path.exists() else None
+    return TrainingDivergedError(
+        f"{what} at epoch {epoch}, step {step}; stopped {when}. Last good checkpoint (unchanged): "
+        f"{where or 'none'}. Start a new run (another --out) with a lower --learning-rate, or check the data "
+        f"for extreme values.", epoch, step, str(where) if where else None)
 
 
 def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Optimizer,
@@ -423,15 +472,14 @@ def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Op
             try:
                 check_loss_validity(loss, "training loss")
             except ValueError as exc:
-                where = last_path if last_path.exists() else None
-                raise TrainingDivergedError(
-                    f"{exc} at epoch {epoch}, step {index + 1}; stopped before the optimizer step. "
-                    f"Last good checkpoint: {where or 'none'}. Lower --learning-rate or check the data.",
-                    epoch, index + 1, str(where) if where else None) from None
+                raise _diverged(str(exc), epoch, index + 1, last_path, "before the optimizer step") from None
             scaler.scale(loss / group_size).backward()
         if is_step:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip_norm)
+            if not scaler.is_enabled() and not torch.isfinite(norm):  # the fp16 scaler skips such steps itself
+                kind = "NaN" if torch.isnan(norm) else "Inf"
+                raise _diverged(f"gradient norm is {kind}", epoch, index + 1, last_path, "before the optimizer step")
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

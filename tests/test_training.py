@@ -247,3 +247,14 @@ def test_finetuning_last_layers_trains_encoder_weights(tmp_path):
     assert changed and all(k.startswith("encoder.layer.1.") for k in changed)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert any(k.startswith("antibody_encoder.") for k in state["model_state_dict"])
+
+
+def test_resuming_an_early_stopped_run_trains_nothing_more(tmp_path, tiny_encoders):
+    frame = synthetic_frame()
+    first = run(frame, tmp_path, encoders=tiny_encoders, epochs=6, early_stopping_patience=1)
+    assert first.metrics["training"]["stopped_early"]
+    before = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    again = train(frame, tmp_path / "run", TINY, quick_config(tmp_path, epochs=6, early_stopping_patience=1),
+                  resume=True, encoders=tiny_encoders, log=lambda line: None)
+    after = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert len(again.history) == len(first.history) == before["epoch"] == after["epoch"]

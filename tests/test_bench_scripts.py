@@ -1,0 +1,71 @@
+"""The issue-6 benchmark scripts run end to end at a tiny size on CPU and report ratios measured in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+SCRIPTS = {
+    "cache": ["bench_cache_training.py", "--tiny"],
+    "batching": ["bench_batching.py", "--tiny"],
+    "gpu": ["bench_gpu_encoder.py", "--tiny", "--device", "cpu", "--peak-tflops", "1"],
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """Run the three scripts at once (each is mostly interpreter start-up) and collect stdout and JSON."""
+    folder = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ABAG_CACHE_DIR": str(folder / "default-cache")}
+    running = {}
+    for name, (script, *args) in SCRIPTS.items():
+        command = [sys.executable, str(BENCH / script), *args, "--json", str(folder / f"{name}.json")]
+        running[name] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    results = {}
+    for name, process in running.items():
+        try:
+            out, err = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        assert process.returncode == 0, f"{name}: exit {process.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+        results[name] = (out, json.loads((folder / f"{name}.json").read_text()))
+    return results
+
+
+def test_cache_training_bench_reports_ratios_and_a_warm_run_that_encodes_nothing(outputs):
+    out, result = outputs["cache"]
+    assert "ratios (same run, same machine)" in out and "per epoch, no cache / cache" in out
+    assert result["warm_encoded_nothing"] is True
+    runs = result["runs"]
+    assert runs["warm_cache"]["encoded"] == 0 and runs["cold_cache"]["encoded"] == result["distinct_chains"]
+    assert runs["no_cache"]["encoded"] is None  # per-batch encoding: no cache line at all
+    assert all(v > 0 for v in result["ratios"].values())
+    assert result["val_loss_max_gap"] < 1e-3  # cached and uncached training saw the same numbers
+
+
+def test_batching_bench_compares_token_budget_with_fixed_unsorted_batches(outputs):
+    out, result = outputs["batching"]
+    assert "token budget vs fixed-32 unsorted" in out
+    schemes = result["schemes"]
+    assert set(schemes) == {"fixed-32 unsorted", "fixed-32 sorted", "token budget 8192"}
+    for scheme in schemes.values():
+        assert scheme["seq_per_s"] > 0 and scheme["tokens_per_s"] > 0 and 0 <= scheme["padding"] < 1
+    assert schemes["token budget 8192"]["padding"] <= schemes["fixed-32 unsorted"]["padding"] + 1e-9
+    assert result["max_embedding_difference"] < 1e-3
+
+
+def test_gpu_encoder_bench_runs_tiny_on_cpu_with_mfu_and_extrapolation(outputs):
+    out, result = outputs["gpu"]
+    assert "MFU" in out and "extrapolation to 160,000 pairs" in out
+    assert result["device"] == "cpu" and result["tokens_per_s"] > 0
+    assert result["peak_tflops"] == 1 and 0 < result["mfu"] < 1
+    extrapolation = result["extrapolation"]
+    assert extrapolation["distinct_chains"] > 0 and extrapolation["encode_minutes"] > 0
+    assert extrapolation["head_epoch_seconds"] > 0

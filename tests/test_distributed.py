@@ -1,0 +1,135 @@
+"""Two processes on CPU (gloo) with torchrun: sharded encoding, DDP training, single writer, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from abag import load_checkpoint
+from abag.embedding_cache import EmbeddingCache
+from abag.encoders import load_tiny_encoder
+
+from conftest import random_sequence, synthetic_frame, write_csv
+
+PROBE = Path(__file__).parent / "helpers" / "ddp_probe.py"
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+
+def torchrun(args: list[str], env_extra: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(PROBE), *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def records(folder: Path, rank: int) -> list[str]:
+    return json.loads((folder / f"rank{rank}.json").read_text())
+
+
+def test_sharded_cache_equals_single_process_cache(tmp_path):
+    rng = np.random.default_rng(3)
+    chains = [random_sequence(rng, int(rng.integers(20, 200))) for _ in range(60)]
+    chains_file = tmp_path / "chains.txt"
+    chains_file.write_text("\n".join(chains + chains[:10]))  # duplicates are encoded once
+    torchrun([str(tmp_path / "rec"), "--embed", str(tmp_path / "sharded"), str(chains_file)], {})
+
+    stats = [json.loads((tmp_path / "rec" / f"stats{r}.json").read_text()) for r in (0, 1)]
+    assert stats[0]["encoded"] + stats[1]["encoded"] == 60      # no chain encoded twice
+    assert min(s["encoded"] for s in stats) > 0                 # both processes did work
+    tables = [np.load(tmp_path / "rec" / f"table{r}.npy") for r in (0, 1)]
+    np.testing.assert_array_equal(tables[0], tables[1])          # everyone reads the same completed cache
+
+    single = EmbeddingCache(load_tiny_encoder(), tmp_path / "single", progress=False).embed(chains + chains[:10])
+    np.testing.assert_allclose(tables[0], single, atol=1e-5)    # batch composition differs: float tolerance
+    shard_rows = sum(len(json.loads(__import__("safetensors").safe_open(str(p), "np").metadata()["chains"]))
+                     for p in (tmp_path / "sharded").rglob("shard-*.safetensors"))
+    assert shard_rows == 60
+
+
+def run_training(tmp_path, name, processes, extra=(), resume=False, epochs=3):
+    csv = tmp_path / "pairs.csv"
+    if not csv.exists():
+        write_csv(synthetic_frame(n=200), csv)
+    out = tmp_path / name
+    args = ["train", "--data", str(csv), "--out", str(out), "--encoder", "tiny", "--epochs", str(epochs),
+            "--split", "random", "--quiet", "--embedding-cache", str(tmp_path / "cache"), *extra]
+    if resume:
+        args.append("--resume")
+    if processes == 2:
+        torchrun([str(tmp_path / f"rec-{name}"), "--", *args], {})
+    else:
+        from abag.cli import main
+
+        assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    """One 2-process run (batch 8) and one single-process run (batch 16), both with dropout 0."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
+    single = run_training(tmp_path, "single", 1, ["--dropout", "0"])
+    double = run_training(tmp_path, "double", 2, ["--dropout", "0", "--batch-size", "8"])
+    return tmp_path, single, double
+
+
+def test_two_processes_match_one_with_the_same_effective_batch(ddp_runs):
+    # 2 processes × batch 8 × accumulation 8 = 1 process × batch 16 × accumulation 8. Process r takes rows
+    # r, r+2, … of the epoch's order, so each pair of micro-batches holds exactly the single process's
+    # 16 rows and DDP's gradient average equals the 16-row mean. With dropout 0 the runs differ only by
+    # float summation order (tolerance 1e-5); with dropout, masks are drawn per process and the runs
+    # differ by dropout noise as two seeds would.
+    _, single, double = ddp_runs
+    a = load_checkpoint(single / "checkpoints" / "last.pt")["model_state_dict"]
+    b = load_checkpoint(double / "checkpoints" / "last.pt")["model_state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
+    ma = json.loads((single / "metrics.json").read_text())
+    mb = json.loads((double / "metrics.json").read_text())
+    assert mb["training"]["world_size"] == 2 and ma["training"]["world_size"] == 1
+    assert mb["test"]["spearman"] == pytest.approx(ma["test"]["spearman"], abs=1e-3)
+    history_a, history_b = pd.read_csv(single / "history.csv"), pd.read_csv(double / "history.csv")
+    np.testing.assert_allclose(history_a["train_loss"], history_b["train_loss"], rtol=1e-4)
+
+
+def test_only_one_process_writes_and_accumulation_skips_allreduce(ddp_runs):
+    tmp_path, _, out = ddp_runs
+    rank0, rank1 = records(tmp_path / "rec-double", 0), records(tmp_path / "rec-double", 1)
+    assert not [e for e in rank1 if e.startswith("save")]
+    saves = [e for e in rank0 if e.startswith("save")]
+    assert saves.count("save last.pt epoch 0") == 1 and saves.count("save last.pt epoch 3") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_train = metrics["data"]["n_train"]
+    micro_batches = math.ceil(math.ceil(n_train / 2) / 8)           # per process per epoch
+    steps = math.ceil(micro_batches / 8)
+    assert rank0.count("no_sync") == 3 * (micro_batches - steps)   # every non-stepping micro-batch
+    assert rank1.count("no_sync") == rank0.count("no_sync")
+    assert list(pd.read_csv(out / "history.csv")["optimizer_steps"]) == [steps] * 3
+
+
+def test_resume_with_the_same_number_of_processes(ddp_runs, capsys):
+    from abag.cli import main
+
+    tmp_path, _, straight = ddp_runs
+    resumed = run_training(tmp_path, "resumed", 2, ["--dropout", "0", "--batch-size", "8"], epochs=1)
+    # A different number of processes is refused with a clear message …
+    code = main(["train", "--data", str(tmp_path / "pairs.csv"), "--out", str(resumed), "--encoder", "tiny",
+                 "--epochs", "3", "--split", "random", "--quiet", "--resume",
+                 "--embedding-cache", str(tmp_path / "cache")])
+    assert code == 2 and "2 process(es)" in capsys.readouterr().err
+    # … the same number continues exactly.
+    run_training(tmp_path, "resumed", 2, ["--dropout", "0", "--batch-size", "8"], epochs=3, resume=True)
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")["model_state_dict"]
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt")["model_state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,115 @@
+"""Sequence features beside the embeddings: variable-domain trimming, k-mer composition, and their use
+in the model (cached and on-the-fly paths must agree; checkpoints must rebuild)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from abag import ModelConfig, TrainConfig, load_trained_model, predict_frame, train
+from abag.baselines import kmer_composition
+from abag.features import (InputSpec, chain_feature_dim, chain_features, composition_dim, composition_features,
+                           variable_domain)
+from abag.model import PairSequences, build_model
+from abag.pair_embeddings import embed_pairs, make_caches
+
+from conftest import synthetic_frame
+
+# A real Fab heavy chain (variable domain + CH1 start) and a kappa light chain with its constant domain.
+VH = ("EVQLVESGGGLVQPGGSLRLSCAASGFTFSSYAMSWVRQAPGKGLEWVSAISGSGGSTYYADSVKGRFTISRDNSKNTLYLQMNSLRAEDTAVYYCAK"
+      "DRGYSSGWYFDYWGQGTLVTVSS")
+CH1 = "ASTKGPSVFPLAPSSKSTSGGTAALGCLVKDYFPEPVTVSWNSGALTSGVHTFPAVLQSSGLYSLSSVVTVPSSSLGTQTYICNVNHKPSNTKVDKKVEPKSC"
+VL = "DIQMTQSPSSLSASVGDRVTITCRASQSISSYLNWYQQKPGKAPKLLIYAASSLQSGVPSRFSGSGSGTDFTLTISSLQPEDFATYYCQQSYSTPLTFGQGTKVEIK"
+CL = "RTVAAPSVFIFPPSDEQLKSGTASVVCLLNNFYPREAKVQWKVDNALQSGNSQESVTEQDSKDSTYSLSSTLTLSKADYEKHKVYACEVTHQGLSSPVTKSFNRGEC"
+TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32)
+RICH = dataclasses.replace(TINY, trim_antibody=True, composition_k=2)
+
+
+def test_variable_domain_cuts_fab_chains_after_framework_4():
+    assert variable_domain(VH + CH1, "heavy") == VH
+    assert variable_domain(VL + CL, "light") == VL
+    assert variable_domain(VH, "heavy") == VH          # already a variable domain: unchanged
+    assert variable_domain(VL, "light") == VL
+    assert variable_domain("", "light") == ""
+    no_motif = "A" * 200
+    assert variable_domain(no_motif, "heavy") == no_motif
+    early = "WGQG" + "A" * 200                      # a motif outside residues 80-140 does not count
+    assert variable_domain(early, "heavy") == early
+    with pytest.raises(ValueError, match="heavy"):
+        variable_domain(VH, "antigen")
+
+
+def test_chain_features_are_scaled_compositions_and_length():
+    chains = ["ACDA", "", "WWWW"]
+    features = chain_features(chains, 2)
+    assert features.shape == (3, chain_feature_dim(2)) == (3, 20 + 400 + 1)
+    expected_1 = np.sqrt(kmer_composition(chains, 1) * 20) - 1
+    np.testing.assert_allclose(features[[0, 2], :20], expected_1[[0, 2]], rtol=1e-6)
+    assert np.all(features[1] == 0)                  # an empty chain reads as zeros (its flag says missing)
+    assert features[0, -1] == pytest.approx(np.log1p(4) / 5)
+    assert chain_features(chains, 0).shape == (3, 0) and chain_feature_dim(0) == 0
+
+
+def test_pair_composition_features_shape():
+    frame = synthetic_frame(n=10)
+    x = composition_features(list(frame.heavy), list(frame.light), list(frame.antigen), (1, 2))
+    assert x.shape == (10, composition_dim((1, 2))) and x.dtype == np.float32
+    assert np.all(np.isfinite(x))
+
+
+def test_input_spec_from_config():
+    assert InputSpec.from_config(TINY) == InputSpec(False, 0)
+    spec = InputSpec.from_config(RICH)
+    assert spec.feature_dim == 421
+    assert spec.encoder_input(VH + CH1, "heavy") == VH and spec.encoder_input(VH + CH1, "antigen") == VH + CH1
+
+
+def test_cached_and_uncached_inputs_agree_with_trimming_and_features(tiny_encoders):
+    frame = synthetic_frame(n=12)
+    frame.loc[0, "heavy"] = VH + CH1
+    frame.loc[0, "light"] = VL + CL
+    frame.loc[1, "antigen"] = frame.antigen[1] + "|" + frame.antigen[2][:30]  # a two-chain antigen
+    model = build_model(RICH, tiny_encoders).eval()
+    antibody, antigen = make_caches(model, None)
+    cached = embed_pairs(frame, antibody, antigen).batch(np.arange(len(frame)))
+    direct = model.embed(PairSequences(list(frame.heavy), list(frame.light), list(frame.antigen)))
+    width = tiny_encoders["tiny"].hidden_size + 421
+    assert cached.heavy.shape == (12, width) and cached.antigen.shape == (12, width)
+    for name in ("heavy", "light", "antigen"):
+        a, b = getattr(cached, name), getattr(direct, name)
+        present = cached.light_present if name == "light" else torch.ones(12, dtype=torch.bool)
+        torch.testing.assert_close(a[present], b[present], rtol=1e-4, atol=1e-5)
+    # Trimming happened: row 0's heavy chain is encoded as its variable domain only.
+    only_fv = tiny_encoders["tiny"]([VH])[0]
+    torch.testing.assert_close(cached.heavy[0, :32], only_fv, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        pkd_cached, _ = model(cached)
+        pkd_direct, _ = model(PairSequences(list(frame.heavy), list(frame.light), list(frame.antigen)))
+    torch.testing.assert_close(pkd_cached, pkd_direct, rtol=1e-4, atol=1e-4)
+    assert float(pkd_cached.min()) >= 4.0 and float(pkd_cached.max()) <= 14.0
+
+
+def test_training_with_features_cached_and_uncached_agree_and_checkpoint_rebuilds(tmp_path, tiny_encoders):
+    frame = synthetic_frame(n=64)
+    config = dict(epochs=2, progress=False, cache_dir=str(tmp_path / "cache"), split="random")
+    cached = train(frame, tmp_path / "cached", RICH, TrainConfig(**config), encoders=tiny_encoders,
+                   log=lambda line: None)
+    uncached = train(frame, tmp_path / "uncached", RICH, TrainConfig(**config, embedding_cache=False),
+                     encoders=tiny_encoders, log=lambda line: None)
+    np.testing.assert_allclose(cached.history["train_loss"], uncached.history["train_loss"], rtol=1e-4)
+    model, state = load_trained_model(cached.best_checkpoint)
+    assert model.config.composition_k == 2 and model.config.trim_antibody
+    assert state["config"]["model"]["composition_k"] == 2
+    out = predict_frame(model, frame.head(8), cache_dir=tmp_path / "cache")
+    assert out["pkd_pred"].between(4.0, 14.0).all()
+
+
+def test_old_checkpoint_configs_without_new_fields_still_build(tiny_encoders):
+    legacy = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in ("trim_antibody", "composition_k")}
+    config = ModelConfig.from_dict(legacy)
+    assert InputSpec.from_config(config) == InputSpec(False, 0)
+    assert ModelConfig.from_dict(dataclasses.asdict(RICH)) == RICH
+    assert build_model(config, tiny_encoders).head.no_light.shape == (32,)

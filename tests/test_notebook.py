@@ -1,0 +1,225 @@
+"""The Colab notebook: committed clean, drives abag without a model or loop of its own, and runs end to end.
+
+The run uses smoke mode (ABAG_SMOKE=1: tiny encoders, 120 example rows, 2 epochs on CPU) in a kernel started
+from this interpreter, so it works in a fresh venv without a registered Jupyter kernel.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK = NOTEBOOKS / "colab_training_v2.7.ipynb"
+FORBIDDEN_TEXT = ("nn.Module", "optimizer.step", ".backward(", "zero_grad", "torch.optim", "clip_grad")
+
+
+def read_notebook():
+    return nbformat.read(NOTEBOOK, as_version=4)
+
+
+def code_cells(notebook) -> list[str]:
+    return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def python_source(cell_source: str) -> str:
+    """The cell as IPython runs it (magics turned into calls), so `ast` can read it."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(cell_source)
+
+
+def enclosing_ifs(tree: ast.AST, node: ast.AST) -> list[ast.If]:
+    parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
+    found = []
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If):
+            found.append(node)
+    return found
+
+
+def guarded_by_colab_check(tree: ast.AST, node: ast.AST) -> bool:
+    return any("IN_COLAB" in ast.unparse(branch.test) and node in list(_walk_body(branch))
+               for branch in enclosing_ifs(tree, node))
+
+
+def is_pip_magic(node: ast.AST) -> bool:
+    """`%pip ...` / `!pip ...`, as IPython rewrites them: get_ipython().run_line_magic("pip", ...) or .system(...)."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("run_line_magic", "system") and node.args):
+        return False
+    first = node.args[0]
+    return "pip" in (first.value if isinstance(first, ast.Constant) else ast.unparse(first))
+
+
+def _walk_body(branch: ast.If):
+    for statement in branch.body:  # the `if` side only: an `else:` would run outside Colab
+        yield from ast.walk(statement)
+
+
+# ----------------------------------------------------------------------------------------------- static checks
+
+def test_notebook_is_valid_nbformat_4_with_a_python3_kernel():
+    notebook = read_notebook()
+    nbformat.validate(notebook)
+    assert notebook.nbformat == 4
+    assert notebook.metadata.kernelspec.name == "python3"
+
+
+def test_notebook_is_committed_without_outputs():
+    for cell in read_notebook().cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"cell {cell.get('id')} has outputs"
+            assert cell.execution_count is None, f"cell {cell.get('id')} has an execution count"
+
+
+def test_every_code_cell_parses_as_ipython():
+    for source in code_cells(read_notebook()):
+        ast.parse(python_source(source))
+
+
+def test_notebook_defines_no_model_loss_or_training_loop():
+    for source in code_cells(read_notebook()):
+        for text in FORBIDDEN_TEXT:
+            assert text not in source, f"{text!r} in a code cell:\n{source}"
+        tree = ast.parse(python_source(source))
+        assert not [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)], "a class in the notebook"
+        assert not re.search(r"class\s+\w+\s*\(.*Module", source)
+
+
+def test_notebook_drives_abag():
+    sources = "\n".join(code_cells(read_notebook()))
+    assert re.search(r"^\s*import abag\b", sources, re.MULTILINE)
+    for call in ("abag.load_pairs(", "abag.train(", "abag.ModelConfig(", "abag.TrainConfig(", "abag.predict_frame(",
+                 "abag.format_comparison(", "plot_training_curves(", "plot_predicted_vs_measured(",
+                 "plot_pkd_histogram("):
+        assert call in sources, call
+
+
+def test_colab_only_code_is_guarded():
+    for source in code_cells(read_notebook()):
+        tree = ast.parse(python_source(source))
+        for node in ast.walk(tree):
+            colab_import = (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("google.colab")) or \
+                (isinstance(node, ast.Import) and any(a.name.startswith("google.colab") for a in node.names))
+            pip_install = is_pip_magic(node)
+            if colab_import or pip_install:
+                assert guarded_by_colab_check(tree, node), f"not inside `if IN_COLAB`: {ast.unparse(node)}"
+    sources = "\n".join(code_cells(read_notebook()))
+    assert '"google.colab" in sys.modules' in sources
+    assert not re.search(r"install[^\n]*\btorch\b", sources), "the notebook must not (re)install torch"
+
+
+def test_each_section_has_a_markdown_cell_and_the_title_links_back():
+    notebook = read_notebook()
+    markdown = [cell.source for cell in notebook.cells if cell.cell_type == "markdown"]
+    assert markdown[0].startswith("# Antibody–Antigen Binding Prediction — v2.7 (stable)")
+    for link in ("../README.md", "../CHANGELOG.md"):
+        assert f"]({link})" in markdown[0]
+        assert (NOTEBOOKS / link).resolve().is_file(), link
+    headings = [line for text in markdown for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["## 1. Setup", "## 2. Data", "## 3. Model and hyperparameters", "## 4. Train",
+                        "## 5. Evaluate", "## 6. Export"]
+
+
+# ----------------------------------------------------------------------------------------------- execution
+
+def kernel_manager(folder: Path):
+    """A kernel running this very interpreter, from a kernelspec that exists only for this test."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    spec = folder / "kernels" / "abag-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "abag test", "language": "python"}))
+    return KernelManager(kernel_name="abag-test",
+                         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(folder / "kernels")]))
+
+
+def execute_notebook(run_dir: Path, folder: Path):
+    notebook = read_notebook()
+    env = {**os.environ, "ABAG_SMOKE": "1", "ABAG_RUN_DIR": str(run_dir)}
+    env.pop("ABAG_CACHE_DIR", None)  # the notebook puts the smoke cache inside the run folder
+    client = nbclient.NotebookClient(notebook, km=kernel_manager(folder), timeout=600,
+                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute(env=env)
+    return notebook
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("notebook")
+    run_dir = folder / "run"
+    return execute_notebook(run_dir, folder), run_dir, folder
+
+
+def cell_text(notebook, cell_id: str) -> str:
+    (cell,) = [c for c in notebook.cells if c.get("id") == cell_id]
+    return "".join(output.get("text", "") for output in cell.outputs)
+
+
+def test_smoke_run_writes_v27_metrics_with_test_metrics(executed):
+    notebook, run_dir, _ = executed
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["version"] == "v2.7"
+    assert metrics["encoder"]["antibody"] == metrics["encoder"]["antigen"] == "tiny"
+    assert metrics["training"]["epochs_run"] == 2
+    assert metrics["data"]["split"] == "antigen"
+    assert metrics["data"]["n_test"] > 0 and metrics["test"]["n"] == metrics["data"]["n_test"]
+    for key in ("spearman", "pearson", "rmse", "mae", "r2", "spearman_ci95"):
+        assert key in metrics["test"]
+    assert set(metrics["test"]["binder"]) >= {"recall", "precision", "f1", "auroc"}
+    hyper = metrics["hyperparameters"]
+    assert (hyper["batch_size"], hyper["gradient_accumulation"], hyper["learning_rate"], hyper["dropout"],
+            hyper["weight_decay"], hyper["scheduler_factor"], hyper["scheduler_patience"],
+            hyper["early_stopping_patience"], hyper["mse_weight"], hyper["class_weight"]) == \
+        (16, 8, 1e-3, 0.1, 1e-5, 0.6, 10, 15, 0.7, 0.3)
+    assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "checkpoints" / "best.pt").is_file()
+    assert (run_dir / "embedding_cache").is_dir()
+
+
+def test_smoke_run_prints_reports_and_shows_three_figures(executed):
+    notebook, run_dir, _ = executed
+    assert "row(s) read" in cell_text(notebook, "load-data")
+    assert "epoch   2 |" in cell_text(notebook, "train") and "overfit ratio" in cell_text(notebook, "train")
+    assert "new run" in cell_text(notebook, "train")
+    assert "train_mean" in cell_text(notebook, "metrics-table")
+    images = [cell.get("id") for cell in notebook.cells if cell.cell_type == "code"
+              for output in cell.outputs if "image/png" in output.get("data", {})]
+    assert images == ["histogram", "curves", "scatter"]
+    errors = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+              if output.output_type == "error"]
+    assert not errors
+
+
+def test_smoke_run_exports_predictions(executed):
+    _, run_dir, _ = executed
+    test_predictions = pd.read_csv(run_dir / "test_predictions.csv")
+    new_predictions = pd.read_csv(run_dir / "new_predictions.csv")
+    assert len(new_predictions) == len(test_predictions) > 0
+    assert new_predictions["pkd_pred"].between(4.0, 14.0).all()
+    assert new_predictions["binder_prob"].between(0.0, 1.0).all()
+
+
+def test_running_all_again_resumes_instead_of_retraining(executed):
+    _, run_dir, folder = executed
+    first = json.loads((run_dir / "metrics.json").read_text())
+    again = execute_notebook(run_dir, folder / "again")
+    assert "resuming" in cell_text(again, "train")
+    assert "epoch   1 |" not in cell_text(again, "train")  # both epochs were done; nothing is retrained
+    second = json.loads((run_dir / "metrics.json").read_text())
+    assert second["test"]["spearman"] == pytest.approx(first["test"]["spearman"])
+    assert second["training"]["epochs_run"] == 2
