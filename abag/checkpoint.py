@@ -156,7 +156,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------------------------- loading
 
-def _describe_unreadable(path: Path, head: bytes, size: int) -> str | None:
+def _describe_unreadable(head: bytes, size: int) -> str | None:
     """What a file that is not a PyTorch zip archive is, in words (None when it looks like one)."""
     if size == 0:
         return "is empty (0 bytes): its write or copy was cut short"
@@ -213,7 +213,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         size = path.stat().st_size
     except OSError as exc:
         raise fail(f"cannot be read ({exc.strerror or exc})") from None
-    problem = _describe_unreadable(path, head, size)
+    problem = _describe_unreadable(head, size)
     if problem:
         raise fail(problem)
     try:

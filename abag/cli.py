@@ -193,10 +193,7 @@ def _load_model(args: argparse.Namespace):
 # ----------------------------------------------------------------------------------------------- train
 
 class _Interrupted(Exception):
-    """Ctrl-C outside the epoch loop; `message` says what is saved and how to continue."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
+    """Ctrl-C outside the epoch loop; the message says what is saved and how to continue."""
 
 
 def _resume_command(argv: Sequence[str]) -> str:
@@ -236,6 +233,10 @@ def run_train(args: argparse.Namespace) -> int:
     distributed.init_from_environment()
     try:
         frame, report = _load(args, require_pkd=True)
+        if args.group_column and args.group_column not in frame.columns:
+            extras = [str(c) for c in frame.columns if c not in ("censored", "source_row")]
+            raise UsageError(f"--group-column {args.group_column!r} is not a column of {args.data} "
+                             f"(columns: {', '.join(extras)})", "abag train")
         if report.rejected and distributed.is_main_process():
             write_csv_atomic(out / "rejected_rows.csv", report.rejected_frame())
             print(f"{len(report.rejected)} rejected rows listed in {out / 'rejected_rows.csv'}", file=sys.stderr)
@@ -276,9 +277,11 @@ def _interrupt_message(last: Path, args: argparse.Namespace) -> str:
     except (AbagError, KeyboardInterrupt):
         epoch = None
     if epoch is None:
-        cache = args.embedding_cache or "the embedding cache"
-        return ("interrupted before the first epoch; nothing to resume. Run the same command again "
-                f"(chains encoded so far are kept in {cache}).")
+        from .embedding_cache import default_cache_dir
+
+        kept = "" if args.no_embedding_cache else \
+            f" (chains encoded so far are kept in {args.embedding_cache or default_cache_dir()})"
+        return f"interrupted before the first epoch; nothing to resume. Run the same command again{kept}."
     argv = getattr(args, "argv", None) or ["train", "--data", str(args.data), "--out", str(args.out)]
     return (f"interrupted; {last} holds the state after epoch {epoch}, nothing else is lost. Continue with: "
             f"{_resume_command(argv)}")
@@ -306,7 +309,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from .inference import predict_frame
 
     # Input columns that share a name with an output column are kept, renamed, never overwritten.
-    frame = frame.rename(columns={c: f"{c}_input" for c in ("pkd_pred", "binder_prob") if c in frame})
+    frame = frame.rename(columns={c: _free_name(f"{c}_input", frame.columns) for c in ("pkd_pred", "binder_prob")
+                                  if c in frame})
     predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=not args.quiet)
     predicted = predicted.drop(columns=[c for c in ("censored",) if c in predicted and not predicted[c].any()])
     if rejected is not None:
@@ -315,8 +319,16 @@ def run_predict(args: argparse.Namespace) -> int:
     print(f"wrote {len(predicted)} predictions to {out}", file=sys.stderr)
     if rejected is not None:
         print(f"wrote {len(report.rejected)} rejected rows with reasons to {rejected} "
-              f"({len(predicted)} + {len(report.rejected)} = {report.n_rows_read} data rows)", file=sys.stderr)
+              f"({report.n_rows_kept} valid + {len(report.rejected)} rejected = {report.n_rows_read} data rows)",
+              file=sys.stderr)
     return 0
+
+
+def _free_name(name: str, taken) -> str:
+    taken = {str(c) for c in taken}
+    while name in taken:
+        name += "_input"
+    return name
 
 
 # ----------------------------------------------------------------------------------------------- evaluate

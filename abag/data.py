@@ -245,7 +245,9 @@ class LoadReport:
 
 def write_rejected(report: LoadReport, path: str | os.PathLike) -> None:
     """Write the rejected rows and their reasons as a UTF-8 CSV (row, column, reason, value)."""
-    report.rejected_frame().to_csv(path, index=False, encoding="utf-8")
+    from abag.outputs import write_csv_atomic
+
+    write_csv_atomic(path, report.rejected_frame())
 
 
 # --------------------------------------------------------------------------------------------

@@ -327,6 +327,22 @@ def hub_offline() -> bool:
                for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the hub's host answers on port 443 within `timeout` (an offline machine fails in ms).
+
+    Without this check huggingface_hub retries an unreachable host for over a minute before failing.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def from_pretrained_sdpa(model_class, *args, **kwargs):
     """`model_class.from_pretrained` with PyTorch scaled-dot-product attention where the architecture has it."""
     try:
@@ -341,7 +357,7 @@ def load_hub_encoder(name: str, revision: str | None = None) -> SequenceEncoder:
     """Any Hugging Face protein LM (ESM-2, IgT5, ProtBERT, …); fails clearly when the hub is unreachable."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
-    offline = hub_offline()
+    offline = hub_offline() or not hub_reachable()
     try:
         with quiet_transformers():
             config = AutoConfig.from_pretrained(name, revision=revision, local_files_only=offline)
@@ -349,8 +365,8 @@ def load_hub_encoder(name: str, revision: str | None = None) -> SequenceEncoder:
             model_class = T5EncoderModel if config.model_type in ("t5", "mt5") else AutoModel
             model = from_pretrained_sdpa(model_class, name, revision=revision, local_files_only=offline)
     except Exception as exc:  # transformers raises OSError, HTTP and offline errors of many types
-        where = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if offline
-                 else "Check the name and your connection")
+        where = ("the hub is unreachable or HF_HUB_OFFLINE is set, and the model is not in the local "
+                 "Hugging Face cache" if offline else "Check the name and your connection")
         raise EncoderUnavailableError(
             f"encoder '{name}' could not be loaded from the Hugging Face hub "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}). "

@@ -26,7 +26,11 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto") -> tuple[Ab
     except EncoderUnavailableError as exc:
         raise EncoderUnavailableError(f"cannot use checkpoint {checkpoint}: its encoder is unavailable here — "
                                       f"{exc}") from None
-    missing, unexpected = model.load_state_dict(state["model_state_dict"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state["model_state_dict"], strict=False)
+    except RuntimeError as exc:  # shape mismatches: weights from another architecture
+        raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes: "
+                              f"{str(exc).splitlines()[0][:200]}") from None
     missing_head = [k for k in missing if k.startswith("head.")]
     if missing_head or unexpected:
         raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes "

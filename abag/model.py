@@ -28,6 +28,11 @@ class ModelConfig:
     # Inputs beside the pooled embeddings (see abag.features.InputSpec); the defaults are the v2.7 model.
     trim_antibody: bool = False   # encode heavy/light chains as variable domains (cut after FR4)
     composition_k: int = 0        # append k-mer (k = 1..composition_k) composition + log length per chain
+    # How antibody and antigen meet in the head: "interaction" (v2.7: [ab, ag, ab*ag]), "concat" ([ab, ag]),
+    # or "antibody_only" (the antigen is not used: an antibody-intrinsic affinity prior).
+    fusion: str = "interaction"
+    input_dropout: float = 0.0    # dropout on the (normalised) chain vectors entering the head
+    n_members: int = 1            # independently initialised head copies trained together, predictions averaged
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
@@ -37,7 +42,8 @@ class ModelConfig:
 
 
 # Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
-LEGACY_FIELD_VALUES = {"trim_antibody": False, "composition_k": 0}
+LEGACY_FIELD_VALUES = {"trim_antibody": False, "composition_k": 0, "fusion": "interaction", "input_dropout": 0.0, "n_members": 1}
+FUSIONS = ("interaction", "concat", "antibody_only")
 
 
 @dataclass
@@ -73,12 +79,30 @@ def combine_chains(chain_vectors: torch.Tensor, lengths: Sequence[int]) -> torch
     return (chain_vectors * weights.unsqueeze(1)).sum(0) / weights.sum()
 
 
+class MemberLinear(nn.Module):
+    """`n_members` independent linear layers applied at once: (M, B, in) -> (M, B, out).
+
+    Each member is initialised like `nn.Linear` (uniform in ±1/sqrt(in)); `bias` has shape (M, out).
+    """
+
+    def __init__(self, n_members: int, in_features: int, out_features: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(n_members, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_members, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
+
+
 class AffinityHead(nn.Module):
     """Projects antibody (heavy + light or a learned "no light chain" vector) and antigen, fuses, predicts.
 
     `antibody_dim`/`antigen_dim` are the encoder widths; with chain features (`composition_k > 0`) each
     chain vector carries `feature_dim` more columns, which skip the LayerNorm (they are already on a
-    fixed scale) and join the projections.
+    fixed scale) and join the projections. With `n_members > 1` the projections, fusion and outputs are
+    `n_members` independently initialised copies (with independent dropout masks) trained together; the
+    head returns the mean of their bounded pKd predictions and of their binder logits.
     """
 
     def __init__(self, antibody_dim: int, antigen_dim: int, config: ModelConfig):
@@ -87,14 +111,27 @@ class AffinityHead(nn.Module):
         f = InputSpec.from_config(config).feature_dim
         self.antibody_dim, self.antigen_dim, self.feature_dim = antibody_dim, antigen_dim, f
         self.pkd_min, self.pkd_max = config.pkd_min, config.pkd_max
+        self.n_members = int(config.n_members)
+        if self.n_members < 1:
+            raise ValueError(f"n_members must be >= 1, got {config.n_members}")
+        if config.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {config.fusion!r}; choose one of {FUSIONS}")
+
+        def linear(n_in: int, n_out: int) -> nn.Module:
+            return nn.Linear(n_in, n_out) if self.n_members == 1 else MemberLinear(self.n_members, n_in, n_out)
+
         self.no_light = nn.Parameter(torch.zeros(antibody_dim + f))
         self.antibody_norm = nn.LayerNorm(antibody_dim)
         self.antigen_norm = nn.LayerNorm(antigen_dim)
-        self.antibody_proj = nn.Sequential(nn.Linear(2 * (antibody_dim + f), h), nn.GELU(), nn.Dropout(p))
-        self.antigen_proj = nn.Sequential(nn.Linear(antigen_dim + f, h), nn.GELU(), nn.Dropout(p))
-        self.fusion = nn.Sequential(nn.Linear(3 * h, h), nn.GELU(), nn.Dropout(p))
-        self.pkd_out = nn.Linear(h, 1)
-        self.class_out = nn.Linear(h, 1)
+        self.fusion_mode = config.fusion
+        self.input_dropout = nn.Dropout(config.input_dropout)
+        self.antibody_proj = nn.Sequential(linear(2 * (antibody_dim + f), h), nn.GELU(), nn.Dropout(p))
+        if self.fusion_mode != "antibody_only":
+            self.antigen_proj = nn.Sequential(linear(antigen_dim + f, h), nn.GELU(), nn.Dropout(p))
+        width = {"interaction": 3 * h, "concat": 2 * h, "antibody_only": h}[self.fusion_mode]
+        self.fusion = nn.Sequential(linear(width, h), nn.GELU(), nn.Dropout(p))
+        self.pkd_out = linear(h, 1)
+        self.class_out = linear(h, 1)
         # Start predictions at a typical pKd rather than mid-range, so early epochs are not spent drifting.
         fraction = (config.initial_pkd - self.pkd_min) / (self.pkd_max - self.pkd_min)
         fraction = min(max(fraction, 0.02), 0.98)
@@ -105,19 +142,31 @@ class AffinityHead(nn.Module):
             return norm(x)
         return torch.cat([norm(x[:, :width]), x[:, width:]], dim=1)
 
+    def _members(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (M, B, d) when the head has several members; dropout then differs per member."""
+        x = x if self.n_members == 1 else x.unsqueeze(0).expand(self.n_members, *x.shape)
+        return self.input_dropout(x)
+
     def forward(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
         light = torch.where(x.light_present.unsqueeze(1), x.light, self.no_light.expand_as(x.light))
         heavy = self._normed(x.heavy, self.antibody_dim, self.antibody_norm)
         light = self._normed(light, self.antibody_dim, self.antibody_norm)
-        antibody = self.antibody_proj(torch.cat([heavy, light], dim=1))
-        antigen = self.antigen_proj(self._normed(x.antigen, self.antigen_dim, self.antigen_norm))
-        fused = self.fusion(torch.cat([antibody, antigen, antibody * antigen], dim=1))
+        antibody = self.antibody_proj(self._members(torch.cat([heavy, light], dim=1)))
+        if self.fusion_mode == "antibody_only":
+            fused = self.fusion(antibody)
+        else:
+            antigen = self.antigen_proj(self._members(self._normed(x.antigen, self.antigen_dim, self.antigen_norm)))
+            parts = [antibody, antigen] + ([antibody * antigen] if self.fusion_mode == "interaction" else [])
+            fused = self.fusion(torch.cat(parts, dim=-1))
         # A scaled sigmoid keeps gradients alive near the bounds (a bare clamp has none outside them);
         # the clamp then guarantees the v2.7 contract even under reduced precision.
         span = self.pkd_max - self.pkd_min
-        pkd = self.pkd_min + span * torch.sigmoid(self.pkd_out(fused).squeeze(1).float())
+        pkd = self.pkd_min + span * torch.sigmoid(self.pkd_out(fused).squeeze(-1).float())
+        logits = self.class_out(fused).squeeze(-1).float()
+        if self.n_members > 1:  # (M, B) -> (B,): the ensemble mean
+            pkd, logits = pkd.mean(0), logits.mean(0)
         pkd = pkd.clamp(self.pkd_min, self.pkd_max)
-        return pkd, self.class_out(fused).squeeze(1).float()
+        return pkd, logits
 
 
 class AbAgModel(nn.Module):

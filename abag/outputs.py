@@ -95,6 +95,22 @@ def write_json_atomic(path: str | Path, document: dict) -> Path:
     return write_atomic(path, lambda f: f.write(text))
 
 
+def _has_carriage_return(frame) -> bool:
+    texts = [str(c) for c in frame.columns]
+    for column in range(frame.shape[1]):
+        series = frame.iloc[:, column]
+        if not (series.dtype.kind in "biufcmM"):  # text columns: object or pandas' string dtypes
+            texts.extend(v for v in series if isinstance(v, str))
+    return any("\r" in t for t in texts)
+
+
 def write_csv_atomic(path: str | Path, frame) -> Path:
-    """Write a pandas DataFrame as a UTF-8 CSV (no index) via a temporary file and a rename."""
-    return write_atomic(path, lambda f: frame.to_csv(f, index=False))
+    """Write a pandas DataFrame as a UTF-8 CSV (no index) via a temporary file and a rename.
+
+    Python's csv writer leaves a lone carriage return inside a field unquoted when lines end in "\\n", and
+    every CSV reader then splits that row in two; such tables are written with every text field quoted.
+    """
+    import csv
+
+    quoting = csv.QUOTE_NONNUMERIC if _has_carriage_return(frame) else csv.QUOTE_MINIMAL
+    return write_atomic(path, lambda f: frame.to_csv(f, index=False, quoting=quoting))

@@ -227,7 +227,9 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    """Logistic function; saturates quietly (exp overflow for very negative logits is just 0)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 # ----------------------------------------------------------------------------------------------- training

@@ -71,9 +71,10 @@ def run(processes: int, encoder: str, chains_file: Path, threads: int) -> float:
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                    str(processes), str(worker)]
-    output = subprocess.run([*command, encoder, cache, str(chains_file)], env=env, capture_output=True,
-                            text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])["seconds"]
+    result = subprocess.run([*command, encoder, cache, str(chains_file)], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{processes}-process run failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
 
 
 def main() -> None:

@@ -112,3 +112,11 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
                              "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o.csv")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("abag: error:") and "Traceback" not in result.stderr
+
+
+def test_antigen_split_with_too_few_clusters_is_a_clean_error(tmp_path, capsys):
+    frame = synthetic_frame(n=30, n_antigens=2)
+    path = write_csv(frame, tmp_path / "two_antigens.csv")
+    code = main(["train", "--data", path, "--out", str(tmp_path / "run"), "--encoder", "tiny", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "antigen split" in err and "--split random" in err and "Traceback" not in err

@@ -127,6 +127,25 @@ def test_fragment_joins_its_parent(length):
     assert clusters[2] != clusters[0]
 
 
+def test_short_peptides_join_only_on_exact_matches():
+    rng = np.random.default_rng(13)
+    protein = random_protein(rng, 400)
+    epitope = protein[200:210]  # a 10-residue peptide cut from the protein
+    random_peptides = [random_protein(rng, 10) for _ in range(20)]
+    clusters = cluster_sequences([protein, epitope, *random_peptides])
+    assert clusters[1] == clusters[0]
+    assert len(set(clusters[2:])) == 20 and clusters[0] not in set(clusters[2:])
+
+
+def test_large_deletion_does_not_hide_a_homologue():
+    """An engineered core (80-residue loop deleted, 70 % identical) joins its parent."""
+    rng = np.random.default_rng(14)
+    parent = random_protein(rng, 500)
+    core = homologue(rng, parent[:200] + parent[280:], 0.7)
+    clusters = cluster_sequences([parent, core])
+    assert clusters[0] == clusters[1]
+
+
 def test_fragment_with_point_mutations_joins_its_parent():
     rng = np.random.default_rng(5)
     spike = random_protein(rng, 1270)
@@ -167,6 +186,7 @@ def test_cluster_sequences_handles_empty_and_tiny_input():
     assert len(cluster_sequences([])) == 0
     assert list(cluster_sequences(["AC"])) == [0]
     assert list(cluster_sequences(["AC", "AC", "DE"])) == [0, 0, 1]
+    assert list(cluster_sequences(["", "A", "", "XXXXXXXXXX", "xxxxxxxxxx"])) == [0, 1, 0, 2, 3]
 
 
 def test_multichain_antigens_link_through_any_similar_chain():
@@ -330,6 +350,11 @@ def test_group_split_missing_column_names_it_and_the_alternatives(families):
     assert "antigen" in str(error.value) and "family" in str(error.value)
     with pytest.raises(ValueError, match="group_column"):
         split_pairs(families, "group")
+
+
+def test_missing_antigen_column_is_reported():
+    with pytest.raises(ValueError, match="'antigen' not in table"):
+        split_pairs(pd.DataFrame({"pkd": [1.0, 2.0, 3.0]}))
 
 
 def test_unknown_method_and_bad_fractions(families):

@@ -15,7 +15,7 @@ from abag.crossval import cross_validate, format_cv_summary
 from abag.embedding_cache import default_cache_dir
 
 name, *pairs = sys.argv[1:]
-n_seeds = 1
+n_seeds, repeats = 1, 1
 model_kw, train_kw = {}, {}
 model_fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
 train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -24,6 +24,8 @@ for pair in pairs:
     value = json.loads(value) if value not in ("True", "False") else value == "True"
     if key == "seeds":
         n_seeds = int(value)
+    elif key == "repeats":  # independent CV runs with training seeds 0..repeats-1 (seed noise)
+        repeats = int(value)
     elif key in model_fields:
         model_kw[key] = value
     elif key in train_fields:
@@ -36,17 +38,24 @@ frozen = json.loads(Path(__file__).with_name("saaintdb_folds.json").read_text())
 frame["cv_cluster"] = frozen["groups"]
 model_config = ModelConfig(**model_kw)
 train_config = TrainConfig(progress=False, cache_dir=str(default_cache_dir()), **train_kw)
-out = Path(os.environ.get("OUT", "/tmp/abag_exp")) / name
-result = cross_validate(frame, model_config, train_config, folds=frozen["tests"], group_column="cv_cluster",
-                        fold_seed=0, out_dir=out, n_seeds=n_seeds,
-                        n_boot=500)
-print(format_cv_summary(result))
-line = {"name": name, "model": model_kw, "train": train_kw, "n_seeds": n_seeds,
-        "mean_spearman": result.mean["model"]["spearman"], "sd": result.mean["model"]["spearman_sd"],
-        "pooled": result.pooled["model"]["spearman"], "pooled_ci": result.pooled["model"]["spearman_ci95"],
+means, pooled, per_fold = [], [], []
+for r in range(repeats):
+    config = dataclasses.replace(train_config, seed=train_config.seed + 100 * r)
+    out = Path(os.environ.get("OUT", "/tmp/abag_exp")) / name / f"repeat_{r}"
+    result = cross_validate(frame, model_config, config, folds=frozen["tests"], group_column="cv_cluster",
+                            fold_seed=0, out_dir=out, n_seeds=n_seeds, n_boot=500)
+    print(format_cv_summary(result), flush=True)
+    means.append(result.mean["model"]["spearman"])
+    pooled.append(result.pooled["model"]["spearman"])
+    per_fold.append([f.metrics["model"]["spearman"] for f in result.folds])
+import numpy as np
+line = {"name": name, "model": model_kw, "train": train_kw, "n_seeds": n_seeds, "repeats": repeats,
+        "mean_spearman": float(np.mean(means)), "repeat_means": means,
+        "repeat_sd": float(np.std(means, ddof=1)) if repeats > 1 else None,
+        "pooled": float(np.mean(pooled)), "repeat_pooled": pooled,
         "kmer_ridge_mean": result.mean["kmer_ridge"]["spearman"],
-        "delta_vs_kmer": result.difference["mean_over_folds"],
-        "per_fold": [f.metrics["model"]["spearman"] for f in result.folds],
-        "best_epochs": [f.best_epochs for f in result.folds], "seconds": result.seconds}
+        "delta_vs_kmer": float(np.mean(means)) - result.mean["kmer_ridge"]["spearman"],
+        "per_fold": per_fold, "seconds": result.seconds}
+print(json.dumps(line))
 with open(Path(__file__).with_name("attempts.jsonl"), "a") as fh:
     fh.write(json.dumps(line) + "\n")

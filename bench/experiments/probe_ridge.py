@@ -49,7 +49,6 @@ comp = composition_features(list(frame.heavy), list(frame.light), list(frame.ant
 compt = composition_features(th, tl, list(frame.antigen))
 from sklearn.model_selection import GroupKFold
 from sklearn.linear_model import Ridge
-flag_nb = frame.nanobody.to_numpy(float)[:, None] if "nanobody" in frame else flag
 
 def group_ridge(X, tr):
     """Ridge with alpha chosen by 5-fold GroupKFold over the training clusters (not LOO)."""
