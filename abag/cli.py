@@ -212,6 +212,11 @@ def _check_train_options(args: argparse.Namespace) -> None:
                          "abag train")
 
 
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal only: redirected to a log file they would fill it with carriage returns."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def run_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .embedding_cache import default_cache_dir
@@ -251,7 +256,7 @@ def run_train(args: argparse.Namespace) -> int:
             early_stopping_patience=args.early_stopping_patience,
             embedding_cache=not args.no_embedding_cache,
             cache_dir=str(args.embedding_cache) if args.embedding_cache else str(default_cache_dir()),
-            mixed_precision=not args.no_mixed_precision, device=args.device, progress=not args.quiet)
+            mixed_precision=not args.no_mixed_precision, device=args.device, progress=_show_progress(args))
         data_info = {"source": str(args.data), "n_rows_read": report.n_rows_read,
                      "n_rejected": len(report.rejected), "n_outside_model_range": report.n_outside_model_range,
                      "n_censored": report.n_censored, "replicates": report.replicates,
@@ -311,7 +316,7 @@ def run_predict(args: argparse.Namespace) -> int:
     # Input columns that share a name with an output column are kept, renamed, never overwritten.
     frame = frame.rename(columns={c: _free_name(f"{c}_input", frame.columns) for c in ("pkd_pred", "binder_prob")
                                   if c in frame})
-    predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=not args.quiet)
+    predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=_show_progress(args))
     predicted = predicted.drop(columns=[c for c in ("censored",) if c in predicted and not predicted[c].any()])
     if rejected is not None:
         write_csv_atomic(rejected, report.rejected_frame())

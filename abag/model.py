@@ -33,6 +33,7 @@ class ModelConfig:
     fusion: str = "interaction"
     input_dropout: float = 0.0    # dropout on the (normalised) chain vectors entering the head
     n_members: int = 1            # independently initialised head copies trained together, predictions averaged
+    head: str = "mlp"             # "mlp" (v2.7 projections + fusion MLP) or "linear" (one linear layer, see AffinityHead)
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
@@ -42,7 +43,8 @@ class ModelConfig:
 
 
 # Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
-LEGACY_FIELD_VALUES = {"trim_antibody": False, "composition_k": 0, "fusion": "interaction", "input_dropout": 0.0, "n_members": 1}
+LEGACY_FIELD_VALUES = {"trim_antibody": False, "composition_k": 0, "fusion": "interaction", "input_dropout": 0.0, "n_members": 1, "head": "mlp"}
+HEADS = ("mlp", "linear")
 FUSIONS = ("interaction", "concat", "antibody_only")
 
 
@@ -116,6 +118,9 @@ class AffinityHead(nn.Module):
             raise ValueError(f"n_members must be >= 1, got {config.n_members}")
         if config.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {config.fusion!r}; choose one of {FUSIONS}")
+        if config.head not in HEADS:
+            raise ValueError(f"unknown head {config.head!r}; choose one of {HEADS}")
+        self.head_kind = config.head
 
         def linear(n_in: int, n_out: int) -> nn.Module:
             return nn.Linear(n_in, n_out) if self.n_members == 1 else MemberLinear(self.n_members, n_in, n_out)
@@ -125,13 +130,22 @@ class AffinityHead(nn.Module):
         self.antigen_norm = nn.LayerNorm(antigen_dim)
         self.fusion_mode = config.fusion
         self.input_dropout = nn.Dropout(config.input_dropout)
-        self.antibody_proj = nn.Sequential(linear(2 * (antibody_dim + f), h), nn.GELU(), nn.Dropout(p))
-        if self.fusion_mode != "antibody_only":
-            self.antigen_proj = nn.Sequential(linear(antigen_dim + f, h), nn.GELU(), nn.Dropout(p))
-        width = {"interaction": 3 * h, "concat": 2 * h, "antibody_only": h}[self.fusion_mode]
-        self.fusion = nn.Sequential(linear(width, h), nn.GELU(), nn.Dropout(p))
-        self.pkd_out = linear(h, 1)
-        self.class_out = linear(h, 1)
+        if self.head_kind == "linear":
+            # One linear layer on [heavy, light(, antigen)] (no interaction term: "interaction" acts as
+            # "concat"). Inputs are scaled by 1/sqrt(width) so that Adam's per-weight steps move the output
+            # slowly: early stopping then walks a ridge-like path instead of jumping to the interpolating fit.
+            width = 2 * (antibody_dim + f) + (0 if self.fusion_mode == "antibody_only" else antigen_dim + f)
+            self.input_scale = 1.0 / math.sqrt(width)
+            self.pkd_out = linear(width, 1)
+            self.class_out = linear(width, 1)
+        else:
+            self.antibody_proj = nn.Sequential(linear(2 * (antibody_dim + f), h), nn.GELU(), nn.Dropout(p))
+            if self.fusion_mode != "antibody_only":
+                self.antigen_proj = nn.Sequential(linear(antigen_dim + f, h), nn.GELU(), nn.Dropout(p))
+            width = {"interaction": 3 * h, "concat": 2 * h, "antibody_only": h}[self.fusion_mode]
+            self.fusion = nn.Sequential(linear(width, h), nn.GELU(), nn.Dropout(p))
+            self.pkd_out = linear(h, 1)
+            self.class_out = linear(h, 1)
         # Start predictions at a typical pKd rather than mid-range, so early epochs are not spent drifting.
         fraction = (config.initial_pkd - self.pkd_min) / (self.pkd_max - self.pkd_min)
         fraction = min(max(fraction, 0.02), 0.98)
@@ -151,10 +165,15 @@ class AffinityHead(nn.Module):
         light = torch.where(x.light_present.unsqueeze(1), x.light, self.no_light.expand_as(x.light))
         heavy = self._normed(x.heavy, self.antibody_dim, self.antibody_norm)
         light = self._normed(light, self.antibody_dim, self.antibody_norm)
-        antibody = self.antibody_proj(self._members(torch.cat([heavy, light], dim=1)))
-        if self.fusion_mode == "antibody_only":
-            fused = self.fusion(antibody)
+        if self.head_kind == "linear":
+            parts = [heavy, light]
+            if self.fusion_mode != "antibody_only":
+                parts.append(self._normed(x.antigen, self.antigen_dim, self.antigen_norm))
+            fused = self._members(torch.cat(parts, dim=1) * self.input_scale)
+        elif self.fusion_mode == "antibody_only":
+            fused = self.fusion(self.antibody_proj(self._members(torch.cat([heavy, light], dim=1))))
         else:
+            antibody = self.antibody_proj(self._members(torch.cat([heavy, light], dim=1)))
             antigen = self.antigen_proj(self._members(self._normed(x.antigen, self.antigen_dim, self.antigen_norm)))
             parts = [antibody, antigen] + ([antibody * antigen] if self.fusion_mode == "interaction" else [])
             fused = self.fusion(torch.cat(parts, dim=-1))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_common import load_average, machine  # noqa: E402 - bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("ABAG_DATA_DIR") or ROOT.parent / "shared" / "data")
@@ -84,29 +85,10 @@ def synthetic_rows(n: int, seed: int) -> pd.DataFrame:
         chars = list(heavy)
         for position in rng.choice(len(chars), 4, replace=False):
             chars[position] = rng.choice(amino)
-        rows.append({"heavy": "".join(chars), "light": "".join(rng.choice(amino, 110)) if not rows else rows[0]["light"],
+        light = rows[0]["light"] if rows else "".join(rng.choice(amino, 110))
+        rows.append({"heavy": "".join(chars), "light": light,
                      "antigen": "MKV" * 60, "pkd": float(rng.uniform(6, 10))})
     return pd.DataFrame(rows)
-
-
-def machine() -> str:
-    """CPU model and core count (from /proc/cpuinfo where there is one) and the current load."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, load average {load_average()}"
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def run_once(frame, encoders, args, out: Path, *, cache_dir: str | None, use_cache: bool) -> dict:
@@ -164,7 +146,8 @@ def main(argv=None) -> dict:
         for name, use_cache in (("no_cache", False), ("cold_cache", True), ("warm_cache", True)):
             runs[name] = run_once(frame, encoders, args, tmp / name, cache_dir=cache_dir, use_cache=use_cache)
             r = runs[name]
-            print(f"  {name:<10} total {r['seconds']:8.1f}s (cpu {r['cpu_seconds']:7.1f}s) | epochs {r['epoch_seconds']:8.2f}s "
+            print(f"  {name:<10} total {r['seconds']:8.1f}s (cpu {r['cpu_seconds']:7.1f}s) | "
+                  f"epochs {r['epoch_seconds']:8.2f}s "
                   f"({r['mean_epoch_seconds']:.3f}s/epoch) | embedding pass {r['embedding_seconds']:.1f}s"
                   + (f" | {r['cache_log']}" if r["cache_log"] else ""))
 
@@ -174,7 +157,8 @@ def main(argv=None) -> dict:
         "total_no_cache_over_cold_cache": none["seconds"] / cold["seconds"],
         "total_no_cache_over_warm_cache": none["seconds"] / warm["seconds"],
         "per_epoch_no_cache_over_cache": none["mean_epoch_seconds"] / max(warm["mean_epoch_seconds"], 1e-9),
-        "training_no_cache_over_cold_cache": none["epoch_seconds"] / (cold["epoch_seconds"] + cold["embedding_seconds"]),
+        "training_no_cache_over_cold_cache":
+            none["epoch_seconds"] / (cold["epoch_seconds"] + cold["embedding_seconds"]),
     }
     loss_gap = float(np.max(np.abs(np.array(none["val_loss"]) - np.array(cold["val_loss"]))))
     warm_ok = warm["encoded"] == 0 and "nothing to encode" in warm["cache_log"]
@@ -188,7 +172,8 @@ def main(argv=None) -> dict:
           f"({'nothing to encode: OK' if warm_ok else 'ENCODED SOMETHING'})")
     print(f"max |val loss(no cache) - val loss(cache)| over epochs: {loss_gap:.2e}")
     print(f"load average at the end: {load_average()}")
-    results = {"machine": machine(), "load_average_end": load_average(), "rows": len(frame), "source": source, "distinct_chains": distinct, "encoder": args.encoder,
+    results = {"machine": machine(), "load_average_end": load_average(), "rows": len(frame), "source": source,
+               "distinct_chains": distinct, "encoder": args.encoder,
                "epochs": args.epochs, "device": args.device, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "runs": runs, "ratios": ratios,
                "warm_encoded_nothing": warm_ok, "val_loss_max_gap": loss_gap}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import machine
 
 WORKER = """
 import json, sys, time
@@ -96,7 +96,7 @@ def main() -> None:
     one_narrow = run(1, args.encoder, chains_file, threads=per_process)
     many = run(args.processes, args.encoder, chains_file, threads=per_process)
     residues = sum(len(c) for c in chains)
-    print(f"machine: {platform.processor() or platform.machine()}, {cores} cores; encoder {args.encoder}; "
+    print(f"machine: {machine()}; encoder {args.encoder}; "
           f"{len(chains)} distinct chains, {residues} residues")
     print(f"1 process, {cores} threads:  {len(chains) / one:8.1f} chains/s")
     print(f"1 process, {per_process} thread(s): {len(chains) / one_narrow:8.1f} chains/s")

@@ -133,3 +133,13 @@ def test_resume_with_the_same_number_of_processes(ddp_runs, capsys):
     a = load_checkpoint(straight / "checkpoints" / "last.pt")["model_state_dict"]
     b = load_checkpoint(resumed / "checkpoints" / "last.pt")["model_state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_encoding_bench_reports_the_process_ratio():
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_distributed_encoding.py"
+    result = subprocess.run([sys.executable, str(script), "--tiny"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 processes, 1 thread(s) each" in result.stdout
+    ratio = [line for line in result.stdout.splitlines() if line.startswith("ratio (2 processes / 1 process with 1")]
+    assert ratio and float(ratio[0].rsplit(":", 1)[1].strip().rstrip("x")) > 0

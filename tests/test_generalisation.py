@@ -86,7 +86,8 @@ def test_antibody_only_fusion_ignores_the_antigen(tiny_encoders):
 
 
 @pytest.mark.parametrize("options", [dict(fusion="concat"), dict(fusion="interaction", input_dropout=0.5),
-                                     dict(fusion="antibody_only", trim_antibody=True, composition_k=1)])
+                                     dict(fusion="antibody_only", trim_antibody=True, composition_k=1),
+                                     dict(n_members=3, input_dropout=0.2)])
 def test_head_options_build_and_stay_in_range(tiny_encoders, options):
     model = build_model(dataclasses.replace(TINY, **options), tiny_encoders)
     rng = np.random.default_rng(1)
@@ -97,6 +98,24 @@ def test_head_options_build_and_stay_in_range(tiny_encoders, options):
     pkd.sum().backward()  # trainable end to end
     assert pkd.shape == logits.shape == (4,)
     assert float(pkd.detach().min()) >= 4.0 and float(pkd.detach().max()) <= 14.0
+
+
+def test_head_members_are_independent_and_averaged(tiny_encoders):
+    from abag.model import MemberLinear
+
+    model = build_model(dataclasses.replace(TINY, n_members=4), tiny_encoders).eval()
+    first = model.head.antibody_proj[0]
+    assert isinstance(first, MemberLinear) and first.weight.shape[0] == 4
+    assert not torch.allclose(first.weight[0], first.weight[1])  # different initialisations
+    rng = np.random.default_rng(2)
+    batch = PairSequences([random_sequence(rng, 50)], [""], [random_sequence(rng, 60)])
+    with torch.no_grad():
+        model.head.pkd_out.bias[1:] = -1e4  # members 2-4 pinned at the floor (4.0) ...
+        floor, _ = model(batch)
+        model.head.pkd_out.bias[1:] = 1e4   # ... then at the ceiling (14.0); member 1 is unchanged
+        ceiling, _ = model(batch)
+    # The head averages bounded member predictions: (p0 + 3*14)/4 - (p0 + 3*4)/4 = 7.5.
+    assert float(ceiling - floor) == pytest.approx(7.5, abs=1e-4)
 
 
 def test_unknown_fusion_is_rejected(tiny_encoders):
