@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=number(0), default=1e-5)
     train.add_argument("--dropout", type=number(0, 1, high_open=True), default=0.1)
     train.add_argument("--hidden-dim", type=whole_number(1), default=256)
+    train.add_argument("--fusion", choices=("antibody_only", "interaction", "concat"), default=None,
+                       help="how the head uses the antigen: antibody_only (default: generalised best to unseen "
+                            "antigens in cross-validation, but blind to the antigen), interaction "
+                            "(the v2.7 [ab, ag, ab*ag] head; use it to rank antigen variants), or concat")
     train.add_argument("--early-stopping-patience", type=whole_number(1), default=15)
     train.add_argument("--finetune-layers", type=whole_number(0), default=0,
                        help="fine-tune the last N encoder layers (turns the embedding cache off)")
@@ -248,7 +252,8 @@ def run_train(args: argparse.Namespace) -> int:
         model_config = ModelConfig(
             antibody_encoder=args.antibody_encoder or args.encoder,
             antigen_encoder=args.antigen_encoder or args.encoder,
-            hidden_dim=args.hidden_dim, dropout=args.dropout, finetune_layers=args.finetune_layers)
+            hidden_dim=args.hidden_dim, dropout=args.dropout, finetune_layers=args.finetune_layers,
+            **({"fusion": args.fusion} if args.fusion else {}))
         config = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
             learning_rate=args.learning_rate, weight_decay=args.weight_decay, seed=args.seed, split=args.split,

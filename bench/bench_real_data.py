@@ -17,6 +17,7 @@ Protocols (all seeds fixed; nothing is tuned per fold):
   the one-sided loss and are never scored as exact values. Also reported: the model trained on all of
   saaintdb_dev (no Phillips data) applied zero-shot to the same subsample.
 
+`--model FIELD=VALUE ...` overrides ModelConfig defaults (e.g. `--model fusion=interaction`).
 Writes OUT/<set>/ (cross-validation folders, cv_metrics.json, cv_predictions.csv), OUT/summary.json and
 OUT/summary.md (markdown tables for bench/RESULTS.md).
 """
@@ -188,7 +189,7 @@ def run_zero_shot(args, encoders, model_config, train_config, target: pd.DataFra
 # ----------------------------------------------------------------------------------------------- report
 
 def markdown(summary: dict) -> str:
-    lines = [f"Machine: {summary['machine']}. Model: `ModelConfig()` defaults "
+    lines = [f"Machine: {summary['machine']}. Model: `ModelConfig()` "
              f"(`{json.dumps(summary['model_config'])}`), `TrainConfig()` defaults (v2.7 recipe). "
              f"Total wall time {summary['seconds'] / 60:.0f} min.", ""]
     if "saaintdb" in summary["sets"]:
@@ -226,11 +227,20 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--phillips-per-antibody", type=int, default=2000)
     parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--model", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="override ModelConfig defaults, e.g. --model fusion=interaction (JSON values)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    model_config = ModelConfig()
+    overrides = {}
+    for item in args.model:
+        key, value = item.split("=", 1)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    model_config = ModelConfig(**overrides)
     train_config = TrainConfig(progress=False, cache_dir=args.cache_dir or str(default_cache_dir()))
     encoders = {name: load_encoder(name) for name in {model_config.antibody_encoder, model_config.antigen_encoder}}
     summary = {"machine": machine(), "model_config": dataclasses.asdict(model_config),

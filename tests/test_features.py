@@ -61,7 +61,7 @@ def test_pair_composition_features_shape():
 
 
 def test_input_spec_from_config():
-    assert InputSpec.from_config(TINY) == InputSpec(False, 0)
+    assert InputSpec.from_config(TINY) == InputSpec(True, 0)  # the default trims antibody chains
     spec = InputSpec.from_config(RICH)
     assert spec.feature_dim == 421
     assert spec.encoder_input(VH + CH1, "heavy") == VH and spec.encoder_input(VH + CH1, "antigen") == VH + CH1

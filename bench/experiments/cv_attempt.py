@@ -36,6 +36,12 @@ frame, _ = load_pairs("/work/shared/data/saaintdb_dev.csv")
 # Frozen folds (abag.splits changed while attempts ran): same clusters and test folds for every attempt.
 frozen = json.loads(Path(__file__).with_name("saaintdb_folds.json").read_text())
 frame["cv_cluster"] = frozen["groups"]
+FOLD_SEED = int(os.environ.get("FOLD_SEED", "0"))
+if FOLD_SEED:  # confirmation on another deal of the same clusters into folds
+    import numpy as np
+    from abag.splits import group_kfold
+    frozen["tests"] = [t.tolist() for _, t in group_kfold(np.array(frozen["groups"]), 5, FOLD_SEED)]
+    name = f"{name}_foldseed{FOLD_SEED}"
 model_config = ModelConfig(**model_kw)
 train_config = TrainConfig(progress=False, cache_dir=str(default_cache_dir()), **train_kw)
 means, pooled, per_fold = [], [], []
@@ -43,7 +49,7 @@ for r in range(repeats):
     config = dataclasses.replace(train_config, seed=train_config.seed + 100 * r)
     out = Path(os.environ.get("OUT", "/tmp/abag_exp")) / name / f"repeat_{r}"
     result = cross_validate(frame, model_config, config, folds=frozen["tests"], group_column="cv_cluster",
-                            fold_seed=0, out_dir=out, n_seeds=n_seeds, n_boot=500)
+                            fold_seed=FOLD_SEED, out_dir=out, n_seeds=n_seeds, n_boot=500)
     print(format_cv_summary(result), flush=True)
     means.append(result.mean["model"]["spearman"])
     pooled.append(result.pooled["model"]["spearman"])
