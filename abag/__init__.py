@@ -8,6 +8,7 @@ The names a user needs, in one place::
 from . import plots
 from .baselines import KmerRidgeBaseline, MeanBaseline, evaluate_baselines
 from .checkpoint import load_checkpoint, save_checkpoint
+from .crossval import CVResult, cross_validate
 from .data import DataValidationError, LoadReport, RowProblem, load_pairs, prepare_pairs, read_table
 from .embedding_cache import EmbeddingCache, default_cache_dir
 from .encoders import SequenceEncoder, load_antiberty_encoder, load_encoder, load_hub_encoder, load_tiny_encoder
@@ -22,7 +23,7 @@ from .train import TrainConfig, TrainingInterrupted, TrainResult, train
 from .version import METRICS_VERSION, __version__
 
 __all__ = [
-    "AbAgModel", "AbagError", "AffinityHead", "CheckpointError", "DataValidationError", "EmbeddingCache",
+    "AbAgModel", "AbagError", "CVResult", "cross_validate", "AffinityHead", "CheckpointError", "DataValidationError", "EmbeddingCache",
     "EncoderUnavailableError", "KmerRidgeBaseline", "LoadReport", "METRICS_VERSION", "MeanBaseline",
     "ModelConfig", "OutputNotWritableError", "PairEmbeddings", "PairSequences", "RowProblem", "SequenceEncoder",
     "SplitResult", "StableCombinedLoss", "TrainConfig", "TrainResult", "TrainingDivergedError",

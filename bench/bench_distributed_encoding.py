@@ -62,8 +62,13 @@ def sample_chains(n: int, seed: int) -> list[str]:
 
 
 def run(processes: int, encoder: str, chains_file: Path, threads: int) -> float:
-    cache = tempfile.mkdtemp(prefix="abag-bench-cache-")
-    worker = Path(tempfile.mkdtemp()) / "worker.py"
+    with tempfile.TemporaryDirectory(prefix="abag-bench-") as scratch:
+        return _run_in(Path(scratch), processes, encoder, chains_file, threads)
+
+
+def _run_in(scratch: Path, processes: int, encoder: str, chains_file: Path, threads: int) -> float:
+    cache = scratch / "cache"
+    worker = scratch / "worker.py"
     worker.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if processes == 1:
@@ -71,7 +76,8 @@ def run(processes: int, encoder: str, chains_file: Path, threads: int) -> float:
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                    str(processes), str(worker)]
-    result = subprocess.run([*command, encoder, cache, str(chains_file)], env=env, capture_output=True, text=True)
+    result = subprocess.run([*command, encoder, str(cache), str(chains_file)], env=env, capture_output=True,
+                            text=True)
     if result.returncode != 0:
         sys.exit(f"{processes}-process run failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
@@ -89,7 +95,8 @@ def main() -> None:
         args.encoder, args.chains = "tiny", 60
     cores = os.cpu_count() or 1
     chains = sample_chains(args.chains, args.seed)
-    chains_file = Path(tempfile.mkdtemp()) / "chains.txt"
+    scratch = tempfile.TemporaryDirectory(prefix="abag-bench-chains-")
+    chains_file = Path(scratch.name) / "chains.txt"
     chains_file.write_text("\n".join(chains))
     per_process = max(1, cores // args.processes)
     one = run(1, args.encoder, chains_file, threads=cores)
