@@ -282,7 +282,7 @@ def cross_validate(
     """
     from .embedding_cache import default_cache_dir
     from .inference import predict_frame
-    from .train import TrainConfig, sigmoid, train
+    from .train import TrainConfig, train
 
     started = time.perf_counter()
     model_config = model_config or ModelConfig()
