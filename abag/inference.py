@@ -18,7 +18,7 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto") -> tuple[Ab
     """Rebuild the model a checkpoint was trained with and load its weights; returns (model, checkpoint)."""
     state = load_checkpoint(checkpoint)
     try:
-        model_config = ModelConfig(**state["config"]["model"])
+        model_config = ModelConfig.from_dict(state["config"]["model"])
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {checkpoint} has no usable model configuration ({exc})") from None
     try:

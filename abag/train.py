@@ -271,7 +271,7 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
             raise CheckpointError(f"{last_path} was written by a run with {resume_state.get('world_size', 1)} "
                                   f"process(es); resume with the same number (now {distributed.world_size()})")
         try:
-            model_config = ModelConfig(**saved["model"])
+            model_config = ModelConfig.from_dict(saved["model"])
             # Everything that shapes the result comes from the checkpoint; only where and how long may change.
             requested = config
             config = TrainConfig(**{**saved["train"], "split_fractions": tuple(saved["train"]["split_fractions"])})

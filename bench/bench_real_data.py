@@ -2,6 +2,7 @@
 
     python bench/bench_real_data.py [--sets saaintdb skempi phillips] [--out runs/bench_real]
                                     [--data-dir ../shared/data] [--cache-dir DIR] [--threads 2]
+                                    [--model FIELD=VALUE ...] [--epochs N] [--phillips-epochs N]
 
 Protocols (all seeds fixed; nothing is tuned per fold):
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import platform
 import sys
 import time
@@ -39,6 +39,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from abag import ModelConfig, TrainConfig, load_pairs  # noqa: E402
 from abag.baselines import fit_baselines  # noqa: E402
@@ -46,21 +47,15 @@ from abag.crossval import cross_validate, format_cv_markdown, format_cv_summary,
 from abag.embedding_cache import default_cache_dir  # noqa: E402
 from abag.encoders import load_encoder  # noqa: E402
 from abag.metrics import evaluate_predictions  # noqa: E402
+from bench_common import machine as host_machine  # noqa: E402
 
 SETS = ("saaintdb", "skempi", "phillips")
 
 
 def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu or 'unknown CPU'}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} "
-            f"with {torch.get_num_threads()} threads, Python {platform.python_version()}")
+    """`bench_common.machine()` plus the torch and Python versions and the torch thread count."""
+    return (f"{host_machine()}, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"Python {platform.python_version()}")
 
 
 def fmt(x, digits=3) -> str:
@@ -231,6 +226,8 @@ def main(argv=None) -> int:
     parser.add_argument("--phillips-per-antibody", type=int, default=2000)
     parser.add_argument("--phillips-epochs", type=int, default=30,
                         help="epochs for the Phillips models (4,000 rows x 5 folds; the v2.7 default is 100)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs for saaintdb/SKEMPI and the zero-shot model (default: the v2.7 100)")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--model", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="override ModelConfig defaults, e.g. --model fusion=interaction (JSON values)")
@@ -246,7 +243,8 @@ def main(argv=None) -> int:
         except json.JSONDecodeError:
             overrides[key] = value
     model_config = ModelConfig(**overrides)
-    train_config = TrainConfig(progress=False, cache_dir=args.cache_dir or str(default_cache_dir()))
+    train_config = TrainConfig(progress=False, cache_dir=args.cache_dir or str(default_cache_dir()),
+                               **({"epochs": args.epochs} if args.epochs else {}))
     encoders = {name: load_encoder(name) for name in {model_config.antibody_encoder, model_config.antigen_encoder}}
     summary = {"machine": machine(), "model_config": dataclasses.asdict(model_config),
                "train_config": dataclasses.asdict(train_config), "sets": {}}

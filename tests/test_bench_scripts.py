@@ -69,3 +69,46 @@ def test_gpu_encoder_bench_runs_tiny_on_cpu_with_mfu_and_extrapolation(outputs):
     extrapolation = result["extrapolation"]
     assert extrapolation["distinct_chains"] > 0 and extrapolation["encode_minutes"] > 0
     assert extrapolation["head_epoch_seconds"] > 0
+
+
+def test_real_data_bench_runs_its_three_protocols_on_small_files(tmp_path):
+    """bench_real_data.py end to end on synthetic stand-ins for the three real files (tiny encoder)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import synthetic_frame
+
+    data = tmp_path / "data"
+    data.mkdir()
+    synthetic_frame(n=60, n_antigens=10, seed=1).drop(columns="censored").to_csv(data / "saaintdb_dev.csv",
+                                                                                  index=False)
+    skempi = synthetic_frame(n=40, n_antigens=4, seed=2).drop(columns="censored")
+    skempi["skempi_complex"] = [f"C{i % 4}" for i in range(len(skempi))]
+    skempi.to_csv(data / "skempi2_ab_ag.csv", index=False)
+    phillips = synthetic_frame(n=80, n_antigens=1, seed=3).drop(columns="censored")
+    phillips["antibody"] = ["CR9114" if i % 2 else "CR6261" for i in range(len(phillips))]
+    phillips["genotype"] = [format(i, "08b") for i in range(len(phillips))]
+    phillips["at_lower_bound"] = [bool(i % 2 and i % 4 == 1) for i in range(len(phillips))]  # CR9114 only
+    phillips.to_csv(data / "phillips2021_cr9114_cr6261.csv.gz", index=False)
+
+    out = tmp_path / "out"
+    command = [sys.executable, str(BENCH / "bench_real_data.py"), "--data-dir", str(data), "--out", str(out),
+               "--cache-dir", str(tmp_path / "cache"), "--threads", "1", "--epochs", "2", "--phillips-epochs", "2",
+               "--phillips-per-antibody", "30", "--n-boot", "50",
+               "--model", "antibody_encoder=tiny", "antigen_encoder=tiny"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["sets"]) == {"saaintdb", "skempi", "phillips"}
+    for name in ("saaintdb", "skempi"):
+        part = summary["sets"][name]
+        assert {"model", "train_mean", "kmer_ridge"} <= set(part["pooled"])
+        assert part["pooled"]["model"]["n"] > 0 and part["difference"]["reference"] == "kmer_ridge"
+    assert len(summary["sets"]["skempi"]["per_fold"]) == 4  # leave one complex out
+    phillips_part = summary["sets"]["phillips"]
+    assert phillips_part["subsample"]["CR9114"] == {"rows": 30, "censored": 15, "available": 40,
+                                                    "available_censored": 20}
+    cr9114 = phillips_part["within_antibody"]["CR9114"]["model"]["pooled"]
+    assert cr9114["n"] == 15 and cr9114["n_censored"] == 15  # censored rows are never scored as exact
+    assert set(phillips_part["zero_shot"]) == {"CR6261", "CR9114"}
+    text = (out / "summary.md").read_text()
+    assert "saaintdb_dev.csv" in text and "| CR9114 | kmer_ridge |" in text

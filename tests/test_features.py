@@ -113,3 +113,34 @@ def test_old_checkpoint_configs_without_new_fields_still_build(tiny_encoders):
     assert InputSpec.from_config(config) == InputSpec(False, 0)
     assert ModelConfig.from_dict(dataclasses.asdict(RICH)) == RICH
     assert build_model(config, tiny_encoders).head.no_light.shape == (32,)
+
+
+def test_checkpoint_written_before_the_new_fields_predicts_and_resumes_as_v27(tmp_path, tiny_encoders):
+    """A v2.7 checkpoint has none of the new ModelConfig keys: loading must rebuild the v2.7 architecture
+    (antigen-aware interaction head, one member), not today's defaults, for predict and for --resume."""
+    from abag.checkpoint import load_checkpoint, save_checkpoint
+    from abag.model import LEGACY_FIELD_VALUES
+
+    frame = synthetic_frame(n=48)
+    v27 = dataclasses.replace(TINY, **LEGACY_FIELD_VALUES)
+    config = dict(progress=False, cache_dir=str(tmp_path / "cache"), split="random")
+    first = train(frame, tmp_path / "run", v27, TrainConfig(epochs=1, **config), encoders=tiny_encoders,
+                  log=lambda line: None)
+    for name in ("best.pt", "last.pt"):
+        path = first.best_checkpoint.with_name(name)
+        state = load_checkpoint(path)
+        for key in LEGACY_FIELD_VALUES:
+            state["config"]["model"].pop(key)
+        save_checkpoint(state, path)
+
+    model, _ = load_trained_model(first.best_checkpoint)
+    assert model.config.fusion == "interaction" and model.config.n_members == 1
+    assert not model.config.trim_antibody
+    before = predict_frame(first.model, frame.head(6), cache_dir=tmp_path / "cache")["pkd_pred"]
+    after = predict_frame(model, frame.head(6), cache_dir=tmp_path / "cache")["pkd_pred"]
+    np.testing.assert_allclose(after.to_numpy(), before.to_numpy(), rtol=1e-5)
+
+    resumed = train(frame, tmp_path / "run", ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny"),
+                    TrainConfig(epochs=2, **config), resume=True, encoders=tiny_encoders, log=lambda line: None)
+    assert resumed.model.config.fusion == "interaction" and resumed.model.config.n_members == 1
+    assert len(resumed.history) == 2

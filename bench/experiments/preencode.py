@@ -1,8 +1,8 @@
 """Fill the embedding cache for the benchmark sets ahead of time (AntiBERTy, trimmed antibody chains).
 
-Usage: ABAG_CACHE_DIR=/tmp/abag-cache THREADS=1 python bench/experiments/preencode.py
+Usage: ABAG_CACHE_DIR=/tmp/abag-cache THREADS=1 python bench/experiments/preencode.py [saaintdb] [skempi] [phillips]
 """
-import importlib.util, os, time
+import importlib.util, os, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(int(os.environ.get("THREADS", "1")))
@@ -16,10 +16,12 @@ bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
 data = Path("/work/shared/data")
 trim = InputSpec(trim_antibody=True)
 cache = EmbeddingCache(load_antiberty_encoder(), default_cache_dir(), progress=False)
-skempi, _ = load_pairs(data / "skempi2_ab_ag.csv")
-phillips, _ = load_pairs(data / "phillips2021_cr9114_cr6261.csv.gz")
-phillips = bench.phillips_subsample(phillips, 2000, seed=0)
-for name, frame in (("skempi", skempi), ("phillips", phillips)):
+files = {"saaintdb": "saaintdb_dev.csv", "skempi": "skempi2_ab_ag.csv",
+         "phillips": "phillips2021_cr9114_cr6261.csv.gz"}
+for name in sys.argv[1:] or list(files):
+    frame, _ = load_pairs(data / files[name])
+    if name == "phillips":
+        frame = bench.phillips_subsample(frame, 2000, seed=0)
     ab = list(dict.fromkeys([trim.encoder_input(c, "heavy") for c in frame.heavy] +
                             [trim.encoder_input(c, "light") for c in frame.light if c]))
     ag = list(dict.fromkeys(c for a in frame.antigen for c in a.split("|")))
