@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how the head uses the antigen: antibody_only (default: generalised best to unseen "
                             "antigens in cross-validation, but blind to the antigen), interaction "
                             "(the v2.7 [ab, ag, ab*ag] head; use it to rank antigen variants), or concat")
+    train.add_argument("--no-trim-antibody", dest="trim_antibody", action="store_false", default=None,
+                       help="encode whole heavy/light chains (v2.7) instead of their variable domains")
+    train.add_argument("--head-members", type=whole_number(1), default=None,
+                       help="head copies trained together and averaged (default 5; 1 = the v2.7 head)")
+    train.add_argument("--input-dropout", type=number(0, 1, high_open=True), default=None,
+                       help="dropout on the chain vectors entering the head (default 0.3; v2.7: 0; --dropout 0 turns it off too)")
     train.add_argument("--early-stopping-patience", type=whole_number(1), default=15)
     train.add_argument("--finetune-layers", type=whole_number(0), default=0,
                        help="fine-tune the last N encoder layers (turns the embedding cache off)")
@@ -253,7 +259,7 @@ def run_train(args: argparse.Namespace) -> int:
             antibody_encoder=args.antibody_encoder or args.encoder,
             antigen_encoder=args.antigen_encoder or args.encoder,
             hidden_dim=args.hidden_dim, dropout=args.dropout, finetune_layers=args.finetune_layers,
-            **({"fusion": args.fusion} if args.fusion else {}))
+            **_model_overrides(args))
         config = TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
             learning_rate=args.learning_rate, weight_decay=args.weight_decay, seed=args.seed, split=args.split,
@@ -374,6 +380,13 @@ def _data_hint(exc, argv: Sequence[str]) -> str:
     if command is None or {"--skip-invalid", "--drop-invalid"} & set(argv):
         return ""
     return "\n" + _DATA_HINTS[command]
+
+
+def _model_overrides(args: argparse.Namespace) -> dict:
+    """ModelConfig fields set on the command line; the rest keep ModelConfig's defaults."""
+    chosen = {"fusion": args.fusion, "trim_antibody": args.trim_antibody, "n_members": args.head_members,
+              "input_dropout": args.input_dropout}
+    return {key: value for key, value in chosen.items() if value is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

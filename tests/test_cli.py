@@ -120,3 +120,35 @@ def test_antigen_split_with_too_few_clusters_is_a_clean_error(tmp_path, capsys):
     code = main(["train", "--data", path, "--out", str(tmp_path / "run"), "--encoder", "tiny", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "antigen split" in err and "--split random" in err and "Traceback" not in err
+
+
+def test_model_options_reach_the_checkpoint_and_default_to_model_config(tmp_path, csv_path, monkeypatch):
+    """--fusion/--no-trim-antibody/--head-members/--input-dropout rebuild the v2.7 head; without them,
+    the checkpoint holds ModelConfig's defaults."""
+    from abag import ModelConfig, load_trained_model
+
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    v27 = tmp_path / "v27"
+    assert main(["train", "--data", csv_path, "--out", str(v27), *TRAIN_ARGS, "--fusion", "interaction",
+                 "--no-trim-antibody", "--head-members", "1", "--input-dropout", "0"]) == 0
+    model, state = load_trained_model(v27 / "checkpoints" / "best.pt")
+    saved = state["config"]["model"]
+    assert (saved["fusion"], saved["trim_antibody"], saved["n_members"], saved["input_dropout"]) == \
+        ("interaction", False, 1, 0.0)
+    assert model.config.n_members == 1
+
+    default = tmp_path / "default"
+    assert main(["train", "--data", csv_path, "--out", str(default), *TRAIN_ARGS]) == 0
+    saved = load_trained_model(default / "checkpoints" / "best.pt")[1]["config"]["model"]
+    expected = ModelConfig()
+    assert (saved["fusion"], saved["trim_antibody"], saved["n_members"], saved["input_dropout"]) == \
+        (expected.fusion, expected.trim_antibody, expected.n_members, expected.input_dropout)
+
+
+@pytest.mark.parametrize("flag, value", [("--head-members", "0"), ("--input-dropout", "1"),
+                                         ("--input-dropout", "-0.1")])
+def test_model_options_out_of_range_are_usage_errors(tmp_path, csv_path, flag, value, capsys):
+    assert main(["train", "--data", csv_path, "--out", str(tmp_path / "run"), *TRAIN_ARGS, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
