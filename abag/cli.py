@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--head-members", type=whole_number(1), default=None,
                        help="head copies trained together and averaged (default 5; 1 = the v2.7 head)")
     train.add_argument("--input-dropout", type=number(0, 1, high_open=True), default=None,
-                       help="dropout on the chain vectors entering the head (default 0.3; v2.7: 0; --dropout 0 turns it off too)")
+                       help="dropout on the chain vectors entering the head (default 0.3; v2.7: 0; "
+                            "--dropout 0 turns it off too)")
     train.add_argument("--early-stopping-patience", type=whole_number(1), default=15)
     train.add_argument("--finetune-layers", type=whole_number(0), default=0,
                        help="fine-tune the last N encoder layers (turns the embedding cache off)")
