@@ -1,4 +1,4 @@
-"""The issue-6 benchmark scripts run end to end at a tiny size on CPU and report ratios measured in one run."""
+"""The benchmark scripts run end to end at a tiny size on CPU (ratios measured in one run; real-data protocols)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import synthetic_frame
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = {
@@ -73,9 +75,6 @@ def test_gpu_encoder_bench_runs_tiny_on_cpu_with_mfu_and_extrapolation(outputs):
 
 def test_real_data_bench_runs_its_three_protocols_on_small_files(tmp_path):
     """bench_real_data.py end to end on synthetic stand-ins for the three real files (tiny encoder)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import synthetic_frame
-
     data = tmp_path / "data"
     data.mkdir()
     synthetic_frame(n=60, n_antigens=10, seed=1).drop(columns="censored").to_csv(data / "saaintdb_dev.csv",

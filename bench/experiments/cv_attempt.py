@@ -13,25 +13,12 @@ torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 from abag import ModelConfig, TrainConfig, load_pairs
 from abag.crossval import cross_validate, format_cv_summary
 from abag.embedding_cache import default_cache_dir
+from attempt_args import parse_attempt_args, record_attempt
 
 name, *pairs = sys.argv[1:]
-n_seeds, repeats = 1, 1
-model_kw, train_kw = {}, {}
-model_fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
-train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-for pair in pairs:
-    key, value = pair.split("=", 1)
-    value = json.loads(value) if value not in ("True", "False") else value == "True"
-    if key == "seeds":
-        n_seeds = int(value)
-    elif key == "repeats":  # independent CV runs with training seeds 0..repeats-1 (seed noise)
-        repeats = int(value)
-    elif key in model_fields:
-        model_kw[key] = value
-    elif key in train_fields:
-        train_kw[key] = value
-    else:
-        raise SystemExit(f"unknown field {key}")
+# seeds: models per fold, averaged; repeats: independent CV runs with training seeds 0, 100, ... (seed noise)
+counts, model_kw, train_kw = parse_attempt_args(pairs, {"seeds": 1, "repeats": 1})
+n_seeds, repeats = counts["seeds"], counts["repeats"]
 frame, _ = load_pairs("/work/shared/data/saaintdb_dev.csv")
 # Frozen folds (abag.splits changed while attempts ran): same clusters and test folds for every attempt.
 frozen = json.loads(Path(__file__).with_name("saaintdb_folds.json").read_text())
@@ -62,6 +49,4 @@ line = {"name": name, "model": model_kw, "train": train_kw, "n_seeds": n_seeds, 
         "kmer_ridge_mean": result.mean["kmer_ridge"]["spearman"],
         "delta_vs_kmer": float(np.mean(means)) - result.mean["kmer_ridge"]["spearman"],
         "per_fold": per_fold, "seconds": result.seconds}
-print(json.dumps(line))
-with open(Path(__file__).with_name("attempts.jsonl"), "a") as fh:
-    fh.write(json.dumps(line) + "\n")
+record_attempt(line)

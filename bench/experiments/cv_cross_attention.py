@@ -28,6 +28,7 @@ from abag.crossval import fold_split  # noqa: E402
 from abag.encoders import antiberty_folder  # noqa: E402
 from abag.features import trim_antibody_chains  # noqa: E402
 from abag.losses import StableCombinedLoss  # noqa: E402
+from attempt_args import record_attempt  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("name")
@@ -178,6 +179,4 @@ for r in range(args.repeats):
 line = {"name": args.name, "model": {"cross_attention": True, "use_antigen": not args.no_antigen},
         "train": {}, "repeats": args.repeats, "mean_spearman": float(np.mean(means)), "repeat_means": means,
         "seconds": time.time() - started}
-print(json.dumps(line))
-with open(Path(__file__).with_name("attempts.jsonl"), "a") as fh:
-    fh.write(json.dumps(line) + "\n")
+record_attempt(line)
