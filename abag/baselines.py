@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler, normalize
 
 from abag.metrics import _to_bool, evaluate_predictions
+from abag.policy import AMINO_ACIDS, RESIDUE_CODE, UNKNOWN_RESIDUE
 
 __all__ = [
     "AMINO_ACIDS",
@@ -31,12 +32,10 @@ __all__ = [
     "evaluate_baselines",
 ]
 
-AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 CHAINS = ("heavy", "light", "antigen")
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
-_INVALID = 255
-_CODE = np.full(256, _INVALID, dtype=np.uint8)
-_CODE[np.frombuffer(AMINO_ACIDS.encode(), dtype=np.uint8)] = np.arange(20, dtype=np.uint8)
+_INVALID = UNKNOWN_RESIDUE
+_CODE = RESIDUE_CODE
 
 
 # --------------------------------------------------------------------------- features

@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from abag.errors import AbagError
+from abag.policy import AMINO_ACIDS, PKD_RANGE, STANDARD_AMINO_ACIDS
 
 __all__ = [
     "STANDARD_AMINO_ACIDS",
@@ -82,8 +83,7 @@ __all__ = [
     "write_rejected",
 ]
 
-STANDARD_AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
-PKD_MODEL_RANGE = (4.0, 14.0)  # what the model can predict
+PKD_MODEL_RANGE = PKD_RANGE  # what the model can predict (kept under its old name)
 MAX_CHAIN_LENGTH = 20_000  # longer chains are rejected with a reason
 REPLICATE_POLICIES = ("keep", "mean", "flag")
 OUTPUT_COLUMNS = ("heavy", "light", "antigen", "pkd", "censored", "source_row")
@@ -634,7 +634,7 @@ def _resolve_kd(columns: list[Any], kd_column: Any, plan: _ColumnPlan) -> list[R
 # --------------------------------------------------------------------------------------------
 
 _WHITESPACE = re.compile(r"\s+")
-_NON_RESIDUE = re.compile(r"[^ACDEFGHIKLMNPQRSTVWYacdefghiklmnpqrstvwy]")
+_NON_RESIDUE = re.compile(f"[^{AMINO_ACIDS}{AMINO_ACIDS.lower()}]")
 # Python's float() also takes "1_0", "infinity" and non-ASCII digits; a table must not.
 _DECIMAL_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _QUALIFIER = re.compile(r"(<=|>=|≤|≥|<|>)\s*(.*)", re.DOTALL)

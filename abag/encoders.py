@@ -29,6 +29,7 @@ from torch import nn
 
 from .batching import token_budget_batches
 from .errors import EncoderUnavailableError
+from .policy import AMINO_ACIDS, choose_precision
 
 RESOURCES = Path(__file__).parent / "resources"
 ESM_VOCAB = RESOURCES / "esm_vocab.txt"
@@ -82,7 +83,7 @@ class ResidueTokenizer:
     @classmethod
     def from_hf(cls, tokenizer, space_separated: bool) -> "ResidueTokenizer":
         """Derive the residue map from a transformers tokenizer and verify it reproduces its output."""
-        alphabet = "ACDEFGHIKLMNPQRSTVWY"
+        alphabet = AMINO_ACIDS
         text = " ".join(alphabet) if space_separated else alphabet
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) != len(alphabet) or tokenizer.unk_token_id in ids:
@@ -249,12 +250,9 @@ class EncodedBatch(NamedTuple):
     padded_tokens: int   # token slots computed: rows × longest row
 
 
-def autocast_context(device: torch.device):
-    """bf16 autocast on CUDA where supported (fp16 otherwise); plain fp32 on CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+def autocast_context(device: torch.device, mixed_precision: bool = True):
+    """The autocast context of `policy.choose_precision` for `device` (plain fp32 on CPU)."""
+    return choose_precision(device, mixed_precision).autocast(device)
 
 
 def transformer_layers(model: nn.Module) -> list[nn.Module]:

@@ -11,6 +11,7 @@ from torch import nn
 
 from .encoders import SequenceEncoder
 from .features import InputSpec
+from .policy import PKD_RANGE
 
 
 @dataclass
@@ -22,8 +23,8 @@ class ModelConfig:
     hidden_dim: int = 256
     dropout: float = 0.1
     finetune_layers: int = 0
-    pkd_min: float = 4.0
-    pkd_max: float = 14.0
+    pkd_min: float = PKD_RANGE[0]
+    pkd_max: float = PKD_RANGE[1]
     initial_pkd: float = 8.0
     # Chosen by 5-fold antigen-cluster cross-validation on saaintdb_dev (bench/RESULTS.md, "Real data"):
     # the v2.7 model (trim_antibody=False, composition_k=0, fusion="interaction", input_dropout=0,

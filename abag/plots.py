@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .data import PKD_MODEL_RANGE
+from .policy import PKD_RANGE as PKD_MODEL_RANGE
 from .metrics import BINDER_THRESHOLD, regression_metrics
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -80,12 +80,13 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.stats import poisson
 
+from .policy import RESIDUE_CODE, UNKNOWN_RESIDUE
+
 SPLIT_METHODS = ("antigen", "random", "stratified", "group")
 DEFAULT_IDENTITY = 0.4
 PARTS = ("train", "val", "test")
 
-_AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-_UNKNOWN = 20  # any residue outside the 20 standard ones; never matches
+_UNKNOWN = UNKNOWN_RESIDUE  # any residue outside the 20 standard ones; never matches
 
 # Seeds: four weight-6 patterns (contiguous and spaced). Weight 5 was tried
 # first: with 10k chains its 3.2M codes are so crowded that most random pairs
@@ -149,13 +150,7 @@ class SplitResult:
 # --------------------------------------------------------------------------
 
 
-def _residue_lookup() -> np.ndarray:
-    lookup = np.full(256, _UNKNOWN, dtype=np.uint8)
-    lookup[np.frombuffer(_AMINO_ACIDS.encode(), dtype=np.uint8)] = np.arange(20)
-    return lookup
-
-
-_RESIDUE_CODE = _residue_lookup()
+_RESIDUE_CODE = RESIDUE_CODE
 
 
 def _encode(sequence: str) -> np.ndarray:

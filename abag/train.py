@@ -29,11 +29,11 @@ from .checkpoint import (capture_rng_state, interrupts_deferred, load_checkpoint
 from .errors import AbagError, CheckpointError, OutputNotWritableError, TrainingDivergedError
 from .losses import StableCombinedLoss, check_loss_validity
 from .model import AbAgModel, ModelConfig, build_model
+from .policy import PKD_RANGE, choose_precision
 from .outputs import ensure_writable_folder, write_csv_atomic, write_json_atomic
 from .pair_embeddings import EmbeddedPairs, embed_pairs, make_caches, sequences_batch
 from .version import METRICS_VERSION, V27_IMPROVEMENTS, __version__
 
-PKD_RANGE = (4.0, 14.0)
 
 
 @dataclass
@@ -149,12 +149,9 @@ def shard_for_process(order: np.ndarray) -> np.ndarray:
 
 
 def amp_settings(device: torch.device, enabled: bool) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether a GradScaler is needed): bf16 where supported, else fp16 + scaler."""
-    if device.type != "cuda" or not enabled:
-        return None, False
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, False
-    return torch.float16, True
+    """(autocast dtype or None, whether a GradScaler is needed), as `policy.choose_precision` decides."""
+    precision = choose_precision(device, enabled)
+    return precision.autocast_dtype, precision.needs_scaler
 
 
 class PairData:
