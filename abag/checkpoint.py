@@ -252,3 +252,24 @@ def resume_hint(last_path: str | Path) -> str:
     if best.is_file() and best != last_path:
         hint += f" {best} may still be intact: copying it to {last_path} resumes from the best epoch instead."
     return hint
+
+
+def load_model_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], expected_keys,
+                       path: str | Path, *, hint: str = "") -> None:
+    """Load `weights` into `module`, refusing unless their keys are exactly `expected_keys`.
+
+    A checkpoint holds only the weights that train (`AbAgModel.trainable_state_dict`), so loading is not
+    strict; this check makes sure nothing the model trains is missing and nothing foreign is present.
+    """
+    expected, given = set(expected_keys), set(weights)
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    tail = f" {hint}" if hint else ""
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {path} does not match the model it describes (missing "
+                              f"{missing[:3]}{' …' if len(missing) > 3 else ''}, unexpected "
+                              f"{unexpected[:3]}{' …' if len(unexpected) > 3 else ''}).{tail}")
+    try:
+        module.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shape mismatches: weights of another architecture
+        detail = " ".join(line.strip() for line in str(exc).splitlines())[:300]
+        raise CheckpointError(f"checkpoint {path} does not match the model it describes: {detail}.{tail}") from None

@@ -97,10 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=number(0), default=1e-5)
     train.add_argument("--dropout", type=number(0, 1, high_open=True), default=0.1)
     train.add_argument("--hidden-dim", type=whole_number(1), default=256)
-    train.add_argument("--fusion", choices=("antibody_only", "interaction", "concat"), default=None,
-                       help="how the head uses the antigen: antibody_only (default: generalised best to unseen "
-                            "antigens in cross-validation, but blind to the antigen), interaction "
-                            "(the v2.7 [ab, ag, ab*ag] head; use it to rank antigen variants), or concat")
+    train.add_argument("--fusion", choices=("antibody_only", "additive", "interaction", "concat"), default=None,
+                       help="how the head uses the antigen: antibody_only (default: blind to the antigen, which "
+                            "is then not encoded), additive (antibody part + antigen parts weighted by how "
+                            "familiar the antigen is), interaction (the v2.7 [ab, ag, ab*ag] head), or concat")
+    train.add_argument("--branch-dropout", type=number(0, 1, high_open=True), default=None,
+                       help="fusion additive: chance per training row that the antigen terms are dropped "
+                            "(default 0.5; --dropout 0 turns it off)")
     train.add_argument("--no-trim-antibody", dest="trim_antibody", action="store_false", default=None,
                        help="encode whole heavy/light chains (v2.7) instead of their variable domains")
     train.add_argument("--head-members", type=whole_number(1), default=None,
@@ -323,11 +326,12 @@ def run_predict(args: argparse.Namespace) -> int:
         ensure_writable_file(rejected, "--rejected")
     model, _ = _load_model(args)
     frame, report = _load(args, require_pkd=False)
+    from .data.columns import free_column_name
     from .inference import predict_frame
 
     # Input columns that share a name with an output column are kept, renamed, never overwritten.
-    frame = frame.rename(columns={c: _free_name(f"{c}_input", frame.columns) for c in ("pkd_pred", "binder_prob")
-                                  if c in frame})
+    frame = frame.rename(columns={c: free_column_name(f"{c}_input", frame.columns)
+                                  for c in ("pkd_pred", "binder_prob") if c in frame})
     predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=_show_progress(args))
     predicted = predicted.drop(columns=[c for c in ("censored",) if c in predicted and not predicted[c].any()])
     if rejected is not None:
@@ -339,13 +343,6 @@ def run_predict(args: argparse.Namespace) -> int:
               f"({report.n_rows_kept} valid + {len(report.rejected)} rejected = {report.n_rows_read} data rows)",
               file=sys.stderr)
     return 0
-
-
-def _free_name(name: str, taken) -> str:
-    taken = {str(c) for c in taken}
-    while name in taken:
-        name += "_input"
-    return name
 
 
 # ----------------------------------------------------------------------------------------------- evaluate
@@ -386,7 +383,7 @@ def _data_hint(exc, argv: Sequence[str]) -> str:
 def _model_overrides(args: argparse.Namespace) -> dict:
     """ModelConfig fields set on the command line; the rest keep ModelConfig's defaults."""
     chosen = {"fusion": args.fusion, "trim_antibody": args.trim_antibody, "n_members": args.head_members,
-              "input_dropout": args.input_dropout}
+              "input_dropout": args.input_dropout, "branch_dropout": args.branch_dropout}
     return {key: value for key, value in chosen.items() if value is not None}
 
 

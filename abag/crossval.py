@@ -1,7 +1,7 @@
 """Cross-validation over antigen clusters (or any groups): the model beside the baselines, fold by fold.
 
 `cross_validate(frame, model_config, train_config, folds=5)` clusters the antigens (40 % identity by
-default, see `abag.splits`), deals whole clusters to `k` test folds (`folds="logo"`: one fold per group,
+default, see `abag.clustering`), deals whole clusters to `k` test folds (`folds="logo"`: one fold per group,
 e.g. leave-one-complex-out with `group_column="skempi_complex"`), and for every fold
 
 1. takes a validation slice of *whole groups* from the training folds (for early stopping and the
@@ -9,7 +9,9 @@ e.g. leave-one-complex-out with `group_column="skempi_complex"`), and for every 
 2. trains the model with `abag.train(..., split=SplitResult)` (so the v2.7 recipe, checkpoints and
    metrics.json of every fold are the usual ones),
 3. fits the baselines (training mean, k-mer ridge) on exactly the same training rows, and
-4. scores model and baselines on the test fold: Spearman with a bootstrap 95 % interval, Pearson, RMSE, …
+4. scores model and baselines on the test fold: Spearman with a bootstrap 95 % interval, Pearson, RMSE, …,
+   and the mean Spearman *within* groups (clusters with >= 5 scored rows) and within antibodies, with
+   cluster-bootstrap intervals (whole groups resampled; see `abag.metrics.grouped_spearman`).
 
 The result holds per-fold metrics, their mean and SD over folds, metrics of the pooled out-of-fold
 predictions (every row is predicted exactly once, by the fold that held it out) and a paired bootstrap
@@ -19,13 +21,17 @@ exact values (see `abag.metrics.evaluate_predictions`).
 Embeddings are encoded once for all folds: frozen encoders go through the on-disk embedding cache
 (`TrainConfig.cache_dir`; when it is None, `abag.embedding_cache.default_cache_dir()` is used), so the
 second fold onwards only reads the cache. Encoders are loaded once and shared by all folds.
+
+`cross_validate` is three steps: plan the folds (`FoldPlan`), run each fold (`_run_fold`: train the
+members, fit the baselines, score; predictions collect in `OutOfFold`), then summarise (pooled, mean over
+folds, model minus reference). The tables are in `abag.crossval_report`. Imports `abag.splits` (groups),
+`abag.metrics`, `abag.baselines`, `abag.model` at import time, and `abag.train`, `abag.inference`,
+`abag.encoders`, `abag.embedding_cache` and `abag.outputs` when it runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +42,10 @@ import pandas as pd
 from scipy import stats
 
 from .baselines import fit_baselines
+from .crossval_report import format_cv_markdown, format_cv_summary, format_value, save_summary
 from .metrics import evaluate_predictions
 from .model import ModelConfig
-from .splits import DEFAULT_IDENTITY, SplitResult, cluster_antigens, group_kfold
+from .splits import DEFAULT_IDENTITY, SplitResult, fold_groups, group_kfold, row_groups
 
 __all__ = [
     "FoldResult",
@@ -49,23 +56,14 @@ __all__ = [
     "paired_spearman_difference",
     "format_cv_summary",
     "format_cv_markdown",
+    "save_summary",
 ]
 
 MODEL = "model"
-SUMMARY_METRICS = ("spearman", "pearson", "rmse", "mae", "r2")
+SUMMARY_METRICS = ("spearman", "pearson", "rmse", "mae", "r2", "spearman_within_group")
 
 
 # ----------------------------------------------------------------------------------------------- folds
-
-def _groups(frame: pd.DataFrame, group_column: str | None, identity: float) -> tuple[np.ndarray, str]:
-    """Group id per row and a phrase saying what the groups are."""
-    if group_column is not None:
-        if group_column not in frame.columns:
-            raise ValueError(f"group column {group_column!r} not in table; available: {list(frame.columns)}")
-        codes, _ = pd.factorize(frame[group_column], use_na_sentinel=True)
-        return codes, f"groups of column {group_column!r}"
-    return cluster_antigens(frame["antigen"].tolist(), identity), f"antigen clusters at {identity:.0%} identity"
-
 
 def make_folds(frame: pd.DataFrame, folds: int | str = 5, *, group_column: str | None = None,
                identity: float = DEFAULT_IDENTITY, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray], str]:
@@ -75,7 +73,8 @@ def make_folds(frame: pd.DataFrame, folds: int | str = 5, *, group_column: str |
     `abag.splits.group_kfold`) or "logo" (leave one group out: one fold per group, in order of first
     appearance). Every row is in exactly one test fold; no group is split across folds.
     """
-    groups, what = _groups(frame, group_column, identity)
+    grouping = fold_groups(frame, group_column=group_column, identity=identity)
+    groups, what = grouping.labels, grouping.description
     if isinstance(folds, str):
         if folds.lower() not in ("logo", "loo", "leave-one-group-out"):
             raise ValueError(f"folds must be an integer or 'logo', got {folds!r}")
@@ -236,6 +235,59 @@ def _mean_over_folds(folds: list[FoldResult], name: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- main
 
+@dataclass(frozen=True)
+class FoldPlan:
+    """The test rows of every fold, the group of every row, and the protocol in words."""
+
+    groups: np.ndarray
+    tests: list[np.ndarray]
+    protocol: str
+
+    @property
+    def covered(self) -> np.ndarray:
+        """Every test row, fold after fold (the order of `CVResult.predictions`)."""
+        return np.concatenate(self.tests) if self.tests else np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class CVSetup:
+    """What every fold needs: the table and its labels, the configs, the shared encoders and the options."""
+
+    frame: pd.DataFrame
+    y: np.ndarray
+    censored: np.ndarray
+    groups: np.ndarray                   # the folds' groups (antigen clusters or `group_column` values)
+    antibodies: np.ndarray               # identical heavy + light chains, for the within-antibody Spearman
+    model_config: ModelConfig
+    train_config: Any                    # abag.train.TrainConfig
+    out_dir: Path
+    encoders: dict
+    baselines: Callable[[pd.DataFrame], dict[str, Any]] | None
+    n_seeds: int
+    val_fraction: float
+    fold_seed: int
+    n_boot: int
+    train_log: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MemberPredictions:
+    """What training the `n_seeds` models of one fold gives: their averaged test-fold predictions."""
+
+    pkd: np.ndarray
+    binder_prob: np.ndarray
+    best_epochs: list[int]
+    val_metrics: dict | None             # the model's validation metrics (best epoch; one seed only)
+
+
+@dataclass
+class OutOfFold:
+    """Out-of-fold predictions, filled fold by fold: one full-length column per predictor."""
+
+    columns: dict[str, np.ndarray]
+    binder_prob: np.ndarray
+
+
 def _load_encoders(model_config: ModelConfig, encoders: dict | None) -> dict:
     from .encoders import load_encoder
 
@@ -250,6 +302,121 @@ def _labels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     y = pd.to_numeric(frame["pkd"], errors="coerce").to_numpy(dtype=float)
     censored = frame["censored"].to_numpy(dtype=bool) if "censored" in frame else np.zeros(len(frame), bool)
     return y, censored
+
+
+def _silent(_: str) -> None:
+    return None
+
+
+def _plan(frame: pd.DataFrame, folds: int | str | Sequence[np.ndarray], group_column: str | None,
+          identity: float, fold_seed: int) -> FoldPlan:
+    """Folds from `make_folds`, or the given test-row arrays (groups still computed, for validation)."""
+    if isinstance(folds, (int, str)):
+        plan = FoldPlan(*make_folds(frame, folds, group_column=group_column, identity=identity, seed=fold_seed))
+    else:
+        tests = [np.asarray(t, dtype=np.int64) for t in folds]
+        groups = fold_groups(frame, group_column=group_column, identity=identity).labels
+        plan = FoldPlan(groups, tests, f"{len(tests)} given folds")
+    covered = plan.covered
+    if len(np.unique(covered)) != len(covered):
+        raise ValueError("test folds overlap: a row is in more than one test fold")
+    return plan
+
+
+def _train_members(setup: CVSetup, split: SplitResult, fold: int) -> MemberPredictions:
+    """Train `setup.n_seeds` models on the fold's split (seeds `train_config.seed + s`); average them."""
+    from .inference import predict_frame
+    from .train import train
+
+    test_rows = split.indices("test")
+    pkd, prob, best_epochs, val_metrics = [], [], [], None
+    for s in range(setup.n_seeds):
+        config = dataclasses.replace(setup.train_config, seed=setup.train_config.seed + s, progress=False)
+        run_dir = setup.out_dir / f"fold_{fold}"
+        if setup.n_seeds > 1:
+            run_dir = run_dir / f"seed_{config.seed}"
+        result = train(setup.frame, run_dir, setup.model_config, config, encoders=setup.encoders, split=split,
+                       log=setup.train_log)
+        predicted = predict_frame(result.model, setup.frame.iloc[test_rows], cache_dir=config.cache_dir)
+        pkd.append(predicted["pkd_pred"].to_numpy(dtype=float))
+        prob.append(predicted["binder_prob"].to_numpy(dtype=float))
+        best_epochs.append(int(result.metrics["training"]["best_epoch"]))
+        val_metrics = result.metrics.get("val") if setup.n_seeds == 1 else None
+    return MemberPredictions(np.mean(pkd, axis=0), np.mean(prob, axis=0), best_epochs, val_metrics)
+
+
+def _predict_baselines(setup: CVSetup, train_rows: np.ndarray, test_rows: np.ndarray, oof: OutOfFold) -> list[str]:
+    """Fit the baselines on the fold's training rows, predict its test rows; the names fitted."""
+    if setup.baselines is None:
+        return []
+    names = []
+    for name, predictor in setup.baselines(setup.frame.iloc[train_rows]).items():
+        column = oof.columns.setdefault(name, np.full(len(setup.frame), np.nan))
+        column[test_rows] = predictor.predict(setup.frame.iloc[test_rows])
+        names.append(name)
+    return names
+
+
+def _score(setup: CVSetup, oof: OutOfFold, name: str, rows: np.ndarray) -> dict[str, Any]:
+    """`evaluate_predictions` of one predictor on `rows` (the binder head for the model only), with the
+    Spearman within groups and within antibodies, and cluster-bootstrap intervals over the groups."""
+    prob = oof.binder_prob[rows] if name == MODEL else None
+    return evaluate_predictions(setup.y[rows], oof.columns[name][rows], prob, censored=setup.censored[rows],
+                                threshold=setup.train_config.binder_threshold, n_boot=setup.n_boot,
+                                seed=setup.train_config.seed, groups=setup.groups[rows],
+                                antibody_groups=setup.antibodies[rows])
+
+
+def _run_fold(setup: CVSetup, plan: FoldPlan, i: int, oof: OutOfFold, log: Callable[[str], None]) -> FoldResult:
+    """Train and score fold `i`: the model's members and the baselines, on the same training rows."""
+    started = time.perf_counter()
+    split = fold_split(plan.groups, plan.tests[i], val_fraction=setup.val_fraction, seed=setup.fold_seed * 1000 + i,
+                       description=f"{plan.protocol}, fold {i + 1}/{len(plan.tests)}")
+    train_rows, test_rows = split.indices("train"), split.indices("test")
+    members = _train_members(setup, split, i)
+    oof.columns[MODEL][test_rows] = members.pkd
+    oof.binder_prob[test_rows] = members.binder_prob
+    names = [MODEL, *_predict_baselines(setup, train_rows, test_rows, oof)]
+    metrics = {name: _score(setup, oof, name, test_rows) for name in names}
+    sizes = split.sizes()
+    held_out = sorted(np.unique(plan.groups[test_rows]).tolist())
+    fold = FoldResult(i, sizes["train"], sizes["val"], sizes["test"], held_out, metrics, members.val_metrics,
+                      members.best_epochs, time.perf_counter() - started)
+    scores = ", ".join(f"{n} {format_value(m.get('spearman'))}" for n, m in metrics.items())
+    log(f"fold {i + 1}/{len(plan.tests)}: {scores} (Spearman; {sizes['train']}/{sizes['val']}/{sizes['test']} rows; "
+        f"{fold.seconds:.0f}s)")
+    return fold
+
+
+def _predictions_table(setup: CVSetup, plan: FoldPlan, oof: OutOfFold) -> pd.DataFrame:
+    """One row per out-of-fold prediction: row, fold, group, pkd, censored, a column per predictor."""
+    rows = plan.covered
+    table = pd.DataFrame({"row": rows, "fold": np.concatenate(
+        [np.full(len(t), i) for i, t in enumerate(plan.tests)]) if plan.tests else np.zeros(0, int)})
+    table["group"] = plan.groups[rows]
+    table["pkd"] = setup.y[rows]
+    table["censored"] = setup.censored[rows]
+    for name, column in oof.columns.items():
+        table[name] = column[rows]
+    table["binder_prob"] = oof.binder_prob[rows]
+    return table
+
+
+def _difference(setup: CVSetup, folds: list[FoldResult], predictions: pd.DataFrame, reference: str) -> dict:
+    """Model minus `reference`: per fold, mean over folds, and the pooled paired bootstrap."""
+    if reference not in predictions.columns or reference == MODEL:
+        return {}
+    per_fold = [(f.metrics[MODEL].get("spearman"), f.metrics[reference].get("spearman")) for f in folds]
+    deltas = [a - b for a, b in per_fold if a is not None and b is not None]
+    return {
+        "reference": reference,
+        "per_fold": [None if a is None or b is None else a - b for a, b in per_fold],
+        "mean_over_folds": float(np.mean(deltas)) if deltas else None,
+        "folds_model_better": int(sum(d > 0 for d in deltas)),
+        "pooled": paired_spearman_difference(predictions["pkd"], predictions[MODEL], predictions[reference],
+                                              censored=predictions["censored"], n_boot=setup.n_boot,
+                                              seed=setup.train_config.seed),
+    }
 
 
 def cross_validate(
@@ -281,8 +448,8 @@ def cross_validate(
     `cv_predictions.csv`. Deterministic for fixed seeds.
     """
     from .embedding_cache import default_cache_dir
-    from .inference import predict_frame
-    from .train import TrainConfig, train
+    from .outputs import write_json_atomic
+    from .train import TrainConfig
 
     started = time.perf_counter()
     model_config = model_config or ModelConfig()
@@ -293,176 +460,22 @@ def cross_validate(
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = frame.reset_index(drop=True)
     y, censored = _labels(frame)
-
-    if isinstance(folds, (int, str)):
-        groups, tests, protocol = make_folds(frame, folds, group_column=group_column, identity=identity,
-                                             seed=fold_seed)
-    else:
-        groups, _ = _groups(frame, group_column, identity)
-        tests = [np.asarray(t, dtype=np.int64) for t in folds]
-        protocol = f"{len(tests)} given folds"
-    covered = np.concatenate(tests) if tests else np.zeros(0, np.int64)
-    if len(np.unique(covered)) != len(covered):
-        raise ValueError("test folds overlap: a row is in more than one test fold")
-    log(f"cross-validation: {protocol}; {len(frame)} rows; validation = whole groups "
+    plan = _plan(frame, folds, group_column, identity, fold_seed)
+    log(f"cross-validation: {plan.protocol}; {len(frame)} rows; validation = whole groups "
         f"(~{val_fraction:.0%} of the training rows); model trained {n_seeds}x per fold")
-    encoders = _load_encoders(model_config, encoders)
+    setup = CVSetup(frame, y, censored, plan.groups, row_groups(frame, "antibody").labels, model_config,
+                    train_config, out_dir, _load_encoders(model_config, encoders), baselines, n_seeds, val_fraction,
+                    fold_seed, n_boot, train_log or _silent)
+    oof = OutOfFold({MODEL: np.full(len(frame), np.nan)}, np.full(len(frame), np.nan))
+    fold_results = [_run_fold(setup, plan, i, oof, log) for i in range(len(plan.tests))]
 
-    names = [MODEL]
-    predictions = pd.DataFrame({"row": covered, "fold": np.concatenate(
-        [np.full(len(t), i) for i, t in enumerate(tests)]) if tests else np.zeros(0, int)})
-    pred_columns: dict[str, np.ndarray] = {MODEL: np.full(len(frame), np.nan)}
-    prob_column = np.full(len(frame), np.nan)
-    fold_results: list[FoldResult] = []
-    for i, test_rows in enumerate(tests):
-        fold_started = time.perf_counter()
-        split = fold_split(groups, test_rows, val_fraction=val_fraction, seed=fold_seed * 1000 + i,
-                           description=f"{protocol}, fold {i + 1}/{len(tests)}")
-        train_rows, test_rows = split.indices("train"), split.indices("test")
-        seed_preds, seed_probs, best_epochs, val_metrics = [], [], [], None
-        for s in range(n_seeds):
-            config = dataclasses.replace(train_config, seed=train_config.seed + s, progress=False)
-            run_dir = out_dir / f"fold_{i}" if n_seeds == 1 else out_dir / f"fold_{i}" / f"seed_{config.seed}"
-            result = train(frame, run_dir, model_config, config, encoders=encoders, split=split,
-                           log=train_log or (lambda line: None))
-            predicted = predict_frame(result.model, frame.iloc[test_rows], cache_dir=config.cache_dir)
-            seed_preds.append(predicted["pkd_pred"].to_numpy(dtype=float))
-            seed_probs.append(predicted["binder_prob"].to_numpy(dtype=float))
-            best_epochs.append(int(result.metrics["training"]["best_epoch"]))
-            val_metrics = result.metrics.get("val") if n_seeds == 1 else None
-        pred_columns[MODEL][test_rows] = np.mean(seed_preds, axis=0)
-        prob_column[test_rows] = np.mean(seed_probs, axis=0)
-
-        metrics = {MODEL: evaluate_predictions(y[test_rows], pred_columns[MODEL][test_rows],
-                                               prob_column[test_rows], censored=censored[test_rows],
-                                               threshold=train_config.binder_threshold, n_boot=n_boot,
-                                               seed=train_config.seed)}
-        if baselines is not None:
-            for name, predictor in baselines(frame.iloc[train_rows]).items():
-                if name not in pred_columns:
-                    pred_columns[name] = np.full(len(frame), np.nan)
-                    names.append(name)
-                pred_columns[name][test_rows] = predictor.predict(frame.iloc[test_rows])
-                metrics[name] = evaluate_predictions(y[test_rows], pred_columns[name][test_rows], None,
-                                                     censored=censored[test_rows], n_boot=n_boot,
-                                                     seed=train_config.seed)
-        sizes = split.sizes()
-        fold = FoldResult(i, sizes["train"], sizes["val"], sizes["test"],
-                          sorted(np.unique(groups[test_rows]).tolist()), metrics, val_metrics, best_epochs,
-                          time.perf_counter() - fold_started)
-        fold_results.append(fold)
-        log(f"fold {i + 1}/{len(tests)}: " + ", ".join(
-            f"{n} {_fmt(m.get('spearman'))}" for n, m in metrics.items()) +
-            f" (Spearman; {sizes['train']}/{sizes['val']}/{sizes['test']} rows; {fold.seconds:.0f}s)")
-
-    predictions["group"] = groups[predictions["row"]]
-    predictions["pkd"] = y[predictions["row"]]
-    predictions["censored"] = censored[predictions["row"]]
-    for name in names:
-        predictions[name] = pred_columns[name][predictions["row"]]
-    predictions["binder_prob"] = prob_column[predictions["row"]]
-    pooled, mean = {}, {}
-    for name in names:
-        pooled[name] = evaluate_predictions(predictions["pkd"], predictions[name],
-                                            predictions["binder_prob"] if name == MODEL else None,
-                                            censored=predictions["censored"], n_boot=n_boot,
-                                            seed=train_config.seed)
-        mean[name] = _mean_over_folds(fold_results, name)
-    difference: dict[str, Any] = {}
-    if reference in names:
-        per_fold = [(f.metrics[MODEL].get("spearman"), f.metrics[reference].get("spearman")) for f in fold_results]
-        deltas = [a - b for a, b in per_fold if a is not None and b is not None]
-        difference = {
-            "reference": reference,
-            "per_fold": [None if a is None or b is None else a - b for a, b in per_fold],
-            "mean_over_folds": float(np.mean(deltas)) if deltas else None,
-            "folds_model_better": int(sum(d > 0 for d in deltas)),
-            "pooled": paired_spearman_difference(predictions["pkd"], predictions[MODEL], predictions[reference],
-                                                  censored=predictions["censored"], n_boot=n_boot,
-                                                  seed=train_config.seed),
-        }
-    result = CVResult(protocol, fold_results, predictions, pooled, mean, difference,
+    predictions = _predictions_table(setup, plan, oof)
+    pooled = {name: _score(setup, oof, name, plan.covered) for name in oof.columns}
+    mean = {name: _mean_over_folds(fold_results, name) for name in oof.columns}
+    result = CVResult(plan.protocol, fold_results, predictions, pooled, mean,
+                      _difference(setup, fold_results, predictions, reference),
                       dataclasses.asdict(model_config), dataclasses.asdict(train_config),
                       time.perf_counter() - started, {"n_seeds": n_seeds, "val_fraction": val_fraction})
-    from .outputs import write_json_atomic
-
     write_json_atomic(out_dir / "cv_metrics.json", result.to_dict())
     predictions.to_csv(out_dir / "cv_predictions.csv", index=False)
     return result
-
-
-# ----------------------------------------------------------------------------------------------- reporting
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    return "NA" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _with_ci(m: dict | None) -> str:
-    if not m:
-        return "NA"
-    ci = m.get("spearman_ci95") or [None, None]
-    text = _fmt(m.get("spearman"))
-    if ci[0] is not None:
-        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
-    return text
-
-
-def _mean_cell(m: dict) -> str:
-    sd = m.get("spearman_sd")
-    return _fmt(m.get("spearman")) + (f" ± {sd:.3f}" if sd is not None else "")
-
-
-def format_cv_summary(result: CVResult, *, max_folds: int = 40) -> str:
-    """Plain-text table: Spearman [95% CI] per fold and predictor, the mean ± SD over folds, the pooled
-    out-of-fold Spearman with its interval, and the model − reference difference."""
-    names = result.predictors
-    rows = []
-    for f in result.folds[:max_folds]:
-        rows.append({"fold": str(f.fold + 1), "n_test": str(f.n_test),
-                     **{n: _with_ci(f.metrics.get(n)) for n in names}})
-    if len(result.folds) > max_folds:
-        rows.append({"fold": f"… ({len(result.folds) - max_folds} more)", "n_test": "", **{n: "" for n in names}})
-    rows.append({"fold": "mean ± SD", "n_test": "", **{n: _mean_cell(result.mean[n]) for n in names}})
-    n_pooled = next(iter(result.pooled.values()))["n"] if result.pooled else 0
-    rows.append({"fold": "pooled", "n_test": str(n_pooled), **{n: _with_ci(result.pooled[n]) for n in names}})
-    table = pd.DataFrame(rows).to_string(index=False)
-    lines = [f"Cross-validation: {result.protocol} — Spearman [bootstrap 95% CI]", table]
-    d = result.difference
-    if d:
-        pooled = d["pooled"]
-        ci = pooled.get("ci95") or [None, None]
-        ci_text = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci[0] is not None else ""
-        lines.append(f"model − {d['reference']}: mean over folds {_signed(d['mean_over_folds'])} "
-                     f"(model better in {d['folds_model_better']}/{len(d['per_fold'])} folds); "
-                     f"pooled {_signed(pooled.get('difference'))}{ci_text} (paired bootstrap)")
-    lines.append(f"wall time {result.seconds:.0f}s")
-    return "\n".join(lines)
-
-
-def _signed(x: float | None) -> str:
-    return "NA" if x is None else f"{x:+.3f}"
-
-
-def format_cv_markdown(result: CVResult) -> str:
-    """Markdown table (one row per predictor: mean ± SD over folds, pooled Spearman [CI], RMSE)."""
-    lines = ["| predictor | mean Spearman ± SD over folds | pooled Spearman [95% CI] | mean Pearson | mean RMSE |",
-             "|---|---|---|---|---|"]
-    for name in result.predictors:
-        m = result.mean[name]
-        lines.append(f"| {name} | {_mean_cell(m)} | {_with_ci(result.pooled[name])} | {_fmt(m.get('pearson'))} "
-                     f"| {_fmt(m.get('rmse'))} |")
-    d = result.difference
-    if d:
-        ci = d["pooled"].get("ci95") or [None, None]
-        ci_text = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci[0] is not None else ""
-        lines.append(f"\nmodel − {d['reference']}: {_signed(d['mean_over_folds'])} mean over folds "
-                     f"(better in {d['folds_model_better']}/{len(d['per_fold'])}); pooled "
-                     f"{_signed(d['pooled'].get('difference'))}{ci_text}")
-    return "\n".join(lines)
-
-
-def save_summary(result: CVResult, path: str | Path) -> None:
-    """Write the text summary and the JSON document next to each other."""
-    path = Path(path)
-    path.write_text(result.summary() + "\n")
-    path.with_suffix(".json").write_text(json.dumps(result.to_dict(), indent=2, default=str))

@@ -1,18 +1,20 @@
 """On-disk cache of pooled chain embeddings, so frozen encoders see each distinct chain once.
 
-Layout: `ROOT/<key-hash>/key.json` (encoder name and revision, pooling, window settings) and
-`ROOT/<key-hash>/shard-*.safetensors`, each holding one float32 `embeddings` matrix and, in its metadata,
-the cache format, the key hash, the SHA-1 of every chain it covers (one per row) and a CRC-32 of the matrix.
+Layout: `ROOT/<key-hash>/key.json` (every field of the encoder's `cache_key`, read at each `embed`, so a
+changed setting such as the precision files vectors under another key) and `ROOT/<key-hash>/shard-*.safetensors`:
+one float32 `embeddings` matrix each, with the format, key hash, chain SHA-1s (one per row) and a CRC-32.
 
-- A shard is written to a temporary file, fsynced and renamed, so a killed process never leaves half an
-  entry. A shard that cannot be read (truncated, garbage, wrong metadata, another encoder's key, failed
-  checksum, non-finite values) is deleted with a warning and its chains are encoded again: never a crash.
-- Reading is bounded in memory: shard headers are parsed once per process, and only the rows a dataset
-  needs are copied out of a read-only memory map into one float32 matrix. Nothing holds the embeddings as
-  Python objects, and a shard's checksum is verified once per process, streaming through the page cache.
-- Missing chains are sorted by length and encoded in token-budget batches (see `abag.batching`), with a
-  progress bar in sequences/s (and tokens/s); under `torch.distributed`, process 0 decides what is missing
-  and every process encodes its own share, then all read the completed cache.
+- Encoder output is checked before anything is written: NaN/Inf raises `NonFiniteEmbeddingError`.
+- Shards are written to a temporary file named after its writer, fsynced and renamed; leftovers of killed
+  processes are removed by `remove_stale_temporaries`, never a live process's file on this host.
+- An unreadable shard (truncated, garbage, wrong metadata or key, bad checksum, non-finite values) is
+  deleted with a warning and its chains are encoded again. Reads copy only the rows needed out of a
+  read-only memory map into one float32 matrix with one row per distinct chain.
+- Missing chains are sorted by length and encoded `CHAINS_PER_SHARD` at a time in token-budget batches;
+  under `torch.distributed` process 0 decides what is missing, each process encodes its share, and a
+  failure on one process is reported to all, so none waits forever at a barrier.
+
+Imports from abag: `distributed`, `encoders` (types only), `errors`, `outputs` (atomic writes).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import time
 import uuid
 import zlib
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,13 +39,23 @@ from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from . import distributed
-from .encoders import EncodedBatch, SequenceEncoder
+from .encoders import EncodedBatch, NonFiniteEmbeddingError, SequenceEncoder
+from .errors import AbagError
+from .outputs import write_atomic
 
 log = logging.getLogger(__name__)
 CHAINS_PER_SHARD = 4096
 FORMAT = "abag-embeddings/2"
 MAX_HEADER_BYTES = 64 << 20
 MAX_ATTEMPTS = 3
+STALE_TEMPORARY_SECONDS = 3600      # any temporary file this old is a leftover: a shard write takes seconds
+DEAD_WRITER_GRACE_SECONDS = 300     # a file of a process that no longer runs on this host, once this old
+
+
+class EmbeddingCacheError(AbagError):
+    """The cache folder keeps returning damaged shards, or another process failed while encoding."""
+
+    exit_code = 2
 
 
 def default_cache_dir() -> Path:
@@ -53,17 +68,21 @@ def chain_digest(chain: str) -> str:
 
 
 def key_digest(key: dict[str, object]) -> str:
+    """16 hex digits over every field of `key` (a new or changed field gives another digest)."""
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def encoder_cache_key(encoder: SequenceEncoder) -> dict[str, object]:
+    """The encoder's current `cache_key` as a plain dict, whether `cache_key` is a property or a method."""
+    key = encoder.cache_key
+    return dict(key() if callable(key) else key)
 
 
 @dataclass
 class CacheStats:
-    """What `embed` calls did: how many distinct chains came from disk and how many were encoded.
-
-    `encoded` counts this process's share only (under torch.distributed each process encodes part).
-    `tokens`, `padded_tokens` and `encode_seconds` describe that encoding work: padding share is
-    `1 - tokens / padded_tokens`, throughput `encoded / encode_seconds` sequences/s.
-    """
+    """What `embed` calls did: distinct chains requested, read from disk (`reused`) and encoded by this
+    process (its share under torch.distributed); `tokens`, `padded_tokens`, `encode_seconds` describe that
+    encoding (padding share `1 - tokens / padded_tokens`, throughput `encoded / encode_seconds` seq/s)."""
 
     requested: int = 0
     reused: int = 0
@@ -72,6 +91,7 @@ class CacheStats:
     tokens: int = 0
     padded_tokens: int = 0
     encode_seconds: float = 0.0
+    stale_temporaries_removed: int = 0
 
     @property
     def padding_fraction(self) -> float:
@@ -93,8 +113,69 @@ class CorruptShardError(ValueError):
     """A shard file that is not a complete, consistent cache entry of this key."""
 
 
+def check_finite(encoder: SequenceEncoder, chains: Sequence[str], vectors: np.ndarray) -> None:
+    """Raise `NonFiniteEmbeddingError` (encoder, count, first chain, what to do) if a row of `vectors` is not finite."""
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if not bad.any():
+        return
+    first = chains[int(np.argmax(bad))]
+    precision = getattr(getattr(encoder, "precision", None), "name", getattr(encoder, "precision", None))
+    running = f" running in {precision}" if precision else ""
+    raise NonFiniteEmbeddingError(
+        f"encoder {encoder.name!r}{running} returned NaN or Inf embeddings for {int(bad.sum())} of {len(chains)} "
+        f"chains (first: {first[:30]}{'…' if len(first) > 30 else ''}, {len(first)} residues); nothing of them "
+        "was written to the embedding cache. Under fp16 mixed precision this is an overflow: rerun with "
+        "--no-mixed-precision (TrainConfig(mixed_precision=False)), or on a GPU with bf16 (A100, H100)")
+
+
+def encoded_parts(encoder: SequenceEncoder, chains: Sequence[str], token_budget: int, stats: CacheStats,
+                  show_progress: bool) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+    """Encode `chains` sorted by length, `CHAINS_PER_SHARD` at a time: yields (positions in `chains`, those
+    chains, their finite float32 vectors). Updates `stats` (a part counts as encoded once the caller resumes)."""
+    order = np.argsort(np.fromiter((len(c) for c in chains), dtype=np.int64, count=len(chains)), kind="stable")
+    bar = tqdm(total=len(chains), desc=f"encoding ({encoder.name})", unit="seq", leave=False,
+               disable=not show_progress or not len(chains), dynamic_ncols=True)
+    started = time.perf_counter()
+    done, tokens, slots = 0.0, 0, 0
+
+    def advance(batch: EncodedBatch) -> None:
+        nonlocal done, tokens, slots
+        done += batch.chains
+        tokens += batch.tokens
+        slots += batch.padded_tokens
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix_str(f"{tokens / elapsed:,.0f} tok/s, padding {1 - tokens / max(slots, 1):.1%}",
+                            refresh=False)
+        step = min(len(chains), int(done + 1e-6)) - bar.n
+        if step > 0:
+            bar.update(step)  # redraws (rate-limited by tqdm) with seq/s and the postfix above
+
+    try:
+        for start in range(0, len(chains), CHAINS_PER_SHARD):
+            positions = order[start:start + CHAINS_PER_SHARD]
+            part = [chains[i] for i in positions]
+            with torch.inference_mode():
+                vectors = encoder(part, token_budget=token_budget, progress=advance).float().cpu().numpy()
+            check_finite(encoder, part, vectors)
+            yield positions, part, vectors
+            stats.encoded += len(part)
+        if bar.n < len(chains):
+            bar.update(len(chains) - bar.n)
+        bar.refresh()
+    finally:
+        bar.close()
+        seconds = time.perf_counter() - started
+        stats.tokens += tokens
+        stats.padded_tokens += slots
+        stats.encode_seconds += seconds
+    if len(chains):
+        log.info("embedding cache: encoded %d chains with %s in %.1fs (%.1f seq/s, %.0f tokens/s, padding %.1f%%)",
+                 len(chains), encoder.name, seconds, len(chains) / max(seconds, 1e-9),
+                 tokens / max(seconds, 1e-9), 100 * (1 - tokens / max(slots, 1)))
+
+
 class EmbeddingCache:
-    """Pooled embeddings of one encoder, keyed by the encoder's `cache_key` and the chain sequence."""
+    """Pooled embeddings of one encoder, keyed by every field of the encoder's `cache_key` and the chain."""
 
     def __init__(self, encoder: SequenceEncoder, root: str | Path | None = None, token_budget: int = 8192,
                  progress: bool = True):
@@ -102,16 +183,24 @@ class EmbeddingCache:
             raise ValueError("an embedding cache is only valid for a frozen encoder; use --no-embedding-cache "
                              "when fine-tuning encoder layers")
         self.encoder = encoder
-        self.key = encoder.cache_key
-        self.key_hash = key_digest(self.key)
-        self.folder = Path(root if root is not None else default_cache_dir()) / self.key_hash
+        self.root = Path(root if root is not None else default_cache_dir())
         self.token_budget = token_budget
         self.progress = progress
         self.stats = CacheStats()
+        self._folder: Path | None = None               # the key folder (named by its hash) of the state below
         self._index: dict[str, tuple[str, int]] = {}   # chain digest -> (shard file name, row)
         self._shards: dict[str, _Shard] = {}           # shard file name -> parsed header
         self._indexed: tuple[str, ...] | None = None   # shard names the index was built from
         self._verified: set[str] = set()               # shards whose checksum this process has checked
+
+    @property
+    def key(self) -> dict[str, object]:
+        """The encoder's cache key now (read at every call: a changed encoder setting moves the folder)."""
+        return encoder_cache_key(self.encoder)
+
+    @property
+    def folder(self) -> Path:
+        return self.root / key_digest(self.key)
 
     @property
     def hidden_size(self) -> int:
@@ -120,8 +209,7 @@ class EmbeddingCache:
     def embed(self, chains: Sequence[str]) -> np.ndarray:
         """Embeddings (len(chains), hidden) float32 for the chains, encoding only those not on disk yet."""
         chains = list(chains)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._write_key()
+        self._open()
         unique = list(dict.fromkeys(chains))
         digests = [chain_digest(c) for c in unique]
         self.stats.requested += len(unique)
@@ -134,41 +222,45 @@ class EmbeddingCache:
             self._reindex()
             missing = distributed.broadcast_object([i for i, d in enumerate(digests) if d not in self._index])
             missing_total += len(missing)
-            share = [unique[i] for i in missing[rank::world]]
-            self._encode_and_store(share)
-            distributed.barrier()
+            self._encode_share([unique[i] for i in missing[rank::world]])
             self._reindex()
             table, corrupt = self._gather(digests)
             # Every process must agree on whether to go round again (collectives are counted).
             if not any(distributed.all_gather_objects(bool(corrupt))):
                 break
         else:
-            raise RuntimeError(f"embedding cache {self.folder}: shards keep failing their checks after "
-                               f"{MAX_ATTEMPTS} attempts (disk problem?); use --no-embedding-cache or another "
-                               "--embedding-cache folder")
+            raise EmbeddingCacheError(
+                f"embedding cache {self._folder}: shards keep failing their checks after {MAX_ATTEMPTS} attempts "
+                "(disk problem?); use --no-embedding-cache or another --embedding-cache folder")
         self.stats.reused += max(0, len(unique) - missing_total)
         if len(chains) == len(unique):
             return table
         position = {c: i for i, c in enumerate(unique)}
         return table[[position[c] for c in chains]]
 
-    # ------------------------------------------------------------------------------------------- index
+    def _open(self) -> None:
+        """Create the current key's folder and key.json; on a new folder, reset the index and tidy it."""
+        key = self.key
+        folder = self.root / key_digest(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        if folder != self._folder:
+            self._folder, self._index, self._shards, self._indexed, self._verified = folder, {}, {}, None, set()
+            self._tidy()
+        if not (folder / "key.json").exists():
+            write_atomic(folder / "key.json", lambda f: f.write(json.dumps(key, indent=2, sort_keys=True)))
 
-    def _write_key(self) -> None:
-        path = self.folder / "key.json"
-        if not path.exists():
-            atomic_write_bytes(path, json.dumps(self.key, indent=2, sort_keys=True).encode())
-
+    def _tidy(self) -> None:
+        self.stats.stale_temporaries_removed += len(remove_stale_temporaries(self._folder))
     def _reindex(self) -> None:
         """Map chain digest -> (shard, row) over the valid shards on disk; shards are parsed once each."""
-        names = tuple(sorted(p.name for p in self.folder.glob("shard-*.safetensors")))
+        names = tuple(sorted(p.name for p in self._folder.glob("shard-*.safetensors")))
         if names == self._indexed:
             return
         for name in names:
             if name in self._shards:
                 continue
             try:
-                self._shards[name] = read_shard_header(self.folder / name, self.hidden_size, self.key_hash)
+                self._shards[name] = read_shard_header(self._folder / name, self.hidden_size, self._folder.name)
             except FileNotFoundError:
                 continue  # deleted by another process meanwhile
             except (OSError, CorruptShardError) as exc:
@@ -188,59 +280,35 @@ class EmbeddingCache:
         self._shards.pop(name, None)
         self._verified.discard(name)
         self._indexed = None
-        (self.folder / name).unlink(missing_ok=True)
+        (self._folder / name).unlink(missing_ok=True)
 
-    # ------------------------------------------------------------------------------------------- encode
-
-    def _encode_and_store(self, chains: list[str]) -> None:
-        if not chains:
-            return
-        # Sorted by length: each shard's token-budget batches are then packed with little padding.
-        chains = sorted(chains, key=len)
-        bar = tqdm(total=len(chains), desc=f"encoding ({self.encoder.name})", unit="seq", leave=False,
-                   disable=not self.progress, dynamic_ncols=True)
-        started = time.perf_counter()
-        done, tokens, slots = 0.0, 0, 0
-
-        def advance(batch: EncodedBatch) -> None:
-            nonlocal done, tokens, slots
-            done += batch.chains
-            tokens += batch.tokens
-            slots += batch.padded_tokens
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix_str(f"{tokens / elapsed:,.0f} tok/s, padding {1 - tokens / max(slots, 1):.1%}",
-                                refresh=False)
-            step = min(len(chains), int(done + 1e-6)) - bar.n
-            if step > 0:
-                bar.update(step)  # redraws (rate-limited by tqdm) with seq/s and the postfix above
-
+    def _encode_share(self, share: list[str]) -> None:
+        """Encode and store this process's share; then learn whether any process failed (a collective that
+        also stands for the barrier before reading), so a failure on one process stops all of them."""
+        failure: Exception | None = None
         try:
-            for start in range(0, len(chains), CHAINS_PER_SHARD):
-                part = chains[start:start + CHAINS_PER_SHARD]
-                with torch.inference_mode():
-                    vectors = self.encoder(part, token_budget=self.token_budget, progress=advance)
-                self._write_shard(part, vectors.float().cpu().numpy())
-                self.stats.encoded += len(part)
-            if bar.n < len(chains):
-                bar.update(len(chains) - bar.n)
-            bar.refresh()
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - started
-        self.stats.tokens += tokens
-        self.stats.padded_tokens += slots
-        self.stats.encode_seconds += seconds
-        log.info("embedding cache: encoded %d chains with %s in %.1fs (%.1f seq/s, %.0f tokens/s, padding %.1f%%)",
-                 len(chains), self.encoder.name, seconds, len(chains) / max(seconds, 1e-9),
-                 tokens / max(seconds, 1e-9), 100 * (1 - tokens / max(slots, 1)))
+            with closing(encoded_parts(self.encoder, share, self.token_budget, self.stats, self.progress)) as parts:
+                for _positions, part, vectors in parts:
+                    self._write_shard(part, vectors)
+                    self._tidy()
+        except Exception as exc:  # reported to the other processes below, then re-raised here
+            failure = exc
+        reports = distributed.all_gather_objects(None if failure is None else (type(failure).__name__, str(failure)))
+        if failure is not None:
+            raise failure
+        failed = [(process, report) for process, report in enumerate(reports) if report is not None]
+        if failed:
+            process, (kind, message) = failed[0]
+            error = NonFiniteEmbeddingError if kind == NonFiniteEmbeddingError.__name__ else EmbeddingCacheError
+            raise error(f"process {process} failed while encoding its share of the embedding cache ({kind}): {message}")
 
     def _write_shard(self, chains: list[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
-        final = self.folder / f"shard-{uuid.uuid4().hex}.safetensors"
-        temporary = final.with_suffix(".tmp")
+        final = self._folder / f"shard-{uuid.uuid4().hex}.safetensors"
+        temporary = temporary_path(final)
         metadata = {
             "format": FORMAT,
-            "key": self.key_hash,
+            "key": self._folder.name,
             "chains": json.dumps([chain_digest(c) for c in chains]),
             "crc32": str(zlib.crc32(vectors)),
         }
@@ -251,8 +319,6 @@ class EmbeddingCache:
             os.replace(temporary, final)
         finally:
             temporary.unlink(missing_ok=True)
-
-    # ------------------------------------------------------------------------------------------- read
 
     def _gather(self, digests: list[str]) -> tuple[np.ndarray, list[str]]:
         """(table of the digests' rows, names of shards found corrupt and deleted while reading)."""
@@ -334,57 +400,95 @@ def read_shard_header(path: Path, hidden_size: int, key_hash: str) -> _Shard:
     return _Shard(path, digests, 8 + n + offsets[0], rows, crc32)
 
 
+@dataclass
 class InMemoryEmbeddings:
     """Same interface as `EmbeddingCache` without touching disk (used for a throwaway cache)."""
 
-    def __init__(self, encoder: SequenceEncoder, token_budget: int = 8192, progress: bool = False):
-        self.encoder = encoder
-        self.token_budget = token_budget
-        self.progress = progress
-        self.stats = CacheStats()
+    encoder: SequenceEncoder
+    token_budget: int = 8192
+    progress: bool = False
+    stats: CacheStats = field(default_factory=CacheStats)
 
     def embed(self, chains: Sequence[str]) -> np.ndarray:
+        """Embeddings (len(chains), hidden) float32, each distinct chain encoded once (in bounded parts)."""
         chains = list(chains)
         unique = list(dict.fromkeys(chains))
-        bar = tqdm(total=len(unique), desc=f"encoding ({self.encoder.name})", unit="seq", leave=False,
-                   disable=not self.progress or not unique, dynamic_ncols=True)
-        done = 0.0
-
-        def advance(batch: EncodedBatch) -> None:
-            nonlocal done
-            done += batch.chains
-            self.stats.tokens += batch.tokens
-            self.stats.padded_tokens += batch.padded_tokens
-            step = min(len(unique), int(done + 1e-6)) - bar.n
-            if step > 0:
-                bar.update(step)
-
-        started = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                vectors = self.encoder(unique, token_budget=self.token_budget, progress=advance).float().cpu().numpy()
-            if bar.n < len(unique):
-                bar.update(len(unique) - bar.n)
-            bar.refresh()
-        finally:
-            bar.close()
-        self.stats.encode_seconds += time.perf_counter() - started
         self.stats.requested += len(unique)
-        self.stats.encoded += len(unique)
+        vectors = np.empty((len(unique), self.encoder.hidden_size), dtype=np.float32)
+        with closing(encoded_parts(self.encoder, unique, self.token_budget, self.stats, self.progress)) as parts:
+            for positions, _part, part_vectors in parts:
+                vectors[positions] = part_vectors
         if len(chains) == len(unique):
             return vectors
         position = {c: i for i, c in enumerate(unique)}
         return vectors[[position[c] for c in chains]]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+# ----------------------------------------------------------------------------------- temporary files
+
+_WRITER = re.compile(r"\.(\d+)@([A-Za-z0-9._-]+)\.tmp$")   # ".<pid>@<host>.tmp" at the end of a temporary name
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "unknown-host"
+
+
+def temporary_path(path: Path) -> Path:
+    """A hidden temporary name beside `path` that names its writer: `.NAME.<random>.<pid>@<host>.tmp`."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.{os.getpid()}@{_host()}.tmp")
+
+
+def _process_running(pid: int) -> bool | None:
+    """Whether process `pid` runs on this host; None where that cannot be asked safely (not POSIX)."""
+    if os.name != "posix":
+        return None  # os.kill(pid, 0) would terminate the process on Windows
+    if pid <= 0:
+        return False  # os.kill(0, ...) would signal this process's whole group
     try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    except OSError:
+        return None
+
+
+def _is_stale(name: str, age: float, host: str) -> bool:
+    writer = _WRITER.search(name)
+    if writer is not None and writer[2] == host:
+        running = _process_running(int(writer[1]))
+        if running is True:
+            return False  # a live process on this host may still be writing it: never touched
+        if running is False:
+            return age >= DEAD_WRITER_GRACE_SECONDS
+    return age >= STALE_TEMPORARY_SECONDS  # another host's, or an old-style name without its writer
+
+
+def remove_stale_temporaries(folder: Path, now: float | None = None) -> list[Path]:
+    """Delete and return the temporary shard/key files in `folder` left by killed writers: those of a process
+    on this host that no longer runs (once `DEAD_WRITER_GRACE_SECONDS` old), and any other older than
+    `STALE_TEMPORARY_SECONDS`, except a live process's on this host (it may still rename it)."""
+    now = time.time() if now is None else now
+    host, removed = _host(), []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not (entry.name.endswith(".tmp") and entry.name.lstrip(".").startswith(("shard-", "key.json"))):
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+            if entry.is_file(follow_symlinks=False) and _is_stale(entry.name, age, host):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except FileNotFoundError:
+            continue  # renamed into place or removed by its writer or another process meanwhile
+        except OSError as exc:
+            log.warning("embedding cache: cannot remove stale temporary file %s (%s)", entry.path, exc)
+    if removed:
+        log.info("embedding cache: removed %d temporary file(s) left by killed processes in %s", len(removed), folder)
+    return removed
+

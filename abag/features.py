@@ -11,7 +11,11 @@ Two things the head can use besides pooled embeddings (both switched by `ModelCo
   constants so that no data statistics are needed: a k-mer frequency f becomes
   `sqrt(f * 20**k) - 1` (variance-stabilised, about zero-mean for natural proteins).
 
+`InputSpec` bundles these options with whether the head reads the antigen at all, which is what the
+cached (`abag.pair_embeddings`) and on-the-fly (`AbAgModel.embed`) paths both follow.
+
 Everything here is a pure function of the sequences, so cached and on-the-fly paths give the same numbers.
+Imports numpy and `abag.baselines` (k-mer counting) only.
 """
 
 from __future__ import annotations
@@ -26,12 +30,16 @@ from .baselines import kmer_composition
 
 __all__ = [
     "InputSpec",
+    "ANTIGEN_FREE_FUSIONS",
     "FV_MOTIFS",
     "variable_domain",
     "trim_antibody_chains",
     "composition_dim",
     "composition_features",
 ]
+
+# Fusions whose head never reads the antigen (`abag.model.FUSIONS` lists them all).
+ANTIGEN_FREE_FUSIONS = ("antibody_only",)
 
 # (motif, residues kept after the motif's first residue): heavy WGQGTLVTVSS, light FGGGTKLEIK.
 FV_MOTIFS = {"heavy": (re.compile(r"WG.G"), 11), "light": (re.compile(r"FG.G"), 10)}
@@ -114,14 +122,18 @@ class InputSpec:
     trim_antibody: encode heavy/light chains as their variable domains (`variable_domain`).
     composition_k: append `chain_features(chain, composition_k)` to every chain's pooled embedding
     (antigen chains are then combined residue-weighted, like the embeddings).
+    uses_antigen: False when the head ignores the antigen (`fusion="antibody_only"`); the antigen is then
+    never encoded and the head gets a (rows, 0) antigen table.
     """
 
     trim_antibody: bool = False
     composition_k: int = 0
+    uses_antigen: bool = True
 
     @classmethod
     def from_config(cls, config) -> "InputSpec":
-        return cls(bool(getattr(config, "trim_antibody", False)), int(getattr(config, "composition_k", 0) or 0))
+        return cls(bool(getattr(config, "trim_antibody", False)), int(getattr(config, "composition_k", 0) or 0),
+                   getattr(config, "fusion", "interaction") not in ANTIGEN_FREE_FUSIONS)
 
     @property
     def feature_dim(self) -> int:

@@ -1,7 +1,13 @@
-"""Use a trained checkpoint: rebuild the model, predict pKd and binder probability, evaluate."""
+"""Use a trained checkpoint: rebuild the model, predict pKd and binder probability, evaluate.
+
+A checkpoint's `novelty` entry (the training antigens, `abag.novelty.NoveltyReference.to_state`) is restored
+on the model, so an additive head weighs its antigen terms by each query antigen's familiarity without the
+training data. Imports abag's checkpoint, errors, model, novelty, pair_embeddings and train modules.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +15,8 @@ import pandas as pd
 
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError, EncoderUnavailableError
-from .model import AbAgModel, ModelConfig, build_model
+from .model import AbAgModel, AdditiveHead, ModelConfig, build_model
+from .novelty import NoveltyReference
 from .pair_embeddings import embed_pairs, make_caches
 from .train import PairData, predict_data, resolve_device, sigmoid
 
@@ -35,22 +42,40 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto") -> tuple[Ab
     if missing_head or unexpected:
         raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes "
                               f"(missing {missing_head[:3]}, unexpected {list(unexpected)[:3]})")
+    if state.get("novelty") is not None:
+        try:
+            model.novelty = NoveltyReference.from_state(state["novelty"])
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {checkpoint} is damaged: {exc}") from None
     model.to(resolve_device(device)).eval()
     return model, state
 
 
 def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
                   batch_size: int = 256, progress: bool = False) -> pd.DataFrame:
-    """`frame` plus `pkd_pred` and `binder_prob` columns (frame needs heavy, light, antigen)."""
+    """`frame` plus `pkd_pred` and `binder_prob` columns (frame needs heavy, light, antigen).
+
+    Every distinct chain is encoded once (in `cache_dir` when the encoders are frozen, in memory when they
+    were fine-tuned). An additive head gets each row's antigen weight from `model.novelty`.
+    """
     device = next(model.head.parameters()).device
     frame = frame.reset_index(drop=True)
     if len(frame) == 0:
         return frame.assign(pkd_pred=np.zeros(0), binder_prob=np.zeros(0))
     labelled = frame if "pkd" in frame else frame.assign(pkd=np.nan)
-    embedded = None
-    if model.encoders_frozen:
-        antibody_cache, antigen_cache = make_caches(model, cache_dir, progress=progress)
+    if isinstance(model.head, AdditiveHead) and model.novelty is None:
+        warnings.warn("this additive model records no training antigens (model.novelty), so its antigen terms "
+                      "are used at full weight for every antigen, familiar or not", stacklevel=2)
+    was_training = model.training
+    model.eval()  # fine-tuned encoders are encoded below, outside predict_data's own eval()
+    try:
+        # A disk cache is keyed by the encoder's name, which does not cover fine-tuned weights.
+        antibody_cache, antigen_cache = make_caches(model, cache_dir if model.encoders_frozen else None,
+                                                    progress=progress)
         embedded = embed_pairs(labelled, antibody_cache, antigen_cache)
+    finally:
+        model.train(was_training)
+    embedded = embedded.with_antigen_weight(model.antigen_weights(labelled["antigen"]))
     data = PairData(labelled.assign(pkd=labelled["pkd"].astype(float)), embedded)
     pkd, logits = predict_data(model, data, device, batch_size=batch_size)
     out = frame.copy()

@@ -2,6 +2,13 @@
 
 Every public function returns plain Python types (float/int/None/list/dict)
 so results can go straight to JSON. Undefined metrics are ``None``, never NaN.
+
+Beside the pooled metrics, two answers to "does it rank *within* an antigen
+cluster / an antibody?": `grouped_spearman` (mean Spearman over groups with
+enough rows) and the cluster bootstrap (`bootstrap_ci(..., groups=...)`), which
+resamples whole groups, because rows of one cluster are not independent.
+The printed comparison table is in `abag.metrics_report` (re-exported here). Imports numpy, pandas,
+scipy, scikit-learn, `abag.policy` and `abag.metrics_report` only.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,22 +24,29 @@ import pandas as pd
 from scipy import stats
 from sklearn import metrics as skm
 
+from .metrics_report import format_comparison
+from .policy import BINDER_THRESHOLD
+
 __all__ = [
     "BINDER_THRESHOLD",
     "REGRESSION_METRICS",
     "regression_metrics",
     "binder_metrics",
     "bootstrap_ci",
+    "GroupedSpearman",
+    "grouped_spearman",
+    "group_codes",
     "evaluate_predictions",
     "format_comparison",
 ]
 
-BINDER_THRESHOLD = 9.0  # "strong binder": pKd >= 9
 CENSOR_TOLERANCE = 0.5  # a censored prediction may exceed its bound by this much
 REGRESSION_METRICS = ("spearman", "pearson", "rmse", "mae", "r2")
 _MIN_N = {"spearman": 3, "pearson": 3, "rmse": 1, "mae": 1, "r2": 2}
 _CORRELATIONS = ("spearman", "pearson")
 _BOOT_CHUNK_ELEMENTS = 2_000_000  # bounds bootstrap memory to a few x 16 MB
+MIN_GROUP_SIZE = 5  # rows a group needs before its own Spearman counts
+_PLURAL = {"group": "groups", "antibody": "antibodies"}
 
 try:  # scikit-learn >= 1.4
     from sklearn.metrics import root_mean_squared_error as _rmse
@@ -198,6 +213,74 @@ def _index_chunks(rng: np.random.Generator, n: int, n_boot: int) -> Iterator[np.
         yield rng.integers(0, n, size=(min(chunk, n_boot - start), n))
 
 
+# --------------------------------------------------------------------------- groups
+def group_codes(groups: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(integer code per row, distinct labels) of a group label per row; missing labels form one group."""
+    labels = groups.to_numpy(dtype=object) if hasattr(groups, "to_numpy") else np.asarray(groups, dtype=object)
+    codes, uniques = pd.factorize(np.ravel(labels), use_na_sentinel=False)
+    if codes.size != n:
+        raise ValueError(f"groups must have one entry per row: {codes.size} group labels for {n} rows")
+    return codes.astype(np.intp), np.asarray(uniques, dtype=object)
+
+
+def _cluster_weights(rng: np.random.Generator, code: np.ndarray, n_groups: int, n_boot: int) -> Iterator[np.ndarray]:
+    """Row multiplicities of cluster-bootstrap resamples, ``(chunk, n)`` at a time.
+
+    A resample draws ``n_groups`` groups with replacement and keeps all rows of each draw, so a row
+    appears as often as its group was drawn. Weights stand for that concatenation exactly.
+    """
+    chunk = max(1, _BOOT_CHUNK_ELEMENTS // max(code.size, n_groups))
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        picks = rng.integers(0, n_groups, size=(m, n_groups)) + (np.arange(m) * n_groups)[:, None]
+        drawn = np.bincount(picks.ravel(), minlength=m * n_groups).reshape(m, n_groups)
+        yield drawn[:, code].astype(float)
+
+
+def _weighted_value_counts(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense rank of each value, and per resample the summed weight of each distinct value."""
+    dense = stats.rankdata(values, method="dense").astype(np.intp) - 1
+    n_values = int(dense.max()) + 1 if dense.size else 0
+    offsets = (np.arange(weights.shape[0]) * n_values)[:, None]
+    counts = np.bincount((dense[None, :] + offsets).ravel(), weights=weights.ravel(),
+                         minlength=weights.shape[0] * n_values)
+    return dense, counts.reshape(weights.shape[0], n_values)
+
+
+def _weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson r per row of `w`, rows of `x` and `y` repeated `w` times."""
+    total = w.sum(axis=1, keepdims=True)
+    dx = x - (w * x).sum(axis=1, keepdims=True) / total
+    dy = y - (w * y).sum(axis=1, keepdims=True) / total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (w * dx * dy).sum(axis=1) / np.sqrt((w * dx * dx).sum(axis=1) * (w * dy * dy).sum(axis=1))
+    return np.clip(r, -1.0, 1.0)
+
+
+def _cluster_statistics(metric: str, t: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Metric value for each cluster resample (row of ``weights``); NaN where undefined."""
+    if metric in _CORRELATIONS:
+        (dense_t, count_t), (dense_p, count_p) = _weighted_value_counts(t, weights), _weighted_value_counts(p, weights)
+        if metric == "spearman":  # average ranks of the concatenated resample, ties averaged
+            t = (np.cumsum(count_t, axis=1) - count_t + (count_t + 1) / 2.0)[:, dense_t]
+            p = (np.cumsum(count_p, axis=1) - count_p + (count_p + 1) / 2.0)[:, dense_p]
+        defined = ((count_t > 0).sum(axis=1) > 1) & ((count_p > 0).sum(axis=1) > 1)
+        defined &= weights.sum(axis=1) >= _MIN_N[metric]
+        return np.where(defined, _weighted_pearson(np.broadcast_to(t, weights.shape),
+                                                   np.broadcast_to(p, weights.shape), weights), np.nan)
+    rows = np.arange(t.size)
+    values = [_single_metric(metric, t[i], p[i]) for i in (np.repeat(rows, w.astype(np.intp)) for w in weights)]
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _percentile_interval(values: np.ndarray, alpha: float) -> tuple[float | None, float | None]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None, None
+    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
 def bootstrap_ci(
     y_true: Any,
     y_pred: Any,
@@ -206,11 +289,15 @@ def bootstrap_ci(
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
+    groups: Any = None,
 ) -> tuple[float | None, float | None]:
-    """Percentile bootstrap (resampling rows) confidence interval for one metric.
+    """Percentile bootstrap confidence interval for one metric.
 
-    Resamples where the metric is undefined (e.g. constant) are dropped;
-    returns (None, None) when too few rows or no resample is defined.
+    Without `groups`, rows are resampled. With `groups` (a label per row, e.g. the antigen cluster), whole
+    groups are resampled with replacement and their rows concatenated (cluster bootstrap): rows of one
+    cluster are not independent, so this interval is the honest one when they are correlated.
+    Resamples where the metric is undefined (e.g. constant) are dropped; returns (None, None) when too few
+    rows, fewer than 2 groups, or no resample is defined.
     """
     if metric not in _MIN_N:
         raise ValueError(f"metric must be one of {REGRESSION_METRICS}, got {metric!r}")
@@ -220,15 +307,97 @@ def bootstrap_ci(
         raise ValueError("n_boot must be >= 1")
     t, p = _to_float(y_true), _to_float(y_pred)
     _check_pair(t, p)
+    code = None if groups is None else group_codes(groups, t.size)[0]
     if t.size < _MIN_N[metric]:
         return None, None
     rng = np.random.default_rng(seed)
-    values = np.concatenate([_boot_statistics(metric, t, p, i) for i in _index_chunks(rng, t.size, n_boot)])
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return None, None
-    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(lo), float(hi)
+    if code is None:
+        chunks = [_boot_statistics(metric, t, p, i) for i in _index_chunks(rng, t.size, n_boot)]
+    else:
+        n_groups = int(code.max()) + 1
+        if n_groups < 2:
+            return None, None
+        chunks = [_cluster_statistics(metric, t, p, w) for w in _cluster_weights(rng, code, n_groups, n_boot)]
+    return _percentile_interval(np.concatenate(chunks), alpha)
+
+
+# --------------------------------------------------------------------------- within groups
+@dataclass(frozen=True)
+class GroupedSpearman:
+    """Spearman within each group, and their plain mean over the groups that qualify (each counts once).
+
+    `table`: one row per group (label, n, spearman, status). status is "scored"; "constant_prediction"
+    (the predictions do not rank the group at all: scored 0 and counted); "constant_truth" (nothing to
+    rank: skipped) or "too_small" (under `min_size` rows: skipped).
+    """
+
+    mean: float | None
+    n_groups: int                 # groups that count: "scored" + "constant_prediction"
+    table: pd.DataFrame
+    min_size: int
+
+    def count(self, status: str) -> int:
+        """Number of groups with `status`."""
+        return int((self.table["status"] == status).sum())
+
+    @property
+    def values(self) -> np.ndarray:
+        """Spearman of the groups that count."""
+        return self.table.loc[self.table["status"].isin(("scored", "constant_prediction")), "spearman"].to_numpy()
+
+    def ci(self, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float | None, float | None]:
+        """Cluster-bootstrap interval of `mean` (groups resampled with replacement); None with < 2 groups."""
+        values = self.values
+        if values.size < 2:
+            return None, None
+        rng = np.random.default_rng(seed)
+        chunk = max(1, _BOOT_CHUNK_ELEMENTS // values.size)
+        means = [values[rng.integers(0, values.size, size=(min(chunk, n_boot - start), values.size))].mean(axis=1)
+                 for start in range(0, n_boot, chunk)]
+        return _percentile_interval(np.concatenate(means), alpha)
+
+
+def grouped_spearman(y_true: Any, y_pred: Any, groups: Any, min_size: int = MIN_GROUP_SIZE) -> GroupedSpearman:
+    """Spearman within each group (e.g. antigen cluster, antibody) with >= `min_size` rows, and their mean.
+
+    Groups whose true values are all equal are skipped; groups whose predictions are all equal score 0
+    (see `GroupedSpearman`). Inputs must be finite (filter unlabeled and censored rows first).
+    """
+    if min_size < 3:
+        raise ValueError(f"min_size must be at least 3 (a Spearman needs 3 rows), got {min_size}")
+    t, p = _to_float(y_true), _to_float(y_pred)
+    _check_pair(t, p)
+    code, labels = group_codes(groups, t.size)
+    rows = pd.DataFrame({"t": t, "p": p}).groupby(code)
+    ranks = rows.rank(method="average")
+    centred = ranks - ranks.groupby(code).transform("mean")
+    sums = pd.DataFrame({"xy": centred["t"] * centred["p"], "xx": centred["t"] ** 2,
+                         "yy": centred["p"] ** 2}).groupby(code).sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.clip((sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).to_numpy(), -1.0, 1.0)
+    size, distinct = rows.size().to_numpy(), rows.nunique()
+    status = np.select([size < min_size, distinct["t"].to_numpy() < 2, distinct["p"].to_numpy() < 2],
+                       ["too_small", "constant_truth", "constant_prediction"], "scored")
+    spearman = np.where(status == "scored", r, np.where(status == "constant_prediction", 0.0, np.nan))
+    table = pd.DataFrame({"group": labels[sums.index.to_numpy()], "n": size, "spearman": spearman,
+                          "status": status})
+    counted = np.isin(status, ("scored", "constant_prediction"))
+    mean = _finite_or_none(spearman[counted].mean()) if counted.any() else None
+    return GroupedSpearman(mean, int(counted.sum()), table, int(min_size))
+
+
+def _within_keys(kind: str, t: np.ndarray, p: np.ndarray, code: np.ndarray, min_size: int, ci: bool,
+                 n_boot: int, seed: int) -> dict[str, Any]:
+    """metrics.json keys of the within-`kind` Spearman (kind "group" or "antibody")."""
+    result, plural = grouped_spearman(t, p, code, min_size), _PLURAL[kind]
+    out: dict[str, Any] = {f"spearman_within_{kind}": result.mean}
+    if ci:
+        out[f"spearman_within_{kind}_ci95"] = list(result.ci(n_boot=n_boot, seed=seed))
+    out[f"n_{plural}_within"] = result.n_groups
+    out[f"n_{plural}"] = int(len(result.table))
+    for status in ("too_small", "constant_truth", "constant_prediction"):
+        out[f"n_{plural}_{status}"] = result.count(status)
+    return out
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -247,6 +416,9 @@ def evaluate_predictions(
     ci: bool = True,
     n_boot: int = 1000,
     seed: int = 0,
+    groups: Any = None,
+    antibody_groups: Any = None,
+    min_group_size: int = MIN_GROUP_SIZE,
 ) -> dict[str, Any]:
     """Full JSON-serialisable evaluation of one model's predictions.
 
@@ -255,6 +427,11 @@ def evaluate_predictions(
     Binder metrics (``binder``; None without ``binder_prob``) use all labeled rows except
     censored rows whose bound >= threshold (class unknown).
     ``pred_min``/``pred_max`` span the finite predictions of all given rows.
+    ``groups`` (a label per row, e.g. the antigen cluster) adds ``spearman_within_group`` (mean
+    Spearman over groups with >= ``min_group_size`` scored rows), ``n_groups_within`` and the other
+    ``n_groups_*`` counts, and cluster-bootstrap intervals: ``spearman_within_group_ci95`` and
+    ``spearman_ci95_cluster`` (pooled Spearman, whole groups resampled). ``antibody_groups`` (e.g.
+    ``abag.splits.row_groups(frame, "antibody").labels``) adds the same ``*_within_antibody`` keys.
     """
     t, p = _to_float(y_true), _to_float(pkd_pred)
     if t.shape != p.shape:
@@ -268,6 +445,13 @@ def evaluate_predictions(
     out.update(regression_metrics(t[reg], p[reg]))
     if ci:
         out["spearman_ci95"] = list(bootstrap_ci(t[reg], p[reg], "spearman", n_boot=n_boot, seed=seed))
+    for kind, labels in (("group", groups), ("antibody", antibody_groups)):
+        if labels is not None:
+            code = group_codes(labels, t.size)[0][reg]
+            out.update(_within_keys(kind, t[reg], p[reg], code, min_group_size, ci, n_boot, seed))
+            if ci and kind == "group":
+                out["spearman_ci95_cluster"] = list(bootstrap_ci(t[reg], p[reg], n_boot=n_boot, seed=seed,
+                                                                 groups=code))
     out["n_censored"] = int((labeled & cens).sum())
     out["censored_violation_rate"] = _censored_violation_rate(t[labeled & cens], p[labeled & cens])
     out["binder"] = None
@@ -281,35 +465,3 @@ def evaluate_predictions(
     out["pred_min"] = float(finite_pred.min()) if finite_pred.size else None
     out["pred_max"] = float(finite_pred.max()) if finite_pred.size else None
     return out
-
-
-# --------------------------------------------------------------------------- reporting
-def _fmt(x: Any, digits: int = 3) -> str:
-    return "NA" if x is None else f"{x:.{digits}f}"
-
-
-def _spearman_cell(result: dict[str, Any]) -> str:
-    ci = result.get("spearman_ci95") or [None, None]
-    cell = _fmt(result.get("spearman"))
-    if ci[0] is not None and ci[1] is not None:
-        cell += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-    return cell
-
-
-def _comparison_row(result: dict[str, Any]) -> dict[str, str]:
-    binder = result.get("binder") or {}
-    row = {"n": str(result.get("n", "NA")), "spearman [95% CI]": _spearman_cell(result)}
-    for key in ("pearson", "rmse", "mae", "r2"):
-        row[key] = _fmt(result.get(key))
-    row["auroc"] = _fmt(binder.get("auroc"))
-    return row
-
-
-def format_comparison(results: dict[str, dict[str, Any]], title: str = "") -> str:
-    """Side-by-side text table of several ``evaluate_predictions`` results (rows = models)."""
-    table = pd.DataFrame.from_dict(
-        {name: _comparison_row(res) for name, res in results.items()}, orient="index"
-    )
-    table.index.name = "model"
-    body = table.to_string() if len(table) else "(no results)"
-    return f"{title}\n{'=' * len(title)}\n{body}" if title else body

@@ -4,12 +4,15 @@ When the model's `ModelConfig` asks for it (see `abag.features.InputSpec`), anti
 their variable domains before encoding, and per-chain sequence features are appended as extra columns
 of the tables, so `PairEmbeddings.heavy` etc. hold `[pooled embedding | chain features]`. The caches
 returned by `make_caches` carry the model's `InputSpec`; `embed_pairs` reads it from them, and
-`AbAgModel.embed` (the uncached path) applies the same spec, so both paths give the same numbers.
+`AbAgModel.embed` (the uncached path) applies the same spec, so both paths give the same numbers. A head
+that ignores the antigen (`InputSpec.uses_antigen` False) gets a (n_antigens, 0) antigen table: its antigen
+chains are never encoded. Each row may carry an antigen weight (the additive head's familiarity, see
+`abag.novelty`), which `EmbeddedPairs.batch` and `sequences_batch` pass on in the batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +29,28 @@ class EmbeddedPairs:
     """Unique antibody chains and antigens as float32 matrices, and each row's indices into them."""
 
     antibody: np.ndarray      # (n_antibody_chains, d_antibody)
-    antigen: np.ndarray       # (n_antigens, d_antigen); multi-chain antigens already combined
+    antigen: np.ndarray       # (n_antigens, d_antigen), or (n_antigens, 0) when the head ignores the antigen
     heavy_index: np.ndarray   # (n_rows,)
     light_index: np.ndarray   # (n_rows,); -1 where there is no light chain
     antigen_index: np.ndarray  # (n_rows,)
+    antigen_weight: np.ndarray | None = None  # (n_rows,) float32 in [0, 1]; None = 1 (see abag.novelty)
 
     def __len__(self) -> int:
         return len(self.heavy_index)
+
+    def subset(self, rows: np.ndarray) -> "EmbeddedPairs":
+        """The given rows (sharing the embedding tables), antigen weights included."""
+        weight = None if self.antigen_weight is None else self.antigen_weight[rows]
+        return replace(self, heavy_index=self.heavy_index[rows], light_index=self.light_index[rows],
+                       antigen_index=self.antigen_index[rows], antigen_weight=weight)
+
+    def with_antigen_weight(self, weight: np.ndarray | None) -> "EmbeddedPairs":
+        """The same rows with per-row antigen weights (None removes them)."""
+        if weight is not None:
+            weight = np.asarray(weight, dtype=np.float32)
+            if weight.shape != self.heavy_index.shape:
+                raise ValueError(f"antigen_weight needs one value per row ({len(self)}), got shape {weight.shape}")
+        return replace(self, antigen_weight=weight)
 
     def batch(self, rows: np.ndarray) -> PairEmbeddings:
         light_index = self.light_index[rows]
@@ -41,6 +59,7 @@ class EmbeddedPairs:
             light=torch.from_numpy(self.antibody[np.maximum(light_index, 0)]),
             light_present=torch.from_numpy(light_index >= 0),
             antigen=torch.from_numpy(self.antigen[self.antigen_index[rows]]),
+            antigen_weight=None if self.antigen_weight is None else torch.from_numpy(self.antigen_weight[rows]),
         )
 
 
@@ -99,11 +118,7 @@ def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedP
     position = {c: i for i, c in enumerate(antibody_chains)}
 
     antigens = list(dict.fromkeys(frame["antigen"]))
-    chains = list(dict.fromkeys(c for a in antigens for c in a.split("|")))
-    chain_table = _with_features(antigen_cache.embed(chains), chains, spec)
-    chain_position = {c: i for i, c in enumerate(chains)}
-    antigen = np.stack([combine_chain_rows(chain_table, [chain_position[c] for c in a.split("|")],
-                                           [len(c) for c in a.split("|")]) for a in antigens]).astype(np.float32)
+    antigen = _antigen_table(antigens, antigen_cache, spec)
     antigen_position = {a: i for i, a in enumerate(antigens)}
     return EmbeddedPairs(
         antibody=antibody,
@@ -112,6 +127,17 @@ def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedP
         light_index=np.array([position[c] if c else -1 for c in light], dtype=np.int64),
         antigen_index=np.array([antigen_position[a] for a in frame["antigen"]], dtype=np.int64),
     )
+
+
+def _antigen_table(antigens: list[str], antigen_cache, spec: InputSpec) -> np.ndarray:
+    """(n_antigens, d) combined antigen vectors; (n_antigens, 0) without encoding when the head ignores them."""
+    if not spec.uses_antigen:
+        return np.zeros((len(antigens), 0), dtype=np.float32)
+    chains = list(dict.fromkeys(c for a in antigens for c in a.split("|")))
+    chain_table = _with_features(antigen_cache.embed(chains), chains, spec)
+    chain_position = {c: i for i, c in enumerate(chains)}
+    return np.stack([combine_chain_rows(chain_table, [chain_position[c] for c in a.split("|")],
+                                        [len(c) for c in a.split("|")]) for a in antigens]).astype(np.float32)
 
 
 def _with_features(table: np.ndarray, chains: list[str], spec: InputSpec) -> np.ndarray:
@@ -126,7 +152,9 @@ def combine_chain_rows(table: np.ndarray, rows: list[int], lengths: list[int]) -
     return (table[rows] * weights[:, None]).sum(0) / weights.sum()
 
 
-def sequences_batch(frame: pd.DataFrame, rows: np.ndarray) -> PairSequences:
-    """The rows of `frame` as a `PairSequences` batch (the uncached path)."""
+def sequences_batch(frame: pd.DataFrame, rows: np.ndarray, antigen_weight: np.ndarray | None = None) -> PairSequences:
+    """The rows of `frame` as a `PairSequences` batch (the uncached path); `antigen_weight` is per row of
+    `frame` (its `rows` are taken)."""
     part = frame.iloc[rows]
-    return PairSequences(list(part["heavy"]), list(part["light"]), list(part["antigen"]))
+    weight = None if antigen_weight is None else torch.as_tensor(np.asarray(antigen_weight, np.float32)[rows])
+    return PairSequences(list(part["heavy"]), list(part["light"]), list(part["antigen"]), weight)

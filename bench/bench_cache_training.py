@@ -132,8 +132,13 @@ def main(argv=None) -> dict:
     load_seconds = time.perf_counter() - started
     encoder(["ACDEFGHIKLMNPQRSTVWY"])  # first call pays transformers' lazy imports: keep them out of the timings
     encoders = {args.encoder: encoder}
+    from abag import ModelConfig
+    from abag.features import InputSpec
+
+    antigens_encoded = InputSpec.from_config(ModelConfig(antibody_encoder=args.encoder,
+                                                         antigen_encoder=args.encoder)).uses_antigen
     distinct = len(set(frame["heavy"]) | set(c for c in frame["light"] if c)) + \
-        len({c for a in frame["antigen"] for c in a.split("|")})
+        (len({c for a in frame["antigen"] for c in a.split("|")}) if antigens_encoded else 0)
     print(f"bench_cache_training: {len(frame)} rows of {source}; {distinct} distinct chains; encoder "
           f"{args.encoder} ({encoder.attention_implementation} attention, loaded in {load_seconds:.1f}s); "
           f"{args.epochs} epochs; device {args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads")

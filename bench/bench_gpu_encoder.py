@@ -3,8 +3,9 @@
 Builds a randomly initialised encoder with ESM-2 650M's shape (33 layers, hidden 1280, 20 heads,
 intermediate 5120, rotary positions; nothing is downloaded), wraps it exactly like `abag` wraps a hub
 model (`SequenceEncoder`: residue tokenizer, windows of <= 1022 residues, length-sorted token-budget
-batches, `torch.inference_mode()`, bf16 autocast on CUDA, PyTorch scaled-dot-product attention) and
-encodes chains whose lengths are drawn from the real SAAINT-DB + Phillips chains.
+batches, `torch.inference_mode()`, the autocast of `abag.policy.choose_precision` (bf16 on Ampere and newer,
+fp16 on a T4; `bench/gpu_check.py` forces either), PyTorch scaled-dot-product attention) and encodes chains
+whose lengths are drawn from the real SAAINT-DB + Phillips chains.
 
 MFU = useful model FLOPs per second / the GPU's dense bf16 peak. Useful FLOPs count real tokens only:
 2 × (non-embedding parameters) per token, plus attention 4 × layers × hidden × L² per chain of L tokens
@@ -137,6 +138,7 @@ def time_head_epoch(d_antibody: int, d_antigen: int, rows: int, steps: int, devi
 
     from abag.losses import StableCombinedLoss
     from abag.model import AffinityHead, ModelConfig, PairEmbeddings
+    from abag.policy import choose_precision
 
     n = 4096
     rng = np.random.default_rng(0)
@@ -146,7 +148,7 @@ def time_head_epoch(d_antibody: int, d_antigen: int, rows: int, steps: int, devi
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-5)
     loss_fn = StableCombinedLoss()
     target = torch.from_numpy(rng.uniform(5, 11, n).astype(np.float32))
-    dtype = torch.bfloat16 if device.type == "cuda" else None
+    dtype = choose_precision(device).autocast_dtype
 
     def step(i: int) -> None:
         rows_ = rng.integers(0, n, 16)
@@ -177,6 +179,7 @@ def main(argv=None) -> dict:
     import torch
 
     from abag.batching import padding_fraction, token_budget_batches
+    from abag.policy import choose_precision
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -199,9 +202,10 @@ def main(argv=None) -> dict:
     token_lengths = encoder.token_lengths(chains)
     plan = token_budget_batches(token_lengths, args.token_budget)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    precision = choose_precision(device).name
     print(f"bench_gpu_encoder: {params / 1e6:.0f}M-parameter ESM-2-shaped encoder {shape} (random, built in "
           f"{build_seconds:.1f}s); {encoder.attention_implementation} attention; device {device} ({device_name}); "
-          f"{'bf16 autocast' if device.type == 'cuda' else 'fp32'}; torch {torch.__version__}")
+          f"{precision if precision == 'fp32' else precision + ' autocast'}; torch {torch.__version__}")
     print(f"  {len(chains)} chains, lengths drawn from {len(pool) or 'no'} real SAAINT-DB chains: {len(token_lengths)} "
           f"windows, {sum(token_lengths):,} tokens (mean {np.mean(token_lengths):.0f}); token budget "
           f"{args.token_budget:,}: {len(plan)} batches, padding {padding_fraction(token_lengths, plan):.1%}")
@@ -238,8 +242,9 @@ def main(argv=None) -> dict:
               f"{'met' if mfu >= 0.30 else 'NOT met'}")
     else:
         print(f"  achieved {achieved:.3f} TFLOP/s; MFU n/a: {peak_source}")
-    if device.type == "cuda":
-        print(f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+    peak_memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    if peak_memory is not None:
+        print(f"  peak GPU memory {peak_memory:.1f} GiB")
 
     # What this means for a 160k-pair v2.7 run.
     per_pair = args.chains_per_pair or per_pair or 3.0
@@ -258,6 +263,7 @@ def main(argv=None) -> dict:
           f"(3 per pair, no reuse): {uncached_epoch_minutes * 60 / max(head_epoch, 1e-9):,.0f}x a cached epoch")
     results = {
         "device": str(device), "device_name": device_name, "torch": torch.__version__, "shape": shape,
+        "precision": precision, "peak_memory_gib": peak_memory,
         "params": params, "chains": len(chains), "tokens": tokens, "seconds": seconds,
         "tokens_per_s": tokens / seconds, "seq_per_s": len(chains) / seconds, "useful_tflop": useful / 1e12,
         "achieved_tflops": achieved, "peak_tflops": peak, "mfu": mfu, "padding": padding_fraction(token_lengths, plan),

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from abag.baselines import (
     AMINO_ACIDS,
+    RIDGE_ALPHAS,
     KmerRidgeBaseline,
     MeanBaseline,
     evaluate_baselines,
     fit_baselines,
     kmer_composition,
     pair_features,
+    training_rows,
 )
 from abag.metrics import format_comparison
 
@@ -41,6 +52,47 @@ def _synthetic(n: int, seed: int = 0) -> pd.DataFrame:
     comp = kmer_composition(df["heavy"], 1) + kmer_composition(df["antigen"], 1)
     df["pkd"] = 8.0 + 10 * comp @ w + rng.normal(0, 0.1, size=n)
     return df
+
+
+def _shared_chains(n: int, heavy: int, light: int, antigens: int, noise: float, seed: int = 0) -> pd.DataFrame:
+    """`n` pairs drawn from a few distinct chains (as in real tables); pKd follows heavy composition,
+    an antigen effect and noise, so that leave-one-out picks an alpha inside the grid."""
+    rng = np.random.default_rng(seed)
+
+    def chains(count: int, length: int) -> np.ndarray:
+        out = []
+        for _ in range(count):
+            p = rng.dirichlet(np.ones(20))
+            size = length + int(rng.integers(-5, 6))
+            out.append("".join(rng.choice(list(AMINO_ACIDS), size=size, p=p)))
+        return np.array(out, dtype=object)
+
+    h, lc, a = chains(heavy, 120), chains(light, 110), chains(antigens, 200)
+    w = np.random.default_rng(99).normal(0, 3, size=20)
+    hi, li, ai = rng.integers(0, heavy, n), rng.integers(0, light, n), rng.integers(0, antigens, n)
+    df = pd.DataFrame({"heavy": h[hi], "light": lc[li], "antigen": a[ai]})
+    signal = 5 * (kmer_composition(list(h), 1) @ w)[hi] + 0.3 * rng.normal(size=antigens)[ai]
+    df["pkd"] = 8 + signal + rng.normal(0, noise, n)
+    return df
+
+
+def _messy(df: pd.DataFrame) -> pd.DataFrame:
+    """The same table with what real inputs have: lower-case copies of chains, missing and empty light
+    chains, a non-standard residue, a two-chain antigen."""
+    df = df.copy()
+    df.loc[df.index[::7], "heavy"] = df["heavy"].iloc[::7].str.lower()
+    df.loc[df.index[1::9], "light"] = None
+    df.loc[df.index[2::9], "light"] = ""
+    df.loc[df.index[3::11], "antigen"] = df["antigen"].iloc[3::11].str.slice(0, 90) + "|X" + \
+        df["antigen"].iloc[3::11].str.slice(90)
+    return df
+
+
+def _direct_ridgecv(train: pd.DataFrame, ks=(1, 2)):
+    """The earlier implementation: StandardScaler + sklearn RidgeCV on the dense pair features."""
+    rows = training_rows(train)
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, store_cv_results=True))
+    return model.fit(pair_features(rows, ks), rows["pkd"].to_numpy(dtype=float))
 
 
 # --------------------------------------------------------------------------- features
@@ -70,6 +122,26 @@ def test_pair_features_layout() -> None:
     assert x[0, 60] == 0.0 and x[1, 60] == 1.0  # light present flag
     assert x[0, 61:] == pytest.approx(np.log1p([2, 0, 2]))  # '|' not counted
     assert pair_features(df).shape == (2, 3 * 420 + 4)
+
+
+def test_pair_features_equal_the_row_by_row_definition_on_messy_shared_chains() -> None:
+    # Features are computed once per distinct chain; they must equal the per-row definition, with 'ac' and
+    # 'AC' one chain and a missing light chain the same as an empty one.
+    df = _messy(_shared_chains(60, heavy=6, light=4, antigens=3, noise=1.0))
+    assert df["light"].isna().sum() == 7
+    lights = ["" if pd.isna(s) else s for s in df["light"]]
+    residues = {c: np.array([0 if pd.isna(s) else len(s.replace("|", "")) for s in df[c]])
+                for c in ("heavy", "light", "antigen")}
+    expected = np.hstack(
+        [kmer_composition(list(df["heavy"]), k) for k in (1, 2)]
+        + [kmer_composition(lights, k) for k in (1, 2)]
+        + [kmer_composition(list(df["antigen"]), k) for k in (1, 2)]
+        + [(residues["light"] > 0)[:, None]]
+        + [np.log1p(residues[c])[:, None] for c in ("heavy", "light", "antigen")]
+    )
+    assert np.array_equal(pair_features(df), expected)
+    assert pair_features(df.drop(columns="light")) == pytest.approx(
+        pair_features(df.assign(light="")), abs=0)
 
 
 # --------------------------------------------------------------------------- models
@@ -123,3 +195,132 @@ def test_fit_baselines_and_censored_test_rows() -> None:
     r = evaluate_baselines(train, test, ci=False)["kmer_ridge"]
     assert r["n"] == 50 and r["n_censored"] == 10 and r["binder"] is None
     assert "spearman_ci95" not in r
+
+
+# --------------------------------------------------------------------------- agreement with sklearn
+@pytest.mark.parametrize(
+    ("rows", "heavy", "light", "antigens", "noise"),
+    [(150, 60, 20, 8, 1.0),      # fewer rows than the 1,264 features: alpha from the rows x rows kernel
+     (1300, 600, 100, 30, 1.5)],  # more rows than features: from the features x features Gram
+)
+def test_ridge_matches_sklearn_ridgecv(rows, heavy, light, antigens, noise) -> None:
+    """Tolerances: alpha identical; the mean leave-one-out error of every alpha within 1e-8 (relative);
+    coefficients within 1e-6 of the largest; predictions within 1e-6 pKd."""
+    train = _messy(_shared_chains(rows, heavy, light, antigens, noise, seed=1))
+    test = _messy(_shared_chains(200, heavy, light, antigens, noise, seed=2))
+    with threadpool_limits(1):  # sklearn's RidgeCV runs 4x slower with 2 BLAS threads on busy shared cores
+        direct = _direct_ridgecv(train)
+    ours = KmerRidgeBaseline().fit(train)
+    ridge = direct[-1]
+    assert RIDGE_ALPHAS[0] < ours.alpha_ < RIDGE_ALPHAS[-1]  # the comparison is not decided at a grid edge
+    assert ours.alpha_ == ridge.alpha_
+    assert ours.fit_.cv_error == pytest.approx(ridge.cv_results_.mean(axis=0), rel=1e-8)
+    assert np.abs(ours.coef_ - ridge.coef_).max() < 1e-6 * np.abs(ridge.coef_).max()
+    assert np.abs(ours.predict(test) - direct.predict(pair_features(test))).max() < 1e-6
+    assert "exact leave-one-out" in ours.method and f"{len(training_rows(train)):,} rows" in ours.method
+
+
+def test_gcv_equals_its_definition_from_the_hat_matrix() -> None:
+    """GCV(alpha) = n RSS / (n - trace H)² with H the hat matrix including the intercept; within 1e-8."""
+    df = _shared_chains(400, 80, 30, 10, 1.0, seed=3)
+    model = KmerRidgeBaseline(ks=(1,), loo_max_rows=0).fit(df)
+    x = StandardScaler().fit_transform(pair_features(df, (1,)))
+    y = df["pkd"].to_numpy()
+    centred = x - x.mean(axis=0)
+    expected = []
+    for alpha in RIDGE_ALPHAS:
+        hat = centred @ np.linalg.solve(centred.T @ centred + alpha * np.eye(x.shape[1]), centred.T)
+        rss = np.sum((y - Ridge(alpha=alpha).fit(x, y).predict(x)) ** 2)
+        expected.append(len(y) * rss / (len(y) - 1 - np.trace(hat)) ** 2)
+    assert model.fit_.cv_error == pytest.approx(expected, rel=1e-8)
+    assert model.alpha_ == RIDGE_ALPHAS[int(np.argmin(expected))]
+    assert model.method.endswith("by GCV")
+
+
+def test_gcv_and_leave_one_out_agree_when_rows_far_outnumber_features() -> None:
+    # Why GCV is used above LOO_MAX_ROWS: with 3,000 rows and 64 features both pick the same alpha.
+    df, test = _shared_chains(3000, 600, 100, 30, 1.0, seed=4), _shared_chains(300, 600, 100, 30, 1.0, seed=5)
+    loo = KmerRidgeBaseline(ks=(1,)).fit(df)
+    gcv = KmerRidgeBaseline(ks=(1,), loo_max_rows=0).fit(df)
+    assert loo.fit_.selection == "leave-one-out" and gcv.fit_.selection == "GCV"
+    assert loo.alpha_ == gcv.alpha_
+    assert gcv.fit_.cv_error == pytest.approx(loo.fit_.cv_error, rel=0.02)
+    assert loo.predict(test) == pytest.approx(gcv.predict(test), abs=1e-9)
+
+
+def test_identical_chains_predict_the_training_mean() -> None:
+    # Every feature constant: nothing to fit, as with StandardScaler + RidgeCV.
+    df = pd.DataFrame({"heavy": ["ACDE"] * 6, "light": [""] * 6, "antigen": ["WY"] * 6,
+                       "pkd": [6.0, 7.0, 8.0, 9.0, 7.5, 8.5]})
+    model = KmerRidgeBaseline().fit(df)
+    assert model.predict(df) == pytest.approx(np.full(6, 7.666666666666667))
+    assert model.predict(df.assign(heavy="KKKK")) == pytest.approx(np.full(6, 7.666666666666667))
+    assert np.allclose(model.coef_, 0.0)
+
+
+def test_ridge_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="ks"):
+        KmerRidgeBaseline(ks=())
+    with pytest.raises(ValueError, match="alphas"):
+        KmerRidgeBaseline(alphas=[1.0, -1.0])
+    with pytest.raises(NotFittedError):
+        KmerRidgeBaseline().predict(_synthetic(5))
+    with pytest.raises(ValueError, match="'pkd' column"):
+        KmerRidgeBaseline().fit(_synthetic(5).drop(columns="pkd"))
+
+
+def test_evaluate_baselines_reports_each_method() -> None:
+    train, test = _synthetic(120, seed=5), _synthetic(40, seed=6)
+    results = evaluate_baselines(train, test, ci=False)
+    assert results["train_mean"]["method"] == "mean pKd of 120 training rows"
+    method = results["kmer_ridge"]["method"]
+    assert "1-2-mer composition (1,264 features)" in method and "120 rows" in method
+    assert "exact leave-one-out" in method
+    json.dumps(results, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- scale
+def _many_pairs(n: int, heavy: int, light: int, antigens: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    letters = np.array(list(AMINO_ACIDS))
+
+    def chains(count: int, low: int, high: int) -> np.ndarray:
+        return np.array(["".join(letters[rng.integers(0, 20, int(rng.integers(low, high)))]) for _ in range(count)],
+                        dtype=object)
+
+    h, lc, a = chains(heavy, 110, 130), chains(light, 100, 115), chains(antigens, 150, 400)
+    hi, li, ai = rng.integers(0, heavy, n), rng.integers(0, light, n), rng.integers(0, antigens, n)
+    pkd = 8 + rng.normal(0, 1, antigens)[ai] + rng.normal(0, 1, heavy)[hi] + rng.normal(0, 0.3, n)
+    return pd.DataFrame({"heavy": h[hi], "light": lc[li], "antigen": a[ai], "pkd": pkd})
+
+
+def test_fitting_200k_rows_stays_far_below_a_rows_x_features_matrix() -> None:
+    """Measured: about 60 MB traced at the peak of fit and of predict (a dense 200,000 x 1,264 float64
+    matrix alone is 2 GB, one chain's 200,000 x 420 block 670 MB); bound 150 MB."""
+    df = _many_pairs(200_000, heavy=2000, light=1000, antigens=200)
+    started = time.perf_counter()
+    tracemalloc.start()
+    try:
+        model = KmerRidgeBaseline().fit(df)
+        fit_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        predictions = model.predict(df)
+        predict_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fit_peak < 150 * 2**20 and predict_peak < 150 * 2**20, (fit_peak / 2**20, predict_peak / 2**20)
+    assert model.fit_.selection == "GCV" and "200,000 rows (3,200 distinct chains)" in model.method
+    assert np.isfinite(predictions).all() and np.corrcoef(predictions, df["pkd"])[0, 1] > 0.5
+    assert time.perf_counter() - started < 60  # about 5 s on 2 shared cores; guards against O(rows x d²)
+
+
+def test_scale_benchmark_runs_and_agrees_with_the_direct_ridgecv(tmp_path) -> None:
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_baselines_scale.py"
+    out = tmp_path / "scale.json"
+    done = subprocess.run([sys.executable, str(script), "--rows", "1500", "--compare-direct", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert "exact leave-one-out" in result["method"] and result["direct"]["alpha"] == result["alpha"]
+    assert result["direct"]["max_abs_gap"] < 1e-6 and result["traced_peak_mb"] > 0
+    assert "fit " in done.stdout and "peak RSS" in done.stdout

@@ -67,6 +67,8 @@ def test_gpu_encoder_bench_runs_tiny_on_cpu_with_mfu_and_extrapolation(outputs):
     out, result = outputs["gpu"]
     assert "MFU" in out and "extrapolation to 160,000 pairs" in out
     assert result["device"] == "cpu" and result["tokens_per_s"] > 0
+    assert result["precision"] == "fp32" and "fp32; torch" in out  # the policy's choice on CPU, as printed
+    assert result["peak_memory_gib"] is None  # GPU memory only
     assert result["peak_tflops"] == 1 and 0 < result["mfu"] < 1
     extrapolation = result["extrapolation"]
     assert extrapolation["distinct_chains"] > 0 and extrapolation["encode_minutes"] > 0

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from abag.cli import main
-from abag.data import MAX_CHAIN_LENGTH
+from abag.data import MAX_CHAIN_LENGTH, MISSING_MARKERS
 
 from conftest import synthetic_frame, write_csv
 
@@ -87,8 +87,9 @@ def encode(text: str, encoding: str) -> bytes:
 
 
 def data_row_numbers(rows: list[list[str]]) -> list[int]:
-    """1-based numbers of the rows that are data (blank rows are skipped, with a warning)."""
-    return [i for i, row in enumerate(rows, start=1) if any(cell.strip() for cell in row)]
+    """1-based numbers of the rows that are data (rows of empty cells and missing-value markers are skipped)."""
+    return [i for i, row in enumerate(rows, start=1)
+            if any(cell.strip() and cell.strip().lower() not in MISSING_MARKERS for cell in row)]
 
 
 # ----------------------------------------------------------------------------------------------- strategies
@@ -385,3 +386,24 @@ def test_carriage_returns_inside_fields_survive_into_the_output(checkpoint, tmp_
     predicted = pd.read_csv(out, keep_default_na=False)
     assert list(predicted["source_row"]) == [1, 2, 3, 4, 5, 6]
     assert list(predicted["notes"]) == list(frame["notes"])
+
+
+def test_missing_value_markers_predict_as_single_domain_and_unlabelled(checkpoint, tmp_path):
+    frame = CANONICAL.assign(light=["NA", LIGHT[1], " nan ", "", "NULL", LIGHT[3]],
+                             pkd=["N/A", "7", "NaN", "", "None", "8"])
+    frame.loc[len(frame)] = ["NA", LIGHT[0], ANTIGEN[0], "7"]  # a missing heavy chain: a row problem
+    source = tmp_path / "pairs.csv"
+    frame.to_csv(source, index=False)
+    out = tmp_path / "p.csv"
+    code, err, _ = run_cli(["predict", "--checkpoint", checkpoint, "--data", str(source), "--out", str(out)])
+    assert code == 2 and "row 7, column 'heavy': missing value 'NA'" in err
+    code, err, _ = run_cli(["predict", "--checkpoint", checkpoint, "--data", str(source), "--out", str(out),
+                            "--skip-invalid"])
+    assert code == 0, err
+    assert "Single-domain (no light chain): 4 row(s)." in err
+    predicted = pd.read_csv(out, keep_default_na=False)
+    assert list(predicted["source_row"]) == [1, 2, 3, 4, 5, 6]
+    assert list(predicted["light"]) == ["", LIGHT[1], "", "", "", LIGHT[3]]
+    assert predicted["pkd_pred"].between(4, 14).all()
+    rejected = pd.read_csv(f"{out}.rejected.csv", keep_default_na=False)
+    assert list(rejected["row"]) == [7] and list(rejected["column"]) == ["heavy"]

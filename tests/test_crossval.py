@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from abag import ModelConfig, TrainConfig
+from abag.clustering import cluster_antigens
 from abag.crossval import (cross_validate, fold_split, format_cv_markdown, format_cv_summary, make_folds,
                            paired_spearman_difference)
-from abag.splits import cluster_antigens
+from abag.metrics import grouped_spearman
+from abag.splits import row_groups
 
 from conftest import mutate, random_sequence, synthetic_frame
 
@@ -96,6 +98,15 @@ def test_cluster_kfold_folds_match_cluster_ids():
     assert np.array_equal(groups, cluster_antigens(frame.antigen.tolist()))
 
 
+def test_folds_take_their_groups_from_the_split_module():
+    frame = family_frame(n_families=5)
+    groups, _, protocol = make_folds(frame, "logo", group_column="family")
+    grouping = row_groups(frame, "group", group_column="family")
+    assert np.array_equal(groups, grouping.labels) and grouping.description in protocol
+    groups, _, protocol = make_folds(frame, 3, identity=0.9)
+    assert np.array_equal(groups, row_groups(frame, "antigen", identity=0.9).labels) and "90% identity" in protocol
+
+
 # ----------------------------------------------------------------------------------------------- statistics
 
 def test_paired_difference_is_exact_and_its_interval_covers_it():
@@ -135,7 +146,9 @@ def test_cross_validate_end_to_end(tmp_path, tiny_encoders, monkeypatch):
 
     monkeypatch.setattr(type(encoder), "forward", counting)
     lines: list[str] = []
-    result = cross_validate(frame, TINY, quick(tmp_path), folds=3, out_dir=tmp_path / "cv",
+    # An antigen-aware head, so that antigens are encoded too (antibody_only never encodes them).
+    model = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, fusion="interaction")
+    result = cross_validate(frame, model, quick(tmp_path), folds=3, out_dir=tmp_path / "cv",
                             encoders=tiny_encoders, n_boot=50, log=lines.append)
     # Every distinct chain was encoded exactly once for all three folds (the on-disk cache).
     distinct = set(frame.heavy) | set(frame.light) | set(frame.antigen)
@@ -166,6 +179,19 @@ def test_cross_validate_end_to_end(tmp_path, tiny_encoders, monkeypatch):
     text = format_cv_summary(result)
     assert "mean ± SD" in text and "pooled" in text and "model − kmer_ridge" in text
     assert "kmer_ridge" in format_cv_markdown(result)
+
+    # Within-cluster Spearman: each test fold holds whole clusters, so the pooled value is the mean over all
+    # clusters of the out-of-fold predictions, computed on the scored (uncensored) rows only.
+    scored = predictions[~predictions.censored]
+    for name in result.predictors:
+        expected = grouped_spearman(scored.pkd, scored[name], scored.group)
+        assert result.pooled[name]["spearman_within_group"] == pytest.approx(expected.mean)
+        assert result.pooled[name]["n_groups_within"] == expected.n_groups == 10
+        assert result.pooled[name]["spearman_ci95_cluster"][0] is not None
+    assert result.folds[0].metrics["model"]["n_groups"] == len(result.folds[0].test_groups)
+    assert "spearman_within_group" in result.mean["model"]
+    assert "within-group (groups)" in text and "pooled, cluster CI" in text
+    assert "within-group Spearman" in format_cv_markdown(result)
     assert any(line.startswith("fold 1/3") for line in lines)
 
 

@@ -15,7 +15,9 @@ import pytest
 
 from abag.data import (
     MAX_CHAIN_LENGTH,
+    MISSING_MARKERS,
     OUTPUT_COLUMNS,
+    SHORT_CHAIN_RESIDUES,
     DataValidationError,
     LoadReport,
     RowProblem,
@@ -437,7 +439,7 @@ def test_every_problem_is_reported_at_once_with_row_column_and_reason():
             "VH": [HEAVY, HEAVY[:11] + "X" + HEAVY[12:20] + "B*", "", HEAVY, HEAVY, HEAVY, HEAVY],
             "light": [LIGHT, LIGHT, LIGHT, "EVQ1", LIGHT, LIGHT, LIGHT],
             "antigen": [ANTIGEN, ANTIGEN, ANTIGEN, ANTIGEN, "AAA||CC", "AAA|", ANTIGEN],
-            "pkd": ["7", "7", "", "7", "nan", "inf", "abc"],
+            "pkd": ["7", "7", "", "7", "-Infinity", "inf", "abc"],
         }
     )
     with pytest.raises(DataValidationError) as excinfo:
@@ -671,6 +673,156 @@ def test_duplicate_column_names(tmp_path):
 def test_directory_is_not_a_file(tmp_path):
     with pytest.raises(DataValidationError, match="directory"):
         read_table(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Missing values
+# --------------------------------------------------------------------------------------------
+
+MARKERS = ["NA", "N/A", "NaN", "nan", "None", "null", " na ", "NULL", "#N/A", "<NA>", "\tNone "]
+
+
+def marker_file(tmp_path: Path, column: str, marker: str, **extra: list[str]) -> Path:
+    """Two valid rows in a CSV; the second holds `marker` in `column`."""
+    columns = {"heavy": [HEAVY, HEAVY], "light": [LIGHT, LIGHT], "antigen": [ANTIGEN, ANTIGEN_2],
+               "pkd": ["7.5", "8"], **extra}
+    columns[column] = [columns[column][0], marker]
+    header = list(columns)
+    return write_text(tmp_path / "t.csv", csv_text([header, *map(list, zip(*columns.values()))]))
+
+
+@pytest.mark.parametrize("marker", MARKERS)
+@pytest.mark.parametrize("column", ["heavy", "antigen"])
+def test_missing_heavy_or_antigen_is_a_row_problem_naming_the_marker(tmp_path, column, marker):
+    with pytest.raises(DataValidationError) as excinfo:
+        load_pairs(marker_file(tmp_path, column, marker))
+    assert problems_of(excinfo) == [(2, column)]
+    assert excinfo.value.problems[0].reason == f"missing value {marker.strip()!r} (a sequence is required)"
+    df, report = load_pairs(tmp_path / "t.csv", drop_invalid=True)
+    assert df["source_row"].tolist() == [1] and [p.row for p in report.rejected] == [2]
+
+
+@pytest.mark.parametrize("marker", MARKERS)
+def test_missing_light_is_a_single_domain_antibody(tmp_path, marker):
+    df, report = load_pairs(marker_file(tmp_path, "light", marker))
+    assert df["light"].tolist() == [LIGHT, ""]
+    assert report.rejected == [] and report.n_single_domain == 1
+    assert "Single-domain (no light chain): 1 row(s)." in report.summary()
+
+
+@pytest.mark.parametrize("marker", MARKERS)
+def test_missing_pkd_is_a_problem_for_training_and_nan_for_prediction(tmp_path, marker):
+    with pytest.raises(DataValidationError) as excinfo:
+        load_pairs(marker_file(tmp_path, "pkd", marker))
+    assert problems_of(excinfo) == [(2, "pkd")]
+    assert excinfo.value.problems[0].reason == f"missing value {marker.strip()!r} (a pKd value is required)"
+    df, report = load_pairs(tmp_path / "t.csv", require_pkd=False)
+    assert df["pkd"].tolist()[0] == 7.5 and math.isnan(df["pkd"].tolist()[1]) and report.rejected == []
+
+
+@pytest.mark.parametrize("marker", ["NA", " null ", "N/A"])
+def test_missing_markers_in_kd_unit_and_censored_columns(marker):
+    base = {"heavy": [HEAVY] * 3, "antigen": [ANTIGEN] * 3}
+    flags = pd.DataFrame({**base, "pkd": ["<6", "7", marker], "censored": [marker, marker, ""]})
+    df, _ = prepare_pairs(flags, require_pkd=False)
+    assert df["censored"].tolist() == [True, False, False] and math.isnan(df.loc[2, "pkd"])
+    kd = pd.DataFrame({**base, "kd": ["5", marker, "7"], "kd_unit": ["nM", "nM", marker]})
+    with pytest.raises(DataValidationError) as excinfo:
+        prepare_pairs(kd)
+    assert problems_of(excinfo) == [(2, "kd"), (3, "kd_unit")]
+    assert excinfo.value.problems[0].reason == f"missing value {marker.strip()!r} (a Kd value is required)"
+    assert excinfo.value.problems[1].reason.startswith("missing Kd unit")
+    df, _ = prepare_pairs(kd.iloc[:2], require_pkd=False)
+    assert df["pkd"].tolist()[0] == pytest.approx(-math.log10(5e-9)) and math.isnan(df.loc[1, "pkd"])
+
+
+def test_rows_of_missing_values_only_are_skipped_as_blank(tmp_path):
+    text = f"heavy,light,antigen,pkd\n{HEAVY},,{ANTIGEN},7\nNA,N/A, null ,NaN\n{HEAVY},NA,{ANTIGEN},8\n"
+    df, report = load_pairs(write_text(tmp_path / "t.csv", text))
+    assert df["source_row"].tolist() == [1, 3] and report.n_rows_read == 2
+    assert any("skipped 1 blank row(s)" in w for w in report.warnings)
+
+
+MISSING_TABLE = [
+    ["heavy", "light", "antigen", "pkd", "note"],
+    [HEAVY, LIGHT, ANTIGEN, "7.5", "a"],
+    [HEAVY, "NA", ANTIGEN_2, "N/A", "b"],
+    ["nan", LIGHT, ANTIGEN, "8", "c"],
+    ["NA", "NA", "NA", "NA", "NA"],
+    [HEAVY, "", "None", "9", "d"],
+    [HEAVY, "null", ANTIGEN, "", "e"],
+    [HEAVY, "#N/A", ANTIGEN_2, "10", "f"],
+]
+
+
+def _loaded_forms(tmp_path: Path) -> dict[str, tuple[pd.DataFrame, LoadReport]]:
+    """The same table as CSV, TSV, .csv.gz, a spreadsheet export, and DataFrames read by pandas."""
+    text = csv_text(MISSING_TABLE)
+    files = {
+        "csv": write_text(tmp_path / "t.csv", text),
+        "tsv": write_text(tmp_path / "t.tsv", csv_text(MISSING_TABLE, delimiter="\t")),
+        "spreadsheet export (BOM, CRLF, ';')": write_text(
+            tmp_path / "excel.csv", csv_text(MISSING_TABLE, newline="\r\n", delimiter=";"), "utf-8-sig"),
+    }
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(text.encode()))
+    files["csv.gz"] = tmp_path / "t.csv.gz"
+    options = {"require_pkd": False, "drop_invalid": True}
+    loaded = {name: load_pairs(path, **options) for name, path in files.items()}
+    loaded["pandas defaults"] = prepare_pairs(pd.read_csv(files["csv"]), **options)
+    loaded["pandas keep_default_na=False"] = prepare_pairs(
+        pd.read_csv(files["csv"], keep_default_na=False, dtype=str), **options)
+    cells = [[np.nan if c in ("", "NA", "N/A", "nan") else (None if c in ("None", "null") else c) for c in row]
+             for row in MISSING_TABLE[1:]]
+    loaded["object cells (read_excel)"] = prepare_pairs(pd.DataFrame(cells, columns=MISSING_TABLE[0]), **options)
+    return loaded
+
+
+def test_missing_values_load_identically_from_every_form(tmp_path):
+    loaded = _loaded_forms(tmp_path)
+    expected, report = loaded["csv"]
+    assert expected["source_row"].tolist() == [1, 2, 6, 7]
+    assert expected["light"].tolist() == [LIGHT, "", "", ""] and report.n_single_domain == 3
+    np.testing.assert_array_equal(expected["pkd"], [7.5, np.nan, np.nan, 10.0])
+    assert [(p.row, p.column) for p in report.rejected] == [(3, "heavy"), (5, "antigen")]
+    for name, (df, form_report) in loaded.items():
+        pd.testing.assert_frame_equal(df[list(OUTPUT_COLUMNS)], expected[list(OUTPUT_COLUMNS)], obj=name)
+        assert [(p.row, p.column) for p in form_report.rejected] == [(3, "heavy"), (5, "antigen")], name
+        assert form_report.n_rows_read == 6 and form_report.n_single_domain == 3, name
+
+
+def test_missing_markers_are_the_pandas_default_missing_values():
+    parsers = pytest.importorskip("pandas._libs.parsers")
+    assert MISSING_MARKERS == {value.lower() for value in parsers.STR_NA_VALUES} - {""}
+
+
+# --------------------------------------------------------------------------------------------
+# Implausibly short chains
+# --------------------------------------------------------------------------------------------
+
+
+def test_short_chains_are_kept_and_counted_in_a_warning():
+    short_heavy, short_light = SHORT_CHAIN_RESIDUES["heavy"], SHORT_CHAIN_RESIDUES["light"]
+    short_antigen = SHORT_CHAIN_RESIDUES["antigen"]
+    df_in = pd.DataFrame(
+        {
+            "heavy": [HEAVY[: short_heavy - 1], HEAVY[:short_heavy], HEAVY, HEAVY],
+            "light": [LIGHT, LIGHT[: short_light - 1], LIGHT[:short_light], ""],
+            "antigen": [ANTIGEN, ANTIGEN, ANTIGEN + "|" + ANTIGEN_2[: short_antigen - 1], ANTIGEN_2[:short_antigen]],
+            "pkd": ["7", "8", "9", "10"],
+        }
+    )
+    df, report = prepare_pairs(df_in)
+    assert len(df) == 4 and report.rejected == []
+    assert report.n_short_chains == {"heavy": 1, "light": 1, "antigen": 1}
+    for role, what in (("heavy", "a heavy chain"), ("light", "a light chain"), ("antigen", "an antigen chain")):
+        minimum = SHORT_CHAIN_RESIDUES[role]
+        assert sum(f"1 row(s) have {what} shorter than {minimum} residues" in w for w in report.warnings) == 1
+
+
+def test_plausible_chains_give_no_short_chain_warning():
+    _, report = prepare_pairs(pd.DataFrame({"heavy": [HEAVY], "light": [""], "antigen": [ANTIGEN], "pkd": ["7"]}))
+    assert report.n_short_chains == {"heavy": 0, "light": 0, "antigen": 0}
+    assert not any("shorter than" in w for w in report.warnings)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,12 +20,14 @@ from hypothesis import strategies as st
 
 from abag.data import (
     MAX_CHAIN_LENGTH,
+    MISSING_MARKERS,
     OUTPUT_COLUMNS,
     PKD_MODEL_RANGE,
     DataValidationError,
     load_pairs,
     prepare_pairs,
 )
+from abag.data.reading import _lines
 
 # ABAG_FUZZ_EXAMPLES=5000 for a deeper local run; the default keeps the file under ~30 s.
 FUZZ_EXAMPLES = int(os.environ.get("ABAG_FUZZ_EXAMPLES", "150"))
@@ -112,7 +114,8 @@ COLUMN_NAMES = st.one_of(
 CELLS = st.one_of(
     st.sampled_from([SHORT_HEAVY, SHORT_HEAVY.lower(), "AAA|CC", "AAA||CC", "|", "EVQ LVE", "X", "nM", "µM",
                      "7.5", "<6", ">6", "<=5", ">1000", "0", "-1", "nan", "inf", "-inf", "1e-9", "1e400",
-                     "true", "False", "yes", "maybe", "", " ", '"', '""', ",", "a,b", "line\nbreak", "\r"]),
+                     "true", "False", "yes", "maybe", "", " ", '"', '""', ",", "a,b", "line\nbreak", "\r",
+                     "NA", " n/a", "None", "NULL", "#N/A", "<NA>"]),
     st.text(alphabet=AMINO_ACIDS + "acdexXBZ*-| \t", max_size=40),
     st.text(max_size=20),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -120,6 +123,13 @@ CELLS = st.one_of(
     st.just("A" * (MAX_CHAIN_LENGTH + 1)),
     st.just("G" * 5000),
 )
+
+
+@FUZZ
+@given(text=st.lists(st.sampled_from(["a", ",", '"', "\r", "\n", "\r\n", " ", "\u2028", "\x0c", "\x85"])).map("".join))
+def test_lines_split_like_a_file_opened_with_newline_empty(text):
+    """The reader's line splitter must agree with io.StringIO(newline=""), which it replaces to save memory."""
+    assert list(_lines(text)) == list(io.StringIO(text, newline=""))
 
 
 @st.composite
@@ -163,7 +173,7 @@ def test_random_csv_shapes_load_or_raise(table, quote_properly, encoding, newlin
         pd.testing.assert_frame_equal(strict[0], result[0])
 
 
-DATAFRAME_CELLS = st.one_of(CELLS, st.none(), st.floats(), st.integers(), st.booleans())
+DATAFRAME_CELLS = st.one_of(CELLS, st.none(), st.just(pd.NA), st.floats(), st.integers(), st.booleans())
 
 
 @FUZZ
@@ -190,7 +200,8 @@ def test_random_dataframes_prepare_or_raise(header, cells, replicates):
 # Harmless variations give the identical canonical table
 # --------------------------------------------------------------------------------------------
 
-CHAINS = st.text(alphabet=AMINO_ACIDS, min_size=1, max_size=30)
+# "NA" and "NAN" are amino-acid letters but missing-value markers: never a chain.
+CHAINS = st.text(alphabet=AMINO_ACIDS, min_size=1, max_size=30).filter(lambda c: c.lower() not in MISSING_MARKERS)
 
 
 @st.composite
@@ -257,3 +268,100 @@ def test_harmless_variations_give_identical_result(records, header, encoding, ne
     via_frame, _ = prepare_pairs(pd.DataFrame(table_rows(messy_records, header)[1:], columns=header))
     pd.testing.assert_frame_equal(canonical(via_frame), canonical(expected))
     assert all(not math.isnan(v) for v in actual["pkd"])
+
+
+# --------------------------------------------------------------------------------------------
+# Missing-value markers, in every column and every form
+# --------------------------------------------------------------------------------------------
+
+ROLES = ("heavy", "light", "antigen", "pkd")
+
+
+def _spelled(word: str, upper: list[bool], left: str, right: str) -> str:
+    return left + "".join(c.upper() if u else c for c, u in zip(word, upper)) + right
+
+
+MARKER_CELLS = st.one_of(
+    st.just(""),
+    st.builds(_spelled, st.sampled_from(sorted(MISSING_MARKERS)), st.lists(st.booleans(), min_size=12, max_size=12),
+              st.sampled_from(["", " ", "  ", "\t"]), st.sampled_from(["", " ", "\t "])),
+)
+
+
+@st.composite
+def tables_with_missing_values(draw) -> list[dict[str, tuple[str, bool]]]:
+    """Rows of (cell text, is missing) per role: valid values, each replaced by a marker now and then."""
+    rows = []
+    for record in draw(valid_tables()):
+        record["light"] = record["light"] or draw(CHAINS)
+        row = {}
+        for role in ROLES:
+            missing = draw(st.integers(0, 2)) == 0
+            row[role] = (draw(MARKER_CELLS), True) if missing else (record[role], False)
+        rows.append(row)
+    return rows
+
+
+def _expected_outcome(rows, require_pkd: bool) -> tuple[list[int], dict[int, set[str]]]:
+    """(1-based rows kept, {row: columns with a missing required value}); all-missing rows are blank."""
+    kept, problems = [], {}
+    for number, row in enumerate(rows, start=1):
+        missing = {role for role, (_, is_missing) in row.items() if is_missing}
+        if missing == set(ROLES):
+            continue
+        required = {"heavy", "antigen"} | ({"pkd"} if require_pkd else set())
+        if missing & required:
+            problems[number] = missing & required
+        else:
+            kept.append(number)
+    return kept, problems
+
+
+@FUZZ
+@given(
+    rows=tables_with_missing_values(),
+    require_pkd=st.booleans(),
+    form=st.sampled_from(["csv", "tsv", "csv.gz", "spreadsheet", "pandas", "pandas-text"]),
+)
+def test_missing_value_markers_never_become_chains(rows, require_pkd, form):
+    header = list(ROLES)
+    table = [header] + [[row[role][0] for role in ROLES] for row in rows]
+    delimiter, newline, encoding = ("\t", "\n", "utf-8") if form == "tsv" else (",", "\n", "utf-8")
+    if form == "spreadsheet":  # what a spreadsheet's "CSV UTF-8" export looks like
+        delimiter, newline, encoding = ";", "\r\n", "utf-8-sig"
+    payload = render(table, quote_properly=True, delimiter=delimiter, newline=newline).encode(encoding)
+    name = {"tsv": "t.tsv", "csv.gz": "t.csv.gz"}.get(form, "t.csv")
+    payload = gzip.compress(payload) if form == "csv.gz" else payload
+
+    def load(drop_invalid: bool):
+        if form.startswith("pandas"):  # a DataFrame read by pandas, with or without its own NA handling
+            options = {"keep_default_na": False, "dtype": str} if form == "pandas-text" else {}
+            frame = pd.read_csv(io.BytesIO(payload), **options)
+            return prepare_pairs(frame, require_pkd=require_pkd, drop_invalid=drop_invalid)
+        return load_bytes(payload, name, require_pkd=require_pkd, drop_invalid=drop_invalid)
+
+    kept, problems = _expected_outcome(rows, require_pkd)
+    if problems:
+        try:
+            load(drop_invalid=False)
+            raise AssertionError("missing required values were not reported")
+        except DataValidationError as err:
+            found = {(p.row, p.column) for p in err.problems}
+            assert found == {(r, c) for r, columns in problems.items() for c in columns}
+            assert all("missing" in p.reason for p in err.problems)
+    if not kept:
+        try:
+            load(drop_invalid=True)
+            raise AssertionError("a table without a valid row loaded")
+        except DataValidationError as err:
+            assert "no valid rows left" in err.problems[0].reason or "no data rows" in err.problems[0].reason
+        return
+    df, report = load(drop_invalid=True)
+    assert df["source_row"].tolist() == kept
+    assert sorted(p.row for p in report.rejected) == sorted(problems)
+    for out_row, number in zip(df.itertuples(), kept):
+        row = rows[number - 1]
+        assert out_row.heavy == row["heavy"][0] and out_row.antigen == row["antigen"][0]
+        assert out_row.light == ("" if row["light"][1] else row["light"][0])
+        assert math.isnan(out_row.pkd) == row["pkd"][1]
+    assert report.n_single_domain == sum(rows[n - 1]["light"][1] for n in kept)

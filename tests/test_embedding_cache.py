@@ -1,10 +1,16 @@
-"""The on-disk embedding cache: keys, reuse across runs, corruption recovery, equality with direct encoding."""
+"""The on-disk embedding cache: keys, reuse across runs, corruption recovery, equality with direct encoding,
+non-finite encoder output, leftover temporary files, bounded encoding."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +18,16 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from abag import ModelConfig, TrainConfig, train
-from abag.embedding_cache import (CHAINS_PER_SHARD, FORMAT, EmbeddingCache, InMemoryEmbeddings, chain_digest,
-                                  key_digest)
-from abag.encoders import WindowSpec, load_tiny_encoder
+from abag import embedding_cache
+from abag.embedding_cache import (CHAINS_PER_SHARD, DEAD_WRITER_GRACE_SECONDS, FORMAT, STALE_TEMPORARY_SECONDS,
+                                  EmbeddingCache, InMemoryEmbeddings, chain_digest, encoder_cache_key, key_digest,
+                                  temporary_path)
+from abag.encoders import NonFiniteEmbeddingError, WindowSpec, load_tiny_encoder
+from abag.errors import AbagError
 from abag.model import build_model
 from abag.pair_embeddings import embed_pairs, make_caches, sequences_batch
 
-from conftest import random_sequence, synthetic_frame
+from conftest import random_sequence, synthetic_frame, write_csv
 
 
 def some_chains(n: int = 40, seed: int = 0, low: int = 5, high: int = 300) -> list[str]:
@@ -94,7 +103,7 @@ def test_same_key_reuses_across_runs_and_only_new_chains_are_encoded(tmp_path, e
     third = EmbeddingCache(encoder, tmp_path, progress=False)
     third.embed(chains[::-1])
     assert third.stats.encoded == 0 and third.stats.reused == 25
-    assert json.loads((first.folder / "key.json").read_text()) == encoder.cache_key
+    assert json.loads((first.folder / "key.json").read_text()) == encoder_cache_key(encoder)
 
 
 @pytest.mark.parametrize("other", [
@@ -263,7 +272,7 @@ def test_shards_are_plain_safetensors_with_one_row_per_chain(tmp_path, encoder, 
     rows = {}
     for path in files:
         meta = load_meta(path)
-        assert meta["format"] == FORMAT and meta["key"] == key_digest(encoder.cache_key)
+        assert meta["format"] == FORMAT and meta["key"] == key_digest(encoder_cache_key(encoder))
         matrix = load_file(str(path))["embeddings"]
         for digest, row in zip(json.loads(meta["chains"]), matrix):
             rows[digest] = row
@@ -315,3 +324,260 @@ def test_a_warm_rerun_encodes_nothing_and_says_so(tmp_path, encoder):
     n_chains = len(set(frame["heavy"]) | set(c for c in frame["light"] if c) | set(frame["antigen"]))
     assert f"{n_chains} chains encoded, 0 reused" in logs["cold"] and "nothing to encode" not in logs["cold"]
     assert f"0 chains encoded, {n_chains} reused" in logs["warm"] and "nothing to encode" in logs["warm"]
+
+
+# ----------------------------------------------------------------------------- every cache_key field counts
+
+KEY_FIELDS = sorted(encoder_cache_key(load_tiny_encoder()))
+
+
+def patch_cache_key(monkeypatch, encoder_type, keys: dict) -> None:
+    """Make `cache_key` of each encoder in `keys` (by id) return that dict; others keep their own key."""
+    original = encoder_type.cache_key
+    monkeypatch.setattr(encoder_type, "cache_key", property(
+        lambda self: keys.get(id(self)) or (original.fget(self) if isinstance(original, property) else original(self))))
+
+
+@pytest.mark.parametrize("field", KEY_FIELDS + ["a_field_added_later"])
+def test_encoders_differing_in_one_cache_key_field_never_share_entries(tmp_path, monkeypatch, field):
+    first, second = load_tiny_encoder(), load_tiny_encoder()   # identical weights: only the key tells them apart
+    base = encoder_cache_key(first)
+    other = {**base, field: f"not {base.get(field)}"}
+    patch_cache_key(monkeypatch, type(first), {id(first): base, id(second): other})
+    chains = some_chains(6, seed=20)
+    EmbeddingCache(first, tmp_path, progress=False).embed(chains)
+    cache = EmbeddingCache(second, tmp_path, progress=False)
+    cache.embed(chains)
+    assert cache.stats.encoded == 6 and cache.stats.reused == 0
+    assert cache.folder != EmbeddingCache(first, tmp_path).folder
+    assert json.loads((cache.folder / "key.json").read_text()) == other
+    again = EmbeddingCache(first, tmp_path, progress=False)
+    again.embed(chains)
+    assert again.stats.encoded == 0 and again.stats.reused == 6
+
+
+def test_the_key_is_read_when_embedding_so_a_later_precision_change_moves_the_entries(tmp_path, monkeypatch):
+    encoder = load_tiny_encoder()
+    keys = {id(encoder): {**encoder_cache_key(encoder), "precision": "fp32"}}
+    patch_cache_key(monkeypatch, type(encoder), keys)
+    chains = some_chains(5, seed=21)
+    cache = EmbeddingCache(encoder, tmp_path, progress=False)   # built before the encoder's precision is set
+    cache.embed(chains)
+    fp32_folder = cache.folder
+    keys[id(encoder)] = {**keys[id(encoder)], "precision": "bf16"}
+    cache.embed(chains)
+    assert cache.stats.encoded == 10 and cache.folder != fp32_folder
+    assert json.loads((cache.folder / "key.json").read_text())["precision"] == "bf16"
+    assert len(list(fp32_folder.glob("shard-*"))) == 1 and len(shards(cache)) == 1
+
+
+def test_a_cache_key_method_works_like_the_property(tmp_path, monkeypatch):
+    encoder = load_tiny_encoder()
+    key = encoder_cache_key(encoder)
+    monkeypatch.setattr(type(encoder), "cache_key", lambda self: {**key, "style": "method"})
+    cache = EmbeddingCache(encoder, tmp_path, progress=False)
+    cache.embed(some_chains(3, seed=22))
+    assert json.loads((cache.folder / "key.json").read_text()) == {**key, "style": "method"}
+
+
+# ----------------------------------------------------------------------------- non-finite encoder output
+
+def nan_on_tryptophan(encoder):
+    """Poison the encoder's embedding of W: every chain containing W comes out NaN, the others stay finite."""
+    ids, _, residues = encoder.tokenizer.encode(["W"])
+    with torch.no_grad():
+        encoder.model.embeddings.word_embeddings.weight[int(ids[residues][0])] = float("nan")
+    return encoder
+
+
+def chains_with_and_without_w(n_clean=9, n_bad=3):
+    clean = [c.replace("W", "A") for c in some_chains(n_clean, seed=23, low=20, high=60)]
+    bad = [c[:10] + "W" + c[10:] for c in some_chains(n_bad, seed=24, low=40, high=60)]
+    return clean, bad
+
+
+def assert_nothing_written(cache):
+    assert shards(cache) == [] and not [p for p in cache.folder.iterdir() if p.name.endswith(".tmp")]
+    assert cache.stats.corrupt_shards == 0
+
+
+def test_nan_encoder_output_is_an_encoder_error_and_no_shard_is_written(tmp_path, caplog):
+    encoder = nan_on_tryptophan(load_tiny_encoder())
+    clean, bad = chains_with_and_without_w()
+    cache = EmbeddingCache(encoder, tmp_path, progress=False)
+    with caplog.at_level(logging.WARNING, logger="abag.embedding_cache"):
+        with pytest.raises(NonFiniteEmbeddingError) as caught:
+            cache.embed(clean + bad)
+    message = str(caught.value)
+    assert "'tiny'" in message and f"{len(bad)} of {len(clean + bad)} chains" in message
+    assert any(f"first: {c[:30]}…" in message for c in bad)
+    assert isinstance(caught.value, AbagError) and caught.value.exit_code != 1   # not an "internal error"
+    assert_nothing_written(cache)
+    assert "unreadable shard" not in caplog.text and "disk problem" not in message   # not taken for a disk fault
+    # The clean chains alone are fine.
+    np.testing.assert_allclose(cache.embed(clean), load_tiny_encoder()(clean).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda e, root: InMemoryEmbeddings(e), lambda e, root: EmbeddingCache(e, root)])
+def test_the_cache_checks_encoder_output_itself_before_storing_it(tmp_path, monkeypatch, make):
+    """Whatever the encoder checks, the cache never stores non-finite vectors, and says what to do."""
+    encoder = load_tiny_encoder()
+    real_forward = type(encoder).forward
+
+    def inf_for_long_chains(self, chains, *args, **kwargs):
+        out = real_forward(self, chains, *args, **kwargs)
+        out[torch.tensor([len(c) > 50 for c in chains])] = float("inf")
+        return out
+
+    monkeypatch.setattr(type(encoder), "forward", inf_for_long_chains)
+    chains = some_chains(10, seed=31, low=20, high=45) + some_chains(2, seed=32, low=60, high=80)
+    cache = make(encoder, tmp_path)
+    with pytest.raises(NonFiniteEmbeddingError, match="2 of 12 chains") as caught:
+        cache.embed(chains)
+    assert "'tiny'" in str(caught.value) and "--no-mixed-precision" in str(caught.value)
+    assert any(f"first: {c[:30]}…" in str(caught.value) for c in chains[-2:])
+    if isinstance(cache, EmbeddingCache):
+        assert_nothing_written(cache)
+
+
+def test_the_cli_reports_nan_encoder_output_in_one_line_not_as_an_internal_error(tmp_path, monkeypatch, capsys):
+    from abag import encoders
+    from abag.cli import main
+
+    monkeypatch.setitem(encoders.LOCAL_ENCODERS, "tiny", lambda: nan_on_tryptophan(load_tiny_encoder()))
+    frame = synthetic_frame(n=40)
+    frame["heavy"] = frame["heavy"].str[:20] + "W" + frame["heavy"].str[20:]
+    write_csv(frame, tmp_path / "pairs.csv")
+    code = main(["train", "--data", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "run"), "--encoder", "tiny",
+                 "--epochs", "1", "--split", "random", "--quiet", "--embedding-cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == NonFiniteEmbeddingError.exit_code and code != 1, err
+    (line,) = [line for line in err.splitlines() if line.startswith("abag:")]
+    assert line.startswith("abag: error: encoder 'tiny'") and "NaN" in line and "Traceback" not in err
+    assert "internal error" not in err and "disk problem" not in err
+    assert not list((tmp_path / "cache").rglob("shard-*"))
+
+
+def fake_two_processes(monkeypatch, peer_report):
+    """This process is rank 0 of 2; the peer's report from encoding is `peer_report`. Returns the gathered objects."""
+    gathered = []
+
+    def all_gather_objects(obj):
+        gathered.append(obj)
+        return [obj, False if isinstance(obj, bool) else peer_report]
+
+    monkeypatch.setattr(embedding_cache.distributed, "rank", lambda: 0)
+    monkeypatch.setattr(embedding_cache.distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(embedding_cache.distributed, "barrier", lambda: None)
+    monkeypatch.setattr(embedding_cache.distributed, "broadcast_object", lambda obj: obj)
+    monkeypatch.setattr(embedding_cache.distributed, "all_gather_objects", all_gather_objects)
+    return gathered
+
+
+def test_a_peer_process_nan_failure_stops_this_process_instead_of_hanging(tmp_path, encoder, monkeypatch):
+    fake_two_processes(monkeypatch, ("NonFiniteEmbeddingError", "encoder 'tiny' returned NaN or Inf embeddings ..."))
+    cache = EmbeddingCache(encoder, tmp_path, progress=False)
+    with pytest.raises(NonFiniteEmbeddingError, match="process 1 failed .* encoder 'tiny' returned NaN"):
+        cache.embed(some_chains(8, seed=25))
+    assert cache.stats.encoded == 4 and len(shards(cache)) == 1   # this process's own share is stored and valid
+
+
+def test_a_nan_failure_here_is_reported_to_the_other_processes_before_raising(tmp_path, monkeypatch):
+    gathered = fake_two_processes(monkeypatch, None)
+    clean, bad = chains_with_and_without_w(0, 4)
+    with pytest.raises(NonFiniteEmbeddingError):
+        EmbeddingCache(nan_on_tryptophan(load_tiny_encoder()), tmp_path, progress=False).embed(bad)
+    (report,) = [g for g in gathered if isinstance(g, tuple)]
+    assert report[0] == "NonFiniteEmbeddingError" and "NaN" in report[1]
+
+
+# ----------------------------------------------------------------------------- leftover temporary files
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def leftover(folder, name: str, age_seconds: float):
+    path = folder / name
+    path.write_bytes(b"half a shard")
+    os.utime(path, (time.time() - age_seconds, time.time() - age_seconds))
+    return path
+
+
+def writer_name(pid: int, host: str | None = None) -> str:
+    name = temporary_path(Path("shard-0123.safetensors")).name
+    written_by = f".{os.getpid()}@"
+    prefix, suffix = name.split(written_by)
+    host = host or suffix[: -len(".tmp")]
+    return f"{prefix}.{pid}@{host}.tmp"
+
+
+def test_leftover_temporary_files_of_killed_writers_are_removed_when_the_cache_opens(tmp_path, encoder):
+    folder = EmbeddingCache(encoder, tmp_path).folder
+    folder.mkdir(parents=True)
+    dead = dead_pid()
+    gone = [
+        leftover(folder, writer_name(dead), DEAD_WRITER_GRACE_SECONDS + 60),          # killed writer on this host
+        leftover(folder, writer_name(4242, "another-host"), STALE_TEMPORARY_SECONDS + 60),  # old, other host
+        leftover(folder, "shard-deadbeef.tmp", STALE_TEMPORARY_SECONDS + 60),         # old-style name
+        leftover(folder, ".key.json.0123abcd.tmp", STALE_TEMPORARY_SECONDS + 60),
+    ]
+    kept = [
+        leftover(folder, writer_name(dead) + "x.tmp", 5),                             # dead writer, within grace
+        leftover(folder, writer_name(os.getpid()), 3 * 24 * 3600),                    # live writer: never
+        leftover(folder, writer_name(4242, "another-host"), 600),                     # other host, recent
+        leftover(folder, "notes.tmp", STALE_TEMPORARY_SECONDS + 60),                  # not ours
+    ]
+    cache = EmbeddingCache(encoder, tmp_path, progress=False)
+    chains = some_chains(4, seed=26)
+    np.testing.assert_allclose(cache.embed(chains), encoder(chains).numpy(), atol=1e-5)
+    assert [p.exists() for p in gone] == [False] * len(gone)
+    assert [p.exists() for p in kept] == [True] * len(kept)
+    assert cache.stats.stale_temporaries_removed == len(gone) and len(shards(cache)) == 1
+
+
+def test_a_temporary_file_of_another_live_process_is_kept_until_that_process_is_gone(tmp_path, encoder,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(embedding_cache, "CHAINS_PER_SHARD", 3)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        cache = EmbeddingCache(encoder, tmp_path, progress=False)
+        cache.embed(some_chains(2, seed=27))
+        busy = leftover(cache.folder, writer_name(writer.pid), STALE_TEMPORARY_SECONDS * 24)  # e.g. another rank
+        cache.embed(some_chains(3, seed=28))   # a shard write: the folder is tidied after it
+        assert busy.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    cache.embed(some_chains(3, seed=29))       # the writer is gone: tidied after the next shard write
+    assert not busy.exists() and cache.stats.stale_temporaries_removed == 1
+
+
+def test_temporary_names_carry_their_writer_and_are_never_read_as_shards(tmp_path):
+    temporary = temporary_path(tmp_path / "shard-abc.safetensors")
+    assert temporary.name.startswith(".shard-abc.safetensors.") and temporary.name.endswith(".tmp")
+    assert f".{os.getpid()}@" in temporary.name
+    temporary.write_bytes(b"being written")
+    assert list(tmp_path.glob("shard-*.safetensors")) == []
+
+
+# ----------------------------------------------------------------------------- bounded encoding
+
+@pytest.mark.parametrize("make", [lambda e, root: InMemoryEmbeddings(e), lambda e, root: EmbeddingCache(e, root)])
+def test_encoding_runs_in_bounded_parts_of_chains_sorted_by_length(tmp_path, encoder, monkeypatch, make):
+    monkeypatch.setattr(embedding_cache, "CHAINS_PER_SHARD", 7)
+    calls = []
+    real_forward = type(encoder).forward
+
+    def spy(self, chains, *args, **kwargs):
+        calls.append([len(c) for c in chains])
+        return real_forward(self, chains, *args, **kwargs)
+
+    monkeypatch.setattr(type(encoder), "forward", spy)
+    chains = some_chains(30, seed=30)
+    table = make(encoder, tmp_path).embed(chains + chains[:4])
+    assert [len(c) for c in calls] == [7, 7, 7, 7, 2]
+    assert [n for call in calls for n in call] == sorted(len(c) for c in chains)
+    np.testing.assert_allclose(table, real_forward(encoder, chains + chains[:4]).numpy(), atol=1e-5)

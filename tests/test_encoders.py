@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 
 import numpy as np
@@ -9,9 +11,10 @@ import pytest
 import torch
 
 from abag.batching import fixed_size_batches
-from abag.encoders import (OFFLINE_HINT, EncodedBatch, WindowSpec, autocast_context, hub_offline, load_encoder,
-                           load_tiny_encoder)
+from abag.encoders import (OFFLINE_HINT, EncodedBatch, SequenceEncoder, WindowSpec, autocast_context, hub_offline,
+                           load_encoder, load_tiny_encoder)
 from abag.errors import EncoderUnavailableError
+from abag.policy import BF16, FP16, FP32, choose_precision
 
 from conftest import random_sequence
 
@@ -173,7 +176,78 @@ def test_cache_key_names_everything_that_changes_an_embedding():
     assert load_tiny_encoder(hidden_size=48).cache_key != base
     assert load_tiny_encoder(max_residues=60).cache_key != base
     assert load_tiny_encoder().cache_key == base
-    assert {"encoder", "revision", "pooling", "window_length", "window_stride"} <= set(base)
+    assert {"encoder", "revision", "pooling", "window_length", "window_stride", "precision"} <= set(base)
+
+
+# ----------------------------------------------------------------------------- precision
+
+class AutocastRecorder:
+    """Stands in for `torch.autocast` and records how it was asked to run (no GPU needed)."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, torch.dtype | None, bool]] = []
+
+    def __call__(self, device_type, dtype=None, enabled=True, **_):
+        self.calls.append((device_type, dtype, enabled))
+        return contextlib.nullcontext()
+
+
+@pytest.fixture
+def mocked_ampere(monkeypatch):
+    """A CUDA device of compute capability 8.0 (A100) as far as `choose_precision` can tell."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    recorder = AutocastRecorder()
+    monkeypatch.setattr(torch, "autocast", recorder)
+    return recorder
+
+
+def test_mixed_precision_off_means_no_autocast_on_a_cuda_device(mocked_ampere):
+    cuda = torch.device("cuda:0")
+    encoder = load_tiny_encoder()
+    with encoder.autocast(cuda):  # the default on an Ampere GPU: bf16
+        pass
+    encoder.use_precision(choose_precision(cuda, mixed_precision=False))
+    with encoder.autocast(cuda):
+        pass
+    assert mocked_ampere.calls == [("cuda", torch.bfloat16, True), ("cuda", None, False)]
+    assert encoder.precision is FP32 and encoder.cache_key["precision"] == "fp32"
+
+
+def test_the_default_precision_follows_the_device_the_encoder_sits_on(mocked_ampere, monkeypatch):
+    encoder = load_tiny_encoder()
+    assert encoder.precision is FP32 and encoder.cache_key["precision"] == "fp32"  # on the CPU
+    monkeypatch.setattr(SequenceEncoder, "device", property(lambda self: torch.device("cuda:0")))
+    assert encoder.precision is BF16 and encoder.cache_key["precision"] == "bf16"
+    assert encoder.use_precision(FP32).cache_key["precision"] == "fp32"  # an explicit choice wins
+    assert encoder.use_precision(None).precision is BF16
+
+
+def test_cache_key_differs_between_fp32_and_bf16():
+    fp32, bf16, fp16 = (load_tiny_encoder().use_precision(p).cache_key for p in (FP32, BF16, FP16))
+    assert len({json.dumps(k, sort_keys=True) for k in (fp32, bf16, fp16)}) == 3
+    assert {k: v for k, v in fp32.items() if k != "precision"} == {k: v for k, v in bf16.items() if k != "precision"}
+
+
+def test_the_precision_reaches_the_model_forward():
+    """bf16 on the CPU is real autocast, so the model itself can report what it ran under."""
+    encoder = load_tiny_encoder()
+    seen = []
+    encoder.model.register_forward_hook(
+        lambda module, args, output: seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+    chains = chains_of_many_lengths(6, 5)
+    full = encoder.use_precision(FP32)(chains)
+    assert seen and all(not enabled for enabled, _ in seen)
+    seen.clear()
+    half = encoder.use_precision(BF16)(chains)
+    assert seen and all(entry == (True, torch.bfloat16) for entry in seen)
+    assert half.dtype == torch.float32 and not torch.equal(full, half)  # pooled in fp32, computed in bf16
+    torch.testing.assert_close(full, half, atol=0.1, rtol=0.1)
+
+
+def test_use_precision_takes_a_policy_precision_only():
+    with pytest.raises(TypeError, match="Precision"):
+        load_tiny_encoder().use_precision("bf16")
 
 
 # ----------------------------------------------------------------------------- loading errors

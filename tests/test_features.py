@@ -61,7 +61,7 @@ def test_pair_composition_features_shape():
 
 
 def test_input_spec_from_config():
-    assert InputSpec.from_config(TINY) == InputSpec(True, 0)  # the default trims antibody chains
+    assert InputSpec.from_config(TINY) == InputSpec(True, 0, uses_antigen=False)  # the default trims antibody chains
     spec = InputSpec.from_config(RICH)
     assert spec.feature_dim == 421
     assert spec.encoder_input(VH + CH1, "heavy") == VH and spec.encoder_input(VH + CH1, "antigen") == VH + CH1
@@ -72,7 +72,7 @@ def test_cached_and_uncached_inputs_agree_with_trimming_and_features(tiny_encode
     frame.loc[0, "heavy"] = VH + CH1
     frame.loc[0, "light"] = VL + CL
     frame.loc[1, "antigen"] = frame.antigen[1] + "|" + frame.antigen[2][:30]  # a two-chain antigen
-    model = build_model(RICH, tiny_encoders).eval()
+    model = build_model(dataclasses.replace(RICH, fusion="interaction"), tiny_encoders).eval()
     antibody, antigen = make_caches(model, None)
     cached = embed_pairs(frame, antibody, antigen).batch(np.arange(len(frame)))
     direct = model.embed(PairSequences(list(frame.heavy), list(frame.light), list(frame.antigen)))
@@ -110,7 +110,7 @@ def test_training_with_features_cached_and_uncached_agree_and_checkpoint_rebuild
 def test_old_checkpoint_configs_without_new_fields_still_build(tiny_encoders):
     legacy = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in ("trim_antibody", "composition_k")}
     config = ModelConfig.from_dict(legacy)
-    assert InputSpec.from_config(config) == InputSpec(False, 0)
+    assert InputSpec.from_config(config) == InputSpec(False, 0, uses_antigen=False)
     assert ModelConfig.from_dict(dataclasses.asdict(RICH)) == RICH
     assert build_model(config, tiny_encoders).head.no_light.shape == (32,)
 

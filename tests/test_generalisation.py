@@ -16,8 +16,9 @@ from scipy import stats
 from abag import ModelConfig
 from abag.baselines import KmerRidgeBaseline
 from abag.crossval import fold_split, make_folds
+from abag.metrics import evaluate_predictions
 from abag.model import PairSequences, build_model
-from abag.splits import split_pairs
+from abag.splits import row_groups, split_pairs
 
 from conftest import mutate, random_sequence
 
@@ -56,6 +57,20 @@ def test_random_split_flatters_and_antigen_cluster_cv_does_not():
     honest = [ridge_spearman(frame, np.setdiff1d(np.arange(len(frame)), t), t) for t in tests]
     assert leaky > 0.8
     assert np.mean(honest) < 0.5 and np.mean(honest) < leaky - 0.4
+
+
+def test_within_cluster_spearman_exposes_memorised_antigens_even_on_a_random_split():
+    """Pooled Spearman rewards knowing each antigen's level; within a cluster there is nothing to memorise."""
+    frame = antigen_driven_frame(rows=10)
+    split = split_pairs(frame, "random", fractions=(0.7, 0.0, 0.3), seed=0)
+    train, test = split.indices("train"), split.indices("test")
+    predicted = KmerRidgeBaseline().fit(frame.iloc[train]).predict(frame.iloc[test])
+    clusters = row_groups(frame, "antigen").labels
+    result = evaluate_predictions(frame.pkd.iloc[test], predicted, groups=clusters[test], n_boot=200)
+    assert result["spearman"] > 0.8
+    assert result["n_groups_within"] >= 10 and abs(result["spearman_within_group"]) < 0.3
+    lo, hi = result["spearman_within_group_ci95"]
+    assert lo < 0.3 and hi - lo < 0.8
 
 
 @pytest.mark.skipif(not (REAL / "saaintdb_dev.csv").exists(), reason="real data not available")

@@ -12,12 +12,15 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
+from abag import policy
 from abag.metrics import (
     BINDER_THRESHOLD,
+    MIN_GROUP_SIZE,
     binder_metrics,
     bootstrap_ci,
     evaluate_predictions,
     format_comparison,
+    grouped_spearman,
     regression_metrics,
 )
 
@@ -212,3 +215,153 @@ def test_format_comparison() -> None:
     assert f"[{lo:.3f}, {hi:.3f}]" in text
     for col in ("spearman [95% CI]", "pearson", "rmse", "mae", "r2", "auroc"):
         assert col in text
+
+
+# --------------------------------------------------------------------------- within groups, cluster bootstrap
+def test_binder_threshold_is_the_policy_one() -> None:
+    assert BINDER_THRESHOLD is policy.BINDER_THRESHOLD
+
+
+def _offsets_only(n_groups: int = 30, size: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Groups differ by a large offset that the prediction knows; inside a group it guesses at random."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_groups), size)
+    offset = rng.normal(0.0, 3.0, n_groups)[groups]
+    return offset + rng.normal(0.0, 0.5, groups.size), offset + rng.normal(0.0, 0.5, groups.size), groups
+
+
+def test_pooled_high_but_within_groups_zero_when_only_offsets_are_predicted() -> None:
+    y, p, groups = _offsets_only()
+    pooled, within = regression_metrics(y, p)["spearman"], grouped_spearman(y, p, groups)
+    assert pooled > 0.85
+    assert within.n_groups == 30 and abs(within.mean) < 0.15
+    lo, hi = within.ci(n_boot=500)
+    assert lo < 0 < hi  # no evidence of ranking within a group
+
+
+def test_within_groups_perfect_while_pooled_is_negative() -> None:
+    """Each group ranked perfectly, but the groups' levels predicted in reverse order."""
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(20), 6)
+    level = np.arange(20.0)[groups]
+    inside = rng.normal(0.0, 0.1, groups.size)
+    y, p = 3.0 * level + inside, -3.0 * level + inside
+    assert regression_metrics(y, p)["spearman"] < -0.9
+    within = grouped_spearman(y, p, groups)
+    assert within.mean == pytest.approx(1.0) and within.n_groups == 20
+
+
+def test_grouped_spearman_matches_scipy_per_group_with_ties_and_string_labels() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.array(["spike", "HA", "PD-1", "IL-6"])[rng.integers(0, 4, 200)]
+    y, p = np.round(rng.normal(8, 1, 200)), np.round(rng.normal(8, 1, 200), 1)  # ties on both sides
+    result = grouped_spearman(y, p, labels)
+    table = result.table.set_index("group")
+    for label in np.unique(labels):
+        inside = labels == label
+        assert table.loc[label, "n"] == inside.sum()
+        assert table.loc[label, "spearman"] == pytest.approx(stats.spearmanr(y[inside], p[inside]).statistic)
+    assert result.mean == pytest.approx(table["spearman"].mean())
+
+
+def test_groups_below_min_size_are_not_counted() -> None:
+    rng = np.random.default_rng(3)
+    big = rng.normal(size=20)
+    y = np.r_[big, big[:4] + 5, [9.0, 9.5, 10.0, 10.5]]  # one 20-row group, two 4-row groups
+    p = np.r_[big, big[:4], [3.0, 2.0, 1.0, 0.0]]         # the big group is ranked perfectly, a small one reversed
+    groups = np.r_[np.zeros(20), np.ones(4), np.full(4, 2)]
+    default = grouped_spearman(y, p, groups)
+    assert MIN_GROUP_SIZE == 5 and default.n_groups == 1 and default.count("too_small") == 2
+    assert default.mean == pytest.approx(1.0)
+    relaxed = grouped_spearman(y, p, groups, min_size=4)
+    assert relaxed.n_groups == 3 and relaxed.mean == pytest.approx((1.0 + 1.0 - 1.0) / 3)
+    with pytest.raises(ValueError, match="min_size"):
+        grouped_spearman(y, p, groups, min_size=2)
+
+
+def test_constant_truth_is_skipped_and_constant_prediction_scores_zero() -> None:
+    y = np.r_[np.full(6, 7.0), np.arange(6.0), np.arange(6.0)]
+    p = np.r_[np.arange(6.0), np.full(6, 8.0), np.arange(6.0)]
+    result = grouped_spearman(y, p, np.repeat(["flat_truth", "flat_prediction", "good"], 6))
+    assert result.count("constant_truth") == 1 and result.count("constant_prediction") == 1
+    assert result.n_groups == 2 and result.mean == pytest.approx(0.5)  # (0 + 1) / 2
+    assert np.isnan(result.table.set_index("group").loc["flat_truth", "spearman"])
+
+
+def _duplicated_clusters(n_clusters: int = 25, copies: int = 8, seed: int = 4):
+    """Each cluster contributes one (y, p) point, repeated: the rows of a cluster are not independent."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=n_clusters)
+    p = 0.5 * y + rng.normal(size=n_clusters)
+    groups = np.repeat(np.arange(n_clusters), copies)
+    return np.repeat(y, copies), np.repeat(p, copies), groups
+
+
+def test_cluster_bootstrap_is_wider_than_row_bootstrap_for_duplicated_rows() -> None:
+    y, p, groups = _duplicated_clusters()
+    rows = bootstrap_ci(y, p, n_boot=500, seed=0)
+    clusters = bootstrap_ci(y, p, n_boot=500, seed=0, groups=groups)
+    estimate = regression_metrics(y, p)["spearman"]
+    assert clusters[0] < estimate < clusters[1]
+    assert clusters[1] - clusters[0] > 2 * (rows[1] - rows[0])
+    # One cluster per row is the row bootstrap again (up to resampling noise).
+    single = bootstrap_ci(y[::8], p[::8], n_boot=2000, seed=1, groups=np.arange(25))
+    plain = bootstrap_ci(y[::8], p[::8], n_boot=2000, seed=1)
+    assert single[1] - single[0] == pytest.approx(plain[1] - plain[0], rel=0.2)
+
+
+@pytest.mark.parametrize("metric", ["spearman", "pearson", "rmse", "r2"])
+def test_cluster_bootstrap_matches_naive_concatenation(metric: str) -> None:
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 9, 12)
+    groups = np.repeat(np.arange(12), sizes)  # labels in order of first appearance
+    y = np.round(rng.normal(8, 1, groups.size))  # ties
+    p = y + rng.normal(0, 1, groups.size)
+    draws = np.random.default_rng(9).integers(0, 12, size=(300, 12))
+    naive = []
+    for picked in draws:
+        rows = np.concatenate([np.flatnonzero(groups == g) for g in picked])
+        value = regression_metrics(y[rows], p[rows])[metric]
+        naive.append(np.nan if value is None else value)
+    expected = np.nanpercentile(naive, [2.5, 97.5])
+    assert bootstrap_ci(y, p, metric, n_boot=300, seed=9, groups=groups) == pytest.approx(tuple(expected))
+
+
+def test_cluster_bootstrap_needs_two_groups_and_one_label_per_row() -> None:
+    y, p = _correlated(50)
+    assert bootstrap_ci(y, p, groups=np.zeros(50)) == (None, None)
+    with pytest.raises(ValueError, match="one entry per row"):
+        bootstrap_ci(y, p, groups=np.zeros(49))
+
+
+def test_evaluate_with_groups_adds_keys_and_keeps_the_old_ones() -> None:
+    y, p, groups = _offsets_only()
+    censored = np.zeros(y.size, bool)
+    censored[:6] = True  # group 0 keeps 2 scored rows: too small
+    plain = evaluate_predictions(y, p, censored=censored, n_boot=200)
+    grouped = evaluate_predictions(y, p, censored=censored, n_boot=200, groups=groups,
+                                   antibody_groups=np.arange(y.size) % 3)
+    assert {k: grouped[k] for k in plain} == plain  # every existing key, same value
+    assert grouped["n_groups"] == 30 and grouped["n_groups_within"] == 29 and grouped["n_groups_too_small"] == 1
+    scored = ~censored
+    expected = grouped_spearman(y[scored], p[scored], groups[scored])
+    assert grouped["spearman_within_group"] == pytest.approx(expected.mean)
+    lo, hi = grouped["spearman_ci95_cluster"]
+    assert lo < grouped["spearman"] < hi and hi - lo > plain["spearman_ci95"][1] - plain["spearman_ci95"][0]
+    assert grouped["n_antibodies_within"] == 3 and grouped["spearman_within_antibody"] is not None
+    json.dumps(grouped, allow_nan=False)
+    no_ci = evaluate_predictions(y, p, ci=False, groups=groups)
+    assert "spearman_within_group_ci95" not in no_ci and "spearman_ci95_cluster" not in no_ci
+    with pytest.raises(ValueError, match="one entry per row"):
+        evaluate_predictions(y, p, groups=groups[:-1])
+
+
+def test_format_comparison_gets_a_within_cluster_column_with_groups() -> None:
+    y, p, groups = _offsets_only()
+    plain = format_comparison({"model": evaluate_predictions(y, p, n_boot=100)})
+    assert "within-cluster" not in plain and "cluster CI" not in plain
+    result = evaluate_predictions(y, p, n_boot=100, groups=groups)
+    text = format_comparison({"model": result, "train_mean": evaluate_predictions(y, np.full(y.size, 8.0),
+                                                                                   n_boot=100, groups=groups)})
+    assert "within-cluster (clusters)" in text and "cluster CI" in text
+    assert f"{result['spearman_within_group']:.3f}" in text and "(30)" in text

@@ -7,6 +7,8 @@ from this interpreter, so it works in a fresh venv without a registered Jupyter 
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import os
 import re
@@ -15,6 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+
+from conftest import synthetic_frame
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -223,3 +228,153 @@ def test_running_all_again_resumes_instead_of_retraining(executed):
     second = json.loads((run_dir / "metrics.json").read_text())
     assert second["test"]["spearman"] == pytest.approx(first["test"]["spearman"])
     assert second["training"]["epochs_run"] == 2
+
+
+# ----------------------------------------------------------------------------------------------- cells run in-process
+
+def run_cells(cell_ids: list[str], namespace: dict) -> str:
+    """Execute the named code cells, in order, in `namespace` (as the kernel would); returns what they printed."""
+    sources = {cell.get("id"): cell.source for cell in read_notebook().cells if cell.cell_type == "code"}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for cell_id in cell_ids:
+            exec(compile(python_source(sources[cell_id]), f"<cell {cell_id}>", "exec"), namespace)
+    return printed.getvalue()
+
+
+def config_namespace(*, gpu: bool, in_colab: bool) -> dict:
+    import abag
+
+    return {"abag": abag, "torch": torch, "pd": pd, "SMOKE": False, "IN_COLAB": in_colab, "USE_DRIVE": in_colab,
+            "GPU": gpu, "frame": synthetic_frame(n=48, n_antigens=4)}
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A CUDA GPU of a given name and compute capability, as torch.cuda reports it (no GPU needed)."""
+    def install(name: str, capability: tuple[int, int]) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: name)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_, **__: True)  # true on a T4 too (emulated)
+
+    return install
+
+
+def test_the_precision_comes_from_the_policy_not_from_is_bf16_supported():
+    sources = "\n".join(code_cells(read_notebook()))
+    assert "is_bf16_supported" not in sources
+    assert "choose_precision(" in sources
+
+
+@pytest.mark.parametrize("name, capability, says", [
+    ("Tesla T4", (7, 5), "abag trains in fp16 with a gradient scaler"),
+    ("NVIDIA A100-SXM4-40GB", (8, 0), "abag trains in bf16"),
+    ("NVIDIA H100 80GB HBM3", (9, 0), "abag trains in bf16"),
+])
+def test_on_a_gpu_the_notebook_says_the_precision_it_trains_in(fake_gpu, name, capability, says):
+    fake_gpu(name, capability)
+    namespace = config_namespace(gpu=True, in_colab=True)
+    printed = run_cells(["config"], namespace)
+    assert says in printed and name in printed
+    assert namespace["PRECISION"].name == ("fp16" if capability < (8, 0) else "bf16")
+    assert namespace["PRECISION"].needs_scaler == (capability < (8, 0))
+    assert (namespace["ANTIBODY_ENCODER"], namespace["ANTIGEN_ENCODER"]) == \
+        ("Exscientia/IgT5", "facebook/esm2_t33_650M_UR50D")
+    assert "NOTE" not in printed
+
+
+def test_colab_without_a_gpu_falls_back_to_antiberty_and_says_so():
+    namespace = config_namespace(gpu=False, in_colab=True)
+    printed = run_cells(["config"], namespace)
+    assert namespace["ANTIBODY_ENCODER"] == namespace["ANTIGEN_ENCODER"] == "antiberty"
+    assert printed.startswith("NOTE: this Colab runtime has no GPU") and "Change runtime type" in printed
+    assert "abag trains in fp32 on the CPU" in printed
+
+
+def test_outside_colab_without_a_gpu_uses_antiberty_without_the_colab_note():
+    namespace = config_namespace(gpu=False, in_colab=False)
+    printed = run_cells(["config"], namespace)
+    assert namespace["ANTIBODY_ENCODER"] == "antiberty" and "NOTE" not in printed
+
+
+def test_colab_without_a_gpu_installs_the_offline_extra():
+    namespace = {"Path": Path, "SMOKE": False, "IN_COLAB": False, "__name__": "nb"}
+    source = python_source(dict((c.get("id"), c.source) for c in read_notebook().cells)["install"])
+    definitions = ast.parse(source)
+    definitions.body = [node for node in definitions.body if isinstance(node, ast.FunctionDef)]
+    exec(compile(definitions, "<install>", "exec"), namespace)
+    namespace["NEEDS_ANTIBERTY"] = True
+    assert namespace["pip_requirement"]("git+https://github.com/lab/abag.git@dev") == \
+        "abag[offline] @ git+https://github.com/lab/abag.git@dev"
+    assert namespace["pip_requirement"]("/content/drive/MyDrive/abag-repo") == \
+        "abag[offline] @ file:///content/drive/MyDrive/abag-repo"
+    namespace["NEEDS_ANTIBERTY"] = False
+    assert namespace["pip_requirement"]("git+https://github.com/lab/abag.git") == "git+https://github.com/lab/abag.git"
+
+
+def test_the_drive_estimate_counts_models_and_one_vector_per_distinct_chain(fake_gpu):
+    fake_gpu("Tesla T4", (7, 5))
+    namespace = config_namespace(gpu=True, in_colab=True)
+    run_cells(["config", "storage"], namespace)
+    space, frame = namespace["space"], namespace["frame"]
+    assert space.loc["models (HF_HOME)", "bytes"] == pytest.approx((1.21e9 + 0.65e9) * 4)  # IgT5 + ESM-2 650M, fp32
+    antibody = set(frame["heavy"]) | {c for c in frame["light"] if c}
+    antigen = {c for a in frame["antigen"] for c in a.split("|")}
+    assert space.loc["embedding cache", "bytes"] == (len(antibody) * 1024 + len(antigen) * 1280) * 4
+    assert space.loc["models (HF_HOME)", "size"] == "7.4 GB"
+    assert set(space["where"]) == {"Google Drive"}
+
+
+# ----------------------------------------------------------------------------------------------- export edge cases
+
+EXPORT_CELLS = ["split-sizes", "metrics-table", "curves", "scatter", "outputs", "predict-new"]
+
+
+def trained_run(folder: Path, encoders: dict, fractions: tuple[float, float, float]):
+    import abag
+
+    frame = synthetic_frame(n=48, n_antigens=6, seed=4)
+    result = abag.train(frame, folder, abag.ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny"),
+                        abag.TrainConfig(epochs=1, split="random", split_fractions=fractions, progress=False,
+                                         cache_dir=None),
+                        encoders=encoders, log=lambda _: None)
+    return frame, result
+
+
+def export_namespace(run_dir: Path, frame, result) -> dict:
+    import abag
+    from abag.plots import plot_pkd_histogram, plot_predicted_vs_measured, plot_training_curves
+
+    return {"abag": abag, "pd": pd, "RUN_DIR": run_dir, "frame": frame, "result": result, "display": lambda *_: None,
+            "plot_pkd_histogram": plot_pkd_histogram, "plot_training_curves": plot_training_curves,
+            "plot_predicted_vs_measured": plot_predicted_vs_measured}
+
+
+def test_evaluate_and_export_cells_survive_a_split_without_a_test_set(tmp_path, monkeypatch, tiny_encoders):
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    frame, result = trained_run(run_dir, tiny_encoders, (0.7, 0.3, 0.0))
+    assert result.metrics["test"] is None and not (run_dir / "test_predictions.csv").exists()  # really no test set
+    printed = run_cells(EXPORT_CELLS, export_namespace(run_dir, frame, result))
+    assert "no test set" in printed and "not written: the split has no test set" in printed
+    assert "val Spearman" in printed  # the summary falls back to validation
+    new_predictions = pd.read_csv(run_dir / "new_predictions.csv")
+    assert len(new_predictions) == (result.split_assignment == "val").sum() > 0  # validation pairs instead
+    assert new_predictions["pkd_pred"].between(4.0, 14.0).all()
+
+
+def test_export_cell_survives_metrics_without_a_spearman_interval(tmp_path, monkeypatch, tiny_encoders):
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    frame, result = trained_run(run_dir, tiny_encoders, (0.6, 0.2, 0.2))
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for part in ("val", "test"):  # e.g. a metrics.json from a run evaluated without bootstrap
+        assert "spearman_ci95" in saved[part]
+        del saved[part]["spearman_ci95"]
+        result.metrics[part].pop("spearman_ci95", None)
+    (run_dir / "metrics.json").write_text(json.dumps(saved))
+    printed = run_cells(["metrics-table", "outputs"], export_namespace(run_dir, frame, result))
+    summary = [line for line in printed.splitlines() if line.startswith("metrics.json (version")]
+    assert len(summary) == 1 and "test Spearman" in summary[0] and "[" not in summary[0]

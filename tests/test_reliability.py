@@ -313,7 +313,7 @@ def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(workdir, 
 
 
 def test_ctrl_c_in_epoch_2_in_process(workdir, quick_csv, monkeypatch):
-    train_module = importlib.import_module("abag.train")  # `abag.train` is also the train() function
+    train_module = importlib.import_module("abag.fit")  # the epoch loop calls _train_epoch from here
 
     original = train_module._train_epoch
 
@@ -394,7 +394,7 @@ def test_infinite_gradients_with_a_finite_loss_stop_before_the_step(workdir, qui
 def test_nan_validation_loss_is_never_saved_over_a_good_checkpoint(workdir, quick_csv, monkeypatch):
     import numpy as np
 
-    train_module = importlib.import_module("abag.train")  # `abag.train` is also the train() function
+    train_module = importlib.import_module("abag.fit")  # validation calls predict_data from here
 
     out, before = _finished_epoch_1(workdir, quick_csv, "nan-val")
     original = train_module.predict_data

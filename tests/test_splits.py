@@ -1,4 +1,4 @@
-"""Tests for abag.splits: antigen clustering and leakage-free splits."""
+"""Tests for abag.clustering (antigen clustering) and abag.splits (row groups, leakage-free splits)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from abag.splits import (
-    DEFAULT_IDENTITY,
-    SPLIT_METHODS,
-    SplitResult,
-    cluster_antigens,
-    cluster_kfold,
-    cluster_sequences,
-    group_kfold,
-    split_pairs,
-)
+import abag.splits
+from abag.clustering import DEFAULT_IDENTITY, cluster_antigens, cluster_sequences
+from abag.splits import (GROUPINGS, SPLIT_METHODS, SplitResult, cluster_kfold, fold_groups, group_kfold, row_groups,
+                         split_pairs)
 
 AMINO_ACIDS = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 SAAINTDB = Path("/work/shared/data/saaintdb_dev.csv")
@@ -204,6 +198,65 @@ def test_cluster_antigens_single_chain_matches_cluster_sequences():
     parent = random_protein(rng, 300)
     sequences = [parent, point_mutant(rng, parent, 4), random_protein(rng, 300)]
     assert list(cluster_antigens(sequences)) == list(cluster_sequences(sequences))
+
+
+def test_splits_keeps_exporting_the_clustering_names():
+    assert abag.splits.cluster_antigens is cluster_antigens
+    assert abag.splits.cluster_sequences is cluster_sequences
+    assert abag.splits.DEFAULT_IDENTITY == DEFAULT_IDENTITY
+
+
+# --------------------------------------------------------------------------
+# Row groups
+# --------------------------------------------------------------------------
+
+
+def test_row_groups_by_antigen_are_the_antigen_clusters(families):
+    grouping = row_groups(families, "antigen")
+    assert np.array_equal(grouping.labels, cluster_antigens(families["antigen"].tolist()))
+    assert grouping.n_groups == families["family"].nunique()
+    assert grouping.description == f"antigen clusters at {DEFAULT_IDENTITY:.0%} identity"
+    strict = row_groups(families, "antigen", identity=1.0)
+    assert strict.n_groups == families["antigen"].nunique() and "100% identity" in strict.description
+
+
+def test_row_groups_by_column_and_missing_values():
+    df = pd.DataFrame({"antigen": list("ACDEF"), "pdb": ["1abc", None, "2xyz", "1abc", None]})
+    grouping = row_groups(df, "group", group_column="pdb")
+    labels = grouping.labels
+    assert labels[0] == labels[3] and labels[1] == labels[4] and len(set(labels)) == 3
+    assert grouping.description == "groups of column 'pdb'"
+    with pytest.raises(ValueError, match="'nope' not in table"):
+        row_groups(df, "group", group_column="nope")
+
+
+def test_row_groups_by_antibody_pairs_heavy_with_light():
+    df = pd.DataFrame({"heavy": ["QV", "QV", "QV", "EV", "QV"], "light": ["DI", "DI", "", "DI", None],
+                       "antigen": list("ACDEF")})
+    labels = row_groups(df, "antibody").labels
+    assert labels[0] == labels[1]  # same heavy and light
+    assert labels[2] == labels[4]  # a missing light chain is an empty one (single-domain antibody)
+    assert len({labels[0], labels[2], labels[3]}) == 3
+    no_light = row_groups(df.drop(columns="light"), "antibody").labels
+    assert len(set(no_light)) == 2
+
+
+def test_row_groups_rejects_row_split_methods_and_unknown_names(families):
+    with pytest.raises(ValueError, match="assigns rows, not groups"):
+        row_groups(families, "random")
+    with pytest.raises(ValueError, match="unknown grouping"):
+        row_groups(families, "scaffold")
+    assert GROUPINGS == ("antigen", "group", "antibody")
+
+
+def test_split_and_kfold_groups_come_from_row_groups(families):
+    assert np.array_equal(split_pairs(families).groups, row_groups(families, "antigen").labels)
+    assert np.array_equal(fold_groups(families).labels, row_groups(families, "antigen").labels)
+    assert fold_groups(families, group_column="family").method == "group"
+    by_family = row_groups(families, "group", group_column="family").labels
+    assert np.array_equal(split_pairs(families, "group", group_column="family").groups, by_family)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(cluster_kfold(families, 4, group_column="family"),
+                                                           group_kfold(by_family, 4, 0)))
 
 
 # --------------------------------------------------------------------------

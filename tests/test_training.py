@@ -187,13 +187,13 @@ def test_overfit_ratio_compares_the_same_loss(tmp_path, tiny_encoders):
     assert np.allclose(history["overfit_ratio"], history["val_loss"] / history["train_loss"])
 
 
-def test_overfit_and_range_warnings_are_printed():
+def test_overfit_and_saturation_warnings_are_printed():
     from abag.train import EpochRecord, format_epoch
 
-    record = EpochRecord(3, 0.1, 0.5, 5.0, 0.2, 1.0, 1e-3, 3.5, 14.5, 1, 0.1)
+    record = EpochRecord(3, 0.1, 0.5, 5.0, 0.2, 1.0, 1e-3, 4.0, 14.0, 0.4, 1, 0.1)
     line = format_epoch(record, TrainConfig())
-    assert "WARNING: overfitting" in line and "leave [4.0, 14.0]" in line
-    calm = format_epoch(EpochRecord(3, 0.5, 0.6, 1.2, 0.2, 1.0, 1e-3, 5, 9, 1, 0.1), TrainConfig())
+    assert "WARNING: overfitting" in line and "WARNING: saturated output — 40% of validation predictions" in line
+    calm = format_epoch(EpochRecord(3, 0.5, 0.6, 1.2, 0.2, 1.0, 1e-3, 5, 9, 0.0, 1, 0.1), TrainConfig())
     assert "WARNING" not in calm
 
 

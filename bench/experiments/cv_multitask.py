@@ -17,10 +17,10 @@ import torch
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 from abag import ModelConfig, TrainConfig, load_pairs
 from abag.baselines import fit_baselines
+from abag.clustering import cluster_antigens
 from abag.crossval import cross_validate
 from abag.embedding_cache import default_cache_dir
 from abag.metrics import evaluate_predictions
-from abag.splits import cluster_antigens
 from attempt_args import parse_attempt_args, record_attempt
 
 name, *pairs = sys.argv[1:]

@@ -1,0 +1,226 @@
+"""The loading pipeline: `prepare_pairs` (a DataFrame in memory), `load_pairs` (a file) and `write_rejected`.
+
+Stages, in order: check the arguments → resolve the columns (`columns`) → skip blank rows and validate every
+row (`rows`, `cells`) → raise with every problem, or drop the invalid rows → assemble the canonical columns
+plus the user's other columns → apply the replicate policy (`replicates`) → count what the report says
+(`report`). May import: every other abag.data module, abag.outputs (lazily, to write files), numpy, pandas.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from abag.data.cells import SHORT_CHAIN_RESIDUES
+from abag.data.columns import OUTPUT_COLUMNS, ColumnPlan, free_column_name, resolve_columns
+from abag.data.reading import gc_paused, read_table
+from abag.data.replicates import REPLICATE_POLICIES, apply_replicate_policy
+from abag.data.report import PKD_MODEL_RANGE, DataValidationError, LoadReport, RowProblem
+from abag.data.rows import RowValues, blank_rows, validate_rows
+
+__all__ = ["prepare_pairs", "load_pairs", "write_rejected"]
+
+
+def write_rejected(report: LoadReport, path: str | os.PathLike) -> None:
+    """Write the rejected rows and their reasons as a UTF-8 CSV (row, column, reason, value)."""
+    from abag.outputs import write_csv_atomic
+
+    write_csv_atomic(path, report.rejected_frame())
+
+
+def _one_problem_per_row(problems: list[RowProblem]) -> list[RowProblem]:
+    """Merge the problems of a rejected row into one entry, so rejected rows can be counted."""
+    by_row: dict[int | None, list[RowProblem]] = {}
+    for problem in problems:
+        by_row.setdefault(problem.row, []).append(problem)
+    merged = []
+    for row_problems in by_row.values():
+        first = row_problems[0]
+        extra = [f"; column {p.column!r}: {p.reason}" if p.column else f"; {p.reason}" for p in row_problems[1:]]
+        merged.append(RowProblem(first.row, first.column, first.reason + "".join(extra), first.value))
+    return merged
+
+
+def _output_frame(
+    df: pd.DataFrame, plan: ColumnPlan, values: RowValues, positions: list[int], keep: list[int], reserved: set[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Assemble canonical columns for the kept rows, then the user's other columns unchanged."""
+    index_of = {p: i for i, p in enumerate(positions)}
+    picked = [index_of[p] for p in keep]
+    out = pd.DataFrame(
+        {
+            "heavy": [values.heavy[i] for i in picked],
+            "light": [values.light[i] for i in picked],
+            "antigen": [values.antigen[i] for i in picked],
+            "pkd": np.array([values.pkd[i] for i in picked], dtype=np.float64),
+            "censored": np.array([values.censored[i] for i in picked], dtype=bool),
+            "source_row": np.array([p + 1 for p in keep], dtype=np.int64),
+        }
+    )
+    consumed = plan.consumed()
+    extras = [c for c in df.columns if c not in consumed]  # labels are unique (checked earlier)
+    extra_frame = df[extras].iloc[keep].reset_index(drop=True)
+    warnings = []
+    renamed = {}
+    for column in extras:
+        if str(column) in reserved:
+            new_name = free_column_name(f"{column}_input", df.columns)
+            renamed[column] = new_name
+            warnings.append(f"input column {str(column)!r} clashes with an output column; renamed to {new_name!r}")
+    extra_frame = extra_frame.rename(columns=renamed)
+    return pd.concat([out, extra_frame], axis=1), warnings
+
+
+
+
+def _check_arguments(df: Any, replicates: str, binder_threshold: float) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"prepare_pairs expects a pandas DataFrame, got {type(df).__name__}")
+    if isinstance(df.columns, pd.MultiIndex):
+        raise TypeError("prepare_pairs expects flat column names, not a MultiIndex")
+    if replicates not in REPLICATE_POLICIES:
+        raise ValueError(f"replicates must be one of {REPLICATE_POLICIES}, got {replicates!r}")
+    is_number = isinstance(binder_threshold, numbers.Real) and not isinstance(binder_threshold, bool)
+    if not is_number or not math.isfinite(binder_threshold):
+        raise ValueError(f"binder_threshold must be a finite number, got {binder_threshold!r}")
+
+
+def _duplicate_column_problems(df: pd.DataFrame) -> list[RowProblem]:
+    duplicated = df.columns[df.columns.duplicated()].unique()
+    return [RowProblem(None, str(c), "duplicate column name", str(c)) for c in duplicated]
+
+
+def prepare_pairs(
+    df: pd.DataFrame,
+    *,
+    source: str = "<DataFrame>",
+    require_pkd: bool = True,
+    drop_invalid: bool = False,
+    replicates: str = "keep",
+    binder_threshold: float = 9.0,
+) -> tuple[pd.DataFrame, LoadReport]:
+    """Validate and canonicalise a table of antibody–antigen pairs (the rules: see `abag.data`).
+
+    Raises `DataValidationError` listing every problem, unless `drop_invalid=True`, in which case
+    invalid rows are dropped and listed in the report. `replicates`: "keep", "mean" or "flag".
+    """
+    _check_arguments(df, replicates, binder_threshold)
+    with gc_paused():
+        return _prepare_pairs(df, source, require_pkd, drop_invalid, replicates, binder_threshold)
+
+
+def _prepare_pairs(
+    df: pd.DataFrame, source: str, require_pkd: bool, drop_invalid: bool, replicates: str, binder_threshold: float
+) -> tuple[pd.DataFrame, LoadReport]:
+    problems = _duplicate_column_problems(df)
+    if problems:
+        raise DataValidationError(problems, source)
+    plan, problems = resolve_columns(list(df.columns), require_pkd)
+    blank = set(blank_rows(df))
+    positions = [i for i in range(len(df)) if i not in blank]
+    if not positions:
+        problems.append(RowProblem(None, None, "no data rows (the table has a header only)"))
+    if problems:
+        raise DataValidationError(problems, source)
+    warnings = list(plan.warnings)
+    if blank:
+        warnings.append(f"skipped {len(blank)} blank row(s) (every cell empty or a missing-value marker)")
+    values = validate_rows(df, plan, require_pkd, positions)
+    keep, rejected = _keep_or_raise(values.problems, positions, drop_invalid, source)
+    reserved = set(OUTPUT_COLUMNS) | ({"replicate"} if replicates == "flag" else set())
+    out, clash_warnings = _output_frame(df, plan, values, positions, keep, reserved)
+    out, n_groups, n_rows = apply_replicate_policy(out, replicates)
+    report = _build_report(out, source, positions, keep, rejected, plan, replicates, binder_threshold)
+    report.n_replicate_groups, report.n_replicate_rows = n_groups, n_rows
+    report.warnings = warnings + clash_warnings + report.warnings
+    return out, report
+
+
+def _keep_or_raise(
+    problems: list[RowProblem], positions: list[int], drop_invalid: bool, source: str
+) -> tuple[list[int], list[RowProblem]]:
+    """Raise with every problem, or (drop_invalid) return the kept positions and one entry per bad row."""
+    if not problems:
+        return positions, []
+    if not drop_invalid:
+        raise DataValidationError(problems, source)
+    bad_rows = {p.row for p in problems}
+    keep = [p for p in positions if p + 1 not in bad_rows]
+    rejected = _one_problem_per_row(problems)
+    if not keep:
+        reason = f"no valid rows left: all {len(positions)} data row(s) are invalid"
+        raise DataValidationError([RowProblem(None, None, reason)] + problems, source)
+    return keep, rejected
+
+
+def _build_report(
+    out: pd.DataFrame,
+    source: str,
+    positions: list[int],
+    keep: list[int],
+    rejected: list[RowProblem],
+    plan: ColumnPlan,
+    replicates: str,
+    binder_threshold: float,
+) -> LoadReport:
+    pkd, censored = out["pkd"].to_numpy(), out["censored"].to_numpy()
+    low, high = PKD_MODEL_RANGE
+    n_outside = int(((pkd < low) | (pkd > high)).sum())  # NaN compares False: not counted
+    warnings = []
+    if n_outside:
+        warnings.append(
+            f"{n_outside} row(s) have pKd outside the model range [{low:g}, {high:g}]: they are kept, "
+            f"but predictions are clamped to [{low:g}, {high:g}]"
+        )
+    short = _short_chain_counts(out)
+    warnings += [_short_chain_warning(role, n) for role, n in short.items() if n]
+    return LoadReport(
+        source=source,
+        n_rows_read=len(positions),
+        n_rows_kept=len(keep),
+        rejected=rejected,
+        n_outside_model_range=n_outside,
+        n_replicate_groups=0,
+        n_replicate_rows=0,
+        replicates=replicates,
+        n_censored=int(censored.sum()),
+        column_map=plan.column_map(),
+        warnings=warnings,
+        binder_threshold=float(binder_threshold),
+        n_binders=int(((pkd >= binder_threshold) & ~censored).sum()),
+        n_single_domain=int((out["light"] == "").sum()),
+        n_short_chains=short,
+    )
+
+
+def _short_chain_counts(out: pd.DataFrame) -> dict[str, int]:
+    """Rows per role whose (shortest antigen) chain is present but under `SHORT_CHAIN_RESIDUES` residues."""
+    counts = {}
+    for role, minimum in SHORT_CHAIN_RESIDUES.items():
+        codes, distinct = pd.factorize(out[role])  # chains repeat: measure each distinct one once
+        shortest = np.fromiter((min(map(len, s.split("|"))) for s in distinct), dtype=np.int64, count=len(distinct))
+        counts[role] = int(((shortest > 0) & (shortest < minimum))[codes].sum())
+    return counts
+
+
+def _short_chain_warning(role: str, n_rows: int) -> str:
+    minimum = SHORT_CHAIN_RESIDUES[role]
+    if role == "antigen":
+        what, why = "an antigen chain", "shorter than a linear epitope"
+    else:
+        what, why = f"a {role} chain", "an antibody variable domain has about 105-130"
+    return (
+        f"{n_rows} row(s) have {what} shorter than {minimum} residues ({why}): kept, but check for truncated "
+        "or mis-pasted sequences"
+    )
+
+
+def load_pairs(path: str | os.PathLike, **kwargs: Any) -> tuple[pd.DataFrame, LoadReport]:
+    """`read_table(path)` then `prepare_pairs(...)`; keyword arguments go to `prepare_pairs`."""
+    kwargs.setdefault("source", str(path))
+    return prepare_pairs(read_table(path), **kwargs)
