@@ -296,16 +296,14 @@ def _standardised_rows(chains: Sequence[_CentredChains], scale: np.ndarray, bloc
 def _spectrum(chains: Sequence[_CentredChains], stats: _RidgeStatistics) -> _Spectrum:
     """Eigendecomposition of the standardised XᵀX: of the d x d Gram, or, with fewer rows than features, of
     the rows x rows kernel X Xᵀ (same nonzero spectrum, cheaper; X is then at most d x d)."""
-    # LAPACK's eigh gains little from threads at this size and stalls badly when the cores are shared.
-    with threadpool_limits(1):
-        if stats.rows >= len(stats.gram):
-            values, vectors = linalg.eigh(stats.gram)
-            values = np.maximum(values, 0.0)
-        else:
-            rows = _standardised_rows(chains, stats.scale, slice(None))
-            values, left = linalg.eigh(rows @ rows.T)
-            keep = values > values.max(initial=0.0) * len(values) * np.finfo(float).eps
-            values, vectors = values[keep], rows.T @ (left[:, keep] / np.sqrt(values[keep]))
+    if stats.rows >= len(stats.gram):
+        values, vectors = linalg.eigh(stats.gram)
+        values = np.maximum(values, 0.0)
+    else:
+        rows = _standardised_rows(chains, stats.scale, slice(None))
+        values, left = linalg.eigh(rows @ rows.T)
+        keep = values > values.max(initial=0.0) * len(values) * np.finfo(float).eps
+        values, vectors = values[keep], rows.T @ (left[:, keep] / np.sqrt(values[keep]))
     return _Spectrum(values, vectors, vectors.T @ stats.xty)
 
 
@@ -393,6 +391,12 @@ class MeanBaseline:
         return np.full(len(df), self.mean_)
 
 
+def _one_blas_thread() -> threadpool_limits:
+    """BLAS limited to one thread: the products here are thin (blocks of 4,096 x 421) and gain little from
+    threads, while on shared cores two OpenBLAS threads made the 500k-row fit 4x slower (27 s vs 7 s)."""
+    return threadpool_limits(1, user_api="blas")
+
+
 def _ks_label(ks: Sequence[int]) -> str:
     ks = sorted(ks)
     if ks == list(range(ks[0], ks[-1] + 1)) and len(ks) > 1:
@@ -428,9 +432,10 @@ class KmerRidgeBaseline:
 
     def fit(self, df: pd.DataFrame) -> KmerRidgeBaseline:
         rows = training_rows(df)
-        chains = [_centred_chains(rows, name, self.ks) for name in CHAINS]
-        self.distinct_chains_ = {name: int((c.counts > 0).sum()) for name, c in zip(CHAINS, chains)}
-        self.fit_ = _fit_ridge(chains, _targets(rows), self.alphas, self.loo_max_rows)
+        with _one_blas_thread():
+            chains = [_centred_chains(rows, name, self.ks) for name in CHAINS]
+            self.distinct_chains_ = {name: int((c.counts > 0).sum()) for name, c in zip(CHAINS, chains)}
+            self.fit_ = _fit_ridge(chains, _targets(rows), self.alphas, self.loo_max_rows)
         return self
 
     @property
@@ -460,8 +465,9 @@ class KmerRidgeBaseline:
         out = np.full(len(df), fit.intercept)
         for name, lo, hi in zip(CHAINS, edges[:-1], edges[1:]):
             table = chain_table(df, name)
-            score = np.concatenate([_chain_features(table.sequences[block], name, self.ks) @ weights[lo:hi]
-                                    for block in _row_blocks(len(table.sequences))])
+            with _one_blas_thread():
+                score = np.concatenate([_chain_features(table.sequences[block], name, self.ks) @ weights[lo:hi]
+                                        for block in _row_blocks(len(table.sequences))])
             out += score[table.index]
         return out
 

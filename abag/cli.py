@@ -17,6 +17,9 @@ from typing import Callable, Sequence
 
 from .errors import AbagError, CheckpointError
 
+# abag.policy.PRECISION_CHOICES, spelled out so that parsing arguments does not import torch (a test checks).
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 1
@@ -121,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--split-identity", type=number(0, 1, low_open=True), default=0.4,
                        help="sequence identity that joins antigens into one cluster (default 0.4)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
-    train.add_argument("--no-mixed-precision", action="store_true", help="fp32 on CUDA too")
+    train.add_argument("--no-mixed-precision", action="store_true", help="fp32 everywhere (encoders, head, cache)")
+    train.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                       help="auto (default): bf16 on GPUs that run it natively (A100, H100, …), fp16 with a "
+                            "gradient scaler on older ones (T4, V100), fp32 on CPU; or force one")
     _add_cache_options(train)
     _add_data_options(train, skip_flag="--drop-invalid",
                       skip_help="drop invalid rows instead of stopping; they are listed in OUT/rejected_rows.csv")
@@ -271,7 +277,8 @@ def run_train(args: argparse.Namespace) -> int:
             early_stopping_patience=args.early_stopping_patience,
             embedding_cache=not args.no_embedding_cache,
             cache_dir=str(args.embedding_cache) if args.embedding_cache else str(default_cache_dir()),
-            mixed_precision=not args.no_mixed_precision, device=args.device, progress=_show_progress(args))
+            mixed_precision=not args.no_mixed_precision, precision=args.precision, device=args.device,
+            progress=_show_progress(args))
         data_info = {"source": str(args.data), "n_rows_read": report.n_rows_read,
                      "n_rejected": len(report.rejected), "n_outside_model_range": report.n_outside_model_range,
                      "n_censored": report.n_censored, "replicates": report.replicates,

@@ -37,3 +37,9 @@ class TrainingDivergedError(AbagError):
         self.epoch = epoch
         self.step = step
         self.last_checkpoint = last_checkpoint
+
+
+class InvalidSettingError(AbagError):
+    """A setting cannot work on this machine or with the other settings (e.g. fp16 without a GPU)."""
+
+    exit_code = 2

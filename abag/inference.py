@@ -17,6 +17,7 @@ from .checkpoint import load_checkpoint
 from .errors import CheckpointError, EncoderUnavailableError
 from .model import AbAgModel, AdditiveHead, ModelConfig, build_model
 from .novelty import NoveltyReference
+from .policy import choose_precision
 from .pair_embeddings import embed_pairs, make_caches
 from .train import PairData, predict_data, resolve_device, sigmoid
 
@@ -47,8 +48,20 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto") -> tuple[Ab
             model.novelty = NoveltyReference.from_state(state["novelty"])
         except ValueError as exc:
             raise CheckpointError(f"checkpoint {checkpoint} is damaged: {exc}") from None
-    model.to(resolve_device(device)).eval()
+    target = resolve_device(device)
+    train_settings = state["config"].get("train", {}) if isinstance(state["config"], dict) else {}
+    model.to(target).eval()
+    model.use_precision(_trained_precision(target, train_settings))
     return model, state
+
+
+def _trained_precision(device, train_settings: dict):
+    """The precision the run trained in, where this device can run it; otherwise the automatic choice."""
+    mixed = bool(train_settings.get("mixed_precision", True))
+    try:
+        return choose_precision(device, mixed, str(train_settings.get("precision", "auto")))
+    except ValueError:  # e.g. a run forced to fp16 on a GPU, predicted on a CPU
+        return choose_precision(device, mixed)
 
 
 def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,

@@ -353,6 +353,13 @@ class AbAgModel(nn.Module):
         """False for heads that ignore the antigen (it is then never encoded)."""
         return self.head.uses_antigen
 
+    def use_precision(self, precision) -> "AbAgModel":
+        """Run both encoders in `precision` (an `abag.policy.Precision`); the cache key follows."""
+        self.antibody_encoder.use_precision(precision)
+        if self.antigen_encoder is not self.antibody_encoder:
+            self.antigen_encoder.use_precision(precision)
+        return self
+
     @property
     def head_is_additive(self) -> bool:
         """Whether the head weighs its antigen terms by familiarity (fusion "additive")."""

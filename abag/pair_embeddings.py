@@ -111,22 +111,28 @@ def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedP
     "no trimming, no features".
     """
     spec = getattr(antibody_cache, "spec", None) or InputSpec()
-    heavy = [spec.encoder_input(c, "heavy") for c in frame["heavy"]]
-    light = [spec.encoder_input(c, "light") if c else "" for c in frame["light"]]
+    # Work per distinct chain (pd.factorize) and keep per-row data as index arrays only: no per-row strings.
+    heavy_codes, heavy = _distinct_inputs(frame["heavy"], "heavy", spec)
+    light_codes, light = _distinct_inputs(frame["light"], "light", spec)
     antibody_chains = list(dict.fromkeys(heavy + [c for c in light if c]))
     antibody = _with_features(antibody_cache.embed(antibody_chains), antibody_chains, spec)
     position = {c: i for i, c in enumerate(antibody_chains)}
 
-    antigens = list(dict.fromkeys(frame["antigen"]))
-    antigen = _antigen_table(antigens, antigen_cache, spec)
-    antigen_position = {a: i for i, a in enumerate(antigens)}
+    antigen_codes, antigens = pd.factorize(frame["antigen"], use_na_sentinel=False)
+    antigen = _antigen_table(list(antigens), antigen_cache, spec)
     return EmbeddedPairs(
         antibody=antibody,
         antigen=antigen,
-        heavy_index=np.array([position[c] for c in heavy], dtype=np.int64),
-        light_index=np.array([position[c] if c else -1 for c in light], dtype=np.int64),
-        antigen_index=np.array([antigen_position[a] for a in frame["antigen"]], dtype=np.int64),
+        heavy_index=np.array([position[c] for c in heavy], dtype=np.int64)[heavy_codes],
+        light_index=np.array([position[c] if c else -1 for c in light], dtype=np.int64)[light_codes],
+        antigen_index=antigen_codes.astype(np.int64),
     )
+
+
+def _distinct_inputs(column: pd.Series, kind: str, spec: InputSpec) -> tuple[np.ndarray, list[str]]:
+    """(each row's code, the encoder input of each distinct chain): trimmed once per chain, "" stays ""."""
+    codes, chains = pd.factorize(column, use_na_sentinel=False)
+    return codes, [spec.encoder_input(c, kind) if c else "" for c in chains]
 
 
 def _antigen_table(antigens: list[str], antigen_cache, spec: InputSpec) -> np.ndarray:

@@ -22,6 +22,7 @@ __all__ = [
     "residue_codes",
     "Precision",
     "choose_precision",
+    "PRECISION_CHOICES",
 ]
 
 PKD_RANGE: tuple[float, float] = (4.0, 14.0)
@@ -76,13 +77,34 @@ FP16 = Precision("fp16", torch.float16, True)
 _NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere (A100) and newer; a T4 (7.5) only emulates bf16
 
 
-def choose_precision(device: torch.device | str, mixed_precision: bool = True) -> Precision:
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def choose_precision(device: torch.device | str, mixed_precision: bool = True, requested: str = "auto") -> Precision:
     """The precision for `device`: fp32 on CPU or when mixed precision is off; on CUDA bf16 where the GPU runs
-    it natively (compute capability ≥ 8.0), else fp16 with a GradScaler."""
+    it natively (compute capability ≥ 8.0), else fp16 with a GradScaler.
+
+    `requested` ("fp32", "bf16", "fp16") overrides the automatic choice, for checks and for GPUs where the
+    automatic choice misbehaves; fp16 needs CUDA (its GradScaler does), and mixed_precision=False allows only fp32.
+    """
     device = torch.device(device)
+    if requested != "auto":
+        return _requested_precision(device, mixed_precision, requested)
     if device.type != "cuda" or not mixed_precision:
         return FP32
     index = device.index if device.index is not None else torch.cuda.current_device()
     if tuple(torch.cuda.get_device_capability(index)) >= _NATIVE_BF16_CAPABILITY:
         return BF16
     return FP16
+
+
+def _requested_precision(device: torch.device, mixed_precision: bool, requested: str) -> Precision:
+    chosen = {"fp32": FP32, "bf16": BF16, "fp16": FP16}.get(requested)
+    if chosen is None:
+        raise ValueError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISION_CHOICES)}")
+    if chosen is not FP32 and not mixed_precision:
+        raise ValueError(f"precision {requested} asks for mixed precision, which is switched off "
+                         f"(--no-mixed-precision means fp32 everywhere)")
+    if chosen is FP16 and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA GPU (its gradient scaler runs only there); use fp32 or bf16")
+    return chosen

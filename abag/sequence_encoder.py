@@ -251,7 +251,8 @@ class SequenceEncoder(nn.Module):
         for row, (chain_index, residue_weights, text) in enumerate(batch_pieces):
             weights[row, start:start + len(text)] = residue_weights / len(chains[chain_index])
         hidden = self._hidden_states(ids, attention, device)
-        return torch.bmm(torch.from_numpy(weights).to(device).unsqueeze(1), hidden.float()).squeeze(1)
+        with torch.autocast(device.type, enabled=False):  # pooling stays float32 inside a caller's autocast
+            return torch.bmm(torch.from_numpy(weights).to(device).unsqueeze(1), hidden.float()).squeeze(1)
 
     def _hidden_states(self, ids: torch.Tensor, attention: torch.Tensor, device: torch.device) -> torch.Tensor:
         ids = ids.to(device, non_blocking=True)

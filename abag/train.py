@@ -22,7 +22,7 @@ import torch
 from . import distributed
 from .checkpoint import resume_hint, save_checkpoint
 from .data_identity import RowRecord, data_fingerprint
-from .errors import AbagError, CheckpointError
+from .errors import AbagError, CheckpointError, InvalidSettingError
 from .finalize import FinalReport, finalize
 from .fit import TrainingInterrupted, epoch_order, fit, shard_for_process
 from .losses import StableCombinedLoss
@@ -209,8 +209,12 @@ def _prepare(frame: pd.DataFrame, split, model_config: ModelConfig, config: Trai
         model_config = dataclasses.replace(model_config, initial_pkd=train_mean)
     device = resolve_device(config.device)
     model = build_model(model_config, encoders).to(device)
+    try:
+        precision = choose_precision(device, config.mixed_precision, config.precision)
+    except ValueError as exc:
+        raise InvalidSettingError(str(exc)) from None
+    model.use_precision(precision)  # encoders, head and cache key agree on one precision
     if model.head_is_additive:
         model.novelty = NoveltyReference.from_antigens(frame["antigen"].iloc[parts["train"]].tolist())
     data = build_part_data(frame, parts, model, config, log)
-    precision = choose_precision(device, config.mixed_precision)
     return RunInputs(frame, split, parts, data, config, model_config, device, precision, data_info), model

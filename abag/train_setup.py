@@ -46,6 +46,7 @@ class TrainConfig:
     cache_dir: str | None = None
     token_budget: int = 8192
     mixed_precision: bool = True
+    precision: str = "auto"  # "auto" (policy.choose_precision) or a forced "fp32" / "bf16" / "fp16"
     device: str = "auto"
     progress: bool = True
 

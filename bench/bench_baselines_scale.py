@@ -35,12 +35,15 @@ LETTERS = np.frombuffer(AMINO_ACIDS.encode(), dtype=np.uint8)
 
 def _chains(rng: np.random.Generator, count: int, low: int, high: int) -> list[str]:
     """`count` random chains with lengths in [low, high) and a chain-specific residue bias."""
-    lengths = rng.integers(low, high, size=count)
-    bias = rng.dirichlet(np.full(20, 2.0), size=count)
-    cumulative = np.cumsum(bias, axis=1)
-    draws = rng.random((count, high))
-    codes = (draws[:, :, None] > cumulative[:, None, :-1]).sum(axis=2).astype(np.uint8)
-    return [LETTERS[row[:n]].tobytes().decode() for row, n in zip(codes, lengths)]
+    out: list[str] = []
+    for start in range(0, count, 5000):
+        size = min(5000, count - start)
+        lengths = rng.integers(low, high, size=size)
+        cumulative = np.cumsum(rng.dirichlet(np.full(20, 2.0), size=size), axis=1)
+        draws = rng.random((size, high))
+        codes = (draws[:, :, None] > cumulative[:, None, :-1]).sum(axis=2).astype(np.uint8)
+        out += [LETTERS[row[:n]].tobytes().decode() for row, n in zip(codes, lengths)]
+    return out
 
 
 def _antigens(rng: np.random.Generator, count: int, families: int) -> list[str]:

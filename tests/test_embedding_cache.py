@@ -581,3 +581,34 @@ def test_encoding_runs_in_bounded_parts_of_chains_sorted_by_length(tmp_path, enc
     assert [len(c) for c in calls] == [7, 7, 7, 7, 2]
     assert [n for call in calls for n in call] == sorted(len(c) for c in chains)
     np.testing.assert_allclose(table, real_forward(encoder, chains + chains[:4]).numpy(), atol=1e-5)
+
+
+def test_pair_tables_hold_one_row_per_distinct_chain_and_trim_each_chain_once(tmp_path, encoder, monkeypatch):
+    from abag import features
+    from abag.features import InputSpec
+    from abag.pair_embeddings import SpecCache
+
+    rng = np.random.default_rng(33)
+    fabs = [random_sequence(rng, 100) + "WGQGTLVTVSS" + random_sequence(rng, 40) for _ in range(4)]  # Fv + constant
+    lights = [random_sequence(rng, 90) + "FGGGTKLEIK" + random_sequence(rng, 30) for _ in range(3)] + [""]
+    antigens = [random_sequence(rng, 50), random_sequence(rng, 70) + "|" + random_sequence(rng, 30)]
+    picks = rng.integers(0, 4, 300)
+    frame = synthetic_frame(n=300).assign(heavy=[fabs[i] for i in picks], light=[lights[i] for i in picks[::-1]],
+                                          antigen=[antigens[i % 2] for i in range(300)])
+    calls = []
+    real = features.variable_domain
+    monkeypatch.setattr(features, "variable_domain", lambda chain, kind: calls.append(chain) or real(chain, kind))
+    cache = SpecCache(EmbeddingCache(encoder, tmp_path, progress=False), InputSpec(trim_antibody=True))
+    embedded = embed_pairs(frame, cache, cache)
+    assert len(calls) == 4 + 3          # each distinct heavy and non-empty light chain trimmed once, not per row
+    assert embedded.antibody.shape == (7, encoder.hidden_size) and embedded.antigen.shape[0] == 2
+    assert all(a.dtype == np.int64 and a.shape == (300,) for a in
+               (embedded.heavy_index, embedded.light_index, embedded.antigen_index))
+    batch = embedded.batch(np.arange(300))
+    expected_heavy = encoder([real(h, "heavy") for h in frame["heavy"]])
+    torch.testing.assert_close(batch.heavy, expected_heavy, atol=1e-5, rtol=1e-5)
+    with_light = np.array(frame["light"] != "")
+    assert (batch.light_present.numpy() == with_light).all()
+    expected_light = encoder([real(c, "light") for c in frame["light"][with_light]])
+    torch.testing.assert_close(batch.light[torch.from_numpy(with_light)], expected_light, atol=1e-5, rtol=1e-5)
+    assert len(set(map(tuple, batch.antigen.numpy()))) == 2

@@ -114,3 +114,53 @@ def test_bf16_autocast_does_change_the_matmul_dtype():
     with policy.BF16.autocast(torch.device("cpu")):
         assert (a @ b).dtype is torch.bfloat16
     assert (a @ b).dtype is torch.float32  # and it ends with its block
+
+
+# --------------------------------------------------------------------------- forcing a precision
+
+
+@pytest.mark.parametrize("requested", ["fp32", "bf16", "fp16"])
+def test_a_requested_precision_overrides_the_automatic_choice_on_a_gpu(gpu, requested):
+    gpu((7, 5))  # a T4 would get fp16 automatically
+    assert choose_precision("cuda", True, requested).name == requested
+
+
+def test_requests_that_cannot_work_are_refused_with_a_reason():
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        choose_precision("cpu", True, "fp16")
+    with pytest.raises(ValueError, match="switched off"):
+        choose_precision("cpu", False, "bf16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        choose_precision("cpu", True, "fp8")
+    assert choose_precision("cpu", True, "bf16").name == "bf16"  # CPU autocast runs bf16
+    assert choose_precision("cpu", False, "fp32").name == "fp32"
+
+
+def test_the_command_line_offers_exactly_the_policy_choices():
+    from abag import cli
+
+    assert cli.PRECISION_CHOICES == policy.PRECISION_CHOICES
+
+
+def test_a_run_records_its_precision_and_its_encoders_use_it(tmp_path, tiny_encoders):
+    from abag import ModelConfig, TrainConfig, load_trained_model, train
+    from tests.conftest import synthetic_frame
+
+    frame = synthetic_frame(n=48)
+    config = TrainConfig(epochs=1, progress=False, split="random", embedding_cache=False, precision="bf16")
+    result = train(frame, tmp_path / "run", ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny"), config,
+                   encoders=tiny_encoders, log=lambda line: None)
+    assert result.metrics["hyperparameters"]["precision"] == "bf16"
+    assert result.model.antibody_encoder.precision.name == "bf16"
+    assert result.model.antibody_encoder.cache_key["precision"] == "bf16"
+    model, _ = load_trained_model(result.best_checkpoint, device="cpu")
+    assert model.antibody_encoder.precision.name == "bf16"  # predicting uses the precision it trained in
+
+
+def test_fp16_on_a_cpu_is_a_clear_command_line_error(tmp_path, capsys):
+    from abag.cli import main
+
+    code = main(["train", "--data", "data/example_pairs.csv", "--out", str(tmp_path / "r"), "--encoder", "tiny",
+                 "--epochs", "1", "--precision", "fp16", "--device", "cpu", "--no-embedding-cache"])
+    assert code == 2
+    assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
