@@ -2,7 +2,10 @@
 
 A checkpoint's `novelty` entry (the training antigens, `abag.novelty.NoveltyReference.to_state`) is restored
 on the model, so an additive head weighs its antigen terms by each query antigen's familiarity without the
-training data. Imports abag's checkpoint, errors, model, novelty, pair_embeddings and train modules.
+training data. A fold-ensemble checkpoint (`abag train --folds K`, marked by its `ensemble` entry) is rebuilt
+as an `abag.ensemble.FoldEnsemble`: predictions are the members' mean, `pkd_std` their spread (0 for a single
+model), and `predict_members` gives every member's pKd. Imports abag's checkpoint, ensemble, errors, model,
+novelty, pair_embeddings and train modules.
 """
 
 from __future__ import annotations
@@ -14,23 +17,29 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import load_checkpoint
+from .ensemble import FoldEnsemble, build_fold_ensemble
 from .errors import CheckpointError, EncoderUnavailableError
-from .model import AbAgModel, AdditiveHead, ModelConfig, build_model
+from .model import AbAgModel, ModelConfig, build_model
 from .novelty import NoveltyReference
 from .policy import choose_precision
 from .pair_embeddings import embed_pairs, make_caches
 from .train import PairData, predict_data, resolve_device, sigmoid
 
 
-def load_trained_model(checkpoint: str | Path, device: str = "auto") -> tuple[AbAgModel, dict]:
-    """Rebuild the model a checkpoint was trained with and load its weights; returns (model, checkpoint)."""
+def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
+                       encoders: dict | None = None) -> tuple[AbAgModel, dict]:
+    """Rebuild the model a checkpoint was trained with and load its weights; returns (model, checkpoint).
+
+    A fold-ensemble checkpoint gives a `FoldEnsemble`. `encoders` (name -> loaded encoder) are reused
+    instead of loading them again.
+    """
     state = load_checkpoint(checkpoint)
     try:
         model_config = ModelConfig.from_dict(state["config"]["model"])
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {checkpoint} has no usable model configuration ({exc})") from None
     try:
-        model = build_model(model_config)
+        model = _build(model_config, state, encoders, checkpoint)
     except EncoderUnavailableError as exc:
         raise EncoderUnavailableError(f"cannot use checkpoint {checkpoint}: its encoder is unavailable here — "
                                       f"{exc}") from None
@@ -55,6 +64,19 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto") -> tuple[Ab
     return model, state
 
 
+def _build(model_config: ModelConfig, state: dict, encoders: dict | None, checkpoint) -> AbAgModel:
+    """The untrained model a checkpoint describes: one model, or a fold ensemble of `n_folds` heads."""
+    ensemble = state.get("ensemble")
+    if ensemble is None:
+        return build_model(model_config, encoders)
+    try:
+        n_folds = int(ensemble["n_folds"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {checkpoint} is damaged: its fold-ensemble record is unreadable "
+                              f"({exc})") from None
+    return build_fold_ensemble(model_config, n_folds, encoders)
+
+
 def _trained_precision(device, train_settings: dict):
     """The precision the run trained in, where this device can run it; otherwise the automatic choice."""
     mixed = bool(train_settings.get("mixed_precision", True))
@@ -66,19 +88,45 @@ def _trained_precision(device, train_settings: dict):
 
 def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
                   batch_size: int = 256, progress: bool = False) -> pd.DataFrame:
-    """`frame` plus `pkd_pred` and `binder_prob` columns (frame needs heavy, light, antigen).
+    """`frame` plus `pkd_pred`, `binder_prob` and `pkd_std` columns (frame needs heavy, light, antigen).
 
-    Every distinct chain is encoded once (in `cache_dir` when the encoders are frozen, in memory when they
-    were fine-tuned). An additive head gets each row's antigen weight from `model.novelty`.
+    For a fold ensemble these are the members' mean pKd, mean binder probability and the standard deviation
+    of their pKd (ddof 0); for a single model `pkd_std` is 0. Every distinct chain is encoded once (in
+    `cache_dir` when the encoders are frozen, in memory when they were fine-tuned). An additive head gets
+    each row's antigen weight from `model.novelty`.
     """
-    device = next(model.head.parameters()).device
-    frame = frame.reset_index(drop=True)
+    pkd, probability = _member_outputs(model, frame, cache_dir, batch_size, progress)
+    out = frame.reset_index(drop=True).copy()
+    out["pkd_pred"] = pkd.mean(axis=0)
+    out["binder_prob"] = probability.mean(axis=0)
+    out["pkd_std"] = pkd.std(axis=0)
+    return out
+
+
+def predict_members(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
+                    batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """The pKd every member predicts for every row: shape (K, len(frame)); (1, n) for a single model."""
+    return _member_outputs(model, frame, cache_dir, batch_size, progress)[0]
+
+
+def _member_outputs(model: AbAgModel, frame: pd.DataFrame, cache_dir, batch_size: int, progress: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(pKd, binder probability) per member and row, each (K, n): the chains are embedded once for all."""
+    members = [model.member(k) for k in range(model.n_folds)] if isinstance(model, FoldEnsemble) else [model]
     if len(frame) == 0:
-        return frame.assign(pkd_pred=np.zeros(0), binder_prob=np.zeros(0))
+        return np.zeros((len(members), 0), np.float32), np.zeros((len(members), 0), np.float32)
+    data = _prepared_data(model, frame.reset_index(drop=True), cache_dir, progress)
+    device = next(model.head.parameters()).device
+    outputs = [predict_data(member, data, device, batch_size=batch_size) for member in members]
+    return np.stack([pkd for pkd, _ in outputs]), np.stack([sigmoid(logits) for _, logits in outputs])
+
+
+def _prepared_data(model: AbAgModel, frame: pd.DataFrame, cache_dir, progress: bool) -> PairData:
+    """`frame` embedded for `model` (through the cache when the encoders are frozen), with antigen weights."""
     labelled = frame if "pkd" in frame else frame.assign(pkd=np.nan)
-    if isinstance(model.head, AdditiveHead) and model.novelty is None:
+    if model.head_is_additive and model.novelty is None:
         warnings.warn("this additive model records no training antigens (model.novelty), so its antigen terms "
-                      "are used at full weight for every antigen, familiar or not", stacklevel=2)
+                      "are used at full weight for every antigen, familiar or not", stacklevel=4)
     was_training = model.training
     model.eval()  # fine-tuned encoders are encoded below, outside predict_data's own eval()
     try:
@@ -89,12 +137,7 @@ def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Pat
     finally:
         model.train(was_training)
     embedded = embedded.with_antigen_weight(model.antigen_weights(labelled["antigen"]))
-    data = PairData(labelled.assign(pkd=labelled["pkd"].astype(float)), embedded)
-    pkd, logits = predict_data(model, data, device, batch_size=batch_size)
-    out = frame.copy()
-    out["pkd_pred"] = pkd
-    out["binder_prob"] = sigmoid(logits)
-    return out
+    return PairData(labelled.assign(pkd=labelled["pkd"].astype(float)), embedded)
 
 
 def evaluate_frame(model: AbAgModel, frame: pd.DataFrame, *, binder_threshold: float = 9.0,
