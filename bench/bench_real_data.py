@@ -17,8 +17,18 @@ Protocols (all seeds fixed; nothing is tuned per fold):
   CR6261 separately on the pooled out-of-fold predictions. Censored (`at_lower_bound`) rows train with
   the one-sided loss and are never scored as exact values. Also reported: the model trained on all of
   saaintdb_dev (no Phillips data) applied zero-shot to the same subsample.
+* phillips_extrapolation (same file) — per antibody, train on the variants with at most k substitutions
+  from germline and test on variants with more (k: the smallest count whose variants hold
+  `--extrapolation-min-train` exact rows; seeded subsamples bound the CPU time, see `extrapolation_plan`).
+  Model, k-mer ridge, one-hot ridge and a mutation-count line side by side, with the Spearman within
+  equal-mutation-count levels and bootstrap intervals over levels; `--repeats` training seeds.
 
-`--model FIELD=VALUE ...` overrides ModelConfig defaults (e.g. `--model fusion=interaction`).
+Every cross-validated set also reports the within-group Spearman (antigen clusters, SKEMPI complexes) with
+cluster-bootstrap intervals, and the antigen familiarity of its test rows (the additive head's weight w,
+`abag.novelty`, against each fold's training antigens), which says what the protocol measures for a head
+that uses the antigen only where it is familiar.
+
+`--model FIELD=VALUE ...` overrides ModelConfig defaults (e.g. `--model fusion=additive`).
 Writes OUT/<set>/ (cross-validation folders, cv_metrics.json, cv_predictions.csv), OUT/summary.json and
 OUT/summary.md (markdown tables for bench/RESULTS.md).
 """
@@ -42,14 +52,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from abag import ModelConfig, TrainConfig, load_pairs  # noqa: E402
-from abag.baselines import fit_baselines  # noqa: E402
+from abag.baselines import RIDGE_ALPHAS, fit_baselines, training_rows  # noqa: E402
 from abag.crossval import cross_validate, format_cv_markdown, format_cv_summary, fold_split  # noqa: E402
 from abag.embedding_cache import default_cache_dir  # noqa: E402
 from abag.encoders import load_encoder  # noqa: E402
 from abag.metrics import evaluate_predictions  # noqa: E402
+from abag.novelty import NoveltyReference  # noqa: E402
+from abag.splits import fold_groups  # noqa: E402
 from bench_common import machine as host_machine  # noqa: E402
 
-SETS = ("saaintdb", "skempi", "phillips")
+SETS = ("saaintdb", "skempi", "phillips", "phillips_extrapolation")
 
 
 def machine() -> str:
