@@ -12,13 +12,18 @@ from .crossval import CVResult, cross_validate
 from .data import DataValidationError, LoadReport, RowProblem, load_pairs, prepare_pairs, read_table
 from .embedding_cache import EmbeddingCache, default_cache_dir
 from .encoders import SequenceEncoder, load_antiberty_encoder, load_encoder, load_hub_encoder, load_tiny_encoder
-from .errors import (AbagError, CheckpointError, EncoderUnavailableError, OutputNotWritableError,
-                     TrainingDivergedError)
+from .errors import (AbagError, CheckpointError, EmbeddingCacheError, EncoderUnavailableError, InvalidSettingError,
+                     NonFiniteEmbeddingError, OutputNotWritableError, TrainingDivergedError)
+from .hub_encoders import PairedModelWarning, TokenizerDependencyError
+from .intervals import IntervalCalibration, applicability, interval_coverage
+from .novelty import NoveltyReference, nearest_identity
+from .policy import PKD_RANGE, Precision, choose_precision
 from .inference import evaluate_frame, load_trained_model, predict_frame
 from .losses import StableCombinedLoss, check_loss_validity
-from .metrics import binder_metrics, bootstrap_ci, evaluate_predictions, format_comparison, regression_metrics
+from .metrics import (GroupedSpearman, binder_metrics, bootstrap_ci, evaluate_predictions, format_comparison,
+                      grouped_spearman, regression_metrics)
 from .model import AbAgModel, AffinityHead, ModelConfig, PairEmbeddings, PairSequences, build_model
-from .splits import SplitResult, cluster_antigens, cluster_kfold, split_pairs
+from .splits import Grouping, SplitResult, cluster_antigens, cluster_kfold, row_groups, split_pairs
 from .train import TrainConfig, TrainingInterrupted, TrainResult, train
 from .version import METRICS_VERSION, __version__
 
@@ -32,4 +37,8 @@ __all__ = [
     "evaluate_predictions", "format_comparison", "load_antiberty_encoder", "load_checkpoint", "load_encoder",
     "load_hub_encoder", "load_pairs", "load_tiny_encoder", "load_trained_model", "predict_frame", "prepare_pairs",
     "read_table", "regression_metrics", "save_checkpoint", "split_pairs", "train",
+    "EmbeddingCacheError", "InvalidSettingError", "NonFiniteEmbeddingError", "PairedModelWarning",
+    "TokenizerDependencyError", "IntervalCalibration", "applicability", "interval_coverage", "NoveltyReference",
+    "nearest_identity", "PKD_RANGE", "Precision", "choose_precision", "GroupedSpearman", "grouped_spearman",
+    "Grouping", "row_groups",
 ]

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .encoders import EncodedBatch, NonFiniteEmbeddingError, SequenceEncoder
-from .errors import AbagError
+from .errors import EmbeddingCacheError
 from .outputs import write_atomic
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,6 @@ MAX_HEADER_BYTES = 64 << 20
 MAX_ATTEMPTS = 3
 STALE_TEMPORARY_SECONDS = 3600      # any temporary file this old is a leftover: a shard write takes seconds
 DEAD_WRITER_GRACE_SECONDS = 300     # a file of a process that no longer runs on this host, once this old
-
-
-class EmbeddingCacheError(AbagError):
-    """The cache folder keeps returning damaged shards, or another process failed while encoding."""
-
-    exit_code = 2
 
 
 def default_cache_dir() -> Path:

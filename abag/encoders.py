@@ -21,10 +21,10 @@ from typing import Callable
 
 import torch
 
-from .errors import EncoderUnavailableError
+from .errors import EncoderUnavailableError, NonFiniteEmbeddingError
 from .hub_encoders import (OFFLINE_HINT, PAIRED_MODELS, PairedModelWarning, TokenizerDependencyError,
                            from_pretrained_sdpa, hub_offline, hub_reachable, load_hub_encoder, quiet_transformers)
-from .sequence_encoder import (EncodedBatch, NonFiniteEmbeddingError, ResidueTokenizer, SequenceEncoder, WindowSpec,
+from .sequence_encoder import (EncodedBatch, ResidueTokenizer, SequenceEncoder, WindowSpec,
                                autocast_context, transformer_layers)
 
 __all__ = [

@@ -43,3 +43,15 @@ class InvalidSettingError(AbagError):
     """A setting cannot work on this machine or with the other settings (e.g. fp16 without a GPU)."""
 
     exit_code = 2
+
+
+class NonFiniteEmbeddingError(AbagError):
+    """An encoder produced NaN or Inf embeddings (typically an fp16 overflow); raised by the embedding cache."""
+
+    exit_code = 2
+
+
+class EmbeddingCacheError(AbagError):
+    """The cache folder keeps returning damaged shards, or another process failed while encoding."""
+
+    exit_code = 2

@@ -21,14 +21,8 @@ import torch
 from torch import nn
 
 from .batching import token_budget_batches
-from .errors import AbagError, EncoderUnavailableError
+from .errors import EncoderUnavailableError
 from .policy import AMINO_ACIDS, Precision, choose_precision
-
-
-class NonFiniteEmbeddingError(AbagError):
-    """An encoder produced NaN or Inf embeddings (typically an fp16 overflow); raised by the embedding cache."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

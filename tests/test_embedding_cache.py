@@ -315,7 +315,8 @@ def test_encoding_progress_bar_shows_sequences_per_second(tmp_path, encoder, cap
 def test_a_warm_rerun_encodes_nothing_and_says_so(tmp_path, encoder):
     frame = synthetic_frame(n=40)
     config = TrainConfig(epochs=1, progress=False, cache_dir=str(tmp_path / "cache"), split="random")
-    model_config = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16)
+    model_config = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16,
+                               fusion="interaction")   # a head that uses the antigen: every chain is encoded
     logs = {}
     for name in ("cold", "warm"):
         lines: list[str] = []
