@@ -18,7 +18,9 @@ from .hub_encoders import PairedModelWarning, TokenizerDependencyError
 from .intervals import IntervalCalibration, applicability, interval_coverage
 from .novelty import NoveltyReference, nearest_identity
 from .policy import PKD_RANGE, Precision, choose_precision
-from .inference import evaluate_frame, load_trained_model, predict_frame
+from .ensemble import FoldEnsemble
+from .inference import evaluate_frame, load_trained_model, predict_frame, predict_members
+from .kfold import FoldsResult, train_folds
 from .losses import StableCombinedLoss, check_loss_validity
 from .metrics import (GroupedSpearman, binder_metrics, bootstrap_ci, evaluate_predictions, format_comparison,
                       grouped_spearman, regression_metrics)
@@ -40,5 +42,5 @@ __all__ = [
     "EmbeddingCacheError", "InvalidSettingError", "NonFiniteEmbeddingError", "PairedModelWarning",
     "TokenizerDependencyError", "IntervalCalibration", "applicability", "interval_coverage", "NoveltyReference",
     "nearest_identity", "PKD_RANGE", "Precision", "choose_precision", "GroupedSpearman", "grouped_spearman",
-    "Grouping", "row_groups",
+    "Grouping", "row_groups", "FoldEnsemble", "FoldsResult", "train_folds", "predict_members",
 ]

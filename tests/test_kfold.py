@@ -1,0 +1,297 @@
+"""`abag train --folds K`: members on K−1 folds of antigen clusters, out-of-fold metrics, the averaged model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from abag import CheckpointError, ModelConfig, TrainConfig, TrainingInterrupted, load_checkpoint
+from abag.cli import main
+from abag.data_identity import RowRecord
+from abag.ensemble import FoldEnsemble
+from abag.inference import load_trained_model, predict_frame, predict_members
+from abag.kfold import member_dir, train_folds
+from abag.splits import row_groups
+
+from conftest import synthetic_frame, write_csv
+
+TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32)
+V27_KEYS = {"version", "test", "val", "baselines", "hyperparameters", "improvements", "data", "encoder", "training"}
+# Rows per antigen (each antigen its own cluster): uneven, so that with K = 3 the members train on 100, 150 and
+# 150 rows: 1, 2 and 2 optimizer steps per epoch at batch 16 x accumulation 8.
+CLUSTER_SIZES = (100, 30, 30, 20, 10, 10)
+
+
+def uneven_frame() -> pd.DataFrame:
+    frame = synthetic_frame(n=600, n_antigens=len(CLUSTER_SIZES), seed=3)
+    antigens = list(dict.fromkeys(frame["antigen"]))
+    keep = frame.groupby("antigen", sort=False).cumcount() < frame["antigen"].map(
+        dict(zip(antigens, CLUSTER_SIZES)))
+    return frame[keep].reset_index(drop=True)
+
+
+def quick_config(tmp_path, **overrides) -> TrainConfig:
+    values = dict(epochs=2, progress=False, cache_dir=str(tmp_path / "cache"))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def folds_run(tmp_path_factory, tiny_encoders):
+    tmp_path = tmp_path_factory.mktemp("folds")
+    frame = uneven_frame()
+    lines: list[str] = []
+    result = train_folds(frame, tmp_path / "run", TINY, quick_config(tmp_path), folds=3, encoders=tiny_encoders,
+                         log=lines.append)
+    return frame, result, tmp_path, lines
+
+
+def member_split(run_dir) -> np.ndarray:
+    """The train/val/test assignment member's last.pt recorded."""
+    return RowRecord.from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.pt")["split"]).assignment()
+
+
+# ----------------------------------------------------------------------------------------------- members
+
+def test_members_hold_out_whole_clusters_and_early_stop_on_their_own_fold(folds_run):
+    frame, result, _, _ = folds_run
+    assert len(result.members) == 3 and sorted(np.unique(result.member_of_row)) == [1, 2, 3]
+    groups = row_groups(frame, "antigen").labels  # antigen clusters at 40% identity, computed independently
+    held_out_everywhere = []
+    for member in result.members:
+        assignment = member_split(member.run_dir)
+        rows = np.flatnonzero(result.member_of_row == member.member)
+        assert set(np.unique(assignment)) == {"train", "val"}  # no test part: the held-out fold is validation
+        assert np.array_equal(np.flatnonzero(assignment == "val"), rows)
+        assert not set(groups[assignment == "train"]) & set(groups[assignment == "val"])
+        history = pd.read_csv(member.run_dir / "history.csv")
+        best = member.metrics["training"]["best_epoch"]
+        assert best == int(history["epoch"][history["val_spearman"].idxmax()])  # best.pt: best on its own fold
+        assert member.metrics["val"]["n"] == len(rows)
+        held_out_everywhere.extend(rows)
+    assert sorted(held_out_everywhere) == list(range(len(frame)))  # every row held out exactly once
+
+
+def test_each_member_steps_adamw_for_its_own_training_rows(folds_run):
+    _, result, _, _ = folds_run
+    sizes = []
+    for member in result.members:
+        n_train = member.metrics["data"]["n_train"]
+        sizes.append(n_train)
+        state = load_checkpoint(member.run_dir / "checkpoints" / "last.pt")
+        steps = {int(s["step"]) for s in state["optimizer_state_dict"]["state"].values()}
+        assert steps == {2 * math.ceil(math.ceil(n_train / 16) / 8)}
+    assert sizes == [100, 150, 150]  # the uneven folds give 1, 2 and 2 steps per epoch
+
+
+# ----------------------------------------------------------------------------------------------- out of fold
+
+def test_every_row_is_scored_once_by_the_member_that_held_it_out(folds_run, tiny_encoders):
+    frame, result, tmp_path, _ = folds_run
+    predictions = pd.read_csv(result.out_dir / "test_predictions.csv", keep_default_na=False)
+    assert len(predictions) == len(frame) and list(predictions["heavy"]) == list(frame["heavy"])
+    assert np.array_equal(predictions["member"], result.member_of_row)
+    for member in result.members:
+        rows = np.flatnonzero(result.member_of_row == member.member)
+        model, _ = load_trained_model(member.run_dir / "checkpoints" / "best.pt", encoders=tiny_encoders)
+        own = predict_frame(model, frame.iloc[rows], cache_dir=tmp_path / "cache")
+        assert np.allclose(predictions["pkd_pred"].to_numpy()[rows], own["pkd_pred"], atol=1e-5)
+        spearman = stats.spearmanr(frame["pkd"].to_numpy()[rows], own["pkd_pred"]).statistic
+        assert spearman == pytest.approx(member.metrics["val"]["spearman"], abs=1e-6)  # its best epoch, its fold
+    pooled = stats.spearmanr(frame["pkd"], predictions["pkd_pred"]).statistic
+    assert result.metrics["test"]["n"] == len(frame)
+    assert result.metrics["test"]["spearman"] == pytest.approx(pooled, abs=1e-6)
+
+
+def test_baselines_are_fitted_out_of_fold(folds_run):
+    frame, result, _, _ = folds_run
+    pkd = frame["pkd"].to_numpy()
+    fold_means = np.array([pkd[result.member_of_row != m].mean() for m in result.member_of_row])
+    expected_rmse = float(np.sqrt(np.mean((pkd - fold_means) ** 2)))
+    baselines = result.metrics["baselines"]["test"]
+    assert baselines["train_mean"]["rmse"] == pytest.approx(expected_rmse, rel=1e-6)
+    assert not np.isclose(expected_rmse, pkd.std())  # an all-data mean would give another RMSE
+    assert baselines["kmer_ridge"]["n"] == len(frame) and "out of fold" in baselines["kmer_ridge"]["method"]
+
+
+def test_metrics_json_keeps_the_v27_keys_and_records_the_folds(folds_run):
+    frame, result, _, _ = folds_run
+    metrics = json.loads((result.out_dir / "metrics.json").read_text())
+    assert V27_KEYS <= set(metrics) and metrics["version"] == "v2.7"
+    assert metrics["data"]["split"] == "antigen" and metrics["data"]["evaluation"] == "out_of_fold"
+    assert metrics["hyperparameters"]["batch_size"] == 16 and metrics["hyperparameters"]["gradient_accumulation"] == 8
+    folds = metrics["folds"]
+    assert folds["k"] == 3 and "optimistic" in folds["caveat"] and "optimistic" in metrics["data"]["split_description"]
+    held_out = [set(m["held_out_groups"]) for m in folds["members"]]
+    assert set().union(*held_out) == set(result.predictions["fold_group"])
+    assert sum(len(h) for h in held_out) == len(set().union(*held_out))  # each cluster held out by one member
+    assert [m["n_val"] for m in folds["members"]] == [int((result.member_of_row == k).sum()) for k in (1, 2, 3)]
+    assert metrics["val"]["n"] == len(frame)
+    assert metrics["val"]["spearman"] == pytest.approx(np.mean([m["val"]["spearman"] for m in folds["members"]]))
+    assert metrics["training"]["optimizer_steps"] == sum(m["optimizer_steps"] for m in folds["members"])
+    history = pd.read_csv(result.out_dir / "history.csv")
+    assert list(history["member"].unique()) == [1, 2, 3] and len(history) == 6
+
+
+# ----------------------------------------------------------------------------------------------- the ensemble
+
+def test_ensemble_checkpoint_predicts_the_members_mean_and_spread(folds_run, tiny_encoders, monkeypatch):
+    frame, result, tmp_path, _ = folds_run
+    state = torch.load(result.best_checkpoint, weights_only=True)
+    assert state["ensemble"]["n_folds"] == 3
+    assert np.array_equal(state["ensemble"]["member_of_row"].numpy(), result.member_of_row)
+    import abag.encoders
+
+    loads = []
+    original = abag.encoders.load_encoder
+    monkeypatch.setattr(abag.encoders, "load_encoder", lambda name, *a, **k: loads.append(name) or original(name))
+    ensemble, _ = load_trained_model(result.best_checkpoint)
+    assert isinstance(ensemble, FoldEnsemble) and loads == ["tiny"]  # one encoder load, not one per member
+    new = synthetic_frame(n=20, seed=9)
+    predicted = predict_frame(ensemble, new, cache_dir=tmp_path / "cache")
+    members = [predict_frame(load_trained_model(m.run_dir / "checkpoints" / "best.pt", encoders=tiny_encoders)[0],
+                             new, cache_dir=tmp_path / "cache") for m in result.members]
+    pkd = np.stack([m["pkd_pred"].to_numpy() for m in members])
+    assert np.allclose(predicted["pkd_pred"], pkd.mean(0), atol=1e-5)
+    assert np.allclose(predicted["pkd_std"], pkd.std(0), atol=1e-5) and (predicted["pkd_std"] > 0).all()
+    assert np.allclose(predicted["binder_prob"], np.mean([m["binder_prob"] for m in members], axis=0), atol=1e-6)
+    assert np.allclose(predict_members(ensemble, new, cache_dir=tmp_path / "cache"), pkd, atol=1e-5)
+
+
+def test_the_ensemble_forward_pass_is_the_members_mean(folds_run, tiny_encoders):
+    from abag.model import PairSequences
+
+    frame, result, _, _ = folds_run
+    ensemble = result.model
+    batch = PairSequences(list(frame["heavy"][:6]), list(frame["light"][:6]), list(frame["antigen"][:6]))
+    with torch.no_grad():
+        pkd, logits = ensemble.eval()(batch)
+        each = [ensemble.member(k)(batch) for k in range(ensemble.n_folds)]
+    assert torch.allclose(pkd, torch.stack([p for p, _ in each]).mean(0))
+    assert torch.allclose(torch.sigmoid(logits), torch.stack([torch.sigmoid(l) for _, l in each]).mean(0))
+    assert bool(((pkd >= 4) & (pkd <= 14)).all())
+
+
+def test_a_single_model_predicts_with_zero_spread(folds_run, tiny_encoders):
+    frame, result, tmp_path, _ = folds_run
+    model, _ = load_trained_model(result.members[0].run_dir / "checkpoints" / "best.pt", encoders=tiny_encoders)
+    predicted = predict_frame(model, frame.head(10), cache_dir=tmp_path / "cache")
+    assert (predicted["pkd_std"] == 0).all()
+    members = predict_members(model, frame.head(10), cache_dir=tmp_path / "cache")
+    assert members.shape == (1, 10) and np.array_equal(members[0], predicted["pkd_pred"].to_numpy())
+
+
+def test_an_additive_member_scores_its_fold_as_unseen_antigens(tmp_path, tiny_encoders):
+    frame = synthetic_frame(n=60, n_antigens=4)
+    additive = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, fusion="additive")
+    result = train_folds(frame, tmp_path / "run", additive, quick_config(tmp_path, epochs=1), folds=2,
+                         encoders=tiny_encoders, log=lambda _: None)
+    for member in result.members:
+        rows = np.flatnonzero(result.member_of_row == member.member)
+        model, _ = load_trained_model(member.run_dir / "checkpoints" / "best.pt", encoders=tiny_encoders)
+        assert np.all(model.antigen_weights(frame["antigen"].iloc[rows]) == 0)  # its held-out antigens are novel
+        own = predict_frame(model, frame.iloc[rows], cache_dir=tmp_path / "cache")
+        assert np.allclose(result.predictions["pkd_pred"].to_numpy()[rows], own["pkd_pred"], atol=1e-5)
+    ensemble, state = load_trained_model(result.best_checkpoint, encoders=tiny_encoders)
+    assert "novelty" in state and np.all(ensemble.antigen_weights(frame["antigen"]) == 1)  # all data seen
+
+
+# ----------------------------------------------------------------------------------------------- resume
+
+def test_resume_in_the_middle_of_a_member_is_bit_identical(tmp_path, tiny_encoders, monkeypatch):
+    from abag.train import RunFolder
+
+    frame = synthetic_frame(n=96, n_antigens=6)
+    config = quick_config(tmp_path, epochs=3)
+    straight = train_folds(frame, tmp_path / "straight", TINY, config, folds=3, encoders=tiny_encoders,
+                           log=lambda _: None)
+    original = RunFolder.save_epoch
+
+    def save_then_interrupt(folder, state, improved):
+        original(folder, state, improved)
+        if folder.out_dir.name == "member_2" and state.epoch == 1:
+            raise KeyboardInterrupt  # Ctrl-C right after member 2's first epoch was saved
+
+    monkeypatch.setattr(RunFolder, "save_epoch", save_then_interrupt)
+    with pytest.raises(TrainingInterrupted):
+        train_folds(frame, tmp_path / "resumed", TINY, config, folds=3, encoders=tiny_encoders, log=lambda _: None)
+    monkeypatch.undo()
+    assert load_checkpoint(member_dir(tmp_path / "resumed", 2) / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not member_dir(tmp_path / "resumed", 3).exists()
+    first_metrics = (member_dir(tmp_path / "resumed", 1) / "metrics.json").read_text()
+    lines: list[str] = []
+    resumed = train_folds(frame, tmp_path / "resumed", TINY, config, folds=3, resume=True, encoders=tiny_encoders,
+                          log=lines.append)
+    assert [m.trained_now for m in resumed.members] == [False, True, True]
+    assert any("member 1/3: finished earlier" in line for line in lines)
+    assert (member_dir(tmp_path / "resumed", 1) / "metrics.json").read_text() == first_metrics
+    for member in (1, 2, 3):
+        a = load_checkpoint(member_dir(tmp_path / "straight", member) / "checkpoints" / "last.pt")
+        b = load_checkpoint(member_dir(tmp_path / "resumed", member) / "checkpoints" / "last.pt")
+        assert all(torch.equal(a["model_state_dict"][k], b["model_state_dict"][k]) for k in a["model_state_dict"])
+        assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    a, b = (load_checkpoint(r.best_checkpoint)["model_state_dict"] for r in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert np.array_equal(straight.predictions["pkd_pred"], resumed.predictions["pkd_pred"])
+    assert straight.metrics["test"]["spearman"] == resumed.metrics["test"]["spearman"]
+
+
+def test_resume_refuses_another_k_and_other_data(folds_run, tiny_encoders):
+    frame, result, tmp_path, _ = folds_run
+    with pytest.raises(CheckpointError, match="holds a 3-fold run; resume it with --folds 3"):
+        train_folds(frame, result.out_dir, TINY, quick_config(tmp_path), folds=4, resume=True,
+                    encoders=tiny_encoders, log=lambda _: None)
+    changed = frame.assign(pkd=frame["pkd"] + 0.1)
+    with pytest.raises(CheckpointError, match="different data"):
+        train_folds(changed, result.out_dir, TINY, quick_config(tmp_path), folds=3, resume=True,
+                    encoders=tiny_encoders, log=lambda _: None)
+
+
+def test_folds_need_clusters_and_frozen_encoders(tmp_path, tiny_encoders):
+    from abag.train import SplitError
+
+    frame = synthetic_frame(n=40, n_antigens=2)
+    with pytest.raises(SplitError, match="cannot make 3 folds"):
+        train_folds(frame, tmp_path / "a", TINY, quick_config(tmp_path), folds=3, encoders=tiny_encoders)
+    with pytest.raises(SplitError, match="random"):
+        train_folds(frame, tmp_path / "b", TINY, quick_config(tmp_path, split="random"), folds=2,
+                    encoders=tiny_encoders)
+    with pytest.raises(ValueError, match="frozen encoders"):
+        train_folds(frame, tmp_path / "c", ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny",
+                                                       finetune_layers=1), quick_config(tmp_path), folds=2)
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+def test_cli_trains_folds_and_predicts_and_evaluates_with_the_ensemble(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_csv(synthetic_frame(n=60, n_antigens=4), tmp_path / "pairs.csv")
+    out = tmp_path / "run"
+    train_args = ["train", "--data", data, "--out", str(out), "--encoder", "tiny", "--epochs", "1", "--quiet",
+                  "--hidden-dim", "16"]
+    assert main([*train_args, "--folds", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["folds"]["k"] == 2 and metrics["test"]["n"] == 60
+    capsys.readouterr()
+    assert main([*train_args, "--folds", "2"]) == 2 and "already holds a training run" in capsys.readouterr().err
+    assert main([*train_args, "--resume"]) == 2 and "holds a --folds run" in capsys.readouterr().err
+    assert main([*train_args, "--folds", "3", "--resume"]) == 2 and "2-fold run" in capsys.readouterr().err
+    assert main([*train_args, "--folds", "2", "--resume"]) == 0 and "not retrained" in capsys.readouterr().out
+    assert main([*train_args, "--out", str(tmp_path / "r"), "--folds", "2", "--split", "random"]) == 2
+
+    new = synthetic_frame(n=12, seed=7).drop(columns=["pkd", "censored"])
+    new.to_csv(tmp_path / "new.csv", index=False)
+    predictions = tmp_path / "pred.csv"
+    assert main(["predict", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data", str(tmp_path / "new.csv"),
+                 "--out", str(predictions), "--quiet"]) == 0
+    predicted = pd.read_csv(predictions)
+    assert len(predicted) == 12 and (predicted["pkd_std"] > 0).all() and predicted["pkd_pred"].between(4, 14).all()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data", data]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 60
