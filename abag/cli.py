@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--group-column", help="column holding groups for --split group")
     train.add_argument("--split-identity", type=number(0, 1, low_open=True), default=0.4,
                        help="sequence identity that joins antigens into one cluster (default 0.4)")
+    train.add_argument("--folds", type=whole_number(2), default=None, metavar="K",
+                       help="train K members, each on K-1 folds of whole antigen clusters (or --split group "
+                            "groups) and early-stopped on its own held-out fold; metrics come from out-of-fold "
+                            "predictions and the saved model averages the members (default: one train/val/test "
+                            "split)")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     train.add_argument("--no-mixed-precision", action="store_true", help="fp32 everywhere (encoders, head, cache)")
     train.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
@@ -134,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=run_train)
 
     predict = commands.add_parser("predict", help="predict pKd and binder probability for a CSV",
-                                  description="Writes the input columns plus source_row, pkd_pred and binder_prob.")
+                                  description="Writes the input columns plus source_row, pkd_pred, binder_prob and "
+                                              "pkd_std (the spread of a --folds ensemble's members; 0 for a "
+                                              "single model).")
     predict.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by abag train")
     predict.add_argument("--data", required=True, help="CSV with heavy, light, antigen (pkd optional)")
     predict.add_argument("--out", required=True, help="output CSV")
@@ -152,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_options(evaluate, default_on=False)
     _add_data_options(evaluate, skip_flag=None, skip_help="")
     evaluate.set_defaults(handler=run_evaluate)
+    from .suggest_cli import add_suggest_parser
+
+    add_suggest_parser(commands, whole_number, number).set_defaults(handler=run_suggest)
     return parser
 
 
@@ -230,6 +240,26 @@ def _check_train_options(args: argparse.Namespace) -> None:
     if args.group_column and args.split != "group":
         raise UsageError(f"--group-column only applies with --split group (the split is {args.split!r})",
                          "abag train")
+    if args.folds is not None and args.split not in ("antigen", "group"):
+        raise UsageError(f"--folds keeps whole antigen clusters (--split antigen) or groups (--split group) apart; "
+                         f"it does not work with --split {args.split}", "abag train")
+    if args.folds is not None and args.finetune_layers:
+        raise UsageError("--folds needs frozen encoders (its members share one set): drop --finetune-layers or "
+                         "--folds", "abag train")
+
+
+def _check_run_folder(args: argparse.Namespace, out: Path) -> None:
+    """Refuse to start over in a folder holding a run, and to resume a run of the other kind (--folds or not)."""
+    from .errors import OutputNotWritableError
+
+    last, record = out / "checkpoints" / "last.pt", out / "folds.json"
+    if not args.resume and (last.exists() or record.exists()):
+        raise OutputNotWritableError(
+            f"{out} already holds a training run ({last if last.exists() else record}). Continue it with --resume, "
+            f"or choose a new --out folder (or delete {out}) to start over; nothing was overwritten.")
+    if args.resume and args.folds is None and record.exists():
+        raise UsageError(f"{out} holds a --folds run ({record}): continue it with --resume and the same --folds K",
+                         "abag train")
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -240,10 +270,9 @@ def _show_progress(args: argparse.Namespace) -> bool:
 def run_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .embedding_cache import default_cache_dir
-    from .errors import OutputNotWritableError
     from .model import ModelConfig
     from .outputs import ensure_writable_folder, write_csv_atomic
-    from .train import TrainConfig, train
+    from .train import TrainConfig
 
     _check_train_options(args)
     out = Path(args.out)
@@ -251,10 +280,7 @@ def run_train(args: argparse.Namespace) -> int:
     ensure_writable_folder(out)
     ensure_writable_folder(out / "checkpoints")
     last = out / "checkpoints" / "last.pt"
-    if not args.resume and last.exists():
-        raise OutputNotWritableError(
-            f"{out} already holds a training run ({last}). Continue it with --resume, or choose a new --out "
-            f"folder (or delete {out}) to start over; nothing was overwritten.")
+    _check_run_folder(args, out)
     distributed.init_from_environment()
     try:
         frame, report = _load(args, require_pkd=True)
@@ -284,8 +310,7 @@ def run_train(args: argparse.Namespace) -> int:
                      "n_censored": report.n_censored, "replicates": report.replicates,
                      "n_replicate_rows": report.n_replicate_rows}
         try:
-            result = train(frame, out, model_config, config, resume=args.resume, data_info=data_info,
-                           log=lambda line: print(line, flush=True))
+            result = _run_training(args, frame, out, model_config, config, data_info)
         finally:
             main_process = distributed.is_main_process()
             distributed.shutdown()
@@ -296,8 +321,28 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_training(args: argparse.Namespace, frame, out: Path, model_config, config, data_info: dict):
+    """`abag.train` (one split), or `abag.kfold.train_folds` with --folds K."""
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    if args.folds is None:
+        from .train import train
+
+        return train(frame, out, model_config, config, resume=args.resume, data_info=data_info, log=log)
+    from .kfold import train_folds
+
+    return train_folds(frame, out, model_config, config, folds=args.folds, resume=args.resume, data_info=data_info,
+                       log=log)
+
+
 def _interrupt_message(last: Path, args: argparse.Namespace) -> str:
     from .checkpoint import load_checkpoint
+
+    argv = getattr(args, "argv", None) or ["train", "--data", str(args.data), "--out", str(args.out)]
+    if args.folds is not None and (Path(args.out) / "folds.json").exists():
+        return (f"interrupted; finished members stay in {Path(args.out) / 'members'} and a member in progress "
+                f"continues from its own checkpoints/last.pt. Continue with: {_resume_command(argv)}")
 
     try:
         epoch = load_checkpoint(last)["epoch"] if last.exists() else None
@@ -309,7 +354,6 @@ def _interrupt_message(last: Path, args: argparse.Namespace) -> str:
         kept = "" if args.no_embedding_cache else \
             f" (chains encoded so far are kept in {args.embedding_cache or default_cache_dir()})"
         return f"interrupted before the first epoch; nothing to resume. Run the same command again{kept}."
-    argv = getattr(args, "argv", None) or ["train", "--data", str(args.data), "--out", str(args.out)]
     return (f"interrupted; {last} holds the state after epoch {epoch}, nothing else is lost. Continue with: "
             f"{_resume_command(argv)}")
 
@@ -338,7 +382,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     # Input columns that share a name with an output column are kept, renamed, never overwritten.
     frame = frame.rename(columns={c: free_column_name(f"{c}_input", frame.columns)
-                                  for c in ("pkd_pred", "binder_prob") if c in frame})
+                                  for c in ("pkd_pred", "binder_prob", "pkd_std") if c in frame})
     predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=_show_progress(args))
     predicted = predicted.drop(columns=[c for c in ("censored",) if c in predicted and not predicted[c].any()])
     if rejected is not None:
@@ -364,6 +408,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_frame(model, frame, binder_threshold=threshold, cache_dir=args.embedding_cache)
     sys.stdout.write(json_text(metrics))
     return 0
+
+
+# ----------------------------------------------------------------------------------------------- suggest
+
+def run_suggest(args: argparse.Namespace) -> int:
+    from .suggest.command import check_outputs, run_suggest_command
+    from .suggest_cli import option_problem
+
+    if option_problem(args):
+        raise UsageError(option_problem(args), "abag suggest")
+    check_outputs(args)  # before the checkpoint is loaded
+    model, _ = _load_model(args)
+    return run_suggest_command(args, model)
 
 
 # ----------------------------------------------------------------------------------------------- main

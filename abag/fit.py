@@ -26,7 +26,7 @@ from .checkpoint import interrupts_deferred
 from .errors import AbagError, TrainingDivergedError
 from .losses import StableCombinedLoss, check_loss_validity
 from .monitors import EpochRecord, format_epoch, saturation_share
-from .pair_data import PairData, autocast, predict_data, sigmoid
+from .pair_data import PairData, autocast, head_threads, predict_data, sigmoid
 from .policy import Precision
 from .train_setup import RunInputs, TrainConfig
 from .training_state import TrainingState
@@ -142,30 +142,31 @@ def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Op
     total_loss, total_rows, steps, micro_step = 0.0, 0, 0, 0
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(total=len(batches), desc=f"epoch {epoch}", leave=False, disable=not config.progress, unit="batch")
-    for group in groups:
-        group_rows = sum(len(rows) for rows in group)
-        for position, rows in enumerate(group):
-            micro_step += 1
-            last_in_group = position == len(group) - 1
-            # Only the stepping micro-batch all-reduces the gradients under DDP.
-            sync = contextlib.nullcontext() if last_in_group or not isinstance(net, DistributedDataParallel) \
-                else net.no_sync()
-            with sync:
-                with autocast(device, precision):
-                    pkd, logits = net(data.inputs(rows, device))
-                target, censored = data.target[rows].to(device), data.censored[rows].to(device)
-                loss = criterion(pkd, target, logits, censored)
-                try:
-                    check_loss_validity(loss, "training loss")
-                except ValueError as exc:
-                    raise _diverged(str(exc), epoch, micro_step, last_path, "before the optimizer step") from None
-                scaler.scale(loss * (len(rows) / group_rows)).backward()
-            total_loss += float(loss.detach()) * len(rows)
-            total_rows += len(rows)
-            bar.update(1)
-            bar.set_postfix(loss=f"{total_loss / total_rows:.4f}")
-        _optimizer_step(net, optimizer, scaler, config, epoch, micro_step, last_path)
-        steps += 1
+    with head_threads(data, device):  # cached embeddings on the CPU: one thread (see head_threads)
+        for group in groups:
+            group_rows = sum(len(rows) for rows in group)
+            for position, rows in enumerate(group):
+                micro_step += 1
+                last_in_group = position == len(group) - 1
+                # Only the stepping micro-batch all-reduces the gradients under DDP.
+                sync = contextlib.nullcontext() if last_in_group or not isinstance(net, DistributedDataParallel) \
+                    else net.no_sync()
+                with sync:
+                    with autocast(device, precision):
+                        pkd, logits = net(data.inputs(rows, device))
+                    target, censored = data.target[rows].to(device), data.censored[rows].to(device)
+                    loss = criterion(pkd, target, logits, censored)
+                    try:
+                        check_loss_validity(loss, "training loss")
+                    except ValueError as exc:
+                        raise _diverged(str(exc), epoch, micro_step, last_path, "before the optimizer step") from None
+                    scaler.scale(loss * (len(rows) / group_rows)).backward()
+                total_loss += float(loss.detach()) * len(rows)
+                total_rows += len(rows)
+                bar.update(1)
+                bar.set_postfix(loss=f"{total_loss / total_rows:.4f}")
+            _optimizer_step(net, optimizer, scaler, config, epoch, micro_step, last_path)
+            steps += 1
     bar.close()
     gathered = distributed.all_gather_objects((total_loss, total_rows))
     return sum(g[0] for g in gathered) / max(1, sum(g[1] for g in gathered)), steps

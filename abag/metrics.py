@@ -163,15 +163,28 @@ def binder_metrics(
 
 
 # --------------------------------------------------------------------------- bootstrap
-def _resampled_ranks(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class _DenseRanks:
+    """Values with their dense ranks (0-based), computed once per bootstrap rather than once per chunk."""
+
+    values: np.ndarray
+    dense: np.ndarray
+    n_values: int
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "_DenseRanks":
+        dense = stats.rankdata(values, method="dense").astype(np.intp) - 1
+        return cls(values, dense, int(dense.max()) + 1 if dense.size else 0)
+
+
+def _resampled_ranks(ranked: _DenseRanks, idx: np.ndarray) -> np.ndarray:
     """``rankdata(values[idx], axis=1)`` (average ties) without re-sorting each resample.
 
     Values are dense-ranked once; per resample, the average rank of a value group is
     (#resampled items in lower groups) + (group count + 1) / 2. Identical result, ~10x faster.
     """
-    groups = stats.rankdata(values, method="dense").astype(np.intp) - 1
-    n_groups = int(groups.max()) + 1
-    g = groups[idx]
+    n_groups = ranked.n_values
+    g = ranked.dense[idx]
     offsets = (np.arange(idx.shape[0]) * n_groups)[:, None]
     counts = np.bincount((g + offsets).ravel(), minlength=idx.shape[0] * n_groups)
     counts = counts.reshape(idx.shape[0], n_groups)
@@ -189,10 +202,11 @@ def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return np.array([_single_metric("pearson", x, y) or np.nan for x, y in zip(a, b)])
 
 
-def _boot_statistics(metric: str, t: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _boot_statistics(metric: str, t: _DenseRanks, p: _DenseRanks, idx: np.ndarray) -> np.ndarray:
     """Metric value for each resample (row of ``idx``)."""
     if metric == "spearman":
         return _rowwise_pearson(_resampled_ranks(t, idx), _resampled_ranks(p, idx))
+    t, p = t.values, p.values
     if metric == "pearson":
         return _rowwise_pearson(t[idx], p[idx])
     # sklearn multioutput: each column is one resample
@@ -237,10 +251,9 @@ def _cluster_weights(rng: np.random.Generator, code: np.ndarray, n_groups: int, 
         yield drawn[:, code].astype(float)
 
 
-def _weighted_value_counts(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _weighted_value_counts(ranked: _DenseRanks, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense rank of each value, and per resample the summed weight of each distinct value."""
-    dense = stats.rankdata(values, method="dense").astype(np.intp) - 1
-    n_values = int(dense.max()) + 1 if dense.size else 0
+    dense, n_values = ranked.dense, ranked.n_values
     offsets = (np.arange(weights.shape[0]) * n_values)[:, None]
     counts = np.bincount((dense[None, :] + offsets).ravel(), weights=weights.ravel(),
                          minlength=weights.shape[0] * n_values)
@@ -257,10 +270,12 @@ def _weighted_pearson(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray
     return np.clip(r, -1.0, 1.0)
 
 
-def _cluster_statistics(metric: str, t: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _cluster_statistics(metric: str, ranked_t: _DenseRanks, ranked_p: _DenseRanks, weights: np.ndarray) -> np.ndarray:
     """Metric value for each cluster resample (row of ``weights``); NaN where undefined."""
+    t, p = ranked_t.values, ranked_p.values
     if metric in _CORRELATIONS:
-        (dense_t, count_t), (dense_p, count_p) = _weighted_value_counts(t, weights), _weighted_value_counts(p, weights)
+        (dense_t, count_t), (dense_p, count_p) = (_weighted_value_counts(ranked_t, weights),
+                                                  _weighted_value_counts(ranked_p, weights))
         if metric == "spearman":  # average ranks of the concatenated resample, ties averaged
             t = (np.cumsum(count_t, axis=1) - count_t + (count_t + 1) / 2.0)[:, dense_t]
             p = (np.cumsum(count_p, axis=1) - count_p + (count_p + 1) / 2.0)[:, dense_p]
@@ -311,13 +326,15 @@ def bootstrap_ci(
     if t.size < _MIN_N[metric]:
         return None, None
     rng = np.random.default_rng(seed)
+    ranked_t, ranked_p = _DenseRanks.of(t), _DenseRanks.of(p)  # once, not once per chunk of resamples
     if code is None:
-        chunks = [_boot_statistics(metric, t, p, i) for i in _index_chunks(rng, t.size, n_boot)]
+        chunks = [_boot_statistics(metric, ranked_t, ranked_p, i) for i in _index_chunks(rng, t.size, n_boot)]
     else:
         n_groups = int(code.max()) + 1
         if n_groups < 2:
             return None, None
-        chunks = [_cluster_statistics(metric, t, p, w) for w in _cluster_weights(rng, code, n_groups, n_boot)]
+        chunks = [_cluster_statistics(metric, ranked_t, ranked_p, w)
+                  for w in _cluster_weights(rng, code, n_groups, n_boot)]
     return _percentile_interval(np.concatenate(chunks), alpha)
 
 

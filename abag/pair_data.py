@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -72,6 +72,26 @@ def _mean_weights(weights: np.ndarray, parts: dict[str, np.ndarray]) -> str:
     return ", ".join(f"{name} {float(np.mean(weights[rows])):.2f}" for name, rows in parts.items() if len(rows))
 
 
+@contextlib.contextmanager
+def head_threads(data: PairData, device: torch.device) -> Iterator[None]:
+    """One intra-op CPU thread while only the head computes (cached embeddings on the CPU); else unchanged.
+
+    The head's tensors are tiny (16 to 256 rows by a few hundred features), so a second thread adds only its
+    synchronisation, and on a CPU shared with other work every op waits for a busy core: an epoch of 16k rows
+    took 85 s with 2 threads and 4.2 s with 1 on the loaded 2-core machine (bench/RESULTS_scale.md). Encoders
+    (the sequence path) keep every thread. The previous thread count is restored on exit.
+    """
+    if device.type != "cpu" or data.embedded is None or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def autocast(device: torch.device, precision: Precision | None):
     """The run's autocast context (nothing at all for fp32 or when no precision is given)."""
     if precision is None or not precision.enabled:
@@ -86,12 +106,13 @@ def predict_data(model: torch.nn.Module, data: PairData, device: torch.device, b
     was_training = model.training
     model.eval()
     preds, logits = [], []
-    for start in range(0, len(data), batch_size):
-        rows = np.arange(start, min(start + batch_size, len(data)))
-        with autocast(device, precision):
-            pkd, logit = model(data.inputs(rows, device))
-        preds.append(pkd.float().cpu())
-        logits.append(logit.float().cpu())
+    with head_threads(data, device):
+        for start in range(0, len(data), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(data)))
+            with autocast(device, precision):
+                pkd, logit = model(data.inputs(rows, device))
+            preds.append(pkd.float().cpu())
+            logits.append(logit.float().cpu())
     model.train(was_training)
     if not preds:
         return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import synthetic_frame
+import numpy as np
+import pandas as pd
+
+from conftest import random_sequence, synthetic_frame
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = {
@@ -75,7 +78,37 @@ def test_gpu_encoder_bench_runs_tiny_on_cpu_with_mfu_and_extrapolation(outputs):
     assert extrapolation["head_epoch_seconds"] > 0
 
 
-def test_real_data_bench_runs_its_three_protocols_on_small_files(tmp_path):
+def phillips_like(seed: int = 3, n_positions: int = 6) -> pd.DataFrame:
+    """Every combination of `n_positions` heavy-chain substitutions of two germlines (a Phillips stand-in):
+    pKd = 6 + the sum of per-substitution effects (+ a little noise); CR9114 rows below 7 sit at the floor."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for antibody in ("CR6261", "CR9114"):
+        heavy, light, antigen = random_sequence(rng, 60), random_sequence(rng, 50), random_sequence(rng, 70)
+        positions = rng.choice(len(heavy), size=n_positions, replace=False)
+        mature = [rng.choice([a for a in "ACDEFGHIKLMNPQRSTVWY" if a != heavy[p]]) for p in positions]
+        effects = rng.uniform(0.2, 0.8, n_positions)
+        for bits in range(2 ** n_positions):
+            genotype = format(bits, f"0{n_positions}b")
+            chars = list(heavy)
+            for j, bit in enumerate(genotype):
+                if bit == "1":
+                    chars[positions[j]] = mature[j]
+            pkd = 6.0 + sum(e for e, bit in zip(effects, genotype) if bit == "1") + rng.normal(0, 0.05)
+            floor = antibody == "CR9114" and pkd < 7.0
+            rows.append({"heavy": "".join(chars), "light": light, "antigen": antigen, "pkd": 6.0 if floor else pkd,
+                         "antibody": antibody, "genotype": genotype, "n_somatic": genotype.count("1"),
+                         "at_lower_bound": floor})
+    return pd.DataFrame(rows)
+
+
+def smallest_k(part: pd.DataFrame, min_exact: int) -> int:
+    """The protocol's rule, restated: the smallest count whose variants (<= k) hold `min_exact` exact rows."""
+    exact = part.loc[~part["at_lower_bound"], "n_somatic"]
+    return min(k for k in range(part["n_somatic"].max()) if (exact <= k).sum() >= min_exact)
+
+
+def test_real_data_bench_runs_its_protocols_on_small_files(tmp_path):
     """bench_real_data.py end to end on synthetic stand-ins for the three real files (tiny encoder)."""
     data = tmp_path / "data"
     data.mkdir()
@@ -83,33 +116,71 @@ def test_real_data_bench_runs_its_three_protocols_on_small_files(tmp_path):
                                                                                   index=False)
     skempi = synthetic_frame(n=40, n_antigens=4, seed=2).drop(columns="censored")
     skempi["skempi_complex"] = [f"C{i % 4}" for i in range(len(skempi))]
+    shared = skempi.loc[skempi["skempi_complex"] == "C2", "antigen"].iloc[0]
+    skempi.loc[skempi["skempi_complex"] == "C3", "antigen"] = shared  # C2 and C3: one antigen, two complexes
     skempi.to_csv(data / "skempi2_ab_ag.csv", index=False)
-    phillips = synthetic_frame(n=80, n_antigens=1, seed=3).drop(columns="censored")
-    phillips["antibody"] = ["CR9114" if i % 2 else "CR6261" for i in range(len(phillips))]
-    phillips["genotype"] = [format(i, "08b") for i in range(len(phillips))]
-    phillips["at_lower_bound"] = [bool(i % 2 and i % 4 == 1) for i in range(len(phillips))]  # CR9114 only
+    phillips = phillips_like()
     phillips.to_csv(data / "phillips2021_cr9114_cr6261.csv.gz", index=False)
 
     out = tmp_path / "out"
     command = [sys.executable, str(BENCH / "bench_real_data.py"), "--data-dir", str(data), "--out", str(out),
                "--cache-dir", str(tmp_path / "cache"), "--threads", "1", "--epochs", "2", "--phillips-epochs", "2",
-               "--phillips-per-antibody", "30", "--n-boot", "50",
+               "--phillips-per-antibody", "30", "--n-boot", "50", "--extrapolation-min-train", "15",
+               "--extrapolation-test", "12", "--extrapolation-test-censored", "4",
+               "--extrapolation-train-censored", "3", "--repeats", "2",
                "--model", "antibody_encoder=tiny", "antigen_encoder=tiny"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["sets"]) == {"saaintdb", "skempi", "phillips"}
+    assert set(summary["sets"]) == {"saaintdb", "skempi", "phillips", "phillips_extrapolation"}
     for name in ("saaintdb", "skempi"):
         part = summary["sets"][name]
         assert {"model", "train_mean", "kmer_ridge"} <= set(part["pooled"])
         assert part["pooled"]["model"]["n"] > 0 and part["difference"]["reference"] == "kmer_ridge"
-    assert len(summary["sets"]["skempi"]["per_fold"]) == 4  # leave one complex out
+        assert "spearman_within_group" in part["pooled"]["model"]
+    skempi_part = summary["sets"]["skempi"]
+    assert len(skempi_part["per_fold"]) == 4  # leave one complex out
+    weights = {f["complex"]: f["antigen_weight"] for f in skempi_part["per_fold"]}
+    assert weights["C2"] == weights["C3"] == 1.0 and weights["C0"] == weights["C1"] == 0.0
+    assert skempi_part["by_familiarity"]["familiar"]["complexes"] == 2
+    assert skempi_part["familiarity"]["fraction_weight_one"] == 0.5
+
     phillips_part = summary["sets"]["phillips"]
-    assert phillips_part["subsample"]["CR9114"] == {"rows": 30, "censored": 15, "available": 40,
-                                                    "available_censored": 20}
+    cr9114_rows = phillips[phillips["antibody"] == "CR9114"]
+    assert phillips_part["subsample"]["CR9114"] == {"rows": 30, "censored": 15, "available": len(cr9114_rows),
+                                                    "available_censored": int(cr9114_rows["at_lower_bound"].sum())}
     cr9114 = phillips_part["within_antibody"]["CR9114"]["model"]["pooled"]
     assert cr9114["n"] == 15 and cr9114["n_censored"] == 15  # censored rows are never scored as exact
+    assert "onehot_ridge" in phillips_part["within_antibody"]["CR6261"]
     assert set(phillips_part["zero_shot"]) == {"CR6261", "CR9114"}
+
+    extrapolation = summary["sets"]["phillips_extrapolation"]["antibodies"]
+    for antibody, entry in extrapolation.items():
+        rows = phillips[phillips["antibody"] == antibody]
+        assert entry["max_train_mutations"] == smallest_k(rows, 15)
+        assert entry["counts"]["n_somatic_agrees"] is True  # mutation counts derived from the sequences
+        metrics = entry["metrics"]
+        assert {"model", "kmer_ridge", "onehot_ridge", "mutation_count"} <= set(metrics)
+        assert metrics["model"]["n"] + metrics["model"]["n_censored"] == entry["counts"]["test_rows"]
+        assert metrics["model"]["n_censored"] == entry["counts"]["test_censored"]
+        assert len(metrics["model"]["per_seed"]["spearman"]) == 2 and len(entry["model_minus"]["onehot_ridge"]) == 2
+        # a line in the mutation count cannot rank variants with the same count: every level scores 0
+        assert metrics["mutation_count"]["spearman_within_group"] == 0.0
+    # pKd is additive over substitutions, so the one-hot ridge extrapolates from few to many mutations
+    assert extrapolation["CR6261"]["metrics"]["onehot_ridge"]["spearman"] > 0.8
+    predictions = pd.read_csv(out / "phillips_extrapolation" / "CR6261" / "repeat_0" / "cv_predictions.csv")
+    assert len(predictions) == extrapolation["CR6261"]["counts"]["test_rows"]
     text = (out / "summary.md").read_text()
-    assert "saaintdb_dev.csv" in text and "| CR9114 | kmer_ridge |" in text
+    assert "saaintdb_dev.csv" in text and "| CR9114 | kmer_ridge |" in text and "Phillips extrapolation" in text
+
+
+def test_germline_distance_counts_substitutions_and_names_a_variant_of_another_length():
+    sys.path.insert(0, str(BENCH))
+    from bench_real_data import germline_distance
+
+    frame = phillips_like(seed=5, n_positions=4)
+    assert germline_distance(frame).tolist() == frame["n_somatic"].tolist()
+    frame.loc[7, "heavy"] = frame.loc[7, "heavy"] + "A"  # an insertion is not a substitution variant
+    with pytest.raises(ValueError, match=r"row 7, column 'heavy'"):
+        germline_distance(frame)

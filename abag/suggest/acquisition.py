@@ -7,8 +7,8 @@
   standard normal z per candidate (the GP's marginal posterior; a joint draw over tens of thousands of
   candidates would cost a dense Cholesky of their covariance). Draws come from the seeded generator.
 
-Greedy and ucb give the same scores at every pick; the batch is still spread by the diversity rule
-(`abag.suggest.diversity`). Imports numpy and abag.suggest.variant_models (types only).
+Greedy and ucb give the same scores at every pick; the diversity rule (`abag.suggest.diversity`, off by
+default) can spread the batch. Imports numpy and abag.suggest.variant_models (types only).
 """
 
 from __future__ import annotations

@@ -2,11 +2,13 @@
 
 Picks are made one at a time. At each pick every remaining candidate gets its acquisition score, and the
 best-scoring candidate whose Hamming distance to every earlier pick of the batch is at least
-`min_distance` is taken (ties in a seeded random order). With the default `min_distance` 2, no two picks
-differ by a single residue: a batch of single mutants takes at most one substitution per position until
-the positions run out. When no remaining candidate is that far from all earlier picks, the radius drops by
-one for the rest of the batch (recorded per pick in `BatchPicks.radius`), so a batch is always full.
-`min_distance` 1 turns the rule off (every candidate is distinct). Imports numpy and abag.suggest.encoding.
+`min_distance` is taken (ties in a seeded random order). With `min_distance` 2, no two picks differ by a
+single residue: a batch of single mutants takes at most one substitution per position until the positions
+run out. When no remaining candidate is that far from all earlier picks, the radius drops by one for the
+rest of the batch (recorded per pick in `BatchPicks.radius`), so a batch is always full.
+`min_distance` 1, the default, turns the rule off (every candidate is distinct): on the Phillips landscapes
+the rule found no more top variants and cost finds in the first rounds (bench/RESULTS_suggest.md).
+Imports numpy and abag.suggest.encoding.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ alpha, the GP kernel), then scored by repeated K-fold cross-validation with thos
 The choice follows the one-standard-error rule: the simplest model (the order of `config.MODEL_NAMES`)
 whose mean `top_lift` is within one standard error of the best mean. Ties in predictions are broken by a
 seeded random order, so a model that predicts a constant cannot profit from the order of the file.
-Imports numpy, scipy, sklearn and abag.suggest.variant_models (types only).
+Imports numpy, scipy and sklearn only (models are passed in: anything with `fit`, `refit` and `predict`).
 """
 
 from __future__ import annotations

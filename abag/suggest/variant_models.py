@@ -6,7 +6,8 @@
   also its posterior draws for Thompson sampling.
 - `GPModel`: a Gaussian process (sklearn) with a scaled RBF kernel plus a white-noise kernel on the
   features ([one-hot | embeddings] when a checkpoint gives embeddings, each block scaled to unit variance),
-  hyperparameters by maximum marginal likelihood; std is the posterior std of the latent function.
+  hyperparameters by maximum marginal likelihood (on a seeded subsample of at most
+  `MAX_HYPERPARAMETER_ROWS` variants); std is the posterior std of the latent function.
 - `PriorModel`: the checkpoint's own predictions (and pkd_std when it reports one); nothing is fitted.
 
 Every model has `fit` (choose hyperparameters and fit), `refit` (fit again with the hyperparameters of the
@@ -25,11 +26,14 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.preprocessing import StandardScaler
 
-__all__ = ["Prediction", "RidgeModel", "GPModel", "PriorModel", "ALPHAS", "scale_blocks"]
+__all__ = ["Prediction", "RidgeModel", "GPModel", "PriorModel", "ALPHAS", "MAX_HYPERPARAMETER_ROWS", "scale_blocks"]
 
 ALPHAS = np.logspace(-3, 3, 13)
 """Ridge penalties RidgeCV chooses from (leave-one-out), fixed, not tuned."""
 _CHUNK = 8192  # candidate rows per GP prediction block (bounds memory at 65k candidates)
+MAX_HYPERPARAMETER_ROWS = 256
+"""The GP's kernel hyperparameters are fitted on at most this many measured variants (a seeded subsample);
+the GP itself is then conditioned on all of them."""
 
 
 @dataclass(frozen=True)
@@ -119,19 +123,27 @@ class GPModel:
             WhiteKernel(0.1, (1e-6, 1e1))
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "GPModel":
-        X = _design(X)
+        X, y = _design(X), np.asarray(y, dtype=np.float64)
+        rows = np.arange(len(y))
+        if len(y) > MAX_HYPERPARAMETER_ROWS:  # the marginal likelihood's gradient costs O(n^3) per step
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(y), MAX_HYPERPARAMETER_ROWS, replace=False))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self._gp = GaussianProcessRegressor(self._kernel(X), normalize_y=True, random_state=self.seed)
-            self._gp.fit(X, np.asarray(y, dtype=np.float64))
-        self.kernel_ = self._gp.kernel_
+            gp = GaussianProcessRegressor(self._kernel(X), normalize_y=True, random_state=self.seed)
+            self.kernel_ = gp.fit(X[rows], y[rows]).kernel_
+        self._condition(X, y)
         return self
+
+    def _condition(self, X: np.ndarray, y: np.ndarray) -> None:
+        """The GP with the current kernel, conditioned on (X, y); remembers the scale normalize_y divides by."""
+        self._gp = GaussianProcessRegressor(self.kernel_, normalize_y=True, optimizer=None).fit(X, y)
+        scale = float(np.std(y))
+        self._y_scale = scale if scale > 10 * np.finfo(float).eps else 1.0  # as sklearn's normalize_y does
 
     def refit(self, X: np.ndarray, y: np.ndarray) -> "GPModel":
         clone = GPModel(self.seed)
         clone.kernel_ = self.kernel_
-        clone._gp = GaussianProcessRegressor(self.kernel_, normalize_y=True, optimizer=None)
-        clone._gp.fit(_design(X), np.asarray(y, dtype=np.float64))
+        clone._condition(_design(X), np.asarray(y, dtype=np.float64))
         return clone
 
     def predict(self, X: np.ndarray, with_std: bool = False) -> Prediction:
@@ -150,7 +162,7 @@ class GPModel:
 
     def _latent_std(self, std: np.ndarray) -> np.ndarray:
         """sklearn's std includes the white (measurement) noise; the batch needs the std of the true pKd."""
-        noise = self.kernel_.k2.noise_level * self._gp._y_train_std ** 2
+        noise = self.kernel_.k2.noise_level * self._y_scale ** 2
         return np.sqrt(np.maximum(std ** 2 - noise, 0.0))
 
 

@@ -1,0 +1,438 @@
+"""Wall time and memory of every stage of a training run on large synthetic pair tables (issue "Reliability at scale").
+
+For each `--rows N` the script writes a synthetic CSV of N pairs over N/5 heavy chains (~120 aa, ending in a
+framework-4 motif), N/10 light chains (~110 aa; 5 % of pairs single-domain) and N/25 antigens (100-600 aa,
+a tenth of them two-chain) in N/250 families whose members are 80-95 % identical to their parent. pKd is
+antibody + antigen-family effects plus noise; 2 % of rows are censored. Then, each in a fresh process:
+
+* the stages of `abag train --encoder tiny --epochs 1` run one after another in one process (load, validate,
+  split, row records, encode, epoch, checkpoint, evaluation, baselines, writing the outputs, predict), with the
+  wall time, the peak resident memory during the stage (a background thread samples RSS every 10 ms; the
+  peak cannot be reset between stages) and the RSS after it;
+* the end-to-end `abag train --encoder tiny --epochs 1` and `abag predict` commands, each with its wall time
+  and peak RSS (`getrusage(RUSAGE_CHILDREN)` of a wrapper process that runs only that command).
+
+It prints one markdown table per size (and `--out FILE` writes them, `--json FILE` the raw numbers):
+
+    python bench/bench_scale.py --rows 100000 500000 1000000 --out bench/RESULTS_scale.md
+    python bench/bench_scale.py --rows 2000 --work /tmp/scale      # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench_common import machine  # noqa: E402 - bench/ is on sys.path when run as a script
+
+from abag.policy import AMINO_ACIDS
+
+HERE = Path(__file__).resolve()
+LETTERS = np.frombuffer(AMINO_ACIDS.encode(), dtype=np.uint8)
+# Residue frequencies of UniProt (A C D E F G H I K L M N P Q R S T V W Y), so chains look like proteins.
+BACKGROUND = np.array([8.3, 1.4, 5.5, 6.7, 3.9, 7.1, 2.3, 5.9, 5.8, 9.7, 2.4, 4.1, 4.7, 3.9, 5.5, 6.6, 5.3,
+                       6.9, 1.1, 2.9])
+BACKGROUND = BACKGROUND / BACKGROUND.sum()
+HEAVY_FR4, LIGHT_FR4 = "WGQGTLVTVSS", "FGGGTKLEIK"
+
+
+# ------------------------------------------------------------------------------------------- synthetic data
+
+@dataclass(frozen=True)
+class SyntheticMix:
+    """How many pairs and distinct chains a synthetic table has (the issue's mix, scaled with `rows`)."""
+
+    rows: int
+    heavy: int
+    light: int
+    antigens: int
+    families: int
+    seed: int = 0
+
+    @classmethod
+    def scaled(cls, rows: int, seed: int = 0) -> "SyntheticMix":
+        """N/5 heavy, N/10 light, N/25 antigens in N/250 families (at least one of each)."""
+        return cls(rows, max(rows // 5, 1), max(rows // 10, 1), max(rows // 25, 1), max(rows // 250, 1), seed)
+
+    def describe(self) -> str:
+        return (f"{self.rows:,} pairs: {self.heavy:,} heavy, {self.light:,} light, {self.antigens:,} antigens "
+                f"in {self.families:,} families")
+
+
+def random_chains(rng: np.random.Generator, lengths: np.ndarray, suffix: str = "") -> list[str]:
+    """Chains of the given lengths (plus `suffix`) with UniProt residue frequencies, 10,000 at a time."""
+    out: list[str] = []
+    for start in range(0, len(lengths), 10_000):
+        part = lengths[start:start + 10_000]
+        codes = rng.choice(20, size=(len(part), int(part.max())), p=BACKGROUND).astype(np.uint8)
+        text = LETTERS[codes]
+        out += [row[:n].tobytes().decode() + suffix for row, n in zip(text, part)]
+    return out
+
+
+def family_members(rng: np.random.Generator, parents: list[str], count: int) -> tuple[list[str], np.ndarray]:
+    """`count` antigens, each a copy of a random parent with 5-20 % of its residues substituted (80-95 %
+    identity) and a one-residue indel in half of them; a tenth are split into two chains ('A|B')."""
+    family = rng.integers(0, len(parents), size=count)
+    family[: len(parents)] = np.arange(min(len(parents), count))  # every family has a member
+    out = []
+    for i, f in enumerate(family):
+        chain = np.frombuffer(parents[f].encode(), dtype=np.uint8).copy()
+        sites = rng.random(chain.size) < rng.uniform(0.05, 0.20)
+        chain[sites] = LETTERS[rng.choice(20, size=int(sites.sum()), p=BACKGROUND)]
+        text = chain.tobytes().decode()
+        if i % 2:
+            cut = int(rng.integers(1, len(text) - 1))
+            text = text[:cut] + text[cut + 1:] if i % 4 == 1 else text[:cut] + "G" + text[cut:]
+        if i % 10 == 0:
+            cut = len(text) // 3
+            text = text[:cut] + "|" + text[cut:]
+        out.append(text)
+    return out, family
+
+
+def synthetic_pairs(mix: SyntheticMix) -> pd.DataFrame:
+    """A table of `mix.rows` pairs (columns heavy, light, antigen, pkd, censored; see the module docstring)."""
+    rng = np.random.default_rng(mix.seed)
+    heavy = random_chains(rng, rng.integers(98, 121, size=mix.heavy), HEAVY_FR4)
+    light = random_chains(rng, rng.integers(92, 110, size=mix.light), LIGHT_FR4)
+    parents = random_chains(rng, rng.integers(100, 601, size=mix.families))
+    antigens, family = family_members(rng, parents, mix.antigens)
+    rows = {"heavy": rng.integers(0, mix.heavy, size=mix.rows),
+            "light": np.where(rng.random(mix.rows) < 0.05, -1, rng.integers(0, mix.light, size=mix.rows)),
+            "antigen": rng.integers(0, mix.antigens, size=mix.rows)}
+    pkd = (8.0 + rng.normal(0, 1.0, mix.heavy)[rows["heavy"]] + rng.normal(0, 0.5, mix.light)[rows["light"]]
+           + rng.normal(0, 0.7, mix.families)[family[rows["antigen"]]] + rng.normal(0, 0.5, mix.rows))
+    light_column = np.array(light + [""], dtype=object)[rows["light"]]  # index -1: no light chain
+    return pd.DataFrame({"heavy": np.array(heavy, dtype=object)[rows["heavy"]], "light": light_column,
+                         "antigen": np.array(antigens, dtype=object)[rows["antigen"]],
+                         "pkd": np.round(np.clip(pkd, 4.0, 14.0), 3), "censored": rng.random(mix.rows) < 0.02})
+
+
+# ------------------------------------------------------------------------------------------- measuring
+
+def resident_bytes() -> int:
+    """This process's resident memory now (VmRSS), in bytes."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import psutil  # not Linux: psutil reads the same number
+
+    return psutil.Process().memory_info().rss
+
+
+@dataclass
+class StageResult:
+    """One stage: wall and CPU seconds (all threads), the peak RSS sampled during it and the RSS after it (GiB)."""
+
+    name: str
+    seconds: float
+    cpu_seconds: float
+    peak_gib: float
+    after_gib: float
+    note: str = ""
+
+
+@dataclass
+class StageRecorder:
+    """Times stages and tracks the highest RSS seen within each, from a thread sampling every `interval` s."""
+
+    interval: float = 0.01
+    results: list[StageResult] = field(default_factory=list)
+    _peak: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, resident_bytes())
+
+    @contextmanager
+    def stage(self, name: str, note: str = ""):
+        gc.collect()
+        self._peak = resident_bytes()
+        started, cpu = time.perf_counter(), time.process_time()
+        yield
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        now = resident_bytes()
+        peak = max(self._peak, now)
+        self.results.append(StageResult(name, seconds, cpu, peak / 2**30, now / 2**30, note))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ------------------------------------------------------------------------------------------- the stages
+
+def run_stages(csv: Path, work: Path) -> list[StageResult]:
+    """The stages of `abag train --encoder tiny --epochs 1` (then `abag predict` on the same file), in order."""
+    from abag.data import prepare_pairs, read_table
+    from abag.data_identity import RowRecord, data_fingerprint
+    from abag.finalize import evaluation_groups, reload_best
+    from abag.inference import load_trained_model, predict_frame
+    from abag.model import ModelConfig
+    from abag.outputs import write_csv_atomic, write_json_atomic
+    from abag.train import RunFolder, _prepare, _split, seed_everything, TrainConfig
+
+    recorder = StageRecorder()
+    stage = recorder.stage
+    out = work / "run"
+    config = TrainConfig(epochs=1, cache_dir=str(work / "cache"), progress=False, device="cpu")
+    model_config = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny")
+    with stage("load (read_table)"):
+        table = read_table(csv)
+    with stage("validate (prepare_pairs)"):
+        frame, _ = prepare_pairs(table, source=str(csv))
+        del table
+    seed_everything(config.seed)
+    with stage("split (antigen clusters)"):
+        split = _split(frame, config, None, None)
+    with stage("encode (model + embedding tables)", f"{frame['heavy'].nunique() + frame['light'].nunique():,} "
+                                                    f"antibody chains"):
+        run, model = _prepare(frame, split, model_config, config, None, None, _quiet, {})
+    folder = RunFolder.prepare(out)
+    with stage("row records + fingerprint"):
+        state = _initial_state(frame, split, run, model, config, RowRecord, data_fingerprint)
+    epoch, evaluation = _epoch_and_evaluation(stage, state, run, folder)
+    with stage("evaluation (val + test, cluster bootstrap)"):
+        reload_best(state, folder.best)
+        report = evaluation(evaluation_groups(run))
+    with stage("baselines (mean, k-mer ridge)"):
+        report["baselines"] = _baselines(run, report["groups"])
+    with stage("write metrics + test_predictions.csv"):
+        write_json_atomic(out / "metrics.json", {k: report[k] for k in ("val", "test", "baselines")})
+        write_csv_atomic(out / "test_predictions.csv", report["test_predictions"])
+    del run, model, state, report, frame, split, epoch
+    gc.collect()
+    with stage("predict (checkpoint + every row)"):
+        trained, _ = load_trained_model(folder.best, device="cpu")
+        new, _ = prepare_pairs(read_table(csv), require_pkd=False)
+        predicted = predict_frame(trained, new, cache_dir=work / "cache")
+    with stage("write predictions.csv"):
+        write_csv_atomic(work / "predictions.csv", predicted)
+    recorder.close()
+    return recorder.results
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def _initial_state(frame, split, run, model, config, record_type, fingerprint):
+    """The TrainingState `abag.train` creates (run config with the fingerprint, the per-row split record)."""
+    import dataclasses
+
+    from abag.training_state import TrainingState
+
+    run_config = {"model": dataclasses.asdict(run.model_config), "train": dataclasses.asdict(config),
+                  "data_fingerprint": fingerprint(frame, None)}
+    rows = record_type.from_frame(frame, None).with_split(split)
+    return TrainingState.create(model, config, run.precision, run_config, rows.to_checkpoint())
+
+
+def _epoch_and_evaluation(stage, state, run, folder):
+    """Run the epoch and the checkpoint writes as stages; return what `finalize` evaluates, as a function."""
+    from abag.fit import fit
+    from abag.losses import StableCombinedLoss
+    from abag.metrics import evaluate_predictions
+    from abag.pair_data import predict_data, sigmoid
+
+    config = run.config
+    criterion = StableCombinedLoss(config.mse_weight, config.class_weight, config.binder_threshold)
+    saved = []
+    with stage("epoch (train + validate)", f"{len(run.data['train']):,} training rows"):
+        fit(state, run, criterion, lambda s, improved: saved.append(improved), _quiet, folder.last)
+    with stage("checkpoints (last.pt at start, best.pt, last.pt)"):
+        folder.save_start(state)
+        for improved in saved:
+            folder.save_epoch(state, improved)
+    sizes = {"last.pt MB": folder.last.stat().st_size / 2**20}
+
+    def evaluation(groups):
+        clusters, antibodies = groups
+        report = {"groups": groups, "sizes": sizes}
+        for name in ("val", "test"):
+            data, rows = run.data[name], run.parts[name]
+            pkd, logits = predict_data(state.model, data, run.device, precision=run.precision)
+            report[name] = evaluate_predictions(data.target.numpy(), pkd, sigmoid(logits),
+                                                censored=data.censored.numpy(), seed=config.seed,
+                                                groups=clusters[rows], antibody_groups=antibodies[rows])
+            if name == "test":
+                report["test_predictions"] = run.frame.iloc[rows].assign(pkd_pred=pkd, binder_prob=sigmoid(logits))
+        return report
+
+    return saved, evaluation
+
+
+def _baselines(run, groups):
+    from abag.baselines import evaluate_baselines
+
+    clusters, antibodies = groups
+    train, test = run.parts["train"], run.parts["test"]
+    return evaluate_baselines(run.frame.iloc[train], run.frame.iloc[test], seed=run.config.seed,
+                              groups=clusters[test], antibody_groups=antibodies[test])
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+@dataclass
+class CommandResult:
+    """One CLI command run in its own wrapper process: exit code, wall and CPU seconds, peak RSS (GiB)."""
+
+    command: str
+    returncode: int
+    seconds: float
+    cpu_seconds: float
+    peak_gib: float
+    tail: str = ""
+
+
+def run_command(argv: list[str], env: dict) -> CommandResult:
+    """Run `argv` under a wrapper whose RUSAGE_CHILDREN max RSS is that command's own peak."""
+    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+               "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
+               "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+               "print(r.returncode, time.perf_counter() - t, u.ru_utime + u.ru_stime, u.ru_maxrss); "
+               "print(r.stderr[-3000:], file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", wrapper, *argv], capture_output=True, text=True, env=env)
+    code, seconds, cpu, max_rss_kib = done.stdout.split()
+    return CommandResult(" ".join(["abag", *argv[3:]]), int(code), float(seconds), float(cpu),
+                         int(max_rss_kib) / 2**20, done.stderr.strip()[-1500:])
+
+
+def run_end_to_end(csv: Path, work: Path, env: dict) -> list[CommandResult]:
+    """`abag train --encoder tiny --epochs 1` into a cold cache, then `abag predict` with the run's best.pt."""
+    env = {**env, "ABAG_CACHE_DIR": str(work / "cli-cache")}
+    cli = [sys.executable, "-m", "abag"]
+    out = work / "cli-run"
+    train = run_command(cli + ["train", "--data", str(csv), "--out", str(out), "--encoder", "tiny", "--epochs", "1",
+                               "--embedding-cache", str(work / "cli-cache"), "--quiet"], env)
+    if train.returncode != 0:
+        return [train]
+    predict = run_command(cli + ["predict", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data", str(csv),
+                                 "--out", str(work / "cli-predictions.csv"), "--embedding-cache",
+                                 str(work / "cli-cache"), "--quiet"], env)
+    return [train, predict]
+
+
+# ------------------------------------------------------------------------------------------- report
+
+def markdown_table(size: dict) -> str:
+    """The stage table and the end-to-end lines of one size."""
+    lines = [f"### {size['mix']}", "",
+             f"CSV {size['csv_mb']:.0f} MB, generated in {size['generate_s']:.0f} s; torch threads: "
+             f"{size['threads']}; {size['machine']} (at the end)", "",
+             "| stage | wall s | CPU s | peak RSS during stage (GiB) | RSS after stage (GiB) | note |",
+             "|---|---:|---:|---:|---:|---|"]
+    for s in size["stages"]:
+        lines.append(f"| {s['name']} | {s['seconds']:.1f} | {s['cpu_seconds']:.1f} | {s['peak_gib']:.2f} | "
+                     f"{s['after_gib']:.2f} | {s['note']} |")
+    wall, cpu = (sum(s[key] for s in size["stages"]) for key in ("seconds", "cpu_seconds"))
+    peak = max(s["peak_gib"] for s in size["stages"])
+    lines.append(f"| **all stages** | **{wall:.1f}** | **{cpu:.1f}** | **{peak:.2f}** | | |")
+    lines += ["", "| end to end (own process) | exit | wall s | CPU s | peak RSS (GiB) |", "|---|---:|---:|---:|---:|"]
+    for c in size["end_to_end"]:
+        command = c["command"].replace(str(size["folder"]), "DIR")
+        lines.append(f"| `{command}` | {c['returncode']} | {c['seconds']:.1f} | {c['cpu_seconds']:.1f} | "
+                     f"{c['peak_gib']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def measure_size(rows: int, work: Path, seed: int, end_to_end: bool, threads: int | None) -> dict:
+    """Generate (once per size and seed), then the in-process stages and the CLI commands, each in a new process.
+
+    `threads` sets OMP_NUM_THREADS (torch's intra-op threads) for both; None leaves torch's default.
+    """
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    mix = SyntheticMix.scaled(rows, seed)
+    folder = work / f"rows{rows}-seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = folder / "pairs.csv"
+    started = time.perf_counter()
+    if not csv.exists():
+        _self(["generate", "--rows", str(rows), "--seed", str(seed), "--csv", str(csv)], env)
+    generate_s = time.perf_counter() - started
+    for stale in ("run", "cache", "cli-run", "cli-cache"):
+        subprocess.run(["rm", "-rf", str(folder / stale)], check=True)
+    stages_json = folder / "stages.json"
+    _self(["stages", "--csv", str(csv), "--work", str(folder), "--json", str(stages_json)], env)
+    commands = [asdict(c) for c in run_end_to_end(csv, folder, env)] if end_to_end else []
+    for c in commands:
+        if c["returncode"] != 0:
+            print(f"{c['command']} failed:\n{c['tail']}", file=sys.stderr)
+    return {"rows": rows, "mix": mix.describe(), "csv_mb": csv.stat().st_size / 2**20, "generate_s": generate_s,
+            "machine": machine(), "threads": threads or "torch default", "folder": str(folder),
+            "stages": json.loads(stages_json.read_text()), "end_to_end": commands}
+
+
+def _self(args: list[str], env: dict) -> None:
+    subprocess.run([sys.executable, str(HERE), *args], check=True, env=env)
+
+
+# ------------------------------------------------------------------------------------------- command line
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode")
+    generate = sub.add_parser("generate", help="(internal) write one synthetic CSV")
+    generate.add_argument("--rows", type=int, required=True)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--csv", type=Path, required=True)
+    stages = sub.add_parser("stages", help="(internal) run the stages on one CSV, write their numbers as JSON")
+    stages.add_argument("--csv", type=Path, required=True)
+    stages.add_argument("--work", type=Path, required=True)
+    stages.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 500_000])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, help="folder for the CSVs, caches and runs (default: a temporary one)")
+    parser.add_argument("--no-end-to-end", action="store_true", help="skip the abag train / abag predict commands")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every measured process (default: torch's)")
+    parser.add_argument("--out", type=Path, help="write the markdown tables here")
+    parser.add_argument("--json", type=Path, help="write the raw numbers here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    if args.mode == "generate":
+        synthetic_pairs(SyntheticMix.scaled(args.rows, args.seed)).to_csv(args.csv, index=False)
+        return []
+    if args.mode == "stages":
+        args.json.write_text(json.dumps([asdict(s) for s in run_stages(args.csv, args.work)], indent=2))
+        return []
+    work = args.work or Path(tempfile.mkdtemp(prefix="abag-scale-"))
+    sizes = []
+    for rows in args.rows:
+        sizes.append(measure_size(rows, work, args.seed, not args.no_end_to_end, args.threads))
+        print(markdown_table(sizes[-1]), flush=True)
+    text = f"machine: {machine()}\n\n" + "\n".join(markdown_table(s) for s in sizes)
+    if args.out:
+        args.out.write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps(sizes, indent=2))
+    return sizes
+
+
+if __name__ == "__main__":
+    main()
