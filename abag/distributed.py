@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -38,7 +39,10 @@ def init_from_environment() -> bool:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    # A bounded wait: a process that died or hangs makes the others fail with a clear error instead of waiting
+    # forever (ABAG_DIST_TIMEOUT_S, default 30 minutes: long enough for a first encoding pass).
+    timeout = datetime.timedelta(seconds=int(os.environ.get("ABAG_DIST_TIMEOUT_S", "1800")))
+    dist.init_process_group(backend=backend, timeout=timeout)
     return True
 
 

@@ -25,11 +25,14 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 
 def torchrun(args: list[str], env_extra: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
+    # --standalone rendezvous on localhost:0, so each run gets a free port; the process group's own timeout
+    # (well inside the subprocess timeout) turns a hung peer into an error message instead of a silent hang.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ABAG_DIST_TIMEOUT_S": "120", **env_extra}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(PROBE), *args]
+               "--max-restarts", "0", str(PROBE), *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, (f"torchrun exited with {result.returncode}\n" + result.stdout[-3000:]
+                                    + result.stderr[-3000:])
     return result
 
 
