@@ -15,7 +15,8 @@ from .encoders import SequenceEncoder, load_antiberty_encoder, load_encoder, loa
 from .errors import (AbagError, CheckpointError, EmbeddingCacheError, EncoderUnavailableError, InvalidSettingError,
                      NonFiniteEmbeddingError, OutputNotWritableError, TrainingDivergedError)
 from .hub_encoders import PairedModelWarning, TokenizerDependencyError
-from .intervals import IntervalCalibration, applicability, interval_coverage
+from .intervals import (CALIBRATED_COVERAGES, IntervalCalibration, PredictionSupport, applicability,
+                        interval_coverage, interval_report)
 from .novelty import NoveltyReference, nearest_identity
 from .policy import PKD_RANGE, Precision, choose_precision
 from .ensemble import FoldEnsemble
@@ -43,4 +44,5 @@ __all__ = [
     "TokenizerDependencyError", "IntervalCalibration", "applicability", "interval_coverage", "NoveltyReference",
     "nearest_identity", "PKD_RANGE", "Precision", "choose_precision", "GroupedSpearman", "grouped_spearman",
     "Grouping", "row_groups", "FoldEnsemble", "FoldsResult", "train_folds", "predict_members",
+    "CALIBRATED_COVERAGES", "PredictionSupport", "interval_report",
 ]

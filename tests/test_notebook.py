@@ -204,7 +204,7 @@ def test_smoke_run_prints_reports_and_shows_three_figures(executed):
     assert "train_mean" in cell_text(notebook, "metrics-table")
     images = [cell.get("id") for cell in notebook.cells if cell.cell_type == "code"
               for output in cell.outputs if "image/png" in output.get("data", {})]
-    assert images == ["histogram", "curves", "scatter"]
+    assert images == ["histogram", "curves", "scatter", "calibration"]
     errors = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
               if output.output_type == "error"]
     assert not errors
@@ -281,7 +281,7 @@ def test_on_a_gpu_the_notebook_says_the_precision_it_trains_in(fake_gpu, name, c
     assert namespace["PRECISION"].name == ("fp16" if capability < (8, 0) else "bf16")
     assert namespace["PRECISION"].needs_scaler == (capability < (8, 0))
     assert (namespace["ANTIBODY_ENCODER"], namespace["ANTIGEN_ENCODER"]) == \
-        ("Exscientia/IgT5", "facebook/esm2_t33_650M_UR50D")
+        ("Exscientia/IgT5_unpaired", "facebook/esm2_t33_650M_UR50D")
     assert "NOTE" not in printed
 
 
