@@ -1,4 +1,6 @@
-"""The `abag` command line: `abag train`, `abag predict`, `abag evaluate`.
+"""The `abag` command line: `abag train`, `abag predict`, `abag evaluate`, `abag suggest`.
+
+`predict` and `evaluate` live in `abag.predict_cli`, `suggest`'s options in `abag.suggest_cli`.
 
 Every error a user can act on ends as one message on stderr (`abag: error: …`, saying what to do next) and a
 non-zero exit code: 2 for bad input, options, files, checkpoints or encoders, 3 for a diverged run, 130 for
@@ -138,27 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                       skip_help="drop invalid rows instead of stopping; they are listed in OUT/rejected_rows.csv")
     train.set_defaults(handler=run_train)
 
-    predict = commands.add_parser("predict", help="predict pKd and binder probability for a CSV",
-                                  description="Writes the input columns plus source_row, pkd_pred, binder_prob and "
-                                              "pkd_std (the spread of a --folds ensemble's members; 0 for a "
-                                              "single model).")
-    predict.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by abag train")
-    predict.add_argument("--data", required=True, help="CSV with heavy, light, antigen (pkd optional)")
-    predict.add_argument("--out", required=True, help="output CSV")
-    predict.add_argument("--rejected", help="where --skip-invalid writes rejected rows (default: OUT.rejected.csv)")
-    predict.add_argument("--device", default="auto")
-    _add_cache_options(predict, default_on=False)
-    _add_data_options(predict, skip_flag="--skip-invalid",
-                      skip_help="predict the valid rows; write rejected rows with reasons to --rejected")
-    predict.set_defaults(handler=run_predict)
+    from .predict_cli import add_predict_parsers
 
-    evaluate = commands.add_parser("evaluate", help="print metrics of a checkpoint on a labelled CSV as JSON")
-    evaluate.add_argument("--checkpoint", required=True)
-    evaluate.add_argument("--data", required=True, help="CSV with heavy, light, antigen, pkd")
-    evaluate.add_argument("--device", default="auto")
-    _add_cache_options(evaluate, default_on=False)
-    _add_data_options(evaluate, skip_flag=None, skip_help="")
-    evaluate.set_defaults(handler=run_evaluate)
+    add_predict_parsers(commands, _add_cache_options, _add_data_options)
     from .suggest_cli import add_suggest_parser
 
     add_suggest_parser(commands, whole_number, number).set_defaults(handler=run_suggest)
@@ -356,58 +340,6 @@ def _interrupt_message(last: Path, args: argparse.Namespace) -> str:
         return f"interrupted before the first epoch; nothing to resume. Run the same command again{kept}."
     return (f"interrupted; {last} holds the state after epoch {epoch}, nothing else is lost. Continue with: "
             f"{_resume_command(argv)}")
-
-
-# ----------------------------------------------------------------------------------------------- predict
-
-def run_predict(args: argparse.Namespace) -> int:
-    from .outputs import ensure_writable_file, write_csv_atomic
-
-    out = Path(args.out)
-    rejected = None
-    if args.skip_invalid:
-        rejected = Path(args.rejected) if args.rejected else out.with_name(out.name + ".rejected.csv")
-        if rejected.resolve() == out.resolve():
-            raise UsageError("--rejected must differ from --out", "abag predict")
-    elif args.rejected:
-        raise UsageError("--rejected only applies with --skip-invalid", "abag predict")
-    # Fail before loading anything when the results cannot be written.
-    ensure_writable_file(out, "--out")
-    if rejected is not None:
-        ensure_writable_file(rejected, "--rejected")
-    model, _ = _load_model(args)
-    frame, report = _load(args, require_pkd=False)
-    from .data.columns import free_column_name
-    from .inference import predict_frame
-
-    # Input columns that share a name with an output column are kept, renamed, never overwritten.
-    frame = frame.rename(columns={c: free_column_name(f"{c}_input", frame.columns)
-                                  for c in ("pkd_pred", "binder_prob", "pkd_std") if c in frame})
-    predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=_show_progress(args))
-    predicted = predicted.drop(columns=[c for c in ("censored",) if c in predicted and not predicted[c].any()])
-    if rejected is not None:
-        write_csv_atomic(rejected, report.rejected_frame())
-    write_csv_atomic(out, predicted)
-    print(f"wrote {len(predicted)} predictions to {out}", file=sys.stderr)
-    if rejected is not None:
-        print(f"wrote {len(report.rejected)} rejected rows with reasons to {rejected} "
-              f"({report.n_rows_kept} valid + {len(report.rejected)} rejected = {report.n_rows_read} data rows)",
-              file=sys.stderr)
-    return 0
-
-
-# ----------------------------------------------------------------------------------------------- evaluate
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    from .inference import evaluate_frame
-    from .outputs import json_text
-
-    model, state = _load_model(args)
-    frame, _ = _load(args, require_pkd=True)
-    threshold = state["config"]["train"].get("binder_threshold", 9.0)
-    metrics = evaluate_frame(model, frame, binder_threshold=threshold, cache_dir=args.embedding_cache)
-    sys.stdout.write(json_text(metrics))
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------- suggest

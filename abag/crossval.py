@@ -337,7 +337,8 @@ def _train_members(setup: CVSetup, split: SplitResult, fold: int) -> MemberPredi
             run_dir = run_dir / f"seed_{config.seed}"
         result = train(setup.frame, run_dir, setup.model_config, config, encoders=setup.encoders, split=split,
                        log=setup.train_log)
-        predicted = predict_frame(result.model, setup.frame.iloc[test_rows], cache_dir=config.cache_dir)
+        predicted = predict_frame(result.model, setup.frame.iloc[test_rows], cache_dir=config.cache_dir,
+                                  coverage=None)
         pkd.append(predicted["pkd_pred"].to_numpy(dtype=float))
         prob.append(predicted["binder_prob"].to_numpy(dtype=float))
         best_epochs.append(int(result.metrics["training"]["best_epoch"]))

@@ -1,8 +1,11 @@
 """After the epoch loop: reload the best epoch's weights, evaluate them on validation and test beside the
 baselines, and assemble what the run folder gets (metrics.json, history.csv, test_predictions.csv).
 
-Nothing here writes files; `abag.train` does. May import from: splits, baselines, checkpoint, metrics,
-metrics_document, pair_data, train_setup, training_state.
+It also calibrates the prediction intervals on the validation part (`abag.intervals`: residuals of the best
+epoch, pkd_std = 0 for one model, applicability against the training part) and adds the calibration and the
+training antigen/antibody references to best.pt and last.pt (`store_support`: the only file this module
+writes; everything else `abag.train` writes). May import from: splits, baselines, checkpoint, distributed,
+intervals, metrics, metrics_document, pair_data, train_setup, training_state.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .checkpoint import load_checkpoint, load_model_weights
+from . import distributed
+from .checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from .intervals import (DEFAULT_COVERAGE, IntervalCalibration, PredictionSupport, applicability, interval_report,
+                        nearest_identities)
 from .metrics_document import build_metrics
 from .pair_data import predict_data, sigmoid
 from .train_setup import RunInputs
@@ -76,6 +82,10 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
                                        threshold=config.binder_threshold, seed=config.seed,
                                        groups=clusters[parts["test"]], antibody_groups=antibodies[parts["test"]])
     metrics = build_metrics(state.model, run, results, baselines, state.history, state.best_epoch, stopped_early)
+    support, metrics["intervals"] = calibrate_single_split(run, predictions, state.best_epoch)
+    state.model.prediction_support = support
+    if distributed.is_main_process():
+        store_support(support, [best_path, best_path.with_name("last.pt")])
     test_predictions = None
     if "test" in predictions:
         test_predictions = frame.iloc[parts["test"]].copy()
@@ -85,3 +95,48 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
         comparison = format_comparison({"model": results["test"], **baselines},
                                        title=f"test ({run.split.description})")
     return FinalReport(metrics, pd.DataFrame(state.history), test_predictions, comparison)
+
+
+def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int) -> tuple[PredictionSupport, dict]:
+    """Interval calibration on the validation residuals of the best epoch (one model: pkd_std = 0), the
+    training references, and metrics.json's `intervals` section (the test part, when there is one, is honest)."""
+    frame, parts = run.frame, run.parts
+    support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
+    part = {}
+    for name in ("val", "test"):
+        if name in predictions:
+            rows = frame.iloc[parts[name]]
+            part[name] = (run.data[name].target.numpy().astype(float), np.asarray(predictions[name][0], float),
+                          applicability(*nearest_identities(rows, support.antigen_reference,
+                                                            support.antibody_reference)),
+                          run.data[name].censored.numpy())
+    where = "held-out antigen clusters" if run.split.method == "antigen" else f"a {run.split.method} split"
+    section = {"calibrated_on": "val", "method": "split conformal on |y - pred| / (pkd_std + floor) per "
+               "applicability class (Mondrian); one model, so pkd_std = 0 and the interval comes from the "
+               "residuals alone",
+               "caveat": f"the validation part ({where}) also chose the best epoch (epoch {best_epoch}), so its "
+                         f"residuals are slightly optimistic"}
+    if "val" not in part:
+        return support, {**section, "calibration_rows": None}
+    y, pred, classes, censored = part["val"]
+    try:
+        support.calibration = IntervalCalibration.fit(y, pred, np.zeros(len(y)), classes, censored=censored)
+    except ValueError as exc:  # every validation row censored
+        return support, {**section, "calibration_rows": None, "problem": str(exc)}
+    n = support.calibration.counts["all"]
+    support.source = f"{n} validation residuals ({where}; they also chose the best epoch)"
+    section["calibration_rows"] = support.calibration.counts
+    section["val_in_sample"] = interval_report(y, pred, np.zeros(len(y)), classes, support.calibration,
+                                               DEFAULT_COVERAGE, censored)
+    if "test" in part:
+        y, pred, classes, censored = part["test"]
+        section["test"] = interval_report(y, pred, np.zeros(len(y)), classes, support.calibration,
+                                          DEFAULT_COVERAGE, censored)
+    return support, section
+
+
+def store_support(support: PredictionSupport, paths: list[Path]) -> None:
+    """Add the calibration and references to existing checkpoints (rewritten atomically; nothing else changes)."""
+    for path in paths:
+        if path.exists():
+            save_checkpoint({**load_checkpoint(path), **support.to_checkpoint()}, path)

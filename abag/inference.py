@@ -4,8 +4,11 @@ A checkpoint's `novelty` entry (the training antigens, `abag.novelty.NoveltyRefe
 on the model, so an additive head weighs its antigen terms by each query antigen's familiarity without the
 training data. A fold-ensemble checkpoint (`abag train --folds K`, marked by its `ensemble` entry) is rebuilt
 as an `abag.ensemble.FoldEnsemble`: predictions are the members' mean, `pkd_std` their spread (0 for a single
-model), and `predict_members` gives every member's pKd. Imports abag's checkpoint, ensemble, errors, model,
-novelty, pair_embeddings and train modules.
+model), and `predict_members` gives every member's pKd. The checkpoint's "intervals", "antigen_reference" and
+"antibody_reference" entries (`abag.intervals.PredictionSupport`) become `model.prediction_support`, from
+which `predict_frame` adds `pkd_low`/`pkd_high` (a calibrated interval), the nearest training antigen and
+antibody identities and the `applicability` class. Imports abag's checkpoint, ensemble, errors, intervals,
+model, novelty, pair_embeddings, policy and train modules.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pandas as pd
 from .checkpoint import load_checkpoint
 from .ensemble import FoldEnsemble, build_fold_ensemble
 from .errors import CheckpointError, EncoderUnavailableError
+from .intervals import DEFAULT_COVERAGE, PredictionSupport, interval_report
 from .model import AbAgModel, ModelConfig, build_model
 from .novelty import NoveltyReference
 from .policy import choose_precision
@@ -57,6 +61,10 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
             model.novelty = NoveltyReference.from_state(state["novelty"])
         except ValueError as exc:
             raise CheckpointError(f"checkpoint {checkpoint} is damaged: {exc}") from None
+    try:
+        model.prediction_support = PredictionSupport.from_checkpoint(state)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {checkpoint} is damaged: {exc}") from None
     target = resolve_device(device)
     train_settings = state["config"].get("train", {}) if isinstance(state["config"], dict) else {}
     model.to(target).eval()
@@ -87,20 +95,26 @@ def _trained_precision(device, train_settings: dict):
 
 
 def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
-                  batch_size: int = 256, progress: bool = False) -> pd.DataFrame:
-    """`frame` plus `pkd_pred`, `binder_prob` and `pkd_std` columns (frame needs heavy, light, antigen).
+                  batch_size: int = 256, progress: bool = False, coverage: float | None = DEFAULT_COVERAGE
+                  ) -> pd.DataFrame:
+    """`frame` plus `pkd_pred`, `binder_prob`, `pkd_std` and (unless `coverage` is None) the interval columns.
 
     For a fold ensemble these are the members' mean pKd, mean binder probability and the standard deviation
-    of their pKd (ddof 0); for a single model `pkd_std` is 0. Every distinct chain is encoded once (in
-    `cache_dir` when the encoders are frozen, in memory when they were fine-tuned). An additive head gets
-    each row's antigen weight from `model.novelty`.
+    of their pKd (ddof 0); for a single model `pkd_std` is 0. With `coverage` (default 0.8) come `pkd_low`,
+    `pkd_high`, `nearest_train_antigen_identity`, `nearest_train_antibody_identity` and `applicability`
+    (`abag.intervals`), from `model.prediction_support`; a model without it gets NaN and a warning. Every
+    distinct chain is encoded once (in `cache_dir` when the encoders are frozen, in memory when they were
+    fine-tuned). An additive head gets each row's antigen weight from `model.novelty`.
     """
     pkd, probability = _member_outputs(model, frame, cache_dir, batch_size, progress)
     out = frame.reset_index(drop=True).copy()
     out["pkd_pred"] = pkd.mean(axis=0)
     out["binder_prob"] = probability.mean(axis=0)
     out["pkd_std"] = pkd.std(axis=0)
-    return out
+    if coverage is None:
+        return out
+    support = getattr(model, "prediction_support", None) or PredictionSupport(None, None, None)
+    return support.annotate(out, coverage)
 
 
 def predict_members(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
@@ -141,13 +155,21 @@ def _prepared_data(model: AbAgModel, frame: pd.DataFrame, cache_dir, progress: b
 
 
 def evaluate_frame(model: AbAgModel, frame: pd.DataFrame, *, binder_threshold: float = 9.0,
-                   cache_dir: str | Path | None = None, seed: int = 0) -> dict:
-    """Metrics (regression, binder head, bootstrap interval) of the model on a labelled table."""
+                   cache_dir: str | Path | None = None, seed: int = 0, coverage: float = DEFAULT_COVERAGE) -> dict:
+    """Metrics (regression, binder head, bootstrap interval) of the model on a labelled table, and an
+    `intervals` entry: the coverage and mean width of the `coverage` interval per applicability class."""
     from .metrics import evaluate_predictions
 
-    predicted = predict_frame(model, frame, cache_dir=cache_dir)
+    predicted = predict_frame(model, frame, cache_dir=cache_dir, coverage=coverage)
     censored = predicted["censored"].to_numpy(dtype=bool) if "censored" in predicted else None
-    return evaluate_predictions(predicted["pkd"].to_numpy(dtype=float), predicted["pkd_pred"].to_numpy(),
-                                predicted["binder_prob"].to_numpy(), censored=censored,
-                                threshold=binder_threshold, seed=seed)
-
+    y, pred = predicted["pkd"].to_numpy(dtype=float), predicted["pkd_pred"].to_numpy()
+    metrics = evaluate_predictions(y, pred, predicted["binder_prob"].to_numpy(), censored=censored,
+                                   threshold=binder_threshold, seed=seed)
+    support = getattr(model, "prediction_support", None)
+    if support is not None and support.calibration is not None:
+        metrics["intervals"] = interval_report(y, pred, predicted["pkd_std"].to_numpy(), predicted["applicability"],
+                                               support.calibration, coverage, censored)
+        metrics["intervals"]["calibration"] = support.source
+    else:
+        metrics["intervals"] = None
+    return metrics

@@ -6,10 +6,12 @@ that member's training folds), and writes `OUT/test_predictions.csv` (every row,
 `OUT/history.csv` (every member's epochs), `OUT/metrics.json` (schema v2.7: `test` = the pooled
 out-of-fold metrics, `val` = the mean of the members' validation metrics, plus a `folds` section) and
 the ensemble checkpoint `OUT/checkpoints/best.pt` (= `last.pt`): the model settings, every member's head
-weights, the fold assignment and, for an additive head, the novelty reference of all training antigens.
-The out-of-fold rows also early-stopped their member, so the out-of-fold metrics are slightly optimistic;
-metrics.json says so. May import from: baselines, checkpoint, distributed, ensemble, inference, metrics,
-novelty, outputs, splits.
+weights, the fold assignment, for an additive head the novelty reference of all training antigens, and the
+prediction-interval calibration (`calibrate_folds`): each row's out-of-fold residual, scaled by the spread
+of all K members' predictions for it, in the applicability class of that row against its own member's
+training rows; with the training antigen and antibody references over all rows. The out-of-fold rows also early-stopped their member, so the out-of-fold metrics are slightly optimistic;
+metrics.json says so. May import from: baselines, checkpoint, distributed, ensemble, inference, intervals,
+metrics, novelty, outputs, splits.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from . import distributed
 from .baselines import fit_baselines
 from .checkpoint import capture_rng_state, save_checkpoint
 from .ensemble import FoldEnsemble
-from .inference import load_trained_model, predict_frame
+from .inference import load_trained_model, predict_frame, predict_members
+from .intervals import (DEFAULT_COVERAGE, IntervalCalibration, PredictionSupport, antibody_keys, applicability,
+                        interval_report)
 from .metrics import evaluate_predictions, format_comparison
 from .novelty import NoveltyReference
 from .outputs import write_csv_atomic, write_json_atomic
@@ -76,6 +80,8 @@ def assemble(setup, members) -> FoldsReport:
     ensemble = FoldEnsemble.from_members(models)
     if ensemble.head_is_additive:  # predicting new antigens: familiarity relative to every training antigen
         ensemble.novelty = NoveltyReference.from_antigens(frame["antigen"].tolist())
+    ensemble.prediction_support, metrics["intervals"], predictions = calibrate_folds(
+        ensemble, frame, plan, predictions, cache_dir)
     comparison = format_comparison({"model": test, **baselines}, title=f"out of fold ({plan.protocol})")
     if distributed.is_main_process():
         checkpoint = _ensemble_checkpoint(ensemble, loaded[0][1]["config"], plan, metrics, history)
@@ -89,12 +95,52 @@ def _out_of_fold(frame: pd.DataFrame, plan, models: list, cache_dir) -> pd.DataF
     parts = []
     for member, model in enumerate(models, start=1):
         rows = plan.held_out(member)
-        predicted = predict_frame(model, frame.iloc[rows], cache_dir=cache_dir).drop(columns="pkd_std")
+        predicted = predict_frame(model, frame.iloc[rows], cache_dir=cache_dir, coverage=None).drop(columns="pkd_std")
         parts.append(predicted.set_axis(rows))
     table = pd.concat(parts).sort_index()
     table["member"] = plan.member_of_row
     table["fold_group"] = plan.groups
     return table.reset_index(drop=True)
+
+
+def fold_applicability(frame: pd.DataFrame, member_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(antigen identity, antibody identity, class) of every row against the training rows of the member
+    that held it out (so the rows of a held-out antigen cluster come out novel-antigen)."""
+    antigen, antibody = np.full(len(frame), np.nan), np.full(len(frame), np.nan)
+    antigens, antibodies = frame["antigen"].astype(str).to_numpy(), np.asarray(antibody_keys(frame), dtype=object)
+    for member in np.unique(member_of_row):
+        mine, others = member_of_row == member, member_of_row != member
+        antigen[mine] = NoveltyReference.from_antigens(antigens[others].tolist()).identity(antigens[mine].tolist())
+        antibody[mine] = NoveltyReference.from_antigens(antibodies[others].tolist()).identity(
+            antibodies[mine].tolist())
+    return antigen, antibody, applicability(antigen, antibody)
+
+
+def calibrate_folds(ensemble: FoldEnsemble, frame: pd.DataFrame, plan, predictions: pd.DataFrame, cache_dir
+                    ) -> tuple[PredictionSupport, dict, pd.DataFrame]:
+    """The ensemble's interval calibration on the out-of-fold residuals, metrics.json's `intervals` section,
+    and the out-of-fold table with pkd_std, identities, applicability and the in-sample 80% interval."""
+    y = pd.to_numeric(frame["pkd"], errors="coerce").to_numpy(dtype=float)
+    censored = frame["censored"].to_numpy(dtype=bool) if "censored" in frame else np.zeros(len(frame), bool)
+    pred = predictions["pkd_pred"].to_numpy(dtype=float)
+    std = predict_members(ensemble, frame, cache_dir=cache_dir).std(axis=0)
+    antigen, antibody, classes = fold_applicability(frame, plan.member_of_row)
+    calibration = IntervalCalibration.fit(y, pred, std, classes, censored=censored)
+    source = f"{calibration.counts['all']} out-of-fold residuals of a {plan.k}-fold ensemble"
+    support = PredictionSupport.from_training(frame, calibration, source)
+    report = interval_report(y, pred, std, classes, calibration, DEFAULT_COVERAGE, censored)
+    section = {"calibrated_on": "out_of_fold", "source": source, "floor": calibration.floor,
+               "method": "split conformal on |y - pred| / (pkd_std + floor) per applicability class (Mondrian); "
+                         "pkd_std = std of all members' predictions; classes against each row's member's "
+                         "training rows",
+               "calibration_rows": calibration.counts,
+               "out_of_fold_in_sample": report,
+               "caveat": "coverage measured on the calibration rows themselves (in-sample); an honest estimate "
+                         "needs held-out data (bench/bench_intervals.py)"}
+    low, high = calibration.interval(pred, std, classes, DEFAULT_COVERAGE)
+    table = predictions.assign(pkd_std=std, pkd_low=low, pkd_high=high, nearest_train_antigen_identity=antigen,
+                               nearest_train_antibody_identity=antibody, applicability=classes)
+    return support, section, table
 
 
 def _out_of_fold_baselines(frame: pd.DataFrame, plan) -> dict[str, tuple[np.ndarray, str]]:
@@ -205,6 +251,8 @@ def _ensemble_checkpoint(ensemble: FoldEnsemble, member_config: dict, plan, metr
     }
     if ensemble.novelty is not None:
         checkpoint["novelty"] = ensemble.novelty.to_state()
+    if getattr(ensemble, "prediction_support", None) is not None:
+        checkpoint.update(ensemble.prediction_support.to_checkpoint())
     return checkpoint
 
 

@@ -1,4 +1,4 @@
-"""Figures for a training run: pKd histogram, training curves, predicted vs measured pKd.
+"""Figures for a training run: pKd histogram, training curves, predicted vs measured pKd, interval calibration.
 
 Each function returns a matplotlib `Figure` and draws nothing else; matplotlib is imported inside the
 functions, so `import abag` neither needs it nor touches the plotting backend. Install it with
@@ -17,6 +17,8 @@ from .metrics import BINDER_THRESHOLD, regression_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
+
+    from .intervals import IntervalCalibration
 
 
 def _new_figure(ncols: int = 1, width: float = 5.0, height: float = 4.0):
@@ -113,6 +115,46 @@ def plot_predicted_vs_measured(frame: pd.DataFrame, *, binder_threshold: float =
     scores = regression_metrics(measured[exact], predicted[exact])
     if scores["spearman"] is not None:
         title = f"{title}: Spearman {scores['spearman']:.3f}, RMSE {scores['rmse']:.2f}"
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="upper left")
+    return figure
+
+
+def plot_calibration(y, pred, std, classes, *, calibration: IntervalCalibration | None = None,
+                     low_high: dict | None = None, censored=None, title: str = "prediction intervals") -> Figure:
+    """Nominal against observed coverage of the prediction intervals, for all rows, in-domain and novel rows,
+    with the diagonal and a ±5-point band.
+
+    The intervals come from `calibration` (at each coverage it was fitted for) or are given as `low_high`
+    ({coverage: (low, high)}). Rows should be held out from the calibration, or the curve is in-sample.
+    """
+    from .intervals import interval_coverage
+
+    y, pred, std = (np.asarray(a, dtype=float) for a in (y, pred, std))
+    classes = np.asarray(classes, dtype=object)
+    censored = np.zeros(len(y), bool) if censored is None else np.asarray(censored, dtype=bool)
+    if low_high is None:
+        if calibration is None:
+            raise ValueError("plot_calibration needs a calibration or the intervals (low_high)")
+        low_high = {c: calibration.interval(pred, std, classes, c) for c in calibration.coverages()}
+    nominal = sorted(float(c) for c in low_high)
+    groups = {"all": np.ones(len(y), bool), "in-domain": classes == "in-domain", "novel": classes != "in-domain"}
+    figure, (ax,) = _new_figure(width=5.0, height=5.0)
+    ax.fill_between([0, 1], [-0.05, 0.95], [0.05, 1.05], color="gray", alpha=0.15, label="±5 points")
+    ax.plot([0, 1], [0, 1], color="black", linewidth=1, label="nominal = observed")
+    for name, mask in groups.items():
+        observed = []
+        for c in nominal:
+            low, high = (np.asarray(a, dtype=float) for a in low_high[c])
+            observed.append(interval_coverage(y[mask], low[mask], high[mask], None, censored[mask])["all"]["coverage"])
+        if observed and observed[0] is not None:
+            n = int(np.sum(mask & ~censored & np.isfinite(y)))
+            ax.plot(nominal, observed, marker="o", markersize=4, label=f"{name} (n={n})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("nominal coverage")
+    ax.set_ylabel("observed coverage")
     ax.set_title(title)
     ax.legend(fontsize="small", loc="upper left")
     return figure

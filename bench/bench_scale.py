@@ -308,7 +308,7 @@ class CommandResult:
     tail: str = ""
 
 
-def run_command(argv: list[str], env: dict) -> CommandResult:
+def run_command(label: str, argv: list[str], env: dict) -> CommandResult:
     """Run `argv` under a wrapper whose RUSAGE_CHILDREN max RSS is that command's own peak."""
     wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
                "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
@@ -317,23 +317,24 @@ def run_command(argv: list[str], env: dict) -> CommandResult:
                "print(r.stderr[-3000:], file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", wrapper, *argv], capture_output=True, text=True, env=env)
     code, seconds, cpu, max_rss_kib = done.stdout.split()
-    return CommandResult(" ".join(["abag", *argv[3:]]), int(code), float(seconds), float(cpu),
-                         int(max_rss_kib) / 2**20, done.stderr.strip()[-1500:])
+    return CommandResult(label, int(code), float(seconds), float(cpu), int(max_rss_kib) / 2**20,
+                         done.stderr.strip()[-1500:])
 
 
 def run_end_to_end(csv: Path, work: Path, env: dict) -> list[CommandResult]:
     """`abag train --encoder tiny --epochs 1` into a cold cache, then `abag predict` with the run's best.pt."""
     env = {**env, "ABAG_CACHE_DIR": str(work / "cli-cache")}
-    cli = [sys.executable, "-m", "abag"]
-    out = work / "cli-run"
-    train = run_command(cli + ["train", "--data", str(csv), "--out", str(out), "--encoder", "tiny", "--epochs", "1",
-                               "--embedding-cache", str(work / "cli-cache"), "--quiet"], env)
-    if train.returncode != 0:
-        return [train]
-    predict = run_command(cli + ["predict", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data", str(csv),
-                                 "--out", str(work / "cli-predictions.csv"), "--embedding-cache",
-                                 str(work / "cli-cache"), "--quiet"], env)
-    return [train, predict]
+    out, cache = work / "cli-run", str(work / "cli-cache")
+    commands = [["train", "--data", str(csv), "--out", str(out), "--encoder", "tiny", "--epochs", "1",
+                 "--embedding-cache", cache, "--quiet"],
+                ["predict", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data", str(csv),
+                 "--out", str(work / "cli-predictions.csv"), "--embedding-cache", cache, "--quiet"]]
+    results = []
+    for words in commands:
+        results.append(run_command(" ".join(["abag", *words]), [sys.executable, "-m", "abag", *words], env))
+        if results[-1].returncode != 0:
+            break
+    return results
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -370,8 +371,10 @@ def measure_size(rows: int, work: Path, seed: int, end_to_end: bool, threads: in
     folder.mkdir(parents=True, exist_ok=True)
     csv = folder / "pairs.csv"
     started = time.perf_counter()
-    if not csv.exists():
-        _self(["generate", "--rows", str(rows), "--seed", str(seed), "--csv", str(csv)], env)
+    if not csv.exists():  # written beside, then renamed: an interrupted run leaves no half file behind
+        synthetic_pairs(mix).to_csv(folder / "pairs.partial.csv", index=False)
+        (folder / "pairs.partial.csv").rename(csv)
+        gc.collect()
     generate_s = time.perf_counter() - started
     for stale in ("run", "cache", "cli-run", "cli-cache"):
         subprocess.run(["rm", "-rf", str(folder / stale)], check=True)
@@ -395,10 +398,6 @@ def _self(args: list[str], env: dict) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode")
-    generate = sub.add_parser("generate", help="(internal) write one synthetic CSV")
-    generate.add_argument("--rows", type=int, required=True)
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--csv", type=Path, required=True)
     stages = sub.add_parser("stages", help="(internal) run the stages on one CSV, write their numbers as JSON")
     stages.add_argument("--csv", type=Path, required=True)
     stages.add_argument("--work", type=Path, required=True)
@@ -415,9 +414,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    if args.mode == "generate":
-        synthetic_pairs(SyntheticMix.scaled(args.rows, args.seed)).to_csv(args.csv, index=False)
-        return []
     if args.mode == "stages":
         args.json.write_text(json.dumps([asdict(s) for s in run_stages(args.csv, args.work)], indent=2))
         return []

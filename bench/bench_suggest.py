@@ -25,7 +25,8 @@ small matrices spends most of its CPU time spinning).
 repeats (seeds 0..); the share of the picks in the top decile of the remaining variants, per strategy and
 landscape. The product owner's check is CR6261; CR9114 is reported beside it.
 
-Writes OUT/summary.json, OUT/summary.md (tables for bench/RESULTS_suggest.md) and OUT/rounds.png.
+Writes OUT/summary.json, OUT/summary.md (tables for bench/RESULTS_suggest.md) and OUT/rounds.png
+(`--render-only` rewrites the last two from OUT/summary.json).
 """
 
 from __future__ import annotations
@@ -93,35 +94,42 @@ def start_rows(landscape: Landscape, start: str, size: int, seed: int) -> np.nda
 
 def choose(landscape: Landscape, strategy: str, measured: np.ndarray, batch: int, seed: int) -> np.ndarray:
     """Rows of the next batch (indices into landscape.frame)."""
+    return choose_with_model(landscape, strategy, measured, batch, seed)[0]
+
+
+def choose_with_model(landscape: Landscape, strategy: str, measured: np.ndarray, batch: int, seed: int
+                      ) -> tuple[np.ndarray, str]:
+    """(rows of the next batch, the variant model that ranked them: "" for random)."""
     rest = np.setdiff1d(np.arange(len(landscape.frame)), measured)
     if strategy == "random":
-        return np.random.default_rng([seed, len(measured)]).choice(rest, size=batch, replace=False)
+        return np.random.default_rng([seed, len(measured)]).choice(rest, size=batch, replace=False), ""
     if strategy == "ridge_greedy":
         model = RidgeCV(alphas=ALPHAS).fit(landscape.onehot[measured], landscape.pkd[measured])
         # Ties (e.g. a start whose variants all sit at the assay floor) in seeded random order: the file is
         # sorted by affinity, so its order would leak the answer.
         tie_break = np.random.default_rng([seed, len(measured)]).random(len(rest))
-        return rest[np.lexsort((tie_break, -model.predict(landscape.onehot[rest])))[:batch]]
+        return rest[np.lexsort((tie_break, -model.predict(landscape.onehot[rest])))[:batch]], "onehot_ridge"
     config = SuggestConfig(n=batch, seed=seed, **ABAG_STRATEGIES[strategy])
     frame = landscape.frame
     candidates = frame.iloc[rest][["heavy", "light", "antigen"]].assign(row=rest)
     result = suggest_batch(candidates, frame.iloc[measured], config)
-    return result.batch["row"].to_numpy()
+    return result.batch["row"].to_numpy(), result.report.model.chosen
 
 
 def campaign(landscape: Landscape, strategy: str, start: str, args, seed: int) -> dict:
     measured = start_rows(landscape, start, args.start_size, seed)
-    top, best, seconds = [], [], []
+    top, best, seconds, models = [], [], [], []
     for round_ in range(args.rounds + 1):
         if round_:
             began = time.process_time()
-            picked = choose(landscape, strategy, measured, args.batch, seed)
+            picked, model = choose_with_model(landscape, strategy, measured, args.batch, seed)
             seconds.append(time.process_time() - began)
+            models.append(model)
             assert len(set(picked)) == args.batch and not set(picked) & set(measured)
             measured = np.concatenate([measured, picked])
         top.append(int((landscape.pkd[measured] >= landscape.top_cut).sum()))
         best.append(float(landscape.pkd[measured].max()))
-    return {"top1": top, "best": best, "cpu_seconds": float(np.sum(seconds))}
+    return {"top1": top, "best": best, "models": models, "cpu_seconds": float(np.sum(seconds))}
 
 
 def run_campaigns(landscapes, args) -> dict:
@@ -132,6 +140,7 @@ def run_campaigns(landscapes, args) -> dict:
                 runs = [campaign(landscape, strategy, start, args, seed) for seed in range(args.repeats)]
                 key = f"{landscape.name}/{start}/{strategy}"
                 results[key] = {"top1": [r["top1"] for r in runs], "best": [r["best"] for r in runs],
+                                "models": [r["models"] for r in runs],
                                 "cpu_seconds": float(sum(r["cpu_seconds"] for r in runs))}
                 mean_top = np.mean([r["top1"] for r in runs], axis=0)
                 print(f"{key:<40} top-1% found per round {np.round(mean_top, 1).tolist()} "
@@ -142,17 +151,19 @@ def run_campaigns(landscapes, args) -> dict:
 def owner_check(landscape: Landscape, args) -> dict:
     """Train on 200 random variants, suggest 48 of the rest: share of picks in the rest's top decile."""
     shares = {s: [] for s in args.strategies}
+    models = {s: [] for s in args.strategies}
     for seed in range(args.repeats):
         measured = np.random.default_rng(seed).choice(len(landscape.frame), size=200, replace=False)
         rest = np.setdiff1d(np.arange(len(landscape.frame)), measured)
         decile = np.quantile(landscape.pkd[rest], 0.9)
         for strategy in shares:
-            picked = choose(landscape, strategy, measured, 48, seed)
+            picked, model = choose_with_model(landscape, strategy, measured, 48, seed)
             shares[strategy].append(float(np.mean(landscape.pkd[picked] >= decile)))
+            models[strategy].append(model)
     for strategy, values in shares.items():
         print(f"owner check {landscape.name} {strategy:<20} top-decile share {np.round(values, 3).tolist()} "
-              f"mean {np.mean(values):.3f}", flush=True)
-    return shares
+              f"mean {np.mean(values):.3f} (models: {', '.join(m for m in models[strategy] if m) or '-'})", flush=True)
+    return {"shares": shares, "models": models}
 
 
 # ----------------------------------------------------------------------------------------------- reporting
@@ -161,8 +172,25 @@ def _cell(values: list[float], digits: int) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.{digits}f}"
 
 
-def markdown(results: dict, landscapes, args) -> str:
+def headline(results: dict, landscapes, args) -> list[str]:
+    """Per landscape: top-1% variants found after rounds 1, 3 and the last, both starts, every strategy."""
+    shown = sorted({1, min(3, args.rounds), args.rounds})
     lines = []
+    for landscape in landscapes:
+        n_top = int((landscape.pkd >= landscape.top_cut).sum())
+        columns = [f"{start} start, round {r}" for start in args.starts for r in shown]
+        lines += [f"**{landscape.name}**: top-1% variants found ({n_top} exist), mean ± sd over {args.repeats} "
+                  f"campaigns", "", "| strategy | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for strategy in args.strategies:
+            cells = [_cell(np.array(results[f"{landscape.name}/{start}/{strategy}"]["top1"], dtype=float)[:, r], 1)
+                     for start in args.starts for r in shown]
+            lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def markdown(results: dict, landscapes, args) -> str:
+    lines = headline(results, landscapes, args)
     for landscape in landscapes:
         n_top = int((landscape.pkd >= landscape.top_cut).sum())
         for start in args.starts:
@@ -179,7 +207,24 @@ def markdown(results: dict, landscapes, args) -> str:
                 cells = [f"{_cell(t, 1)} / {_cell(b, 2)}" for t, b in zip(top, best)]
                 lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
             lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + model_choices(results, landscapes, args))
+
+
+def model_choices(results: dict, landscapes, args) -> list[str]:
+    """How often abag's cross-validation chose the GP over one-hot ridge, per round (all repeats pooled)."""
+    lines = ["**Variant model chosen by abag's cross-validation**: share of campaigns in which the GP (not one-hot "
+             "ridge) ranked that round's batch, for `abag_greedy`:", "",
+             "| landscape, start | " + " | ".join(f"round {r}" for r in range(1, args.rounds + 1)) + " |",
+             "|---|" + "---|" * args.rounds]
+    for landscape in landscapes:
+        for start in args.starts:
+            entry = results.get(f"{landscape.name}/{start}/abag_greedy")
+            if entry is None:
+                continue
+            models = np.array(entry["models"])
+            lines.append(f"| {landscape.name}, {start} | " + " | ".join(f"{np.mean(models[:, r] == 'gp'):.0%}"
+                                                                   for r in range(args.rounds)) + " |")
+    return lines + [""]
 
 
 def plot(results: dict, landscapes, args, path: Path) -> None:
@@ -223,6 +268,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=96)
     parser.add_argument("--start-size", type=int, default=96)
     parser.add_argument("--owner-check", action="store_true")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite OUT/summary.md and OUT/rounds.png from OUT/summary.json (same arguments)")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.owner_check else 10
@@ -235,15 +282,19 @@ def main(argv=None) -> int:
     began, cpu = time.perf_counter(), time.process_time()
     print(machine(), flush=True)
     if args.owner_check:
-        shares = {name: owner_check(load_landscape(args.data, name), args) for name in args.landscapes}
-        (args.out / "owner_check.json").write_text(json.dumps({"machine": machine(), "shares": shares}, indent=2))
+        checks = {name: owner_check(load_landscape(args.data, name), args) for name in args.landscapes}
+        (args.out / "owner_check.json").write_text(json.dumps({"machine": machine(), "checks": checks}, indent=2))
         return 0
     landscapes = [load_landscape(args.data, name) for name in args.landscapes]
-    results = run_campaigns(landscapes, args)
-    summary = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
-               "wall_seconds": time.perf_counter() - began, "cpu_seconds": time.process_time() - cpu,
-               "results": results}
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if args.render_only:  # tables and plot again from OUT/summary.json, nothing rerun
+        summary = json.loads((args.out / "summary.json").read_text())
+        results = summary["results"]
+    else:
+        results = run_campaigns(landscapes, args)
+        summary = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                   "wall_seconds": time.perf_counter() - began, "cpu_seconds": time.process_time() - cpu,
+                   "results": results}
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     (args.out / "summary.md").write_text(markdown(results, landscapes, args))
     plot(results, landscapes, args, args.out / "rounds.png")
     print(f"wrote {args.out / 'summary.md'} and {args.out / 'rounds.png'} "

@@ -114,3 +114,37 @@ def test_pkd_histogram_of_a_loaded_table():
     frame, _ = abag.load_pairs(example)
     (ax,) = plot_pkd_histogram(frame).axes
     assert sum(patch.get_height() for patch in ax.patches) == len(frame)
+
+
+def test_calibration_plot_follows_the_diagonal_for_calibrated_intervals_and_not_for_narrow_ones():
+    from abag.intervals import IntervalCalibration
+    from abag.plots import plot_calibration
+
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        pred, std = rng.uniform(6, 11, n), rng.uniform(0.1, 1.0, n)
+        return pred + rng.normal(0, 0.3 + std), pred, std
+
+    classes = np.where(np.arange(3000) % 3 == 0, "in-domain", "novel-antigen").astype(object)
+    calibration = IntervalCalibration.fit(*draw(3000), classes)
+    y, pred, std = draw(3000)
+    censored = np.zeros(3000, bool)
+    censored[:10] = True
+    figure = plot_calibration(y, pred, std, classes, calibration=calibration, censored=censored)
+    (ax,) = figure.axes
+    curves = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    assert set(curves) == {"nominal = observed", "all", "in-domain", "novel"}
+    assert "n=996" in curves["in-domain"].get_label()  # 1000 in-domain rows (every third), 4 of the first 10 censored
+    nominal, observed = curves["all"].get_xdata(), curves["all"].get_ydata()
+    assert len(nominal) == len(calibration.coverages())
+    assert np.max(np.abs(np.asarray(observed) - np.asarray(nominal))) < 0.04
+    assert ax.get_xlabel() == "nominal coverage" and ax.get_ylabel() == "observed coverage"
+    # Intervals half as wide as calibrated fall below the diagonal.
+    halved = {c: ((pred + lo) / 2, (pred + hi) / 2)
+              for c, (lo, hi) in ((c, calibration.interval(pred, std, classes, c)) for c in (0.5, 0.8, 0.9))}
+    (ax,) = plot_calibration(y, pred, std, classes, low_high=halved).axes
+    low = [line for line in ax.get_lines() if line.get_label().startswith("all")][0]
+    assert (np.asarray(low.get_ydata()) < np.asarray(low.get_xdata()) - 0.1).all()
+    with pytest.raises(ValueError, match="calibration or the intervals"):
+        plot_calibration(y, pred, std, classes)

@@ -50,9 +50,16 @@ def test_campaigns_write_tables_json_and_a_plot(data, tmp_path):
     # The germline start is the germline and its 8 single mutants; greedy on an additive landscape climbs.
     greedy = np.array(results["CR6261/germline/abag_greedy"]["best"])
     assert (greedy[:, -1] > greedy[:, 0]).all()
+    assert all(m in ("onehot_ridge", "gp") for m in np.ravel(results["CR6261/random/abag_greedy"]["models"]))
     table = (out / "summary.md").read_text()
-    assert table.count("| abag_thompson+div |") == 4 and "mean ± sd over 2 repeats" in table
+    assert "Variant model chosen by abag's cross-validation" in table
+    assert table.count("| abag_thompson+div |") == 4 + 2  # one row per panel, one per landscape headline
+    assert "mean ± sd over 2 repeats" in table and "germline start, round 2" in table
     assert (out / "rounds.png").stat().st_size > 10_000
+    (out / "summary.md").unlink()
+    assert bench.main(["--data", str(data), "--out", str(out), "--repeats", "2", "--rounds", "2", "--strategies",
+                       *strategies, "--render-only"]) == 0
+    assert (out / "summary.md").read_text() == table  # rendered again from summary.json alone
 
 
 def test_ridge_baseline_breaks_ties_at_random_not_in_file_order(data):
@@ -66,7 +73,9 @@ def test_owner_check_reports_a_share_per_strategy(data, tmp_path, capsys):
     out = tmp_path / "owner"
     assert bench.main(["--data", str(data), "--out", str(out), "--owner-check", "--repeats", "2",
                        "--landscapes", "CR6261", "--strategies", "random", "ridge_greedy", "abag_greedy"]) == 0
-    shares = json.loads((out / "owner_check.json").read_text())["shares"]["CR6261"]
+    check = json.loads((out / "owner_check.json").read_text())["checks"]["CR6261"]
+    shares = check["shares"]
+    assert check["models"]["ridge_greedy"] == ["onehot_ridge"] * 2 and check["models"]["random"] == [""] * 2
     assert set(shares) == {"random", "ridge_greedy", "abag_greedy"}
     assert all(len(v) == 2 and all(0 <= x <= 1 for x in v) for v in shares.values())
     assert np.mean(shares["ridge_greedy"]) > np.mean(shares["random"])

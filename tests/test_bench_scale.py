@@ -1,0 +1,207 @@
+"""bench/bench_scale.py at a tiny size, its synthetic mix, and the scale fixes it measured (head threads,
+bootstrap ranks computed once)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import bench_scale  # noqa: E402 - needs bench/ on sys.path
+
+from abag import metrics  # noqa: E402
+from abag.clustering import cluster_antigens  # noqa: E402
+from abag.fit import _train_epoch  # noqa: E402
+from abag.losses import StableCombinedLoss  # noqa: E402
+from abag.pair_data import PairData, head_threads, predict_data  # noqa: E402
+from abag.pair_embeddings import EmbeddedPairs  # noqa: E402
+from abag.train_setup import TrainConfig  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------- synthetic mix
+
+def test_mix_scales_with_rows_as_the_issue_describes():
+    mix = bench_scale.SyntheticMix.scaled(500_000)
+    assert (mix.heavy, mix.light, mix.antigens, mix.families) == (100_000, 50_000, 20_000, 2_000)
+    assert "20,000 antigens in 2,000 families" in mix.describe()
+
+
+def test_synthetic_pairs_have_the_requested_chains_lengths_and_labels():
+    mix = bench_scale.SyntheticMix.scaled(5_000, seed=3)
+    frame = bench_scale.synthetic_pairs(mix)
+    assert len(frame) == 5_000
+    assert frame["heavy"].nunique() <= mix.heavy and frame["heavy"].nunique() > 0.9 * mix.heavy
+    assert frame["antigen"].nunique() > 0.9 * mix.antigens
+    heavy_lengths, light = frame["heavy"].str.len(), frame.loc[frame["light"] != "", "light"]
+    assert 105 <= heavy_lengths.min() and heavy_lengths.max() <= 131 and 115 <= heavy_lengths.mean() <= 125
+    assert 100 <= light.str.len().mean() <= 120 and light.str.endswith(bench_scale.LIGHT_FR4).all()
+    assert frame["heavy"].str.endswith(bench_scale.HEAVY_FR4).all()
+    assert 0.02 < (frame["light"] == "").mean() < 0.08  # single-domain antibodies
+    antigen_lengths = frame["antigen"].str.replace("|", "").str.len()
+    assert antigen_lengths.min() >= 98 and antigen_lengths.max() <= 602
+    assert frame["antigen"].str.contains("|", regex=False).any()
+    assert frame["pkd"].between(4, 14).all() and frame["pkd"].std() > 0.8
+    assert 0.005 < frame["censored"].mean() < 0.04
+    allowed = set(bench_scale.AMINO_ACIDS) | {"|"}
+    assert set("".join(frame["antigen"].head(50))) <= allowed
+
+
+def test_family_members_are_80_to_95_percent_identical_and_cluster_by_family():
+    rng = np.random.default_rng(0)
+    parents = bench_scale.random_chains(rng, rng.integers(100, 601, size=8))
+    members, family = bench_scale.family_members(rng, parents, 48)
+    identities = [difflib.SequenceMatcher(None, parents[f], m.replace("|", ""), autojunk=False).ratio()
+                  for m, f in zip(members, family)]
+    assert 0.75 < min(identities) and max(identities) < 0.99 and 0.82 < np.mean(identities) < 0.94
+    clusters = cluster_antigens(members)
+    assert len(set(clusters)) == 8  # one cluster per family, families apart
+    assert pd.crosstab(clusters, family).astype(bool).sum(axis=1).eq(1).all()
+
+
+# ------------------------------------------------------------------------------------------- measuring
+
+def test_stage_recorder_sees_memory_allocated_inside_a_stage():
+    recorder = bench_scale.StageRecorder(interval=0.002)
+    with recorder.stage("allocate"):
+        block = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+        del block
+    with recorder.stage("idle"):
+        pass
+    recorder.close()
+    allocate, idle = recorder.results
+    assert allocate.peak_gib - allocate.after_gib > 0.3  # the peak is kept after the memory is freed
+    assert idle.peak_gib < allocate.peak_gib - 0.3
+    assert allocate.seconds > 0 and allocate.cpu_seconds >= 0
+
+
+def test_run_command_reports_exit_code_time_and_peak_of_that_command_only():
+    allocate = "import sys; block = bytearray(300 * 2**20); sys.exit(3)"  # 300 MB, touched, then exit code 3
+    result = bench_scale.run_command("allocate", [sys.executable, "-c", allocate], dict(os.environ))
+    assert result.returncode == 3 and result.command == "allocate"
+    assert 0 < result.seconds < 60 and 0.29 < result.peak_gib < 1.0
+    small = bench_scale.run_command("small", [sys.executable, "-c", "pass"], dict(os.environ))
+    assert small.returncode == 0 and small.peak_gib < 0.25  # the earlier command's peak is not carried over
+
+
+def test_tiny_run_measures_every_stage_and_the_cli_commands(tmp_path):
+    """The whole script at 1,000 rows: every stage timed, the CLI commands succeed, the table is written."""
+    out, raw = tmp_path / "scale.md", tmp_path / "scale.json"
+    env = {**os.environ, "ABAG_CACHE_DIR": str(tmp_path / "default-cache")}
+    done = subprocess.run([sys.executable, str(BENCH / "bench_scale.py"), "--rows", "1000", "--work",
+                           str(tmp_path / "work"), "--threads", "1", "--out", str(out), "--json", str(raw)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [size] = json.loads(raw.read_text())
+    names = [s["name"] for s in size["stages"]]
+    for stage in ("load", "validate", "split", "encode", "epoch", "checkpoints", "evaluation", "baselines",
+                  "predict", "write predictions"):
+        assert any(name.startswith(stage) for name in names), stage
+    assert all(s["seconds"] >= 0 and s["peak_gib"] >= s["after_gib"] > 0 for s in size["stages"])
+    assert [c["returncode"] for c in size["end_to_end"]] == [0, 0]
+    assert all(c["seconds"] > 0 and c["peak_gib"] > 0.05 for c in size["end_to_end"])
+    predictions = pd.read_csv(Path(size["folder"]) / "cli-predictions.csv")
+    assert len(predictions) == 1000 and predictions["pkd_pred"].between(4, 14).all()
+    table = out.read_text()
+    assert "| stage | wall s | CPU s |" in table and "1,000 pairs" in table and "`abag train" in table
+
+
+# ------------------------------------------------------------------------------------------- scale fixes
+
+class _Head(torch.nn.Module):
+    """A head on PairEmbeddings that records the intra-op thread count of every forward call."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 2)
+        self.threads: list[int] = []
+
+    def forward(self, x):
+        self.threads.append(torch.get_num_threads())
+        out = self.linear(x.heavy)
+        return 4 + 10 * torch.sigmoid(out[:, 0]), out[:, 1]
+
+
+def _pair_data(n: int = 64, embedded: bool = True) -> PairData:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"heavy": ["A"] * n, "light": [""] * n, "antigen": ["C"] * n,
+                          "pkd": rng.uniform(5, 11, n)})
+    table = EmbeddedPairs(rng.normal(size=(n, 8)).astype(np.float32), np.zeros((1, 0), np.float32),
+                          np.arange(n), np.full(n, -1), np.zeros(n, dtype=np.int64))
+    return PairData(frame, table if embedded else None)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_head_threads_is_one_thread_for_cached_embeddings_on_cpu_and_restores(two_threads):
+    with head_threads(_pair_data(), torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    for data, device in ((_pair_data(embedded=False), "cpu"), (_pair_data(), "cuda")):
+        with head_threads(data, torch.device(device)):  # encoders run (or not on the CPU): unchanged
+            assert torch.get_num_threads() == 2
+
+
+def test_epoch_and_prediction_run_the_head_on_one_thread_and_give_the_same_numbers(two_threads):
+    data = _pair_data()
+    head = _Head()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    config = TrainConfig(batch_size=8, gradient_accumulation=2, progress=False)
+    loss, steps = _train_epoch(head, data, optimizer, scaler, StableCombinedLoss(), config, torch.device("cpu"),
+                               None, 1, Path("unused.pt"))
+    assert steps == 4 and np.isfinite(loss) and set(head.threads) == {1}
+    head.threads.clear()
+    pkd, _ = predict_data(head, data, torch.device("cpu"), batch_size=16)
+    assert set(head.threads) == {1} and torch.get_num_threads() == 2
+    with torch.no_grad():  # the thread count changes how fast, not what
+        direct = head(PairData(data.frame, data.embedded).inputs(np.arange(len(data)), torch.device("cpu")))[0]
+    np.testing.assert_allclose(pkd, direct.numpy(), rtol=1e-6)
+
+
+def _scipy_bootstrap(y, p, codes, n_boot: int, seed: int, chunk: int) -> np.ndarray:
+    """The percentile interval from scipy's Spearman of each resample, drawn in chunks like abag draws them."""
+    draw, values = np.random.default_rng(seed), []
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        if codes is None:
+            resamples = list(draw.integers(0, len(y), size=(m, len(y))))
+        else:
+            n_groups = codes.max() + 1
+            resamples = [np.concatenate([np.flatnonzero(codes == g) for g in picks])
+                         for picks in draw.integers(0, n_groups, size=(m, n_groups))]
+        values += [stats.spearmanr(y[rows], p[rows]).statistic for rows in resamples]
+    values = np.asarray(values)
+    return np.percentile(values[np.isfinite(values)], [2.5, 97.5])
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_bootstrap_matches_scipy_resample_by_resample_whatever_the_chunking(monkeypatch, clustered):
+    """Dense ranks are computed once per bootstrap now; every chunk must still give scipy's Spearman."""
+    rng = np.random.default_rng(4)
+    n, n_boot = 60, 50
+    y = np.round(rng.normal(8, 1, n), 1)  # ties on purpose
+    p = np.round(y + rng.normal(0, 1, n), 1)
+    groups = rng.integers(0, 12, n) if clustered else None
+    codes = pd.factorize(groups)[0] if clustered else None
+    for chunk in (10, n_boot):  # 5 chunks of resamples, or one
+        monkeypatch.setattr(metrics, "_BOOT_CHUNK_ELEMENTS", chunk * n)
+        interval = metrics.bootstrap_ci(y, p, n_boot=n_boot, seed=7, groups=groups)
+        np.testing.assert_allclose(interval, _scipy_bootstrap(y, p, codes, n_boot, 7, chunk), rtol=1e-9)
