@@ -6,16 +6,17 @@ a tenth of them two-chain) in N/250 families whose members are 80-95 % identical
 antibody + antigen-family effects plus noise; 2 % of rows are censored. Then, each in a fresh process:
 
 * the stages of `abag train --encoder tiny --epochs 1` run one after another in one process (load, validate,
-  split, row records, encode, epoch, checkpoint, evaluation, baselines, writing the outputs, predict), with the
-  wall time, the peak resident memory during the stage (a background thread samples RSS every 10 ms; the
+  split, encode, row records, epoch, checkpoints, evaluation, baselines, interval calibration, writing the
+  outputs), then those of `abag predict` on the same file (predict with intervals, writing), with the
+  wall and CPU time, the peak resident memory during the stage (a background thread samples RSS every 10 ms; the
   peak cannot be reset between stages) and the RSS after it;
 * the end-to-end `abag train --encoder tiny --epochs 1` and `abag predict` commands, each with its wall time
-  and peak RSS (`getrusage(RUSAGE_CHILDREN)` of a wrapper process that runs only that command).
+  CPU time and peak RSS (`getrusage(RUSAGE_CHILDREN)` of a wrapper process that runs only that command).
 
 It prints one markdown table per size (and `--out FILE` writes them, `--json FILE` the raw numbers):
 
-    python bench/bench_scale.py --rows 100000 500000 1000000 --out bench/RESULTS_scale.md
-    python bench/bench_scale.py --rows 2000 --work /tmp/scale      # a quick check
+    python bench/bench_scale.py --rows 100000 500000 1000000 --work /tmp/scale --out /tmp/scale/tables.md
+    python bench/bench_scale.py --rows 2000 --threads 1            # a quick check
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import _thread
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -124,18 +126,20 @@ def synthetic_pairs(mix: SyntheticMix) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------- measuring
 
-def resident_bytes() -> int:
-    """This process's resident memory now (VmRSS), in bytes."""
+def resident_bytes(pid: int | None = None) -> int:
+    """Resident memory (VmRSS) of this process or of `pid`, in bytes; 0 for a process that has gone."""
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid or 'self'}/status") as status:
             for line in status:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        return 0
     except OSError:
         pass
     import psutil  # not Linux: psutil reads the same number
 
-    return psutil.Process().memory_info().rss
+    return psutil.Process(pid).memory_info().rss
 
 
 @dataclass
@@ -150,12 +154,22 @@ class StageResult:
     note: str = ""
 
 
+class MemoryLimitReached(Exception):
+    """A stage passed the resident-memory limit; the stages before it are recorded."""
+
+
 @dataclass
 class StageRecorder:
-    """Times stages and tracks the highest RSS seen within each, from a thread sampling every `interval` s."""
+    """Times stages and tracks the highest RSS seen within each, from a thread sampling every `interval` s.
+
+    Past `limit_bytes` (on a shared machine) the stage is interrupted, recorded with a note, and
+    `MemoryLimitReached` ends the run.
+    """
 
     interval: float = 0.01
+    limit_bytes: int | None = None
     results: list[StageResult] = field(default_factory=list)
+    stopped: str = ""
     _peak: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -165,18 +179,32 @@ class StageRecorder:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, resident_bytes())
+            rss = resident_bytes()
+            self._peak = max(self._peak, rss)
+            if self.limit_bytes and rss > self.limit_bytes and not self.stopped:
+                self.stopped = f"stopped at {rss / 2**30:.1f} GiB (limit {self.limit_bytes / 2**30:g} GiB)"
+                _thread.interrupt_main()
 
     @contextmanager
     def stage(self, name: str, note: str = ""):
+        """Measure the block as stage `name`; it may set `["note"]` of the dict it gets."""
         gc.collect()
         self._peak = resident_bytes()
         started, cpu = time.perf_counter(), time.process_time()
-        yield
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        now = resident_bytes()
-        peak = max(self._peak, now)
-        self.results.append(StageResult(name, seconds, cpu, peak / 2**30, now / 2**30, note))
+        info = {"note": note}
+        try:
+            yield info
+            note = info["note"]
+        except KeyboardInterrupt:
+            if not self.stopped:
+                raise
+            note = self.stopped
+        finally:
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            now = resident_bytes()
+            self.results.append(StageResult(name, seconds, cpu, max(self._peak, now) / 2**30, now / 2**30, note))
+        if self.stopped:
+            raise MemoryLimitReached(self.stopped)
 
     def close(self) -> None:
         self._stop.set()
@@ -185,17 +213,15 @@ class StageRecorder:
 
 # ------------------------------------------------------------------------------------------- the stages
 
-def run_stages(csv: Path, work: Path) -> list[StageResult]:
+def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResult]:
     """The stages of `abag train --encoder tiny --epochs 1` (then `abag predict` on the same file), in order."""
     from abag.data import prepare_pairs, read_table
-    from abag.data_identity import RowRecord, data_fingerprint
-    from abag.finalize import evaluation_groups, reload_best
+    from abag.finalize import calibrate_single_split, evaluation_groups, reload_best, store_support
     from abag.inference import load_trained_model, predict_frame
     from abag.model import ModelConfig
     from abag.outputs import write_csv_atomic, write_json_atomic
     from abag.train import RunFolder, _prepare, _split, seed_everything, TrainConfig
 
-    recorder = StageRecorder()
     stage = recorder.stage
     out = work / "run"
     config = TrainConfig(epochs=1, cache_dir=str(work / "cache"), progress=False, device="cpu")
@@ -213,25 +239,27 @@ def run_stages(csv: Path, work: Path) -> list[StageResult]:
         run, model = _prepare(frame, split, model_config, config, None, None, _quiet, {})
     folder = RunFolder.prepare(out)
     with stage("row records + fingerprint"):
-        state = _initial_state(frame, split, run, model, config, RowRecord, data_fingerprint)
+        state = _initial_state(frame, split, run, model, config)
     epoch, evaluation = _epoch_and_evaluation(stage, state, run, folder)
     with stage("evaluation (val + test, cluster bootstrap)"):
         reload_best(state, folder.best)
         report = evaluation(evaluation_groups(run))
     with stage("baselines (mean, k-mer ridge)"):
         report["baselines"] = _baselines(run, report["groups"])
+    with stage("intervals (calibration on val, references into best.pt/last.pt)"):
+        support, _ = calibrate_single_split(run, report["predictions"], state.best_epoch)
+        store_support(support, [folder.best, folder.last])
     with stage("write metrics + test_predictions.csv"):
         write_json_atomic(out / "metrics.json", {k: report[k] for k in ("val", "test", "baselines")})
         write_csv_atomic(out / "test_predictions.csv", report["test_predictions"])
     del run, model, state, report, frame, split, epoch
     gc.collect()
-    with stage("predict (checkpoint + every row)"):
+    with stage("predict (checkpoint, every row, intervals + applicability)"):
         trained, _ = load_trained_model(folder.best, device="cpu")
         new, _ = prepare_pairs(read_table(csv), require_pkd=False)
         predicted = predict_frame(trained, new, cache_dir=work / "cache")
     with stage("write predictions.csv"):
         write_csv_atomic(work / "predictions.csv", predicted)
-    recorder.close()
     return recorder.results
 
 
@@ -239,15 +267,16 @@ def _quiet(_: str) -> None:
     return None
 
 
-def _initial_state(frame, split, run, model, config, record_type, fingerprint):
+def _initial_state(frame, split, run, model, config):
     """The TrainingState `abag.train` creates (run config with the fingerprint, the per-row split record)."""
     import dataclasses
 
+    from abag.data_identity import RowRecord, data_fingerprint
     from abag.training_state import TrainingState
 
     run_config = {"model": dataclasses.asdict(run.model_config), "train": dataclasses.asdict(config),
-                  "data_fingerprint": fingerprint(frame, None)}
-    rows = record_type.from_frame(frame, None).with_split(split)
+                  "data_fingerprint": data_fingerprint(frame, None)}
+    rows = RowRecord.from_frame(frame, None).with_split(split)
     return TrainingState.create(model, config, run.precision, run_config, rows.to_checkpoint())
 
 
@@ -263,18 +292,19 @@ def _epoch_and_evaluation(stage, state, run, folder):
     saved = []
     with stage("epoch (train + validate)", f"{len(run.data['train']):,} training rows"):
         fit(state, run, criterion, lambda s, improved: saved.append(improved), _quiet, folder.last)
-    with stage("checkpoints (last.pt at start, best.pt, last.pt)"):
+    with stage("checkpoints (last.pt at start, best.pt, last.pt)") as info:
         folder.save_start(state)
         for improved in saved:
             folder.save_epoch(state, improved)
-    sizes = {"last.pt MB": folder.last.stat().st_size / 2**20}
+        info["note"] = f"last.pt {folder.last.stat().st_size / 2**20:.0f} MB"
 
     def evaluation(groups):
         clusters, antibodies = groups
-        report = {"groups": groups, "sizes": sizes}
+        report = {"groups": groups, "predictions": {}}
         for name in ("val", "test"):
             data, rows = run.data[name], run.parts[name]
             pkd, logits = predict_data(state.model, data, run.device, precision=run.precision)
+            report["predictions"][name] = (pkd, sigmoid(logits))
             report[name] = evaluate_predictions(data.target.numpy(), pkd, sigmoid(logits),
                                                 censored=data.censored.numpy(), seed=config.seed,
                                                 groups=clusters[rows], antibody_groups=antibodies[rows])
@@ -308,20 +338,46 @@ class CommandResult:
     tail: str = ""
 
 
-def run_command(label: str, argv: list[str], env: dict) -> CommandResult:
-    """Run `argv` under a wrapper whose RUSAGE_CHILDREN max RSS is that command's own peak."""
-    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-               "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True); "
-               "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
-               "print(r.returncode, time.perf_counter() - t, u.ru_utime + u.ru_stime, u.ru_maxrss); "
-               "print(r.stderr[-3000:], file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", wrapper, *argv], capture_output=True, text=True, env=env)
-    code, seconds, cpu, max_rss_kib = done.stdout.split()
-    return CommandResult(label, int(code), float(seconds), float(cpu), int(max_rss_kib) / 2**20,
-                         done.stderr.strip()[-1500:])
+# Runs one command and prints its numbers as JSON. It is a fresh, small interpreter, because a child's ru_maxrss
+# starts at the RSS of the process it was forked from: forked from this script it would inherit this script's.
+_WRAPPER = """
+import json, os, subprocess, sys, time
+limit, argv = int(sys.argv[1]), sys.argv[3:]
+started, note = time.perf_counter(), ""
+with open(sys.argv[2], "w") as stderr:
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        try:
+            with open(f"/proc/{process.pid}/status") as lines:
+                rss = next(int(l.split()[1]) * 1024 for l in lines if l.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            rss = 0
+        if limit and rss > limit and not note:
+            note = f"killed at {rss / 2**30:.1f} GiB (limit {limit / 2**30:g} GiB)"
+            process.kill()
+        time.sleep(0.1)
+    process.returncode = os.waitstatus_to_exitcode(status)
+print(json.dumps({"returncode": process.returncode, "seconds": time.perf_counter() - started, "note": note,
+                  "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_gib": usage.ru_maxrss / 2**20}))
+"""
 
 
-def run_end_to_end(csv: Path, work: Path, env: dict) -> list[CommandResult]:
+def run_command(label: str, argv: list[str], env: dict, limit_bytes: int | None = None) -> CommandResult:
+    """Run `argv` in a small wrapper: its own peak RSS and CPU time (`os.wait4`); killed past `limit_bytes`."""
+    with tempfile.TemporaryDirectory() as folder:
+        stderr = Path(folder) / "stderr.txt"
+        done = subprocess.run([sys.executable, "-c", _WRAPPER, str(limit_bytes or 0), str(stderr), *argv],
+                              capture_output=True, text=True, env=env, check=True)
+        numbers = json.loads(done.stdout)
+        tail = stderr.read_text(errors="replace")[-1500:]
+    note = numbers.pop("note")
+    return CommandResult(label, **numbers, tail=(tail + (f"\n{note}" if note else "")).strip())
+
+
+def run_end_to_end(csv: Path, work: Path, env: dict, limit_bytes: int | None) -> list[CommandResult]:
     """`abag train --encoder tiny --epochs 1` into a cold cache, then `abag predict` with the run's best.pt."""
     env = {**env, "ABAG_CACHE_DIR": str(work / "cli-cache")}
     out, cache = work / "cli-run", str(work / "cli-cache")
@@ -331,7 +387,8 @@ def run_end_to_end(csv: Path, work: Path, env: dict) -> list[CommandResult]:
                  "--out", str(work / "cli-predictions.csv"), "--embedding-cache", cache, "--quiet"]]
     results = []
     for words in commands:
-        results.append(run_command(" ".join(["abag", *words]), [sys.executable, "-m", "abag", *words], env))
+        results.append(run_command(" ".join(["abag", *words]), [sys.executable, "-m", "abag", *words], env,
+                                   limit_bytes))
         if results[-1].returncode != 0:
             break
     return results
@@ -352,15 +409,17 @@ def markdown_table(size: dict) -> str:
     wall, cpu = (sum(s[key] for s in size["stages"]) for key in ("seconds", "cpu_seconds"))
     peak = max(s["peak_gib"] for s in size["stages"])
     lines.append(f"| **all stages** | **{wall:.1f}** | **{cpu:.1f}** | **{peak:.2f}** | | |")
-    lines += ["", "| end to end (own process) | exit | wall s | CPU s | peak RSS (GiB) |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "| end to end (own process) | exit | wall s | CPU s | peak RSS (GiB) | note |",
+              "|---|---:|---:|---:|---:|---|"]
     for c in size["end_to_end"]:
         command = c["command"].replace(str(size["folder"]), "DIR")
+        note = c["tail"].splitlines()[-1][:100] if c["returncode"] != 0 and c["tail"] else ""
         lines.append(f"| `{command}` | {c['returncode']} | {c['seconds']:.1f} | {c['cpu_seconds']:.1f} | "
-                     f"{c['peak_gib']:.2f} |")
+                     f"{c['peak_gib']:.2f} | {note} |")
     return "\n".join(lines) + "\n"
 
 
-def measure_size(rows: int, work: Path, seed: int, end_to_end: bool, threads: int | None) -> dict:
+def measure_size(rows: int, work: Path, seed: int, end_to_end: bool, threads: int | None, limit_gib: float) -> dict:
     """Generate (once per size and seed), then the in-process stages and the CLI commands, each in a new process.
 
     `threads` sets OMP_NUM_THREADS (torch's intra-op threads) for both; None leaves torch's default.
@@ -379,8 +438,10 @@ def measure_size(rows: int, work: Path, seed: int, end_to_end: bool, threads: in
     for stale in ("run", "cache", "cli-run", "cli-cache"):
         subprocess.run(["rm", "-rf", str(folder / stale)], check=True)
     stages_json = folder / "stages.json"
-    _self(["stages", "--csv", str(csv), "--work", str(folder), "--json", str(stages_json)], env)
-    commands = [asdict(c) for c in run_end_to_end(csv, folder, env)] if end_to_end else []
+    _self(["stages", "--csv", str(csv), "--work", str(folder), "--json", str(stages_json),
+           "--limit-gib", str(limit_gib)], env)
+    limit = int(limit_gib * 2**30)
+    commands = [asdict(c) for c in run_end_to_end(csv, folder, env, limit)] if end_to_end else []
     for c in commands:
         if c["returncode"] != 0:
             print(f"{c['command']} failed:\n{c['tail']}", file=sys.stderr)
@@ -402,11 +463,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     stages.add_argument("--csv", type=Path, required=True)
     stages.add_argument("--work", type=Path, required=True)
     stages.add_argument("--json", type=Path, required=True)
+    stages.add_argument("--limit-gib", type=float, default=12.0)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 500_000])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, help="folder for the CSVs, caches and runs (default: a temporary one)")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the abag train / abag predict commands")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every measured process (default: torch's)")
+    parser.add_argument("--limit-gib", type=float, default=12.0,
+                        help="stop a stage or kill a command whose resident memory passes this (default 12 GiB)")
     parser.add_argument("--out", type=Path, help="write the markdown tables here")
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
     return parser.parse_args(argv)
@@ -415,12 +479,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     if args.mode == "stages":
-        args.json.write_text(json.dumps([asdict(s) for s in run_stages(args.csv, args.work)], indent=2))
+        recorder = StageRecorder(limit_bytes=int(args.limit_gib * 2**30))
+        try:
+            run_stages(args.csv, args.work, recorder)
+        except MemoryLimitReached as exc:
+            print(f"stages stopped: {exc}", file=sys.stderr)
+        recorder.close()
+        args.json.write_text(json.dumps([asdict(s) for s in recorder.results], indent=2))
         return []
     work = args.work or Path(tempfile.mkdtemp(prefix="abag-scale-"))
     sizes = []
     for rows in args.rows:
-        sizes.append(measure_size(rows, work, args.seed, not args.no_end_to_end, args.threads))
+        sizes.append(measure_size(rows, work, args.seed, not args.no_end_to_end, args.threads, args.limit_gib))
         print(markdown_table(sizes[-1]), flush=True)
     text = f"machine: {machine()}\n\n" + "\n".join(markdown_table(s) for s in sizes)
     if args.out:

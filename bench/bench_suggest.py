@@ -13,7 +13,7 @@ as mean ± standard deviation over `--repeats` campaigns (seeds 0..repeats-1): h
 variants have been measured (start included), and the best pKd measured.
 
 Strategies: `random`; `ridge_greedy` (EVOLVEpro-like: RidgeCV on one-hot, top-n by predicted mean, no
-uncertainty, no diversity rule, ties in seeded random order as abag breaks them; written here with sklearn,
+uncertainty, no diversity rule, ties in the seeded random order abag draws; written here with sklearn,
 independent of abag.suggest); and abag's `suggest_batch` with the greedy, ucb and thompson strategies, each
 without the diversity rule (`abag_greedy`: min_distance 1, the default) and with it (`abag_greedy+div`:
 min_distance 2). abag's variant models here use one-hot features only (no language-model embeddings: encoding
@@ -105,9 +105,10 @@ def choose_with_model(landscape: Landscape, strategy: str, measured: np.ndarray,
         return np.random.default_rng([seed, len(measured)]).choice(rest, size=batch, replace=False), ""
     if strategy == "ridge_greedy":
         model = RidgeCV(alphas=ALPHAS).fit(landscape.onehot[measured], landscape.pkd[measured])
-        # Ties (e.g. a start whose variants all sit at the assay floor) in seeded random order: the file is
-        # sorted by affinity, so its order would leak the answer.
-        tie_break = np.random.default_rng([seed, len(measured)]).random(len(rest))
+        # Ties (e.g. a start whose variants all sit at the assay floor) in seeded random order, the very order
+        # suggest_batch draws (so both rank an uninformative start alike); the file is sorted by affinity, so
+        # its order would leak the answer.
+        tie_break = np.random.default_rng(seed).random(len(rest))
         return rest[np.lexsort((tie_break, -model.predict(landscape.onehot[rest])))[:batch]], "onehot_ridge"
     config = SuggestConfig(n=batch, seed=seed, **ABAG_STRATEGIES[strategy])
     frame = landscape.frame

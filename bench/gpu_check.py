@@ -116,7 +116,7 @@ def forced_precision(name: str, encoders: tuple = ()):
     precision = {"fp32": policy.FP32, "bf16": policy.BF16, "fp16": policy.FP16}[name]
     original = policy.choose_precision
 
-    def forced(device, mixed_precision: bool = True):
+    def forced(device, mixed_precision: bool = True, requested: str = "auto"):
         return precision if mixed_precision else policy.FP32
 
     patched = [m for m in _abag_modules() if getattr(m, "choose_precision", None) is original]

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,24 @@ def test_stage_recorder_sees_memory_allocated_inside_a_stage():
     assert allocate.seconds > 0 and allocate.cpu_seconds >= 0
 
 
+def test_a_stage_over_the_memory_limit_is_stopped_and_recorded():
+    recorder = bench_scale.StageRecorder(interval=0.002, limit_bytes=bench_scale.resident_bytes() + 200 * 2**20)
+    with pytest.raises(bench_scale.MemoryLimitReached):
+        with recorder.stage("grow"):
+            blocks = [np.ones(400 * 2**20 // 8)]  # noqa: F841 - held during the sleep
+            time.sleep(5)  # interrupted well before this ends
+    recorder.close()
+    [grow] = recorder.results
+    assert grow.note.startswith("stopped at") and grow.seconds < 4 and grow.peak_gib > grow.after_gib - 0.01
+
+
+def test_run_command_kills_a_command_over_the_memory_limit():
+    grow = "import time; block = bytearray(400 * 2**20); time.sleep(30)"
+    result = bench_scale.run_command("grow", [sys.executable, "-c", grow], dict(os.environ), 200 * 2**20)
+    assert result.returncode == -9 and result.seconds < 20
+    assert result.tail.splitlines()[-1].startswith("killed at")
+
+
 def test_run_command_reports_exit_code_time_and_peak_of_that_command_only():
     allocate = "import sys; block = bytearray(300 * 2**20); sys.exit(3)"  # 300 MB, touched, then exit code 3
     result = bench_scale.run_command("allocate", [sys.executable, "-c", allocate], dict(os.environ))
@@ -95,6 +114,7 @@ def test_run_command_reports_exit_code_time_and_peak_of_that_command_only():
     assert small.returncode == 0 and small.peak_gib < 0.25  # the earlier command's peak is not carried over
 
 
+@pytest.mark.slow
 def test_tiny_run_measures_every_stage_and_the_cli_commands(tmp_path):
     """The whole script at 1,000 rows: every stage timed, the CLI commands succeed, the table is written."""
     out, raw = tmp_path / "scale.md", tmp_path / "scale.json"
@@ -106,7 +126,7 @@ def test_tiny_run_measures_every_stage_and_the_cli_commands(tmp_path):
     [size] = json.loads(raw.read_text())
     names = [s["name"] for s in size["stages"]]
     for stage in ("load", "validate", "split", "encode", "epoch", "checkpoints", "evaluation", "baselines",
-                  "predict", "write predictions"):
+                  "intervals", "predict", "write predictions"):
         assert any(name.startswith(stage) for name in names), stage
     assert all(s["seconds"] >= 0 and s["peak_gib"] >= s["after_gib"] > 0 for s in size["stages"])
     assert [c["returncode"] for c in size["end_to_end"]] == [0, 0]

@@ -107,6 +107,7 @@ def test_the_probe_sees_the_precision_the_encoder_ran_in(tiny_encoders):
     encoder = tiny_encoders["tiny"]
     with gpu_check.PrecisionProbe([encoder]) as plain:
         encoder(["ACDEFGHIKLMNPQRSTVWY"])
+    encoder.use_precision(None)  # the session's shared encoder may be pinned by an earlier training run
     with gpu_check.forced_precision("bf16"), gpu_check.PrecisionProbe([encoder]) as forced:
         encoder(["ACDEFGHIKLMNPQRSTVWY"])
     assert plain.encoder_seen == {"fp32"} and forced.encoder_seen == {"bf16"}
