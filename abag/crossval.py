@@ -289,13 +289,9 @@ class OutOfFold:
 
 
 def _load_encoders(model_config: ModelConfig, encoders: dict | None) -> dict:
-    from .encoders import load_encoder
+    from .encoders import load_encoders
 
-    encoders = dict(encoders or {})
-    for name in (model_config.antibody_encoder, model_config.antigen_encoder):
-        if name not in encoders:
-            encoders[name] = load_encoder(name)
-    return encoders
+    return load_encoders((model_config.antibody_encoder, model_config.antigen_encoder), encoders)
 
 
 def _labels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ __all__ = [
     "ESM_VOCAB", "ESM2_MODELS", "LOCAL_ENCODERS", "OFFLINE_HINT", "PAIRED_MODELS", "EncodedBatch",
     "NonFiniteEmbeddingError", "PairedModelWarning", "ResidueTokenizer", "SequenceEncoder", "TokenizerDependencyError",
     "WindowSpec", "antiberty_folder", "autocast_context", "from_pretrained_sdpa", "hub_offline", "hub_reachable",
-    "load_antiberty_encoder", "load_encoder", "load_hub_encoder", "load_tiny_encoder", "quiet_transformers",
+    "load_antiberty_encoder", "load_encoder", "load_encoders", "load_hub_encoder", "load_tiny_encoder", "quiet_transformers",
     "transformer_layers",
 ]
 
@@ -109,3 +109,12 @@ def load_encoder(name: str, revision: str | None = None) -> SequenceEncoder:
         f"unknown encoder '{name}'. Use one of {sorted(LOCAL_ENCODERS)}, a Hugging Face id such as "
         f"{ESM2_MODELS[3]} or Exscientia/IgT5_unpaired, or a folder holding a Hugging Face model."
     )
+
+
+def load_encoders(names, given: dict | None = None) -> dict:
+    """`given` (name → encoder) completed with every other encoder in `names`, each loaded once."""
+    encoders = dict(given or {})
+    for name in names:
+        if name not in encoders:
+            encoders[name] = load_encoder(name)
+    return encoders

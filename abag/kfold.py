@@ -186,13 +186,9 @@ def train_folds(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelCon
 
 def _shared_encoders(model_config: ModelConfig, encoders: dict | None) -> dict:
     """The run's encoders, loaded once for all members."""
-    from .encoders import load_encoder
+    from .encoders import load_encoders
 
-    encoders = dict(encoders or {})
-    for name in (model_config.antibody_encoder, model_config.antigen_encoder):
-        if name not in encoders:
-            encoders[name] = load_encoder(name)
-    return encoders
+    return load_encoders((model_config.antibody_encoder, model_config.antigen_encoder), encoders)
 
 
 def _settings(out_dir: Path, frame: pd.DataFrame, model_config: ModelConfig, config: TrainConfig, folds: int,
