@@ -26,6 +26,7 @@ from .losses import StableCombinedLoss, check_loss_validity
 from .metrics import (GroupedSpearman, binder_metrics, bootstrap_ci, evaluate_predictions, format_comparison,
                       grouped_spearman, regression_metrics)
 from .model import AbAgModel, AffinityHead, ModelConfig, PairEmbeddings, PairSequences, build_model
+from .suggest import SuggestConfig, SuggestError, SuggestResult, suggest_batch
 from .splits import Grouping, SplitResult, cluster_antigens, cluster_kfold, row_groups, split_pairs
 from .train import TrainConfig, TrainingInterrupted, TrainResult, train
 from .version import METRICS_VERSION, __version__
@@ -45,4 +46,5 @@ __all__ = [
     "nearest_identity", "PKD_RANGE", "Precision", "choose_precision", "GroupedSpearman", "grouped_spearman",
     "Grouping", "row_groups", "FoldEnsemble", "FoldsResult", "train_folds", "predict_members",
     "CALIBRATED_COVERAGES", "PredictionSupport", "interval_report",
+    "SuggestConfig", "SuggestError", "SuggestResult", "suggest_batch",
 ]

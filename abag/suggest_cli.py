@@ -1,6 +1,6 @@
-"""The options of `abag suggest` (kept out of abag/cli.py, which builds the other commands).
-
-Imports argparse only, so that `abag --help` stays fast; the command itself is `abag.suggest.command`.
+"""The options of `abag suggest`, kept beside abag/cli.py (which builds the other commands and maps errors to
+exit codes) so that each stays small. Defaults come from `abag.suggest.SuggestConfig`; the command itself is
+`abag.suggest.command`. Imports argparse, and abag.suggest.config when the parser is built.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ small matrices spends most of its CPU time spinning).
 repeats (seeds 0..); the share of the picks in the top decile of the remaining variants, per strategy and
 landscape. The product owner's check is CR6261; CR9114 is reported beside it.
 
-Writes OUT/summary.json, OUT/summary.md (tables for bench/RESULTS_suggest.md) and OUT/rounds.png
+Writes OUT/summary.json, OUT/summary.md (tables for bench/RESULTS.md) and OUT/rounds.png
 (`--render-only` rewrites the last two from OUT/summary.json).
 """
 
@@ -254,7 +254,7 @@ def plot(results: dict, landscapes, args, path: Path) -> None:
         axes[1, col].set_xlabel("round")
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
 
 
 def parse_args(argv=None):
