@@ -162,14 +162,15 @@ class MemoryLimitReached(Exception):
 class StageRecorder:
     """Times stages and tracks the highest RSS seen within each, from a thread sampling every `interval` s.
 
-    Past `limit_bytes` (on a shared machine) the stage is interrupted, recorded with a note, and
-    `MemoryLimitReached` ends the run.
+    Past `limit_bytes` (on a shared machine) the stage is interrupted and recorded with a note; then
+    `MemoryLimitReached` ends the run, unless the stage is `optional` (nothing later needs its result).
     """
 
     interval: float = 0.01
     limit_bytes: int | None = None
     results: list[StageResult] = field(default_factory=list)
     stopped: str = ""
+    _active: bool = False
     _peak: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -181,17 +182,18 @@ class StageRecorder:
         while not self._stop.wait(self.interval):
             rss = resident_bytes()
             self._peak = max(self._peak, rss)
-            if self.limit_bytes and rss > self.limit_bytes and not self.stopped:
+            if self._active and self.limit_bytes and rss > self.limit_bytes and not self.stopped:
                 self.stopped = f"stopped at {rss / 2**30:.1f} GiB (limit {self.limit_bytes / 2**30:g} GiB)"
                 _thread.interrupt_main()
 
     @contextmanager
-    def stage(self, name: str, note: str = ""):
+    def stage(self, name: str, note: str = "", optional: bool = False):
         """Measure the block as stage `name`; it may set `["note"]` of the dict it gets."""
         gc.collect()
         self._peak = resident_bytes()
         started, cpu = time.perf_counter(), time.process_time()
         info = {"note": note}
+        self._active = True
         try:
             yield info
             note = info["note"]
@@ -200,11 +202,13 @@ class StageRecorder:
                 raise
             note = self.stopped
         finally:
+            self._active = False
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             now = resident_bytes()
             self.results.append(StageResult(name, seconds, cpu, max(self._peak, now) / 2**30, now / 2**30, note))
-        if self.stopped:
+        if self.stopped and not optional:
             raise MemoryLimitReached(self.stopped)
+        self.stopped = ""
 
     def close(self) -> None:
         self._stop.set()
@@ -246,7 +250,7 @@ def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResu
         report = evaluation(evaluation_groups(run))
     with stage("baselines (mean, k-mer ridge)"):
         report["baselines"] = _baselines(run, report["groups"])
-    with stage("intervals (calibration on val, references into best.pt/last.pt)"):
+    with stage("intervals (calibration on val, references into best.pt/last.pt)", optional=True):
         support, _ = calibrate_single_split(run, report["predictions"], state.best_epoch)
         store_support(support, [folder.best, folder.last])
     with stage("write metrics + test_predictions.csv"):
@@ -254,12 +258,14 @@ def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResu
         write_csv_atomic(out / "test_predictions.csv", report["test_predictions"])
     del run, model, state, report, frame, split, epoch
     gc.collect()
-    with stage("predict (checkpoint, every row, intervals + applicability)"):
+    predicted = None
+    with stage("predict (checkpoint, every row, intervals + applicability)", optional=True):
         trained, _ = load_trained_model(folder.best, device="cpu")
         new, _ = prepare_pairs(read_table(csv), require_pkd=False)
         predicted = predict_frame(trained, new, cache_dir=work / "cache")
-    with stage("write predictions.csv"):
-        write_csv_atomic(work / "predictions.csv", predicted)
+    if predicted is not None:
+        with stage("write predictions.csv"):
+            write_csv_atomic(work / "predictions.csv", predicted)
     return recorder.results
 
 
