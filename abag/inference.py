@@ -26,7 +26,7 @@ from .intervals import DEFAULT_COVERAGE, PredictionSupport, interval_report
 from .model import AbAgModel, ModelConfig, build_model
 from .novelty import NoveltyReference
 from .policy import choose_precision
-from .pair_embeddings import embed_pairs, make_caches
+from .pair_embeddings import EmbeddedPairs, embed_pairs, make_caches
 from .train import PairData, predict_data, resolve_device, sigmoid
 
 
@@ -135,22 +135,28 @@ def _member_outputs(model: AbAgModel, frame: pd.DataFrame, cache_dir, batch_size
     return np.stack([pkd for pkd, _ in outputs]), np.stack([sigmoid(logits) for _, logits in outputs])
 
 
+def embed_frame(model: AbAgModel, frame: pd.DataFrame, cache_dir: str | Path | None = None,
+                progress: bool = False) -> EmbeddedPairs:
+    """Every distinct chain of `frame` encoded once by `model`'s encoders, in eval mode (through the disk
+    cache at `cache_dir` when the encoders are frozen; in memory when they were fine-tuned, since a disk
+    cache is keyed by the encoder's name, which does not cover fine-tuned weights)."""
+    was_training = model.training
+    model.eval()
+    try:
+        antibody_cache, antigen_cache = make_caches(model, cache_dir if model.encoders_frozen else None,
+                                                    progress=progress)
+        return embed_pairs(frame, antibody_cache, antigen_cache)
+    finally:
+        model.train(was_training)
+
+
 def _prepared_data(model: AbAgModel, frame: pd.DataFrame, cache_dir, progress: bool) -> PairData:
     """`frame` embedded for `model` (through the cache when the encoders are frozen), with antigen weights."""
     labelled = frame if "pkd" in frame else frame.assign(pkd=np.nan)
     if model.head_is_additive and model.novelty is None:
         warnings.warn("this additive model records no training antigens (model.novelty), so its antigen terms "
                       "are used at full weight for every antigen, familiar or not", stacklevel=4)
-    was_training = model.training
-    model.eval()  # fine-tuned encoders are encoded below, outside predict_data's own eval()
-    try:
-        # A disk cache is keyed by the encoder's name, which does not cover fine-tuned weights.
-        antibody_cache, antigen_cache = make_caches(model, cache_dir if model.encoders_frozen else None,
-                                                    progress=progress)
-        embedded = embed_pairs(labelled, antibody_cache, antigen_cache)
-    finally:
-        model.train(was_training)
-    embedded = embedded.with_antigen_weight(model.antigen_weights(labelled["antigen"]))
+    embedded = embed_frame(model, labelled, cache_dir, progress).with_antigen_weight(model.antigen_weights(labelled["antigen"]))
     return PairData(labelled.assign(pkd=labelled["pkd"].astype(float)), embedded)
 
 

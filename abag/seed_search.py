@@ -18,7 +18,7 @@ from scipy.stats import poisson
 
 from .policy import residue_codes
 
-__all__ = ["SEED_PATTERNS", "encode_chain", "chain_seeds", "candidate_pairs"]
+__all__ = ["SEED_PATTERNS", "encode_chain", "chain_seeds", "pattern_seed_codes", "candidate_pairs"]
 
 # Seeds: four weight-6 patterns (contiguous and spaced). Weight 5 was tried
 # first: with 10k chains its 3.2M codes are so crowded that most random pairs
@@ -93,6 +93,23 @@ def chain_seeds(encoded: np.ndarray, patterns: Sequence[str]) -> tuple[np.ndarra
     features, positions = np.concatenate(features), np.concatenate(positions)
     order = np.argsort(features, kind="stable")
     return features[order], positions[order]
+
+
+def pattern_seed_codes(encoded: list[np.ndarray], patterns: Sequence[str] = SEED_PATTERNS):
+    """Per pattern, (seed ids, chain index) of every valid seed of every chain, computed on their concatenation.
+
+    Seed ids are offset per pattern as in `chain_seeds`; a seed never spans two chains.
+    """
+    if not encoded:
+        return
+    lengths = np.array([len(c) for c in encoded])
+    codes = np.concatenate(encoded)
+    chain_of = np.repeat(np.arange(len(encoded)), lengths)
+    skip = _low_complexity_starts(codes)
+    for k, pattern in enumerate(patterns):
+        code = _pattern_codes(codes, chain_of, skip, pattern)
+        valid = np.flatnonzero(code >= 0)
+        yield code[valid] + k * _CODES_PER_PATTERN, chain_of[valid]
 
 
 def _distinct_sorted(keys: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ trimming included), and predicts each row with `abag.predict_frame`. A row's emb
 [heavy | light | antigen] (light zeros for single-domain antibodies; antigen only when the head reads it).
 Without a cache folder the chains go through a temporary one, so they are encoded once for both.
 The prior's std is `predict_frame`'s `pkd_std` (the spread of a fold ensemble); a single model reports 0,
-and the note says so. Imports numpy, pandas and abag's inference and pair_embeddings modules.
+and the note says so. Imports numpy, pandas and abag's inference module.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..inference import predict_frame
-from ..pair_embeddings import embed_pairs, make_caches
+from ..inference import embed_frame, predict_frame
 
 __all__ = ["CheckpointInputs", "checkpoint_inputs"]
 
@@ -51,14 +50,7 @@ def checkpoint_inputs(model, frame: pd.DataFrame, cache_dir: str | Path | None =
         note = "the checkpoint reports no uncertainty (a single model): its pkd_std is 0"
     else:
         note = "the checkpoint's pkd_std is the spread of its fold-ensemble members"
-    was_training = model.training
-    model.eval()
-    try:
-        antibody_cache, antigen_cache = make_caches(model, cache_dir if model.encoders_frozen else None,
-                                                    progress=progress)
-        embedded = embed_pairs(frame, antibody_cache, antigen_cache)
-    finally:
-        model.train(was_training)
+    embedded = embed_frame(model, frame, cache_dir, progress)
     light = np.where((embedded.light_index >= 0)[:, None], embedded.antibody[np.maximum(embedded.light_index, 0)],
                      0.0)
     vectors = np.hstack([embedded.antibody[embedded.heavy_index], light, embedded.antigen[embedded.antigen_index]])
