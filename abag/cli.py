@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--input-dropout", type=number(0, 1, high_open=True), default=None,
                        help="dropout on the chain vectors entering the head (default 0.3; v2.7: 0; "
                             "--dropout 0 turns it off too)")
+    train.add_argument("--ranking-weight", type=number(0), default=0.0,
+                       help="add this weight x a pairwise ranking loss within antigen clusters to the v2.7 loss "
+                            "(default 0: off); micro-batches then hold runs of 4 rows of one cluster")
     train.add_argument("--early-stopping-patience", type=whole_number(1), default=15)
     train.add_argument("--finetune-layers", type=whole_number(0), default=0,
                        help="fine-tune the last N encoder layers (turns the embedding cache off)")
@@ -284,7 +287,7 @@ def run_train(args: argparse.Namespace) -> int:
             epochs=args.epochs, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
             learning_rate=args.learning_rate, weight_decay=args.weight_decay, seed=args.seed, split=args.split,
             group_column=args.group_column, split_identity=args.split_identity,
-            early_stopping_patience=args.early_stopping_patience,
+            early_stopping_patience=args.early_stopping_patience, ranking_weight=args.ranking_weight,
             embedding_cache=not args.no_embedding_cache,
             cache_dir=str(args.embedding_cache) if args.embedding_cache else str(default_cache_dir()),
             mixed_precision=not args.no_mixed_precision, precision=args.precision, device=args.device,

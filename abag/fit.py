@@ -4,7 +4,7 @@
 the scaled loss (micro-batches skip DDP's all-reduce), and once per accumulation group: unscale, clip,
 check the gradient norm, optimizer step, zero the gradients. Saving is the caller's (`save`), so this
 module never touches files. May import from: checkpoint, distributed, errors, losses, metrics, monitors,
-pair_data, policy, train_setup, training_state.
+pair_data, policy, ranking, train_setup, training_state.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .losses import StableCombinedLoss, check_loss_validity
 from .monitors import EpochRecord, format_epoch, saturation_share
 from .pair_data import PairData, autocast, head_threads, predict_data, sigmoid
 from .policy import Precision
+from .ranking import grouped_epoch_order, pairwise_ranking_loss
 from .train_setup import RunInputs, TrainConfig
 from .training_state import TrainingState
 
@@ -38,10 +39,24 @@ class TrainingInterrupted(AbagError):
     exit_code = 130
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The shuffled row order of an epoch: a function of (seed, epoch) only, so resume needs no extra state."""
+def epoch_order(n: int, seed: int, epoch: int, groups: torch.Tensor | None = None,
+                rows_per_group: int = 1) -> np.ndarray:
+    """The shuffled row order of an epoch: a function of (seed, epoch) only, so resume needs no extra state.
+
+    With `groups` (the ranking term is on) rows come in runs of `rows_per_group` sharing a group."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if groups is not None:
+        return grouped_epoch_order(groups.numpy(), generator, rows_per_group)
     return torch.randperm(n, generator=generator).numpy()
+
+
+def training_groups(run: RunInputs) -> torch.Tensor | None:
+    """Group code of every training row for the ranking term (split groups, else the antigen); None when off."""
+    if run.config.ranking_weight <= 0:
+        return None
+    rows = run.parts["train"]
+    groups = run.split.groups if getattr(run.split, "groups", None) is not None else run.frame["antigen"].to_numpy()
+    return torch.from_numpy(np.unique(np.asarray(groups)[rows].astype(str), return_inverse=True)[1].astype(np.int64))
 
 
 def shard_for_process(order: np.ndarray) -> np.ndarray:
@@ -66,11 +81,12 @@ def fit(state: TrainingState, run: RunInputs, criterion: StableCombinedLoss,
     stopped_early = state.stopped_early(config)  # a run that already stopped early stays stopped
     saved_epoch = state.epoch                    # what last.pt holds
     last_epoch = state.epoch if stopped_early else config.epochs
+    clusters = training_groups(run)
     try:
         for epoch in range(state.epoch + 1, last_epoch + 1):
             started = time.perf_counter()
             train_loss, steps = _train_epoch(net, run.data["train"], state.optimizer, state.scaler, criterion,
-                                             config, run.device, run.precision, epoch, last_path)
+                                             config, run.device, run.precision, epoch, last_path, clusters)
             record = _validate(state, run, criterion, train_loss, steps, epoch, last_path)
             record = dataclasses.replace(record, seconds=time.perf_counter() - started)
             improved = state.end_epoch(dataclasses.asdict(record), record.val_spearman)
@@ -125,7 +141,8 @@ def _diverged(what: str, epoch: int, step: int, last_path: Path, when: str) -> T
 
 def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, criterion: StableCombinedLoss, config: TrainConfig,
-                 device: torch.device, precision: Precision, epoch: int, last_path: Path) -> tuple[float, int]:
+                 device: torch.device, precision: Precision, epoch: int, last_path: Path,
+                 clusters: torch.Tensor | None = None) -> tuple[float, int]:
     """One pass over the training rows; returns (mean training loss, optimizer steps taken).
 
     Micro-batches of `batch_size` rows form groups of `gradient_accumulation` (the last group may be
@@ -133,9 +150,11 @@ def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Op
     micro-batch's mean loss is weighted by its share of the group's rows, so a short last micro-batch
     counts for its rows only. Under DDP each process holds an equal share of every group (see
     `shard_for_process`), so the all-reduced average of the processes' gradients is the mean over all rows.
+    With `clusters` (each training row's group code) the loss adds `config.ranking_weight` x the pairwise
+    ranking term (`abag.ranking`).
     """
     net.train()
-    order = shard_for_process(epoch_order(len(data), config.seed, epoch))
+    order = shard_for_process(epoch_order(len(data), config.seed, epoch, clusters, config.ranking_rows_per_group))
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     groups = [batches[i:i + config.gradient_accumulation]
               for i in range(0, len(batches), config.gradient_accumulation)]
@@ -155,13 +174,16 @@ def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Op
                     with autocast(device, precision):
                         pkd, logits = net(data.inputs(rows, device))
                     target, censored = data.target[rows].to(device), data.censored[rows].to(device)
-                    loss = criterion(pkd, target, logits, censored)
+                    base_loss = loss = criterion(pkd, target, logits, censored)
+                    if clusters is not None:  # the reported training loss stays the v2.7 one (as validation's)
+                        loss = base_loss + config.ranking_weight * pairwise_ranking_loss(
+                            pkd, target, clusters[torch.as_tensor(rows)].to(device), censored)
                     try:
                         check_loss_validity(loss, "training loss")
                     except ValueError as exc:
                         raise _diverged(str(exc), epoch, micro_step, last_path, "before the optimizer step") from None
                     scaler.scale(loss * (len(rows) / group_rows)).backward()
-                total_loss += float(loss.detach()) * len(rows)
+                total_loss += float(base_loss.detach()) * len(rows)
                 total_rows += len(rows)
                 bar.update(1)
                 bar.set_postfix(loss=f"{total_loss / total_rows:.4f}")

@@ -26,6 +26,7 @@ def hyperparameters(run: RunInputs) -> dict:
         "grad_clip_norm": config.grad_clip_norm,
         "mse_weight": config.mse_weight,
         "class_weight": config.class_weight,
+        "ranking_weight": config.ranking_weight,
         "binder_threshold": config.binder_threshold,
         "loss_function": "StableCombinedLoss",
         "optimizer": "AdamW",
@@ -57,7 +58,9 @@ def improvements(model, run: RunInputs, with_baselines: bool) -> list[str]:
                                           if config.embedding_cache else "chains encoded in every batch (no cache)")
     items = [
         f"StableCombinedLoss: {config.mse_weight}*MSE + {config.class_weight}*BCE-with-logits on the binder head "
-        f"(pKd >= {config.binder_threshold}); no soft-Spearman, no Huber",
+        f"(pKd >= {config.binder_threshold}); no soft-Spearman, no Huber"
+        + (f"; plus {config.ranking_weight} x a pairwise ranking term within antigen clusters"
+           if config.ranking_weight > 0 else ""),
         f"pKd output bounded and clamped to [{model_config.pkd_min}, {model_config.pkd_max}] inside the model's "
         f"forward pass",
         "check_loss_validity stops training on NaN/Inf loss (and a non-finite gradient norm) before the "

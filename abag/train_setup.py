@@ -28,6 +28,9 @@ class TrainConfig:
     grad_clip_norm: float = 1.0
     mse_weight: float = 0.7
     class_weight: float = 0.3
+    # Optional pairwise ranking term within antigen clusters (abag.ranking); 0 = the v2.7 loss alone.
+    ranking_weight: float = 0.0
+    ranking_rows_per_group: int = 4  # with ranking on: micro-batches hold runs of this many rows of one cluster
     binder_threshold: float = BINDER_THRESHOLD
     scheduler_factor: float = 0.6
     scheduler_patience: int = 10
