@@ -150,3 +150,18 @@ def test_help_lists_the_options_and_a_missing_checkpoint_is_one_line(tmp_path, f
                             capture_output=True, text=True)
     assert failed.returncode == 2 and failed.stderr.startswith("abag: error:") and "none.pt" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_a_fold_ensemble_checkpoint_gives_its_member_spread_as_the_prior(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(files["folder"] / "cache"))
+    run = tmp_path / "folds"
+    assert main(["train", "--data", str(files["train"]), "--out", str(run), *TRAIN_ARGS[:4], "--quiet",
+                 "--folds", "2", "--split", "group", "--group-column", "genotype"]) == 0, capsys.readouterr().err
+    out, report = tmp_path / "batch.csv", tmp_path / "report.json"
+    assert main(["suggest", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--quiet", "--candidates",
+                 str(files["candidates"]), "--n", "5", "--out", str(out), "--report", str(report)]) == 0, \
+        capsys.readouterr().err
+    document = json.loads(report.read_text())
+    assert document["model"]["chosen"] == "checkpoint"
+    assert any("fold-ensemble" in note for note in document["notes"])
+    assert (pd.read_csv(out)["pkd_std"] > 0).all()
