@@ -15,8 +15,8 @@ from .encoders import SequenceEncoder, load_antiberty_encoder, load_encoder, loa
 from .errors import (AbagError, CheckpointError, EmbeddingCacheError, EncoderUnavailableError, InvalidSettingError,
                      NonFiniteEmbeddingError, OutputNotWritableError, TrainingDivergedError)
 from .hub_encoders import PairedModelWarning, TokenizerDependencyError
-from .intervals import (CALIBRATED_COVERAGES, IntervalCalibration, PredictionSupport, applicability,
-                        interval_coverage, interval_report)
+from .intervals import (CALIBRATED_COVERAGES, IntervalCalibration, IntervalScale, PredictionSupport,
+                        applicability, interval_coverage, interval_report)
 from .novelty import NoveltyReference, nearest_identity
 from .policy import PKD_RANGE, Precision, choose_precision
 from .ensemble import FoldEnsemble
@@ -42,7 +42,7 @@ __all__ = [
     "load_hub_encoder", "load_pairs", "load_tiny_encoder", "load_trained_model", "predict_frame", "prepare_pairs",
     "read_table", "regression_metrics", "save_checkpoint", "split_pairs", "train",
     "EmbeddingCacheError", "InvalidSettingError", "NonFiniteEmbeddingError", "PairedModelWarning",
-    "TokenizerDependencyError", "IntervalCalibration", "applicability", "interval_coverage", "NoveltyReference",
+    "TokenizerDependencyError", "IntervalCalibration", "IntervalScale", "applicability", "interval_coverage", "NoveltyReference",
     "nearest_identity", "PKD_RANGE", "Precision", "choose_precision", "GroupedSpearman", "grouped_spearman",
     "Grouping", "row_groups", "FoldEnsemble", "FoldsResult", "train_folds", "predict_members",
     "CALIBRATED_COVERAGES", "PredictionSupport", "interval_report",

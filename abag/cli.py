@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="encode whole heavy/light chains (v2.7) instead of their variable domains")
     train.add_argument("--head-members", type=whole_number(1), default=None,
                        help="head copies trained together and averaged (default 5; 1 = the v2.7 head)")
+    train.add_argument("--member-loss", choices=("mean", "each"), default=None,
+                       help="head members: one loss on their mean (default) or each member its own loss")
     train.add_argument("--input-dropout", type=number(0, 1, high_open=True), default=None,
                        help="dropout on the chain vectors entering the head (default 0.3; v2.7: 0; "
                             "--dropout 0 turns it off too)")
@@ -382,6 +384,7 @@ def _data_hint(exc, argv: Sequence[str]) -> str:
 def _model_overrides(args: argparse.Namespace) -> dict:
     """ModelConfig fields set on the command line; the rest keep ModelConfig's defaults."""
     chosen = {"fusion": args.fusion, "trim_antibody": args.trim_antibody, "n_members": args.head_members,
+              "member_loss": args.member_loss,
               "input_dropout": args.input_dropout, "branch_dropout": args.branch_dropout}
     return {key: value for key, value in chosen.items() if value is not None}
 

@@ -18,8 +18,8 @@ import pandas as pd
 
 from . import distributed
 from .checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from .intervals import (DEFAULT_COVERAGE, IntervalCalibration, PredictionSupport, applicability, interval_report,
-                        nearest_identities)
+from .intervals import (DEFAULT_COVERAGE, SCALE_MIN_ROWS, IntervalCalibration, PredictionSupport, applicability,
+                        interval_report, nearest_identities)
 from .metrics_document import build_metrics
 from .pair_data import predict_data, sigmoid
 from .train_setup import RunInputs
@@ -106,32 +106,33 @@ def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int) -
     for name in ("val", "test"):
         if name in predictions:
             rows = frame.iloc[parts[name]]
+            antigen, antibody = nearest_identities(rows, support.antigen_reference, support.antibody_reference)
             part[name] = (run.data[name].target.numpy().astype(float), np.asarray(predictions[name][0], float),
-                          applicability(*nearest_identities(rows, support.antigen_reference,
-                                                            support.antibody_reference)),
-                          run.data[name].censored.numpy())
+                          applicability(antigen, antibody), run.data[name].censored.numpy(), antigen, antibody)
     where = "held-out antigen clusters" if run.split.method == "antigen" else f"a {run.split.method} split"
-    section = {"calibrated_on": "val", "method": "split conformal on |y - pred| / (pkd_std + floor) per "
-               "applicability class (Mondrian); one model, so pkd_std = 0 and the interval comes from the "
-               "residuals alone",
+    section = {"calibrated_on": "val", "method": "split conformal on |y - pred| / scale per applicability class "
+               "(Mondrian); scale = non-negative linear fit of |y - pred| on the antigen and antibody novelty "
+               f"(1 at fewer than {SCALE_MIN_ROWS} rows); one model, so pkd_std = 0 and the interval comes from "
+               "the residuals alone",
                "caveat": f"the validation part ({where}) also chose the best epoch (epoch {best_epoch}), so its "
                          f"residuals are slightly optimistic"}
     if "val" not in part:
         return support, {**section, "calibration_rows": None}
-    y, pred, classes, censored = part["val"]
+    y, pred, classes, censored, antigen, antibody = part["val"]
     try:
-        support.calibration = IntervalCalibration.fit(y, pred, np.zeros(len(y)), classes, censored=censored)
+        support.calibration = IntervalCalibration.fit(y, pred, np.zeros(len(y)), classes, censored=censored,
+                                                      antigen_identity=antigen, antibody_identity=antibody)
     except ValueError as exc:  # every validation row censored
         return support, {**section, "calibration_rows": None, "problem": str(exc)}
     n = support.calibration.counts["all"]
     support.source = f"{n} validation residuals ({where}; they also chose the best epoch)"
     section["calibration_rows"] = support.calibration.counts
-    section["val_in_sample"] = interval_report(y, pred, np.zeros(len(y)), classes, support.calibration,
-                                               DEFAULT_COVERAGE, censored)
-    if "test" in part:
-        y, pred, classes, censored = part["test"]
-        section["test"] = interval_report(y, pred, np.zeros(len(y)), classes, support.calibration,
-                                          DEFAULT_COVERAGE, censored)
+    section["scale"] = support.calibration.scale.to_state()
+    for name, key in (("val", "val_in_sample"), ("test", "test")):
+        if name in part:
+            y, pred, classes, censored, antigen, antibody = part[name]
+            section[key] = interval_report(y, pred, np.zeros(len(y)), classes, support.calibration,
+                                           DEFAULT_COVERAGE, censored, antigen, antibody)
     return support, section
 
 

@@ -174,7 +174,9 @@ def evaluate_frame(model: AbAgModel, frame: pd.DataFrame, *, binder_threshold: f
     support = getattr(model, "prediction_support", None)
     if support is not None and support.calibration is not None:
         metrics["intervals"] = interval_report(y, pred, predicted["pkd_std"].to_numpy(), predicted["applicability"],
-                                               support.calibration, coverage, censored)
+                                               support.calibration, coverage, censored,
+                                               predicted["nearest_train_antigen_identity"].to_numpy(float),
+                                               predicted["nearest_train_antibody_identity"].to_numpy(float))
         metrics["intervals"]["calibration"] = support.source
     else:
         metrics["intervals"] = None

@@ -7,9 +7,10 @@ that member's training folds), and writes `OUT/test_predictions.csv` (every row,
 out-of-fold metrics, `val` = the mean of the members' validation metrics, plus a `folds` section) and
 the ensemble checkpoint `OUT/checkpoints/best.pt` (= `last.pt`): the model settings, every member's head
 weights, the fold assignment, for an additive head the novelty reference of all training antigens, and the
-prediction-interval calibration (`calibrate_folds`): each row's out-of-fold residual, scaled by the spread
-of all K members' predictions for it, in the applicability class of that row against its own member's
-training rows; with the training antigen and antibody references over all rows. The out-of-fold rows also early-stopped their member, so the out-of-fold metrics are slightly optimistic;
+prediction-interval calibration (`calibrate_folds`): each row's out-of-fold residual, scaled by its novelty
+(identities against its own member's training rows) and, in-domain, by the members' spread, in the
+applicability class of that row; with the training antigen and antibody references over all rows. The
+out-of-fold rows also early-stopped their member, so the out-of-fold metrics are slightly optimistic;
 metrics.json says so. May import from: baselines, checkpoint, distributed, ensemble, inference, intervals,
 metrics, novelty, outputs, splits.
 """
@@ -119,25 +120,33 @@ def fold_applicability(frame: pd.DataFrame, member_of_row: np.ndarray) -> tuple[
 def calibrate_folds(ensemble: FoldEnsemble, frame: pd.DataFrame, plan, predictions: pd.DataFrame, cache_dir
                     ) -> tuple[PredictionSupport, dict, pd.DataFrame]:
     """The ensemble's interval calibration on the out-of-fold residuals, metrics.json's `intervals` section,
-    and the out-of-fold table with pkd_std, identities, applicability and the in-sample 80% interval."""
+    and the out-of-fold table with pkd_std, identities, applicability and the in-sample 80% interval.
+
+    The members' spread scales in-domain rows only: K − 1 of the members trained on each out-of-fold row, which
+    for a novel row (its cluster unseen by its own member alone) makes the spread track the row's residual, while
+    an in-domain row's relatives were seen by every member, as a new in-domain row's are (`abag.intervals`)."""
     y = pd.to_numeric(frame["pkd"], errors="coerce").to_numpy(dtype=float)
     censored = frame["censored"].to_numpy(dtype=bool) if "censored" in frame else np.zeros(len(frame), bool)
     pred = predictions["pkd_pred"].to_numpy(dtype=float)
     std = predict_members(ensemble, frame, cache_dir=cache_dir).std(axis=0)
     antigen, antibody, classes = fold_applicability(frame, plan.member_of_row)
-    calibration = IntervalCalibration.fit(y, pred, std, classes, censored=censored)
+    calibration = IntervalCalibration.fit(y, pred, std, classes, censored=censored, antigen_identity=antigen,
+                                          antibody_identity=antibody, spread_classes=("in-domain",))
     source = f"{calibration.counts['all']} out-of-fold residuals of a {plan.k}-fold ensemble"
     support = PredictionSupport.from_training(frame, calibration, source)
-    report = interval_report(y, pred, std, classes, calibration, DEFAULT_COVERAGE, censored)
+    report = interval_report(y, pred, std, classes, calibration, DEFAULT_COVERAGE, censored, antigen, antibody)
     section = {"calibrated_on": "out_of_fold", "source": source, "floor": calibration.floor,
-               "method": "split conformal on |y - pred| / (pkd_std + floor) per applicability class (Mondrian); "
-                         "pkd_std = std of all members' predictions; classes against each row's member's "
-                         "training rows",
+               "scale": calibration.scale.to_state(),
+               "method": "split conformal on |y - pred| / scale per applicability class (Mondrian); scale = "
+                         "non-negative linear fit of |y - pred| on the antigen and antibody novelty (1 - nearest "
+                         "training identity, each row against its member's training rows) and, for in-domain rows "
+                         "only, pkd_std = std of all members' predictions (on a novel out-of-fold row it is no "
+                         "measure of the spread on new rows: most members trained on that row's cluster)",
                "calibration_rows": calibration.counts,
                "out_of_fold_in_sample": report,
                "caveat": "coverage measured on the calibration rows themselves (in-sample); an honest estimate "
                          "needs held-out data (bench/bench_intervals.py)"}
-    low, high = calibration.interval(pred, std, classes, DEFAULT_COVERAGE)
+    low, high = calibration.interval(pred, std, classes, DEFAULT_COVERAGE, antigen, antibody)
     table = predictions.assign(pkd_std=std, pkd_low=low, pkd_high=high, nearest_train_antigen_identity=antigen,
                                nearest_train_antibody_identity=antibody, applicability=classes)
     return support, section, table

@@ -46,6 +46,12 @@ class ModelConfig:
     fusion: str = "antibody_only"
     input_dropout: float = 0.3    # dropout on the (normalised) chain vectors entering the head (0 when dropout is 0)
     n_members: int = 5            # independently initialised head copies trained together, predictions averaged
+    # How the members learn: "mean" (one v2.7 loss on the members' mean prediction) or "each" (every member
+    # fits its own v2.7 loss and the criterion averages them: independent members). Prediction is the members'
+    # mean either way. "mean" by measurement (bench/RESULTS.md, "Independent head members"): on saaintdb_dev
+    # antigen-cluster CV "each" lost pooled Spearman in 3 of 3 seeds (0.041 vs 0.079), tied within clusters
+    # (0.070 vs 0.075), and its members' spread did not track the error on unseen clusters any better.
+    member_loss: str = "mean"
     head: str = "mlp"             # "mlp" (v2.7 projections + fusion MLP) or "linear" (one linear layer, see AffinityHead)
     # fusion="additive" only: probability, per training row, that g and i are dropped (a alone must predict).
     # Unused by the other fusions, so configs saved before it existed need no legacy value.
@@ -59,8 +65,10 @@ class ModelConfig:
 
 
 # Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
-LEGACY_FIELD_VALUES = {"trim_antibody": False, "composition_k": 0, "fusion": "interaction", "input_dropout": 0.0, "n_members": 1, "head": "mlp"}
+LEGACY_FIELD_VALUES = {"trim_antibody": False, "composition_k": 0, "fusion": "interaction", "input_dropout": 0.0,
+                       "n_members": 1, "head": "mlp", "member_loss": "mean"}
 HEADS = ("mlp", "linear")
+MEMBER_LOSSES = ("each", "mean")
 FUSIONS = ("interaction", "concat", "antibody_only", "additive")
 
 
@@ -130,8 +138,9 @@ class _HeadBase(nn.Module):
     `antibody_dim`/`antigen_dim` are the encoder widths; with chain features (`composition_k > 0`) each
     chain vector carries `feature_dim` more columns, which skip the LayerNorm (they are already on a
     fixed scale). With `n_members > 1` every layer made by `_linear` is `n_members` independently
-    initialised copies (with independent dropout masks); the head returns the mean of their bounded pKd
-    predictions and of their binder logits.
+    initialised copies (with independent dropout masks). In eval mode the head returns the mean of their bounded
+    pKd predictions and of their binder logits, (B,); in training mode with `member_loss="each"` it returns every
+    member's, (M, B), so that `StableCombinedLoss` gives each member its own loss.
     """
 
     def __init__(self, antibody_dim: int, antigen_dim: int, config: ModelConfig):
@@ -147,6 +156,9 @@ class _HeadBase(nn.Module):
             raise ValueError(f"unknown fusion {config.fusion!r}; choose one of {FUSIONS}")
         if config.head not in HEADS:
             raise ValueError(f"unknown head {config.head!r}; choose one of {HEADS}")
+        if config.member_loss not in MEMBER_LOSSES:
+            raise ValueError(f"unknown member_loss {config.member_loss!r}; choose one of {MEMBER_LOSSES}")
+        self.member_loss = config.member_loss
         self.head_kind = config.head
         self.fusion_mode = config.fusion
         self.uses_antigen = spec.uses_antigen
@@ -187,13 +199,18 @@ class _HeadBase(nn.Module):
     def _antigen_input(self, x: PairEmbeddings) -> torch.Tensor:
         return self._normed(x.antigen, self.antigen_dim, self.antigen_norm)
 
+    @property
+    def returns_members(self) -> bool:
+        """Whether forward returns per-member (M, B) outputs: training mode, several members, `member_loss="each"`."""
+        return self.training and self.n_members > 1 and self.member_loss == "each"
+
     def _bounded(self, z: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pKd from the pre-sigmoid score `z`, member means, and the v2.7 clamp."""
+        """pKd from the pre-sigmoid score `z`, member means (unless `returns_members`), and the v2.7 clamp."""
         # A scaled sigmoid keeps gradients alive near the bounds (a bare clamp has none outside them);
         # the clamp then guarantees the v2.7 contract even under reduced precision.
         pkd = self.pkd_min + (self.pkd_max - self.pkd_min) * torch.sigmoid(z.float())
         logits = logits.float()
-        if self.n_members > 1:  # (M, B) -> (B,): the ensemble mean
+        if self.n_members > 1 and not self.returns_members:  # (M, B) -> (B,): the ensemble mean
             pkd, logits = pkd.mean(0), logits.mean(0)
         return pkd.clamp(self.pkd_min, self.pkd_max), logits
 
@@ -319,7 +336,8 @@ class AbAgModel(nn.Module):
     """Dual encoder: antibody LM for heavy/light chains, antigen LM for the antigen, and a head (`build_head`).
 
     `forward` takes either `PairSequences` (encodes on the fly) or `PairEmbeddings` (from the embedding
-    cache) and returns `(pkd_pred, class_logits)`; pkd_pred always lies in [pkd_min, pkd_max].
+    cache) and returns `(pkd_pred, class_logits)`; pkd_pred always lies in [pkd_min, pkd_max]. Both are (B,),
+    except in training mode with several head members and `member_loss="each"`: (M, B), one row per member.
     `novelty` is the `abag.novelty.NoveltyReference` of the training antigens (set by training and by
     `load_trained_model`, saved beside the weights, not in them); `antigen_weights` turns it into the
     additive head's per-row antigen weights.

@@ -121,7 +121,8 @@ def plot_predicted_vs_measured(frame: pd.DataFrame, *, binder_threshold: float =
 
 
 def plot_calibration(y, pred, std, classes, *, calibration: IntervalCalibration | None = None,
-                     low_high: dict | None = None, censored=None, title: str = "prediction intervals") -> Figure:
+                     low_high: dict | None = None, censored=None, title: str = "prediction intervals",
+                     antigen_identity=None, antibody_identity=None) -> Figure:
     """Nominal against observed coverage of the prediction intervals, for all rows, in-domain and novel rows,
     with the diagonal and a ±5-point band.
 
@@ -136,7 +137,8 @@ def plot_calibration(y, pred, std, classes, *, calibration: IntervalCalibration 
     if low_high is None:
         if calibration is None:
             raise ValueError("plot_calibration needs a calibration or the intervals (low_high)")
-        low_high = {c: calibration.interval(pred, std, classes, c) for c in calibration.coverages()}
+        low_high = {c: calibration.interval(pred, std, classes, c, antigen_identity, antibody_identity)
+                    for c in calibration.coverages()}
     nominal = sorted(float(c) for c in low_high)
     groups = {"all": np.ones(len(y), bool), "in-domain": classes == "in-domain", "novel": classes != "in-domain"}
     figure, (ax,) = _new_figure(width=5.0, height=5.0)

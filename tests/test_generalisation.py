@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,9 +142,13 @@ def test_unknown_fusion_is_rejected(tiny_encoders):
 # ----------------------------------------------------------------------------------------------- bench helpers
 
 def load_bench():
+    """bench/bench_real_data.py as a module (registered first: its dataclasses resolve annotations through it)."""
+    if "bench_real_data" in sys.modules:
+        return sys.modules["bench_real_data"]
     path = Path(__file__).resolve().parents[1] / "bench" / "bench_real_data.py"
     spec = importlib.util.spec_from_file_location("bench_real_data", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_real_data"] = module
     spec.loader.exec_module(module)
     return module
 

@@ -88,10 +88,14 @@ def test_predicting_with_a_fold_ensemble_needs_no_training_data(fold_run, tiny_e
     assert list(predicted["applicability"][:6]) == ["in-domain"] * 6  # training antigens and antibodies
     assert np.allclose(predicted["nearest_train_antigen_identity"][:6], 1.0)
     assert list(predicted["applicability"][6:]) == ["novel-antigen"] * 6
-    # A novel antigen's interval uses that class's (larger-error) quantile, so it is wider for the same spread.
-    width = (predicted["pkd_high"] - predicted["pkd_low"]) / (predicted["pkd_std"] + model.prediction_support
-                                                              .calibration.floor)
-    table = model.prediction_support.calibration.quantiles["0.8"]
+    # A novel antigen's interval uses that class's quantile times the row's scale; a fold ensemble's spread
+    # scales in-domain rows only (most members trained on each novel out-of-fold calibration row).
+    calibration = model.prediction_support.calibration
+    assert calibration.scale.spread_classes == ("in-domain",)
+    scale = calibration.scale(predicted["pkd_std"], predicted["applicability"],
+                              predicted["nearest_train_antigen_identity"], predicted["nearest_train_antibody_identity"])
+    width = (predicted["pkd_high"] - predicted["pkd_low"]) / scale
+    table = calibration.quantiles["0.8"]
     assert np.allclose(width[6:], 2 * table["novel-antigen"]) and np.allclose(width[:6], 2 * table["in-domain"])
     narrow = predict_frame(model, query, coverage=0.5)
     assert ((narrow["pkd_high"] - narrow["pkd_low"]) <= (predicted["pkd_high"] - predicted["pkd_low"])).all()
