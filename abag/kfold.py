@@ -33,7 +33,7 @@ from .data_identity import data_fingerprint
 from .errors import CheckpointError
 from .model import ModelConfig
 from .outputs import ensure_writable_folder, write_json_atomic
-from .resume import _saved_settings
+from .resume import saved_settings
 from .splits import SplitResult
 from .train import SplitError, train
 from .train_setup import TrainConfig
@@ -215,7 +215,7 @@ def _settings(out_dir: Path, frame: pd.DataFrame, model_config: ModelConfig, con
     if stored_folds != folds:
         raise CheckpointError(f"{out_dir} holds a {stored_folds}-fold run; resume it with --folds {stored_folds} "
                               f"(folds=={stored_folds}), or choose a new --out folder for {folds} folds")
-    model_config, config = _saved_settings(stored["config"], config, path)
+    model_config, config = saved_settings(stored["config"], config, path)
     if stored.get("data_fingerprint") != data_fingerprint(frame, config.group_column):
         raise CheckpointError(f"{out_dir} was trained on different data ({stored.get('n_rows')} rows then, "
                               f"{len(frame)} now, or changed values); resume with the same data, or start a new "

@@ -40,7 +40,7 @@ def open_resume(last_path: Path, requested: TrainConfig, frame: pd.DataFrame,
         log(f"--resume: no checkpoint at {last_path}; starting a new run")
         return None
     checkpoint = load_checkpoint(last_path, hint=resume_hint(last_path))
-    model_config, config = _saved_settings(checkpoint["config"], requested, last_path)
+    model_config, config = saved_settings(checkpoint["config"], requested, last_path)
     rows = RowRecord.from_frame(frame, config.group_column)
     stored = _check_same_data(checkpoint, frame, rows, last_path)
     if int(checkpoint.get("world_size", 1)) != distributed.world_size():
@@ -70,7 +70,7 @@ def _check_same_data(checkpoint: dict, frame: pd.DataFrame, rows: RowRecord, las
     return stored
 
 
-def _saved_settings(saved: dict, requested: TrainConfig, last_path: Path) -> tuple[ModelConfig, TrainConfig]:
+def saved_settings(saved: dict, requested: TrainConfig, last_path: Path) -> tuple[ModelConfig, TrainConfig]:
     """Everything that shapes the result comes from the checkpoint; only where and how long may change."""
     try:
         model_config = ModelConfig.from_dict(saved["model"])
