@@ -187,3 +187,52 @@ def test_germline_distance_counts_substitutions_and_names_a_variant_of_another_l
     frame.loc[7, "heavy"] = frame.loc[7, "heavy"] + "A"  # an insertion is not a substitution variant
     with pytest.raises(ValueError, match=r"row 7, column 'heavy'"):
         germline_distance(frame)
+
+
+def test_folds_default_experiment_scores_both_arms_on_the_same_frozen_folds(tmp_path, monkeypatch):
+    """cv_folds_default.py: the single split and a K-fold ensemble, trained per outer fold, scored pooled."""
+    import torch
+    from scipy import stats
+
+    monkeypatch.syspath_prepend(str(BENCH / "experiments"))
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    import attempt_args
+    import cv_folds_default
+
+    frame = synthetic_frame(n=40, n_antigens=8, seed=3)
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    groups = [i % 8 for i in range(len(frame))]  # synthetic antigens are unrelated: one cluster each
+    tests = [[r for r in range(len(frame)) if groups[r] % 2 == k] for k in range(2)]
+    (tmp_path / "folds.json").write_text(json.dumps({"protocol": "2 folds", "groups": groups, "tests": tests}))
+    log_before = attempt_args.ATTEMPTS_LOG.read_bytes() if attempt_args.ATTEMPTS_LOG.exists() else None
+    common = ["--data", str(tmp_path / "pairs.csv"), "--folds-file", str(tmp_path / "folds.json"), "--out",
+              str(tmp_path / "out"), "--n-boot", "20", "--no-record", "antibody_encoder=\"tiny\"",
+              "antigen_encoder=\"tiny\"", "epochs=2"]
+    threads = torch.get_num_threads()
+
+    def run(*args, extra=()):
+        try:
+            return cv_folds_default.main([*args, *common, *extra])
+        finally:
+            torch.set_num_threads(threads)
+
+    single, ensemble = run("--folds", "0", "--seeds", "0", "1"), run("--folds", "2", "--seeds", "0", "1")
+    assert (attempt_args.ATTEMPTS_LOG.read_bytes() if attempt_args.ATTEMPTS_LOG.exists() else None) == log_before
+    assert single["model_config"]["antibody_encoder"] == "tiny" and single["train_config"]["epochs"] == 2
+    assert single["kmer_ridge"] == ensemble["kmer_ridge"]  # fitted on the same outer-training rows
+    for line in (single, ensemble):
+        values = [line["per_seed"][s]["spearman"] for s in ("0", "1")]
+        assert line["spearman_spread"] == pytest.approx(max(values) - min(values))
+        assert len(line["seconds_per_training"]) == 2 * len(tests)
+        for seed in ("0", "1"):
+            table = pd.read_csv(tmp_path / "out" / line["arm"] / f"seed_{seed}" / "predictions.csv")
+            assert sorted(table["row"]) == list(range(len(frame)))  # every row scored once, out of fold
+            assert line["per_seed"][seed]["spearman"] == pytest.approx(
+                stats.spearmanr(table["pkd"], table["model"]).statistic)
+    assert all(len(t["best_epochs"]) == 2 for t in ensemble["trainings"]["0"])  # two members per outer fold
+    assert single["versus_single"] is None
+    for seed in ("0", "1"):
+        assert ensemble["versus_single"][seed]["pooled_spearman_difference"] == pytest.approx(
+            ensemble["per_seed"][seed]["spearman"] - single["per_seed"][seed]["spearman"])
+    other = run("--folds", "2", "--seeds", "0", extra=["epochs=1"])
+    assert "skipped" in other["versus_single"]["0"]  # trained with other settings: no paired difference
