@@ -102,13 +102,18 @@ def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int) -
     training references, and metrics.json's `intervals` section (the test part, when there is one, is honest)."""
     frame, parts = run.frame, run.parts
     support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
-    part = {}
-    for name in ("val", "test"):
-        if name in predictions:
-            rows = frame.iloc[parts[name]]
-            antigen, antibody = nearest_identities(rows, support.antigen_reference, support.antibody_reference)
-            part[name] = (run.data[name].target.numpy().astype(float), np.asarray(predictions[name][0], float),
-                          applicability(antigen, antibody), run.data[name].censored.numpy(), antigen, antibody)
+    names = [name for name in ("val", "test") if name in predictions]
+    # One search per reference for both parts (each search first collects the training chains' seeds).
+    held_out = np.concatenate([parts[name] for name in names]) if names else np.zeros(0, int)
+    antigens, antibodies = nearest_identities(frame.iloc[held_out], support.antigen_reference,
+                                              support.antibody_reference)
+    part, start = {}, 0
+    for name in names:
+        end = start + len(parts[name])
+        antigen, antibody = antigens[start:end], antibodies[start:end]
+        part[name] = (run.data[name].target.numpy().astype(float), np.asarray(predictions[name][0], float),
+                      applicability(antigen, antibody), run.data[name].censored.numpy(), antigen, antibody)
+        start = end
     where = "held-out antigen clusters" if run.split.method == "antigen" else f"a {run.split.method} split"
     section = {"calibrated_on": "val", "method": "split conformal on |y - pred| / scale per applicability class "
                "(Mondrian); scale = non-negative linear fit of |y - pred| on the antigen and antibody novelty "
