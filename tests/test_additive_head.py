@@ -314,7 +314,7 @@ def test_a_head_that_ignores_the_antigen_never_encodes_it(monkeypatch):
     with torch.no_grad():
         from_cache, _ = model(cached.batch(np.arange(3)))
     torch.testing.assert_close(direct, from_cache, rtol=1e-5, atol=1e-5)
-    assert predict_frame(model, frame)["pkd_pred"].between(4, 14).all()
+    assert predict_frame(model, frame, coverage=None)["pkd_pred"].between(4, 14).all()
     # The same encoder, wired into a head that reads the antigen, is run (so the check above can fail).
     aware = AbAgModel(dataclasses.replace(TINY, fusion="additive"), antibody_encoder, antigen_encoder).eval()
     with pytest.raises(AssertionError, match="antigen encoder ran"):
