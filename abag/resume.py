@@ -36,6 +36,11 @@ class ResumePoint:
 def open_resume(last_path: Path, requested: TrainConfig, frame: pd.DataFrame,
                 log: Callable[[str], None]) -> ResumePoint | None:
     """The run to continue from `last_path` (None, with a note, when there is none yet)."""
+    folds_record = last_path.parent.parent / "folds.json"
+    if folds_record.exists():  # a --folds run folder: its members have their own checkpoints
+        raise CheckpointError(f"{last_path.parent.parent} holds a --folds run ({folds_record}), not a single-split "
+                              f"run: resume it with --folds K (abag.train_folds, the notebook's FOLDS), or start "
+                              f"a new run folder (--out)")
     if not last_path.exists():
         log(f"--resume: no checkpoint at {last_path}; starting a new run")
         return None

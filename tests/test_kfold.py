@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from abag import CheckpointError, ModelConfig, TrainConfig, TrainingInterrupted, load_checkpoint
+from abag import CheckpointError, ModelConfig, TrainConfig, TrainingInterrupted, load_checkpoint, train
 from abag.cli import main
 from abag.data_identity import RowRecord
 from abag.ensemble import FoldEnsemble
@@ -251,6 +251,11 @@ def test_resume_refuses_another_k_and_other_data(folds_run, tiny_encoders):
     with pytest.raises(CheckpointError, match="different data"):
         train_folds(changed, result.out_dir, TINY, quick_config(tmp_path), folds=3, resume=True,
                     encoders=tiny_encoders, log=lambda _: None)
+    # The single-split API on a --folds folder (the notebook with FOLDS = None on a folds run) says what the
+    # folder holds (it said "trained on different data", about the ensemble's checkpoint).
+    with pytest.raises(CheckpointError, match="holds a --folds run"):
+        train(frame, result.out_dir, TINY, quick_config(tmp_path), resume=True, encoders=tiny_encoders,
+              log=lambda _: None)
 
 
 def test_folds_need_clusters_and_frozen_encoders(tmp_path, tiny_encoders):
