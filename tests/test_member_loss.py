@@ -142,3 +142,13 @@ def test_training_with_independent_members_resumes_bit_identically_and_predicts_
     assert model.head.member_loss == "each"
     predicted = predict_frame(model, frame.head(7), coverage=None)
     assert len(predicted) == 7 and predicted["pkd_pred"].between(4, 14).all()
+
+
+def test_the_command_line_sets_member_loss_and_refuses_unknown_values(capsys):
+    from abag.cli import _model_overrides, build_parser, main
+
+    args = build_parser().parse_args(["train", "--data", "x.csv", "--out", "y", "--member-loss", "each"])
+    assert _model_overrides(args)["member_loss"] == "each"
+    assert "member_loss" not in _model_overrides(build_parser().parse_args(["train", "--data", "x", "--out", "y"]))
+    assert main(["train", "--data", "x.csv", "--out", "y", "--member-loss", "median"]) == 2
+    assert "--member-loss" in capsys.readouterr().err
