@@ -21,6 +21,9 @@ from .errors import AbagError, CheckpointError
 
 # abag.policy.PRECISION_CHOICES, spelled out so that parsing arguments does not import torch (a test checks).
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+# `abag train`'s default number of folds where folds apply: 5 beat one split on SAAINT-DB (lower RMSE in every
+# seed, a third of the seed-to-seed spread; bench/RESULTS.md, "Which abag train default").
+DEFAULT_FOLDS = 5
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -130,11 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--group-column", help="column holding groups for --split group")
     train.add_argument("--split-identity", type=number(0, 1, low_open=True), default=0.4,
                        help="sequence identity that joins antigens into one cluster (default 0.4)")
-    train.add_argument("--folds", type=whole_number(2), default=None, metavar="K",
+    train.add_argument("--folds", type=whole_number(1), default=None, metavar="K",
                        help="train K members, each on K-1 folds of whole antigen clusters (or --split group "
                             "groups) and early-stopped on its own held-out fold; metrics come from out-of-fold "
-                            "predictions and the saved model averages the members (default: one train/val/test "
-                            "split)")
+                            f"predictions and the saved model averages the members. Default {DEFAULT_FOLDS} with "
+                            "--split antigen or group and frozen encoders (one split when the data has too few "
+                            "clusters), else one split; --folds 1 = one train/val/test split (the v2.7 recipe); "
+                            "--resume keeps the run's own kind")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     train.add_argument("--no-mixed-precision", action="store_true", help="fp32 everywhere (encoders, head, cache)")
     train.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
@@ -222,6 +227,32 @@ def _resume_command(argv: Sequence[str]) -> str:
     return shlex.join(["abag", *words])
 
 
+def _resolve_folds(args: argparse.Namespace) -> None:
+    """Turn `--folds` into K >= 2 or None (one split), and note whether K is the default (`args.folds_default`).
+
+    Unset: a resumed run keeps its own kind (folds.json holds K); otherwise `DEFAULT_FOLDS` where folds apply
+    (antigen or group split, frozen encoders), else one split. `--folds 1` asks for one split."""
+    args.folds_default = args.folds is None
+    if args.folds is None:
+        record = Path(args.out) / "folds.json"
+        if args.resume:
+            args.folds = _recorded_folds(record)
+        elif args.split in ("antigen", "group") and not args.finetune_layers:
+            args.folds = DEFAULT_FOLDS
+    if args.folds == 1:
+        args.folds = None
+
+
+def _recorded_folds(record: Path) -> int | None:
+    """K of the --folds run recorded in `record` (None when there is none or it is unreadable: resume says why)."""
+    import json
+
+    try:
+        return int(json.loads(record.read_text())["folds"]) if record.exists() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _check_train_options(args: argparse.Namespace) -> None:
     if args.split == "group" and not args.group_column:
         raise UsageError("--split group needs --group-column COLUMN (the column whose values must not be split)",
@@ -247,8 +278,8 @@ def _check_run_folder(args: argparse.Namespace, out: Path) -> None:
             f"{out} already holds a training run ({last if last.exists() else record}). Continue it with --resume, "
             f"or choose a new --out folder (or delete {out}) to start over; nothing was overwritten.")
     if args.resume and args.folds is None and record.exists():
-        raise UsageError(f"{out} holds a --folds run ({record}): continue it with --resume and the same --folds K",
-                         "abag train")
+        raise UsageError(f"{out} holds a --folds run ({record}): continue it with --resume and the same --folds K "
+                         f"(or without --folds)", "abag train")
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -263,6 +294,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .outputs import ensure_writable_folder, write_csv_atomic
     from .train import TrainConfig
 
+    _resolve_folds(args)
     _check_train_options(args)
     out = Path(args.out)
     # Before reading data or loading encoders: fail in seconds, not after an hour.
@@ -315,14 +347,22 @@ def _run_training(args: argparse.Namespace, frame, out: Path, model_config, conf
     def log(line: str) -> None:
         print(line, flush=True)
 
-    if args.folds is None:
-        from .train import train
+    from .train import SplitError, train
 
+    if args.folds is None:
         return train(frame, out, model_config, config, resume=args.resume, data_info=data_info, log=log)
     from .kfold import train_folds
 
-    return train_folds(frame, out, model_config, config, folds=args.folds, resume=args.resume, data_info=data_info,
-                       log=log)
+    try:
+        return train_folds(frame, out, model_config, config, folds=args.folds, resume=args.resume,
+                           data_info=data_info, log=log)
+    except SplitError as exc:
+        if not (args.folds_default and not args.resume and "cannot make" in str(exc)):
+            raise
+        log(f"{exc}: training one train/val/test split instead (the default --folds {args.folds} needs more "
+            f"antigen clusters)")
+        args.folds = None
+        return train(frame, out, model_config, config, data_info=data_info, log=log)
 
 
 def _interrupt_message(last: Path, args: argparse.Namespace) -> str:

@@ -285,9 +285,10 @@ def test_cli_trains_folds_and_predicts_and_evaluates_with_the_ensemble(tmp_path,
     assert metrics["folds"]["k"] == 2 and metrics["test"]["n"] == 60
     capsys.readouterr()
     assert main([*train_args, "--folds", "2"]) == 2 and "already holds a training run" in capsys.readouterr().err
-    assert main([*train_args, "--resume"]) == 2 and "holds a --folds run" in capsys.readouterr().err
+    assert main([*train_args, "--folds", "1", "--resume"]) == 2 and "holds a --folds run" in capsys.readouterr().err
     assert main([*train_args, "--folds", "3", "--resume"]) == 2 and "2-fold run" in capsys.readouterr().err
     assert main([*train_args, "--folds", "2", "--resume"]) == 0 and "not retrained" in capsys.readouterr().out
+    assert main([*train_args, "--resume"]) == 0 and "not retrained" in capsys.readouterr().out  # keeps its kind
     assert main([*train_args, "--out", str(tmp_path / "r"), "--folds", "2", "--split", "random"]) == 2
 
     new = synthetic_frame(n=12, seed=7).drop(columns=["pkd", "censored"])
@@ -300,3 +301,28 @@ def test_cli_trains_folds_and_predicts_and_evaluates_with_the_ensemble(tmp_path,
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data", data]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 60
+
+
+def test_cli_default_is_five_folds_where_folds_apply_and_one_split_otherwise(tmp_path, monkeypatch, capsys):
+    from abag.cli import DEFAULT_FOLDS
+
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    common = ["--encoder", "tiny", "--epochs", "1", "--quiet", "--hidden-dim", "16"]
+    many = write_csv(synthetic_frame(n=60, n_antigens=7), tmp_path / "many.csv")
+    assert main(["train", "--data", many, "--out", str(tmp_path / "default"), *common]) == 0
+    assert json.loads((tmp_path / "default" / "metrics.json").read_text())["folds"]["k"] == DEFAULT_FOLDS == 5
+    for name, extra in (("one", ["--folds", "1"]), ("random", ["--split", "random"])):
+        assert main(["train", "--data", many, "--out", str(tmp_path / name), *common, *extra]) == 0
+        assert "folds" not in json.loads((tmp_path / name / "metrics.json").read_text())
+        assert (tmp_path / name / "checkpoints" / "last.pt").exists() and not (tmp_path / name / "folds.json").exists()
+    # A single-split run resumes as one, without --folds.
+    assert main(["train", "--data", many, "--out", str(tmp_path / "one"), *common, "--epochs", "2", "--resume"]) == 0
+    assert len(pd.read_csv(tmp_path / "one" / "history.csv")) == 2
+    # Too few antigen clusters for the default 5 folds: one split, and the log says why.
+    capsys.readouterr()
+    few = write_csv(synthetic_frame(n=60, n_antigens=4), tmp_path / "few.csv")
+    assert main(["train", "--data", few, "--out", str(tmp_path / "few"), *common]) == 0
+    assert "cannot make 5 folds" in capsys.readouterr().out
+    assert "folds" not in json.loads((tmp_path / "few" / "metrics.json").read_text())
+    # Asked for explicitly, too few clusters stays an error.
+    assert main(["train", "--data", few, "--out", str(tmp_path / "few5"), *common, "--folds", "5"]) == 2
