@@ -360,7 +360,7 @@ def _run_training(args: argparse.Namespace, frame, out: Path, model_config, conf
         if not (args.folds_default and not args.resume and "cannot make" in str(exc)):
             raise
         log(f"{exc}: training one train/val/test split instead (the default --folds {args.folds} needs more "
-            f"antigen clusters)")
+            f"antigen clusters or groups; --folds 1 says so without this note)")
         args.folds = None
         return train(frame, out, model_config, config, data_info=data_info, log=log)
 
