@@ -378,3 +378,28 @@ def test_export_cell_survives_metrics_without_a_spearman_interval(tmp_path, monk
     printed = run_cells(["metrics-table", "outputs"], export_namespace(run_dir, frame, result))
     summary = [line for line in printed.splitlines() if line.startswith("metrics.json (version")]
     assert len(summary) == 1 and "test Spearman" in summary[0] and "[" not in summary[0]
+
+
+def train_namespace(run_dir: Path, frame, folds) -> dict:
+    """What the train cell reads: the run folder, the table, its load report, the configs and FOLDS."""
+    import abag
+
+    report = type("Report", (), {"n_rows_read": len(frame), "rejected": [], "n_outside_model_range": 0,
+                                 "n_censored": 0})()
+    return {"abag": abag, "RUN_DIR": run_dir, "frame": frame, "report": report, "DATA_FILE": "pairs.csv",
+            "FOLDS": folds, "model_config": abag.ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny",
+                                                             hidden_dim=16),
+            "train_config": abag.TrainConfig(epochs=1, progress=False)}
+
+
+def test_train_cell_falls_back_to_one_split_and_resumes_a_run_as_its_kind(tmp_path, monkeypatch):
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    few = synthetic_frame(n=48, n_antigens=4)  # 4 antigen clusters: too few for FOLDS = 5
+    namespace = train_namespace(tmp_path / "few", few, 5)
+    printed = run_cells(["train"], namespace)
+    assert "cannot make 5 folds" in printed and namespace["FOLDS"] is None
+    assert (tmp_path / "few" / "checkpoints" / "last.pt").exists() and not (tmp_path / "few" / "folds.json").exists()
+    # Run all again with the default FOLDS = 5: the single-split run is resumed as one, not refused.
+    again = train_namespace(tmp_path / "few", few, 5)
+    printed = run_cells(["train"], again)
+    assert "resuming" in printed and again["FOLDS"] is None and "folds" not in again["result"].metrics
