@@ -1,7 +1,6 @@
 """`python -m abag` is the `abag` command."""
 
-import sys
-
 from .cli import main
+from .distributed import exit_process
 
-sys.exit(main())
+exit_process(main())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -43,14 +45,32 @@ def init_from_environment() -> bool:
     # forever (ABAG_DIST_TIMEOUT_S, default 30 minutes: long enough for a first encoding pass).
     timeout = datetime.timedelta(seconds=int(os.environ.get("ABAG_DIST_TIMEOUT_S", "1800")))
     dist.init_process_group(backend=backend, timeout=timeout)
+    global _JOINED
+    _JOINED = True
     return True
 
 
+_JOINED = False  # whether this process ever joined a process group (see `exit_process`)
+
+
 def shutdown() -> None:
-    """Leave the process group (no-op in a single process)."""
+    """Leave the process group (no-op in a single process), and release it while the interpreter is alive."""
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
+
+
+def exit_process(code: int) -> None:
+    """End the process with `code`. A torchrun worker ends with `os._exit` after flushing its output: it has
+    written everything atomically by now, and skipping interpreter finalization avoids gloo's C++ threads being
+    torn down during it, which aborts the process ("terminate called without an active exception", SIGABRT)
+    now and then, so that torchrun reports a failed run that had succeeded. One process exits normally."""
+    if not _JOINED:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def local_device() -> torch.device:

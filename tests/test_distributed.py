@@ -146,3 +146,17 @@ def test_encoding_bench_reports_the_process_ratio():
     assert "2 processes, 1 thread(s) each" in result.stdout
     ratio = [line for line in result.stdout.splitlines() if line.startswith("ratio (2 processes / 1 process with 1")]
     assert ratio and float(ratio[0].rsplit(":", 1)[1].strip().rstrip("x")) > 0
+
+
+def test_a_torchrun_worker_ends_without_interpreter_teardown_and_one_process_exits_normally(monkeypatch, capsys):
+    from abag import distributed
+
+    ended = []
+    monkeypatch.setattr(distributed.os, "_exit", lambda code: ended.append(code))
+    with pytest.raises(SystemExit) as exit_info:  # never joined a process group: an ordinary exit
+        distributed.exit_process(3)
+    assert exit_info.value.code == 3 and ended == []
+    monkeypatch.setattr(distributed, "_JOINED", True)
+    print("written before the exit")
+    distributed.exit_process(0)
+    assert ended == [0] and "written before the exit" in capsys.readouterr().out

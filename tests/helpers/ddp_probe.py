@@ -68,4 +68,6 @@ def embed(cache_dir: Path, chains_file: Path, record_dir: Path, rank: int) -> in
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from abag.distributed import exit_process
+
+    exit_process(main())
