@@ -347,17 +347,17 @@ def _run_training(args: argparse.Namespace, frame, out: Path, model_config, conf
     def log(line: str) -> None:
         print(line, flush=True)
 
-    from .train import SplitError, train
+    from .train import train
 
     if args.folds is None:
         return train(frame, out, model_config, config, resume=args.resume, data_info=data_info, log=log)
-    from .kfold import train_folds
+    from .kfold import TooFewFoldGroupsError, train_folds
 
     try:
         return train_folds(frame, out, model_config, config, folds=args.folds, resume=args.resume,
                            data_info=data_info, log=log)
-    except SplitError as exc:
-        if not (args.folds_default and not args.resume and "cannot make" in str(exc)):
+    except TooFewFoldGroupsError as exc:
+        if not args.folds_default or args.resume:
             raise
         log(f"{exc}: training one train/val/test split instead (the default --folds {args.folds} needs more "
             f"antigen clusters or groups; --folds 1 says so without this note)")

@@ -55,7 +55,7 @@ def training_groups(run: RunInputs) -> torch.Tensor | None:
     if run.config.ranking_weight <= 0:
         return None
     rows = run.parts["train"]
-    groups = run.split.groups if getattr(run.split, "groups", None) is not None else run.frame["antigen"].to_numpy()
+    groups = run.split.groups if run.split.groups is not None else run.frame["antigen"].to_numpy()
     return torch.from_numpy(np.unique(np.asarray(groups)[rows].astype(str), return_inverse=True)[1].astype(np.int64))
 
 

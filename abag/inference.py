@@ -156,7 +156,8 @@ def _prepared_data(model: AbAgModel, frame: pd.DataFrame, cache_dir, progress: b
     if model.head_is_additive and model.novelty is None:
         warnings.warn("this additive model records no training antigens (model.novelty), so its antigen terms "
                       "are used at full weight for every antigen, familiar or not", stacklevel=4)
-    embedded = embed_frame(model, labelled, cache_dir, progress).with_antigen_weight(model.antigen_weights(labelled["antigen"]))
+    embedded = embed_frame(model, labelled, cache_dir, progress)
+    embedded = embedded.with_antigen_weight(model.antigen_weights(labelled["antigen"]))
     return PairData(labelled.assign(pkd=labelled["pkd"].astype(float)), embedded)
 
 

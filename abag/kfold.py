@@ -34,7 +34,7 @@ from .errors import CheckpointError
 from .model import ModelConfig
 from .outputs import ensure_writable_folder, write_json_atomic
 from .resume import saved_settings
-from .splits import SplitResult
+from .splits import SplitResult, TooFewGroupsError
 from .train import SplitError, train
 from .train_setup import TrainConfig
 from .version import METRICS_VERSION, __version__
@@ -126,6 +126,10 @@ class _Setup:
     log: Callable[[str], None]
 
 
+class TooFewFoldGroupsError(SplitError):
+    """The data hold fewer antigen clusters (or groups) than the folds asked for."""
+
+
 def plan_folds(frame: pd.DataFrame, config: TrainConfig, k: int) -> FoldAssignment:
     """Deal whole antigen clusters (`config.split="antigen"`) or groups ("group") to `k` folds, seeded by
     `config.seed`; raises `SplitError` when the data have too few groups."""
@@ -136,6 +140,8 @@ def plan_folds(frame: pd.DataFrame, config: TrainConfig, k: int) -> FoldAssignme
     try:
         groups, tests, protocol = make_folds(frame, k, group_column=group_column, identity=config.split_identity,
                                              seed=config.seed)
+    except TooFewGroupsError as exc:
+        raise TooFewFoldGroupsError(f"cannot make {k} folds: {exc}") from None
     except ValueError as exc:
         raise SplitError(f"cannot make {k} folds: {exc}") from None
     member_of_row = np.zeros(len(frame), dtype=np.int64)

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import sparse
 
 from .banded_alignment import SeedBands, alignment_identity
-from .seed_search import encode_chain, pattern_seed_codes
+from .seed_search import distinct_sorted, encode_chain, pattern_seed_codes, seed_hash
 
 __all__ = ["COMMON_SEED_LIMIT", "COMMON_SEED_HOLDERS", "RAREST_SEEDS", "CANDIDATES", "nearest_chain_identity"]
 
@@ -43,7 +43,6 @@ CANDIDATES = 4           # reference chains aligned per query chain (the best by
 _SURE_FRACTION = 0.5     # the best candidate shares >= half the query's seeds: align only it
 _BLOCK_QUERIES = 4000    # query chains per sparse product
 _FILTER_BITS = 26        # hash bitmap of the query seeds: 64 MiB of booleans
-_HASH_MULTIPLIER = np.int64(2654435761)
 
 
 def nearest_chain_identity(reference_chains: Sequence[str], query_chains: Sequence[str]) -> np.ndarray:
@@ -59,14 +58,8 @@ def nearest_chain_identity(reference_chains: Sequence[str], query_chains: Sequen
     return np.array([best[c] for c in queries], dtype=np.float64)
 
 
-def _distinct(values: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (sort-based: np.unique's hash path is several times slower on these)."""
-    values = np.sort(values)
-    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
-
-
 def _bucket(seeds: np.ndarray) -> np.ndarray:
-    return (seeds * _HASH_MULTIPLIER) & ((1 << _FILTER_BITS) - 1)
+    return seed_hash(seeds, _FILTER_BITS)
 
 
 def _seed_entries(encoded: list[np.ndarray], wanted: np.ndarray | None = None):
@@ -81,7 +74,7 @@ def _seed_entries(encoded: list[np.ndarray], wanted: np.ndarray | None = None):
         if wanted is not None:
             keep = wanted[_bucket(code)]
             code, chain = code[keep], chain[keep]
-        key = _distinct(code * n + chain)
+        key = distinct_sorted(code * n + chain)
         seeds.append(key // n)
         chains.append(key % n)
     empty = np.zeros(0, np.int64)
@@ -136,7 +129,7 @@ def _aligned_identity(references: list[str], queries: list[str]) -> np.ndarray:
     wanted[_bucket(query_seed)] = True
     reference_seed, reference_chain, reference_seeds = _seed_entries(reference_codes, wanted)
     del wanted
-    columns = np.intersect1d(_distinct(query_seed), _distinct(reference_seed), assume_unique=True)
+    columns = np.intersect1d(distinct_sorted(query_seed), distinct_sorted(reference_seed), assume_unique=True)
     if not len(columns):
         return best
     reference_column = np.searchsorted(columns, reference_seed)

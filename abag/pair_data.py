@@ -78,7 +78,7 @@ def head_threads(data: PairData, device: torch.device) -> Iterator[None]:
 
     The head's tensors are tiny (16 to 256 rows by a few hundred features), so a second thread adds only its
     synchronisation, and on a CPU shared with other work every op waits for a busy core: an epoch of 16k rows
-    took 85 s with 2 threads and 4.2 s with 1 on the loaded 2-core machine (bench/RESULTS_scale.md). Encoders
+    took 85 s with 2 threads and 4.2 s with 1 on the loaded 2-core machine (an earlier scale run). Encoders
     (the sequence path) keep every thread. The previous thread count is restored on exit.
     """
     if device.type != "cpu" or data.embedded is None or torch.get_num_threads() == 1:

@@ -18,7 +18,8 @@ from scipy.stats import poisson
 
 from .policy import residue_codes
 
-__all__ = ["SEED_PATTERNS", "encode_chain", "chain_seeds", "pattern_seed_codes", "candidate_pairs"]
+__all__ = ["SEED_PATTERNS", "encode_chain", "chain_seeds", "pattern_seed_codes", "seed_hash", "distinct_sorted",
+           "candidate_pairs"]
 
 # Seeds: four weight-6 patterns (contiguous and spaced). Weight 5 was tried
 # first: with 10k chains its 3.2M codes are so crowded that most random pairs
@@ -26,7 +27,8 @@ __all__ = ["SEED_PATTERNS", "encode_chain", "chain_seeds", "pattern_seed_codes",
 SEED_PATTERNS = ("111111", "11011011", "1110001011", "1011000111")
 _SEED_WEIGHT = 6
 _CODES_PER_PATTERN = 20**_SEED_WEIGHT
-_HASH_BUCKETS = 1 << 24
+_HASH_BITS = 24
+_HASH_BUCKETS = 1 << _HASH_BITS
 _HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash
 _CHANCE_CANDIDATES = 1000.0
 _MIN_SHARED_SEEDS = 1
@@ -112,7 +114,13 @@ def pattern_seed_codes(encoded: list[np.ndarray], patterns: Sequence[str] = SEED
         yield code[valid] + k * _CODES_PER_PATTERN, chain_of[valid]
 
 
-def _distinct_sorted(keys: np.ndarray) -> np.ndarray:
+def seed_hash(seeds: np.ndarray, bits: int) -> np.ndarray:
+    """A `bits`-bit multiplicative hash of seed ids (for counting or marking seeds in a flat array)."""
+    return (seeds * _HASH_MULTIPLIER) & ((1 << bits) - 1)
+
+
+def distinct_sorted(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based: numpy's hash `unique` is several times slower on these)."""
     keys = np.sort(keys)
     return keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
 
@@ -126,10 +134,10 @@ def _pattern_columns(code: np.ndarray, chain_of: np.ndarray, n_chains: int):
     valid = code >= 0
     code, rows = code[valid], chain_of[valid]
     occurrences = np.bincount(rows, minlength=n_chains)
-    bucket = (code * _HASH_MULTIPLIER) & (_HASH_BUCKETS - 1)
+    bucket = seed_hash(code, _HASH_BITS)
     maybe_repeated = np.bincount(bucket, minlength=_HASH_BUCKETS)[bucket] >= 2
     row_bits = max(int(n_chains).bit_length(), 1)
-    keys = _distinct_sorted((code[maybe_repeated] << row_bits) | rows[maybe_repeated])
+    keys = distinct_sorted((code[maybe_repeated] << row_bits) | rows[maybe_repeated])
     key_code, key_row = keys >> row_bits, keys & ((1 << row_bits) - 1)
     # Repeats of a seed inside one chain count once.
     repeats = np.bincount(rows[maybe_repeated], minlength=n_chains) - np.bincount(key_row, minlength=n_chains)

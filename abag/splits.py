@@ -31,6 +31,7 @@ __all__ = [
     "PARTS",
     "SplitResult",
     "Grouping",
+    "TooFewGroupsError",
     "row_groups",
     "fold_groups",
     "split_pairs",
@@ -86,6 +87,10 @@ class Grouping:
     @property
     def n_groups(self) -> int:
         return len(np.unique(self.labels))
+
+
+class TooFewGroupsError(ValueError):
+    """The data hold fewer groups (antigen clusters, group values) than the folds asked for."""
 
 
 def row_groups(
@@ -331,7 +336,7 @@ def group_kfold(groups: Sequence, k: int = 5, seed: int = 0) -> list[tuple[np.nd
     labels, inverse = np.unique(groups, return_inverse=True)
     inverse = inverse.ravel()
     if len(labels) < k:
-        raise ValueError(f"only {len(labels)} group(s) for {k} folds; lower k or use a finer grouping")
+        raise TooFewGroupsError(f"only {len(labels)} group(s) for {k} folds; lower k or use a finer grouping")
     sizes = np.bincount(inverse, minlength=len(labels))
     shuffled = np.random.default_rng(seed).permutation(len(labels))
     order = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
