@@ -14,6 +14,7 @@ from .embedding_cache import EmbeddingCache, default_cache_dir
 from .encoders import SequenceEncoder, load_antiberty_encoder, load_encoder, load_hub_encoder, load_tiny_encoder
 from .errors import (AbagError, CheckpointError, EmbeddingCacheError, EncoderUnavailableError, InvalidSettingError,
                      NonFiniteEmbeddingError, OutputNotWritableError, TrainingDivergedError)
+from .familiar_correction import FamiliarCorrection
 from .hub_encoders import PairedModelWarning, TokenizerDependencyError
 from .intervals import (CALIBRATED_COVERAGES, IntervalCalibration, IntervalScale, PredictionSupport,
                         applicability, interval_coverage, interval_report)
@@ -46,5 +47,5 @@ __all__ = [
     "nearest_identity", "PKD_RANGE", "Precision", "choose_precision", "GroupedSpearman", "grouped_spearman",
     "Grouping", "row_groups", "FoldEnsemble", "FoldsResult", "train_folds", "predict_members",
     "CALIBRATED_COVERAGES", "PredictionSupport", "interval_report",
-    "SuggestConfig", "SuggestError", "SuggestResult", "suggest_batch",
+    "SuggestConfig", "SuggestError", "SuggestResult", "suggest_batch", "FamiliarCorrection",
 ]

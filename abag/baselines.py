@@ -151,6 +151,11 @@ def _chain_widths(ks: Sequence[int]) -> list[int]:
     return [_chain_width(name, ks) for name in CHAINS]
 
 
+def feature_width(ks: Sequence[int] = (1, 2)) -> int:
+    """How many columns :func:`pair_features` has for the k-mer sizes ``ks``."""
+    return sum(_chain_widths(ks))
+
+
 def _pair_order(ks: Sequence[int]) -> np.ndarray:
     """Positions, in the per-chain block layout [heavy | light | antigen], of pair_features' columns."""
     comp = sum(20**k for k in ks)

@@ -106,9 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=number(0, 1, high_open=True), default=0.1)
     train.add_argument("--hidden-dim", type=whole_number(1), default=256)
     train.add_argument("--fusion", choices=("antibody_only", "additive", "interaction", "concat"), default=None,
-                       help="how the head uses the antigen: antibody_only (default: blind to the antigen, which "
-                            "is then not encoded), additive (antibody part + antigen parts weighted by how "
+                       help="how the network uses the antigen: antibody_only (default: blind to the antigen, "
+                            "which is then not encoded; see --familiar-correction), additive (antibody part + antigen parts weighted by how "
                             "familiar the antigen is), interaction (the v2.7 [ab, ag, ab*ag] head), or concat")
+    train.add_argument("--familiar-correction", choices=("kmer_ridge", "none"), default=None,
+                       help="kmer_ridge (default): after training, a k-mer ridge on the network's training "
+                            "residuals is added in proportion to how familiar each query antigen is (nothing for "
+                            "an antigen from an unseen cluster, all of it for a training antigen or its point "
+                            "mutant); none: the network alone")
     train.add_argument("--branch-dropout", type=number(0, 1, high_open=True), default=None,
                        help="fusion additive: chance per training row that the antigen terms are dropped "
                             "(default 0.5; --dropout 0 turns it off)")
@@ -424,7 +429,7 @@ def _data_hint(exc, argv: Sequence[str]) -> str:
 def _model_overrides(args: argparse.Namespace) -> dict:
     """ModelConfig fields set on the command line; the rest keep ModelConfig's defaults."""
     chosen = {"fusion": args.fusion, "trim_antibody": args.trim_antibody, "n_members": args.head_members,
-              "member_loss": args.member_loss,
+              "member_loss": args.member_loss, "familiar_correction": args.familiar_correction,
               "input_dropout": args.input_dropout, "branch_dropout": args.branch_dropout}
     return {key: value for key, value in chosen.items() if value is not None}
 

@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 MODEL = "model"
+NETWORK_ONLY = "network_only"
+"""The model without its familiar-antigen correction (`abag.familiar_correction`), when it has one."""
 SUMMARY_METRICS = ("spearman", "pearson", "rmse", "mae", "r2", "spearman_within_group")
 
 
@@ -278,6 +280,7 @@ class MemberPredictions:
     binder_prob: np.ndarray
     best_epochs: list[int]
     val_metrics: dict | None             # the model's validation metrics (best epoch; one seed only)
+    network_pkd: np.ndarray | None = None  # the same models without their familiar-antigen correction
 
 
 @dataclass
@@ -321,11 +324,12 @@ def _plan(frame: pd.DataFrame, folds: int | str | Sequence[np.ndarray], group_co
 
 def _train_members(setup: CVSetup, split: SplitResult, fold: int) -> MemberPredictions:
     """Train `setup.n_seeds` models on the fold's split (seeds `train_config.seed + s`); average them."""
-    from .inference import predict_frame
+    from .familiar_correction import without_correction
+    from .inference import predict_frame, predict_members
     from .train import train
 
     test_rows = split.indices("test")
-    pkd, prob, best_epochs, val_metrics = [], [], [], None
+    pkd, prob, network, best_epochs, val_metrics = [], [], [], [], None
     for s in range(setup.n_seeds):
         config = dataclasses.replace(setup.train_config, seed=setup.train_config.seed + s, progress=False)
         run_dir = setup.out_dir / f"fold_{fold}"
@@ -337,9 +341,13 @@ def _train_members(setup: CVSetup, split: SplitResult, fold: int) -> MemberPredi
                                   coverage=None)
         pkd.append(predicted["pkd_pred"].to_numpy(dtype=float))
         prob.append(predicted["binder_prob"].to_numpy(dtype=float))
+        with without_correction(result.model) as corrected:  # what the correction changed on these folds
+            network.append(predict_members(result.model, setup.frame.iloc[test_rows], cache_dir=config.cache_dir)
+                           .mean(axis=0) if corrected else None)
         best_epochs.append(int(result.metrics["training"]["best_epoch"]))
         val_metrics = result.metrics.get("val") if setup.n_seeds == 1 else None
-    return MemberPredictions(np.mean(pkd, axis=0), np.mean(prob, axis=0), best_epochs, val_metrics)
+    network_pkd = None if any(p is None for p in network) else np.mean(network, axis=0)
+    return MemberPredictions(np.mean(pkd, axis=0), np.mean(prob, axis=0), best_epochs, val_metrics, network_pkd)
 
 
 def _predict_baselines(setup: CVSetup, train_rows: np.ndarray, test_rows: np.ndarray, oof: OutOfFold) -> list[str]:
@@ -373,7 +381,11 @@ def _run_fold(setup: CVSetup, plan: FoldPlan, i: int, oof: OutOfFold, log: Calla
     members = _train_members(setup, split, i)
     oof.columns[MODEL][test_rows] = members.pkd
     oof.binder_prob[test_rows] = members.binder_prob
-    names = [MODEL, *_predict_baselines(setup, train_rows, test_rows, oof)]
+    names = [MODEL]
+    if members.network_pkd is not None:
+        oof.columns.setdefault(NETWORK_ONLY, np.full(len(setup.frame), np.nan))[test_rows] = members.network_pkd
+        names.append(NETWORK_ONLY)
+    names += _predict_baselines(setup, train_rows, test_rows, oof)
     metrics = {name: _score(setup, oof, name, test_rows) for name in names}
     sizes = split.sizes()
     held_out = sorted(np.unique(plan.groups[test_rows]).tolist())

@@ -4,8 +4,10 @@ baselines, and assemble what the run folder gets (metrics.json, history.csv, tes
 It also calibrates the prediction intervals on the validation part (`abag.intervals`: residuals of the best
 epoch, pkd_std = 0 for one model, applicability against the training part) and adds the calibration and the
 training antigen/antibody references to best.pt and last.pt (`store_support`: the only file this module
-writes; everything else `abag.train` writes). May import from: splits, baselines, checkpoint, distributed,
-intervals, metrics, metrics_document, pair_data, train_setup, training_state.
+writes; everything else `abag.train` writes). Before any of that it fits the familiar-antigen correction
+(`abag.familiar_correction`) on the best epoch's in-sample outputs over the training part, so the validation
+and test metrics are those of the model as saved. May import from: splits, baselines, checkpoint, distributed,
+familiar_correction, intervals, metrics, metrics_document, pair_data, train_setup, training_state.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pandas as pd
 
 from . import distributed
 from .checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from .familiar_correction import corrected, fit_for_model
 from .intervals import (DEFAULT_COVERAGE, SCALE_MIN_ROWS, IntervalCalibration, PredictionSupport, applicability,
                         interval_report, nearest_identities)
 from .metrics_document import build_metrics
@@ -63,6 +66,8 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
 
     reload_best(state, best_path)
     config, frame, parts = run.config, run.frame, run.parts
+    support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
+    state.model.familiar_correction = fit_correction(state, run, support)
     clusters, antibodies = evaluation_groups(run)
     results, predictions = {}, {}
     for name in ("val", "test"):
@@ -71,6 +76,7 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
             results[name] = None
             continue
         pkd, logits = predict_data(state.model, data, run.device, precision=run.precision)
+        pkd, logits = corrected(state.model, data.frame, pkd, logits)
         predictions[name] = (pkd, sigmoid(logits))
         results[name] = evaluate_predictions(data.target.numpy(), pkd, sigmoid(logits),
                                              censored=data.censored.numpy(), threshold=config.binder_threshold,
@@ -82,10 +88,10 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
                                        threshold=config.binder_threshold, seed=config.seed,
                                        groups=clusters[parts["test"]], antibody_groups=antibodies[parts["test"]])
     metrics = build_metrics(state.model, run, results, baselines, state.history, state.best_epoch, stopped_early)
-    support, metrics["intervals"] = calibrate_single_split(run, predictions, state.best_epoch)
+    metrics["intervals"] = calibrate_single_split(run, predictions, state.best_epoch, support)
     state.model.prediction_support = support
     if distributed.is_main_process():
-        store_support(support, [best_path, best_path.with_name("last.pt")])
+        store_support(support, [best_path, best_path.with_name("last.pt")], state.model.familiar_correction)
     test_predictions = None
     if "test" in predictions:
         test_predictions = frame.iloc[parts["test"]].copy()
@@ -97,11 +103,20 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
     return FinalReport(metrics, pd.DataFrame(state.history), test_predictions, comparison)
 
 
-def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int) -> tuple[PredictionSupport, dict]:
-    """Interval calibration on the validation residuals of the best epoch (one model: pkd_std = 0), the
-    training references, and metrics.json's `intervals` section (the test part, when there is one, is honest)."""
+def fit_correction(state: TrainingState, run: RunInputs, support: PredictionSupport):
+    """The familiar-antigen correction (`abag.familiar_correction`) on the best epoch's in-sample outputs over
+    the training part; None when the model config turns it off."""
+    if state.model.config.familiar_correction == "none" or len(run.data["train"]) == 0:
+        return None
+    pkd, logits = predict_data(state.model, run.data["train"], run.device, precision=run.precision)
+    return fit_for_model(state.model, run.data["train"].frame, pkd, logits, support.antigen_reference)
+
+
+def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int, support: PredictionSupport) -> dict:
+    """Interval calibration on the validation residuals of the best epoch (one model: pkd_std = 0), set on
+    `support` (which holds the training references), and metrics.json's `intervals` section (the test part,
+    when there is one, is honest)."""
     frame, parts = run.frame, run.parts
-    support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
     names = [name for name in ("val", "test") if name in predictions]
     # One search per reference for both parts (each search first collects the training chains' seeds).
     held_out = np.concatenate([parts[name] for name in names]) if names else np.zeros(0, int)
@@ -122,13 +137,13 @@ def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int) -
                "caveat": f"the validation part ({where}) also chose the best epoch (epoch {best_epoch}), so its "
                          f"residuals are slightly optimistic"}
     if "val" not in part:
-        return support, {**section, "calibration_rows": None}
+        return {**section, "calibration_rows": None}
     y, pred, classes, censored, antigen, antibody = part["val"]
     try:
         support.calibration = IntervalCalibration.fit(y, pred, np.zeros(len(y)), classes, censored=censored,
                                                       antigen_identity=antigen, antibody_identity=antibody)
     except ValueError as exc:  # every validation row censored
-        return support, {**section, "calibration_rows": None, "problem": str(exc)}
+        return {**section, "calibration_rows": None, "problem": str(exc)}
     n = support.calibration.counts["all"]
     support.source = f"{n} validation residuals ({where}; they also chose the best epoch)"
     section["calibration_rows"] = support.calibration.counts
@@ -138,11 +153,15 @@ def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int) -
             y, pred, classes, censored, antigen, antibody = part[name]
             section[key] = interval_report(y, pred, np.zeros(len(y)), classes, support.calibration,
                                            DEFAULT_COVERAGE, censored, antigen, antibody)
-    return support, section
+    return section
 
 
-def store_support(support: PredictionSupport, paths: list[Path]) -> None:
-    """Add the calibration and references to existing checkpoints (rewritten atomically; nothing else changes)."""
+def store_support(support: PredictionSupport, paths: list[Path], correction=None) -> None:
+    """Add the calibration, references and familiar-antigen correction to existing checkpoints (rewritten
+    atomically; nothing else changes)."""
+    entries = support.to_checkpoint()
+    if correction is not None:
+        entries["familiar_correction"] = correction.to_state()
     for path in paths:
         if path.exists():
-            save_checkpoint({**load_checkpoint(path), **support.to_checkpoint()}, path)
+            save_checkpoint({**load_checkpoint(path), **entries}, path)

@@ -7,8 +7,10 @@ as an `abag.ensemble.FoldEnsemble`: predictions are the members' mean, `pkd_std`
 model), and `predict_members` gives every member's pKd. The checkpoint's "intervals", "antigen_reference" and
 "antibody_reference" entries (`abag.intervals.PredictionSupport`) become `model.prediction_support`, from
 which `predict_frame` adds `pkd_low`/`pkd_high` (a calibrated interval), the nearest training antigen and
-antibody identities and the `applicability` class. Imports abag's checkpoint, ensemble, errors, intervals,
-model, novelty, pair_embeddings, policy and train modules.
+antibody identities and the `applicability` class. Its "familiar_correction" entry
+(`abag.familiar_correction`) becomes `model.familiar_correction`, which moves the predictions for antigens
+the model has seen (every member by the same amount). Imports abag's checkpoint, ensemble, errors,
+familiar_correction, intervals, model, novelty, pair_embeddings, policy and train modules.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 
 from .checkpoint import load_checkpoint
 from .ensemble import FoldEnsemble, build_fold_ensemble
+from .familiar_correction import FamiliarCorrection, corrected
 from .errors import CheckpointError, EncoderUnavailableError
 from .intervals import DEFAULT_COVERAGE, PredictionSupport, interval_report
 from .model import AbAgModel, ModelConfig, build_model
@@ -63,6 +66,9 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
             raise CheckpointError(f"checkpoint {checkpoint} is damaged: {exc}") from None
     try:
         model.prediction_support = PredictionSupport.from_checkpoint(state)
+        if state.get("familiar_correction") is not None:
+            model.familiar_correction = FamiliarCorrection.from_state(state["familiar_correction"],
+                                                                      model.prediction_support.antigen_reference)
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {checkpoint} is damaged: {exc}") from None
     target = resolve_device(device)
@@ -125,14 +131,22 @@ def predict_members(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | P
 
 def _member_outputs(model: AbAgModel, frame: pd.DataFrame, cache_dir, batch_size: int, progress: bool
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(pKd, binder probability) per member and row, each (K, n): the chains are embedded once for all."""
+    """(pKd, binder probability) per member and row, each (K, n)."""
+    pkd, logits = member_logits(model, frame, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+    return pkd, sigmoid(logits)
+
+
+def member_logits(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
+                  batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(pKd, binder logit) per member and row, each (K, n), with `model.familiar_correction` applied when
+    the model has one: the chains are embedded once for all members."""
     members = [model.member(k) for k in range(model.n_folds)] if isinstance(model, FoldEnsemble) else [model]
     if len(frame) == 0:
         return np.zeros((len(members), 0), np.float32), np.zeros((len(members), 0), np.float32)
     data = _prepared_data(model, frame.reset_index(drop=True), cache_dir, progress)
     device = next(model.head.parameters()).device
     outputs = [predict_data(member, data, device, batch_size=batch_size) for member in members]
-    return np.stack([pkd for pkd, _ in outputs]), np.stack([sigmoid(logits) for _, logits in outputs])
+    return corrected(model, data.frame, np.stack([p for p, _ in outputs]), np.stack([g for _, g in outputs]))
 
 
 def embed_frame(model: AbAgModel, frame: pd.DataFrame, cache_dir: str | Path | None = None,

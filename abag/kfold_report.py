@@ -9,10 +9,12 @@ the ensemble checkpoint `OUT/checkpoints/best.pt` (= `last.pt`): the model setti
 weights, the fold assignment, for an additive head the novelty reference of all training antigens, and the
 prediction-interval calibration (`calibrate_folds`): each row's out-of-fold residual, scaled by its novelty
 (identities against its own member's training rows) and, in-domain, by the members' spread, in the
-applicability class of that row; with the training antigen and antibody references over all rows. The
+applicability class of that row; with the training antigen and antibody references over all rows; and the
+ensemble's familiar-antigen correction (`abag.familiar_correction`, fitted on its in-sample outputs over every
+row; each member's own correction, fitted on its training folds, made its out-of-fold predictions). The
 out-of-fold rows also early-stopped their member, so the out-of-fold metrics are slightly optimistic;
-metrics.json says so. May import from: baselines, checkpoint, distributed, ensemble, inference, intervals,
-metrics, novelty, outputs, splits.
+metrics.json says so. May import from: baselines, checkpoint, distributed, ensemble, familiar_correction,
+inference, intervals, metrics, novelty, outputs, splits.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from . import distributed
 from .baselines import fit_baselines
 from .checkpoint import capture_rng_state, save_checkpoint
 from .ensemble import FoldEnsemble
-from .inference import load_trained_model, predict_frame, predict_members
+from .familiar_correction import fit_for_model
+from .inference import load_trained_model, member_logits, predict_frame, predict_members
 from .intervals import (DEFAULT_COVERAGE, IntervalCalibration, PredictionSupport, antibody_keys, applicability,
                         interval_report)
 from .metrics import evaluate_predictions, format_comparison
@@ -83,12 +86,25 @@ def assemble(setup, members) -> FoldsReport:
         ensemble.novelty = NoveltyReference.from_antigens(frame["antigen"].tolist())
     ensemble.prediction_support, metrics["intervals"], predictions = calibrate_folds(
         ensemble, frame, plan, predictions, cache_dir)
+    ensemble.familiar_correction = _ensemble_correction(ensemble, frame, cache_dir)
+    metrics["familiar_correction"] = None if ensemble.familiar_correction is None else \
+        ensemble.familiar_correction.describe()
     comparison = format_comparison({"model": test, **baselines}, title=f"out of fold ({plan.protocol})")
     if distributed.is_main_process():
         checkpoint = _ensemble_checkpoint(ensemble, loaded[0][1]["config"], plan, metrics, history)
         _write(setup.out_dir, predictions, history, metrics, checkpoint)
         setup.log(comparison)
     return FoldsReport(metrics, history, predictions, ensemble, comparison)
+
+
+def _ensemble_correction(ensemble: FoldEnsemble, frame: pd.DataFrame, cache_dir):
+    """The saved ensemble's familiar-antigen correction, on its in-sample outputs over every row (the members'
+    own corrections, each on its own training rows, made the out-of-fold predictions)."""
+    if ensemble.config.familiar_correction == "none":
+        return None
+    pkd, logits = member_logits(ensemble, frame, cache_dir=cache_dir)
+    return fit_for_model(ensemble, frame, pkd.mean(axis=0), logits.mean(axis=0),
+                         ensemble.prediction_support.antigen_reference)
 
 
 def _out_of_fold(frame: pd.DataFrame, plan, models: list, cache_dir) -> pd.DataFrame:
@@ -262,6 +278,8 @@ def _ensemble_checkpoint(ensemble: FoldEnsemble, member_config: dict, plan, metr
         checkpoint["novelty"] = ensemble.novelty.to_state()
     if getattr(ensemble, "prediction_support", None) is not None:
         checkpoint.update(ensemble.prediction_support.to_checkpoint())
+    if ensemble.familiar_correction is not None:
+        checkpoint["familiar_correction"] = ensemble.familiar_correction.to_state()
     return checkpoint
 
 

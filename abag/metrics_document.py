@@ -102,6 +102,7 @@ def build_metrics(model, run: RunInputs, results: dict, baselines: dict, history
         "baselines": {"test": baselines},
         "hyperparameters": hyperparameters(run),
         "improvements": improvements(model, run, bool(baselines)),
+        "familiar_correction": None if model.familiar_correction is None else model.familiar_correction.describe(),
         "data": {
             **run.data_info,
             "n_train": int(len(parts["train"])),

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .encoders import SequenceEncoder
+from .familiar_correction import CORRECTIONS
 from .features import InputSpec
 from .policy import PKD_RANGE
 
@@ -56,6 +57,10 @@ class ModelConfig:
     # fusion="additive" only: probability, per training row, that g and i are dropped (a alone must predict).
     # Unused by the other fusions, so configs saved before it existed need no legacy value.
     branch_dropout: float = 0.5
+    # The antigen-aware part of the default (abag.familiar_correction): a k-mer ridge on the network's training
+    # residuals, added in proportion to the query antigen's familiarity (0 for an unseen antigen cluster, so
+    # there the prediction is the network's alone). "none": the network alone, as before.
+    familiar_correction: str = "kmer_ridge"
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
@@ -66,7 +71,7 @@ class ModelConfig:
 
 # Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
 LEGACY_FIELD_VALUES = {"trim_antibody": False, "composition_k": 0, "fusion": "interaction", "input_dropout": 0.0,
-                       "n_members": 1, "head": "mlp", "member_loss": "mean"}
+                       "n_members": 1, "head": "mlp", "member_loss": "mean", "familiar_correction": "none"}
 HEADS = ("mlp", "linear")
 MEMBER_LOSSES = ("each", "mean")
 FUSIONS = ("interaction", "concat", "antibody_only", "additive")
@@ -340,11 +345,15 @@ class AbAgModel(nn.Module):
     except in training mode with several head members and `member_loss="each"`: (M, B), one row per member.
     `novelty` is the `abag.novelty.NoveltyReference` of the training antigens (set by training and by
     `load_trained_model`, saved beside the weights, not in them); `antigen_weights` turns it into the
-    additive head's per-row antigen weights.
+    additive head's per-row antigen weights. `familiar_correction` (`abag.familiar_correction`, fitted after
+    training when `config.familiar_correction` asks for it) is applied to the outputs by `abag.inference` and
+    `abag.finalize`, not by `forward`, which is the network alone.
     """
 
     def __init__(self, config: ModelConfig, antibody_encoder: SequenceEncoder, antigen_encoder: SequenceEncoder):
         super().__init__()
+        if config.familiar_correction not in CORRECTIONS:
+            raise ValueError(f"unknown familiar_correction {config.familiar_correction!r}; choose one of {CORRECTIONS}")
         self.config = config
         self.antibody_encoder = antibody_encoder
         self.antigen_encoder = antigen_encoder
@@ -353,6 +362,7 @@ class AbAgModel(nn.Module):
         if antigen_encoder is not antibody_encoder:  # an antigen encoder the head ignores has nothing to learn
             antigen_encoder.freeze(config.finetune_layers if self.head.uses_antigen else 0)
         self.novelty = None
+        self.familiar_correction = None  # abag.familiar_correction.FamiliarCorrection, fitted after training
 
     def train(self, mode: bool = True) -> "AbAgModel":
         """Frozen encoders stay in eval mode (no dropout), so cached and on-the-fly embeddings agree."""

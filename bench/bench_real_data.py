@@ -518,6 +518,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs for saaintdb/SKEMPI and the zero-shot model (default: the v2.7 100)")
     parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (TrainConfig.seed)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="phillips_extrapolation: training seeds seed, seed + 100, ... (seed-to-seed spread)")
     parser.add_argument("--extrapolation-min-train", type=int, default=300,
@@ -540,7 +541,7 @@ def main(argv=None) -> int:
         except json.JSONDecodeError:
             overrides[key] = value
     model_config = ModelConfig(**overrides)
-    train_config = TrainConfig(progress=False, cache_dir=args.cache_dir or str(default_cache_dir()),
+    train_config = TrainConfig(progress=False, seed=args.seed, cache_dir=args.cache_dir or str(default_cache_dir()),
                                **({"epochs": args.epochs} if args.epochs else {}))
     encoders = {name: load_encoder(name) for name in {model_config.antibody_encoder, model_config.antigen_encoder}}
     summary = {"machine": machine(), "model_config": dataclasses.asdict(model_config),

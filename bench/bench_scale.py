@@ -220,7 +220,8 @@ class StageRecorder:
 def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResult]:
     """The stages of `abag train --encoder tiny --epochs 1` (then `abag predict` on the same file), in order."""
     from abag.data import prepare_pairs, read_table
-    from abag.finalize import calibrate_single_split, evaluation_groups, reload_best, store_support
+    from abag.finalize import calibrate_single_split, evaluation_groups, fit_correction, reload_best, store_support
+    from abag.intervals import PredictionSupport
     from abag.inference import load_trained_model, predict_frame
     from abag.model import ModelConfig
     from abag.outputs import write_csv_atomic, write_json_atomic
@@ -248,11 +249,14 @@ def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResu
     with stage("evaluation (val + test, cluster bootstrap)"):
         reload_best(state, folder.best)
         report = evaluation(evaluation_groups(run))
+    with stage("familiar-antigen correction (k-mer ridge on training residuals)"):
+        support = PredictionSupport.from_training(frame.iloc[run.parts["train"]], None, "")
+        model.familiar_correction = fit_correction(state, run, support)
     with stage("baselines (mean, k-mer ridge)"):
         report["baselines"] = _baselines(run, report["groups"])
     with stage("intervals (calibration on val, references into best.pt/last.pt)", optional=True):
-        support, _ = calibrate_single_split(run, report["predictions"], state.best_epoch)
-        store_support(support, [folder.best, folder.last])
+        calibrate_single_split(run, report["predictions"], state.best_epoch, support)
+        store_support(support, [folder.best, folder.last], model.familiar_correction)
     with stage("write metrics + test_predictions.csv"):
         write_json_atomic(out / "metrics.json", {k: report[k] for k in ("val", "test", "baselines")})
         write_csv_atomic(out / "test_predictions.csv", report["test_predictions"])

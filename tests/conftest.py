@@ -44,6 +44,17 @@ def frame() -> pd.DataFrame:
     return synthetic_frame()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: a second thread only adds contention (40x slower on a busy 2-core machine). Restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_encoders():
     from abag.encoders import load_tiny_encoder

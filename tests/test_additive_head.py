@@ -23,13 +23,7 @@ ADDITIVE = dataclasses.replace(TINY, fusion="additive")
 D_AB, D_AG = 12, 10
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread only adds contention (40x slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def head_config(**changes) -> ModelConfig:

@@ -134,7 +134,8 @@ def test_an_old_checkpoint_without_intervals_still_predicts(single_run, tiny_enc
     assert set(predicted["applicability"]) <= set(APPLICABILITY_CLASSES)  # references still there
     older = tmp_path / "older.pt"
     save_checkpoint({k: v for k, v in state.items()
-                     if k not in ("intervals", "antigen_reference", "antibody_reference")}, older)
+                     if k not in ("intervals", "antigen_reference", "antibody_reference", "familiar_correction")},
+                    older)
     model, _ = load_trained_model(older, "cpu", encoders=tiny_encoders)
     with pytest.warns(UserWarning):
         predicted = predict_frame(model, frame.head(5))
