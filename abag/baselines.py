@@ -464,16 +464,16 @@ class KmerRidgeBaseline:
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Predicted pKd per row: each distinct chain's contribution is computed once."""
-        fit = self._fitted()
-        weights = fit.coef / fit.scale
-        edges = np.cumsum([0] + _chain_widths(self.ks))
-        out = np.full(len(df), fit.intercept)
+        return self._fitted().intercept + sum(self.chain_contributions(df).values())
+
+    def chain_contributions(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per chain ("heavy", "light", "antigen"), its term of each row's prediction (predict = intercept + sum)."""
+        weights, edges, out = self._fitted().coef / self._fitted().scale, np.cumsum([0] + _chain_widths(self.ks)), {}
         for name, lo, hi in zip(CHAINS, edges[:-1], edges[1:]):
             table = chain_table(df, name)
             with _one_blas_thread():
-                score = np.concatenate([_chain_features(table.sequences[block], name, self.ks) @ weights[lo:hi]
-                                        for block in _row_blocks(len(table.sequences))])
-            out += score[table.index]
+                out[name] = np.concatenate([_chain_features(table.sequences[block], name, self.ks) @ weights[lo:hi]
+                                            for block in _row_blocks(len(table.sequences))])[table.index]
         return out
 
 

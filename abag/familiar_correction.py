@@ -1,14 +1,20 @@
 """The antigen-aware part of the default model: a correction for antigens the model has seen.
 
-    pKd = a(antibody) + w(antigen) · r(heavy, light, antigen)
+    pKd = a(antibody) + w(antigen) · r(heavy, light, antigen),   r = r0 + r_antigen + v(antibody) · r_antibody
 
 `a` is the network's prediction (the default head, `fusion="antibody_only"`, which ignores the antigen).
 `r` is a ridge regression on the 1- and 2-mer composition of all three chains
 (`abag.baselines.KmerRidgeBaseline`) fitted to the network's residuals y − a on its own training rows, with
-the penalty chosen by leave-one-out (GCV above 20,000 rows). `w` is the novelty ramp of `abag.novelty`: the
+the penalty chosen by leave-one-out (GCV above 20,000 rows). A single model uses its in-sample residuals; a
+fold ensemble (`abag.kfold_report`) the out-of-fold ones, which also carry what the network cannot learn
+about an antigen from its antibodies, such as the antigen's level. `w` is the novelty ramp of `abag.novelty`: the
 identity of the query antigen to its nearest training antigen, 0 at or below the 40 % split threshold and 1
-at 90 % or more. r is held inside the range it spanned on its training rows: a new antibody's k-mers can
-otherwise send a ridge far beyond any pKd it was fitted to. So:
+at 90 % or more. The ridge is a sum over chains (its intercept r0 and the heavy, light and antigen terms), and
+the antibody's terms count by `v`, the same kind of ramp on the antibody's identity to its nearest training
+antibody (variable domains): 0 below 80 % (a new lineage, `abag.intervals.ANTIBODY_NOVEL_BELOW`), 1 at 90 %.
+Each chain's learned effect is trusted only where that chain is familiar: on SKEMPI, k-mer terms learned from
+other lineages moved a new antibody's level by up to 5 pKd. r is held inside the range it spanned on its
+training rows, since a new antibody's k-mers can otherwise send a ridge far beyond any pKd it was fitted to. So:
 
 - an antigen from a cluster the model never saw (w = 0) gets exactly the network's prediction: the
   correction cannot make the model worse than ignoring the antigen where nothing about the antigen is known;
@@ -24,9 +30,9 @@ Why a closed-form ridge and not more network: on the measured sets the neural an
 (`fusion="additive"`, `"interaction"`) lost to antibody-only on unseen clusters and to the k-mer ridge on
 familiar antigens (bench/RESULTS.md), while a ridge on residuals keeps the network's antibody term whole.
 
-`FamiliarCorrection.to_state()` is plain data for a checkpoint; it uses the checkpoint's training-antigen
-reference (`antigen_reference`, `abag.intervals.PredictionSupport`) instead of storing the antigens twice.
-Imports numpy, pandas and abag's baselines and novelty.
+`FamiliarCorrection.to_state()` is plain data for a checkpoint; it uses the checkpoint's training antigen and
+antibody references (`abag.intervals.PredictionSupport`) instead of storing the sequences twice. Imports
+numpy, pandas and abag's baselines, intervals and novelty.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ import numpy as np
 import pandas as pd
 
 from .baselines import KmerRidgeBaseline, RidgeFit, feature_width, training_rows
-from .novelty import NoveltyReference
+from .intervals import ANTIBODY_NOVEL_BELOW, PredictionSupport, antibody_keys
+from .novelty import NOVELTY_RAMP, NoveltyReference, antigen_weight_from_identity
 
 __all__ = ["CORRECTIONS", "FamiliarCorrection", "corrected", "fit_for_model", "ridge_from_state", "ridge_to_state",
            "without_correction"]
@@ -56,14 +63,17 @@ class FamiliarCorrection:
 
     ridge: KmerRidgeBaseline
     reference: NoveltyReference        # the training antigens (w = ramp of the identity to the nearest)
+    antibody_reference: NoveltyReference  # the training antibodies ("heavy|light" variable domains), for v
     logit_per_pkd: float               # binder-logit change per unit of pKd correction
     pkd_bounds: tuple[float, float]    # the model's clamp
     ridge_range: tuple[float, float]   # the ridge's lowest and highest value on its training rows
 
     @classmethod
     def fit(cls, train_frame: pd.DataFrame, pkd_pred: np.ndarray, logits: np.ndarray,
-            reference: NoveltyReference, pkd_bounds: tuple[float, float]) -> "FamiliarCorrection":
-        """Fit the residual ridge to `train_frame`'s pKd minus the network's in-sample `pkd_pred`."""
+            support: PredictionSupport, pkd_bounds: tuple[float, float]) -> "FamiliarCorrection":
+        """Fit the residual ridge to `train_frame`'s pKd minus the network's `pkd_pred` on those rows (in-sample
+        for one model, out of fold for a fold ensemble); `logits` give the binder logit's rate per pKd, and
+        `support` the training antigen and antibody references."""
         frame = train_frame.reset_index(drop=True)
         pkd_pred, logits = np.asarray(pkd_pred, dtype=float), np.asarray(logits, dtype=float)
         if len(pkd_pred) != len(frame) or len(logits) != len(frame):
@@ -74,12 +84,17 @@ class FamiliarCorrection:
             raise ValueError("no uncensored training row with a finite pKd to fit the correction on")
         ridge = KmerRidgeBaseline().fit(usable)
         fitted = ridge.predict(usable)
-        return cls(ridge, reference, _logit_rate(pkd_pred, logits), (float(pkd_bounds[0]), float(pkd_bounds[1])),
-                   (float(fitted.min()), float(fitted.max())))
+        return cls(ridge, support.antigen_reference, support.antibody_reference, _logit_rate(pkd_pred, logits),
+                   (float(pkd_bounds[0]), float(pkd_bounds[1])), (float(fitted.min()), float(fitted.max())))
 
     def weights(self, frame: pd.DataFrame) -> np.ndarray:
         """w per row: the antigen's familiarity (0 for an unseen cluster, 1 for a training antigen)."""
         return self.reference.weights(frame["antigen"].astype(str).tolist()).astype(float)
+
+    def antibody_weights(self, frame: pd.DataFrame) -> np.ndarray:
+        """v per row: how far the antibody's own k-mer terms count (0 for a new lineage, 1 for a close variant)."""
+        identity = self.antibody_reference.identity(antibody_keys(frame))
+        return antigen_weight_from_identity(identity, ANTIBODY_NOVEL_BELOW, NOVELTY_RAMP[1])
 
     def shift(self, frame: pd.DataFrame) -> np.ndarray:
         """w · r per row: what the correction adds to the network's pKd (before the clamp). r never leaves the
@@ -88,8 +103,11 @@ class FamiliarCorrection:
         shift = np.zeros(len(frame))
         familiar = weights > 0
         if familiar.any():  # the ridge only runs on rows it can change
-            ridge = np.clip(self.ridge.predict(frame.iloc[np.flatnonzero(familiar)]), *self.ridge_range)
-            shift[familiar] = weights[familiar] * ridge
+            rows = frame.iloc[np.flatnonzero(familiar)]
+            terms = self.ridge.chain_contributions(rows)
+            ridge = self.ridge.fit_.intercept + terms["antigen"] + self.antibody_weights(rows) * (
+                terms["heavy"] + terms["light"])
+            shift[familiar] = weights[familiar] * np.clip(ridge, *self.ridge_range)
         return shift
 
     def apply(self, frame: pd.DataFrame, pkd: np.ndarray, logits: np.ndarray
@@ -106,31 +124,35 @@ class FamiliarCorrection:
     def describe(self) -> dict[str, Any]:
         """metrics.json's `familiar_correction` entry."""
         return {"method": "k-mer ridge on the network's training residuals, times the antigen's familiarity "
-                          "(0 at <= 40% identity to every training antigen, 1 at >= 90%)",
+                          "(0 at <= 40% identity to every training antigen, 1 at >= 90%); its antibody terms "
+                          "also times the antibody's (0 below 80% identity to every training antibody, 1 at 90%)",
                 "ridge": self.ridge.method, "alpha": self.ridge.alpha_, "logit_per_pkd": self.logit_per_pkd,
                 "ridge_range": list(self.ridge_range),
-                "training_antigens": len(self.reference.chains)}
+                "training_antigens": len(self.reference.chains),
+                "training_antibodies": len(self.antibody_reference.chains)}
 
     def to_state(self) -> dict[str, Any]:
-        """Plain data for a checkpoint (the antigens live in the checkpoint's `antigen_reference`)."""
+        """Plain data for a checkpoint (the sequences live in its `antigen_reference` and `antibody_reference`)."""
         return {"version": STATE_VERSION, "kind": "kmer_ridge", "ridge": ridge_to_state(self.ridge),
                 "logit_per_pkd": float(self.logit_per_pkd), "pkd_bounds": list(self.pkd_bounds),
                 "ridge_range": list(self.ridge_range)}
 
     @classmethod
-    def from_state(cls, state: Any, reference: NoveltyReference | None) -> "FamiliarCorrection":
-        """Inverse of `to_state`, given the checkpoint's training-antigen reference; ValueError if unusable."""
+    def from_state(cls, state: Any, support: PredictionSupport) -> "FamiliarCorrection":
+        """Inverse of `to_state`, given the checkpoint's training references; ValueError if unusable."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION or state.get("kind") != "kmer_ridge":
             raise ValueError(f"'familiar_correction' is not a version-{STATE_VERSION} k-mer ridge correction")
-        if reference is None:
-            raise ValueError("'familiar_correction' needs the training antigens ('antigen_reference'), which are missing")
+        if support.antigen_reference is None or support.antibody_reference is None:
+            raise ValueError("'familiar_correction' needs the training antigens and antibodies ('antigen_reference', "
+                             "'antibody_reference'), which are missing")
         try:
             low, high = (float(v) for v in state["pkd_bounds"])
             ridge_low, ridge_high = (float(v) for v in state["ridge_range"])
             rate = float(state["logit_per_pkd"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"'familiar_correction' is unusable ({exc!r})") from None
-        return cls(ridge_from_state(state.get("ridge")), reference, rate, (low, high), (ridge_low, ridge_high))
+        return cls(ridge_from_state(state.get("ridge")), support.antigen_reference, support.antibody_reference, rate,
+                   (low, high), (ridge_low, ridge_high))
 
 
 def ridge_to_state(ridge: KmerRidgeBaseline) -> dict[str, Any]:
@@ -171,14 +193,14 @@ def _logit_rate(pkd_pred: np.ndarray, logits: np.ndarray) -> float:
 
 
 def fit_for_model(model, train_frame: pd.DataFrame, pkd_pred: np.ndarray, logits: np.ndarray,
-                  reference: NoveltyReference) -> FamiliarCorrection | None:
-    """The correction `model.config` asks for, fitted on the network's in-sample outputs over `train_frame`
-    (None for `familiar_correction="none"` or when no training row has a usable pKd)."""
+                  support: PredictionSupport) -> FamiliarCorrection | None:
+    """The correction `model.config` asks for, fitted on the network's outputs over `train_frame` (in-sample or
+    out of fold; None for `familiar_correction="none"` or when no training row has a usable pKd)."""
     config = model.config
     if config.familiar_correction == "none" or len(train_frame) == 0:
         return None
     try:
-        return FamiliarCorrection.fit(train_frame, pkd_pred, logits, reference, (config.pkd_min, config.pkd_max))
+        return FamiliarCorrection.fit(train_frame, pkd_pred, logits, support, (config.pkd_min, config.pkd_max))
     except ValueError:  # every training row censored: nothing to correct with
         return None
 

@@ -109,7 +109,7 @@ def fit_correction(state: TrainingState, run: RunInputs, support: PredictionSupp
     if state.model.config.familiar_correction == "none" or len(run.data["train"]) == 0:
         return None
     pkd, logits = predict_data(state.model, run.data["train"], run.device, precision=run.precision)
-    return fit_for_model(state.model, run.data["train"].frame, pkd, logits, support.antigen_reference)
+    return fit_for_model(state.model, run.data["train"].frame, pkd, logits, support)
 
 
 def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int, support: PredictionSupport) -> dict:

@@ -68,7 +68,7 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
         model.prediction_support = PredictionSupport.from_checkpoint(state)
         if state.get("familiar_correction") is not None:
             model.familiar_correction = FamiliarCorrection.from_state(state["familiar_correction"],
-                                                                      model.prediction_support.antigen_reference)
+                                                                      model.prediction_support)
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {checkpoint} is damaged: {exc}") from None
     target = resolve_device(device)
@@ -110,43 +110,49 @@ def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Pat
     `pkd_high`, `nearest_train_antigen_identity`, `nearest_train_antibody_identity` and `applicability`
     (`abag.intervals`), from `model.prediction_support`; a model without it gets NaN and a warning. Every
     distinct chain is encoded once (in `cache_dir` when the encoders are frozen, in memory when they were
-    fine-tuned). An additive head gets each row's antigen weight from `model.novelty`.
+    fine-tuned). An additive head gets each row's antigen weight from `model.novelty`. A familiar-antigen
+    correction (`model.familiar_correction`) moves every member's pKd and logit; the interval then spans the
+    calibrated intervals around both the corrected and the network's own prediction.
     """
-    pkd, probability = _member_outputs(model, frame, cache_dir, batch_size, progress)
+    network_pkd, network_logits = _network_logits(model, frame, cache_dir, batch_size, progress)
+    pkd, logits = corrected(model, frame.reset_index(drop=True), network_pkd, network_logits)
     out = frame.reset_index(drop=True).copy()
     out["pkd_pred"] = pkd.mean(axis=0)
-    out["binder_prob"] = probability.mean(axis=0)
+    out["binder_prob"] = sigmoid(logits).mean(axis=0)
     out["pkd_std"] = pkd.std(axis=0)
     if coverage is None:
         return out
     support = getattr(model, "prediction_support", None) or PredictionSupport(None, None, None)
-    return support.annotate(out, coverage)
+    # The calibration measured the network's residuals; where the correction moved a prediction, the interval
+    # also covers the network's own (`PredictionSupport.annotate`).
+    moved = None if model.familiar_correction is None else network_pkd.mean(axis=0)
+    return support.annotate(out, coverage, also_cover=moved)
 
 
 def predict_members(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
                     batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """The pKd every member predicts for every row: shape (K, len(frame)); (1, n) for a single model."""
-    return _member_outputs(model, frame, cache_dir, batch_size, progress)[0]
-
-
-def _member_outputs(model: AbAgModel, frame: pd.DataFrame, cache_dir, batch_size: int, progress: bool
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(pKd, binder probability) per member and row, each (K, n)."""
-    pkd, logits = member_logits(model, frame, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
-    return pkd, sigmoid(logits)
+    return member_logits(model, frame, cache_dir=cache_dir, batch_size=batch_size, progress=progress)[0]
 
 
 def member_logits(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
                   batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(pKd, binder logit) per member and row, each (K, n), with `model.familiar_correction` applied when
     the model has one: the chains are embedded once for all members."""
+    pkd, logits = _network_logits(model, frame, cache_dir, batch_size, progress)
+    return corrected(model, frame.reset_index(drop=True), pkd, logits)
+
+
+def _network_logits(model: AbAgModel, frame: pd.DataFrame, cache_dir, batch_size: int, progress: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(pKd, binder logit) of every member's network (no familiar-antigen correction), each (K, n)."""
     members = [model.member(k) for k in range(model.n_folds)] if isinstance(model, FoldEnsemble) else [model]
     if len(frame) == 0:
         return np.zeros((len(members), 0), np.float32), np.zeros((len(members), 0), np.float32)
     data = _prepared_data(model, frame.reset_index(drop=True), cache_dir, progress)
     device = next(model.head.parameters()).device
     outputs = [predict_data(member, data, device, batch_size=batch_size) for member in members]
-    return corrected(model, data.frame, np.stack([p for p, _ in outputs]), np.stack([g for _, g in outputs]))
+    return np.stack([p for p, _ in outputs]), np.stack([g for _, g in outputs])
 
 
 def embed_frame(model: AbAgModel, frame: pd.DataFrame, cache_dir: str | Path | None = None,
@@ -191,7 +197,9 @@ def evaluate_frame(model: AbAgModel, frame: pd.DataFrame, *, binder_threshold: f
         metrics["intervals"] = interval_report(y, pred, predicted["pkd_std"].to_numpy(), predicted["applicability"],
                                                support.calibration, coverage, censored,
                                                predicted["nearest_train_antigen_identity"].to_numpy(float),
-                                               predicted["nearest_train_antibody_identity"].to_numpy(float))
+                                               predicted["nearest_train_antibody_identity"].to_numpy(float),
+                                               bounds=(predicted["pkd_low"].to_numpy(float),
+                                                       predicted["pkd_high"].to_numpy(float)))
         metrics["intervals"]["calibration"] = support.source
     else:
         metrics["intervals"] = None

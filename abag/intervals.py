@@ -381,8 +381,12 @@ class PredictionSupport:
         source = str(state.get("source", "")) if isinstance(state, dict) else ""
         return cls(calibration, references[0], references[1], source)
 
-    def annotate(self, predicted: pd.DataFrame, coverage: float = DEFAULT_COVERAGE) -> pd.DataFrame:
-        """`predicted` (with pkd_pred, pkd_std) plus the identity, applicability and interval columns."""
+    def annotate(self, predicted: pd.DataFrame, coverage: float = DEFAULT_COVERAGE,
+                 also_cover: np.ndarray | None = None) -> pd.DataFrame:
+        """`predicted` (with pkd_pred, pkd_std) plus the identity, applicability and interval columns.
+
+        `also_cover`: a second prediction per row whose calibrated interval the reported one must contain too
+        (the network's own, where `abag.familiar_correction` moved it: the calibration never saw those moves)."""
         out = predicted.copy()
         if self.antigen_reference is not None and self.antibody_reference is not None:
             antigen, antibody = nearest_identities(out, self.antigen_reference, self.antibody_reference)
@@ -391,8 +395,13 @@ class PredictionSupport:
             antigen = antibody = np.full(len(out), np.nan)
             classes = np.full(len(out), "unknown", dtype=object)
         if self.calibration is not None:
-            low, high = self.calibration.interval(out["pkd_pred"].to_numpy(float), out["pkd_std"].to_numpy(float),
-                                                  classes, coverage, antigen, antibody)
+            std = out["pkd_std"].to_numpy(float)
+            low, high = self.calibration.interval(out["pkd_pred"].to_numpy(float), std, classes, coverage, antigen,
+                                                  antibody)
+            if also_cover is not None:
+                other_low, other_high = self.calibration.interval(np.asarray(also_cover, float), std, classes,
+                                                                  coverage, antigen, antibody)
+                low, high = np.fmin(low, other_low), np.fmax(high, other_high)
         else:
             warnings.warn("this checkpoint carries no interval calibration (trained before intervals existed): "
                           "pkd_low and pkd_high are NaN; retrain it to get calibrated intervals", stacklevel=3)
@@ -427,11 +436,15 @@ class PredictionSupport:
 
 def interval_report(y: np.ndarray, pred: np.ndarray, std: np.ndarray, classes: np.ndarray,
                     calibration: IntervalCalibration, coverage: float = DEFAULT_COVERAGE,
-                    censored: np.ndarray | None = None, antigen_identity=None, antibody_identity=None) -> dict:
+                    censored: np.ndarray | None = None, antigen_identity=None, antibody_identity=None,
+                    bounds: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Coverage and mean width per class at `coverage`, and the Spearman of |error| against `pkd_std`.
 
-    Pass the rows' nearest training identities so that the intervals are the ones `annotate` gives."""
-    low, high = calibration.interval(pred, std, classes, coverage, antigen_identity, antibody_identity)
+    Pass the rows' nearest training identities so that the intervals are the ones `annotate` gives, or the
+    intervals themselves as `bounds` (pkd_low, pkd_high)."""
+    if bounds is None:
+        bounds = calibration.interval(pred, std, classes, coverage, antigen_identity, antibody_identity)
+    low, high = (np.asarray(b, dtype=float) for b in bounds)
     report = interval_coverage(y, low, high, classes, censored)
     y, pred, std = (np.asarray(a, dtype=float) for a in (y, pred, std))
     keep = np.isfinite(y) & np.isfinite(pred)

@@ -10,8 +10,9 @@ weights, the fold assignment, for an additive head the novelty reference of all 
 prediction-interval calibration (`calibrate_folds`): each row's out-of-fold residual, scaled by its novelty
 (identities against its own member's training rows) and, in-domain, by the members' spread, in the
 applicability class of that row; with the training antigen and antibody references over all rows; and the
-ensemble's familiar-antigen correction (`abag.familiar_correction`, fitted on its in-sample outputs over every
-row; each member's own correction, fitted on its training folds, made its out-of-fold predictions). The
+ensemble's familiar-antigen correction (`abag.familiar_correction`, fitted on the out-of-fold residuals of the
+members' networks; each member's own correction, fitted on its training folds, made its out-of-fold
+predictions). The
 out-of-fold rows also early-stopped their member, so the out-of-fold metrics are slightly optimistic;
 metrics.json says so. May import from: baselines, checkpoint, distributed, ensemble, familiar_correction,
 inference, intervals, metrics, novelty, outputs, splits.
@@ -33,7 +34,7 @@ from . import distributed
 from .baselines import fit_baselines
 from .checkpoint import capture_rng_state, save_checkpoint
 from .ensemble import FoldEnsemble
-from .familiar_correction import fit_for_model
+from .familiar_correction import fit_for_model, without_correction
 from .inference import load_trained_model, member_logits, predict_frame, predict_members
 from .intervals import (DEFAULT_COVERAGE, IntervalCalibration, PredictionSupport, antibody_keys, applicability,
                         interval_report)
@@ -86,7 +87,7 @@ def assemble(setup, members) -> FoldsReport:
         ensemble.novelty = NoveltyReference.from_antigens(frame["antigen"].tolist())
     ensemble.prediction_support, metrics["intervals"], predictions = calibrate_folds(
         ensemble, frame, plan, predictions, cache_dir)
-    ensemble.familiar_correction = _ensemble_correction(ensemble, frame, cache_dir)
+    ensemble.familiar_correction = _ensemble_correction(ensemble, frame, plan, models, cache_dir)
     metrics["familiar_correction"] = None if ensemble.familiar_correction is None else \
         ensemble.familiar_correction.describe()
     comparison = format_comparison({"model": test, **baselines}, title=f"out of fold ({plan.protocol})")
@@ -97,14 +98,20 @@ def assemble(setup, members) -> FoldsReport:
     return FoldsReport(metrics, history, predictions, ensemble, comparison)
 
 
-def _ensemble_correction(ensemble: FoldEnsemble, frame: pd.DataFrame, cache_dir):
-    """The saved ensemble's familiar-antigen correction, on its in-sample outputs over every row (the members'
-    own corrections, each on its own training rows, made the out-of-fold predictions)."""
+def _ensemble_correction(ensemble: FoldEnsemble, frame: pd.DataFrame, plan, models: list, cache_dir):
+    """The saved ensemble's familiar-antigen correction, fitted on out-of-fold residuals: every row's pKd minus
+    the network of the member that held it out (in-sample residuals would hide what the network cannot learn
+    about an antigen, such as its level, because the network has fitted its training rows through their
+    antibodies). The members' own corrections, each on its training folds, made the out-of-fold predictions."""
     if ensemble.config.familiar_correction == "none":
         return None
-    pkd, logits = member_logits(ensemble, frame, cache_dir=cache_dir)
-    return fit_for_model(ensemble, frame, pkd.mean(axis=0), logits.mean(axis=0),
-                         ensemble.prediction_support.antigen_reference)
+    pkd, logits = np.zeros(len(frame)), np.zeros(len(frame))
+    for member, model in enumerate(models, start=1):
+        rows = plan.held_out(member)
+        with without_correction(model):
+            held_pkd, held_logits = member_logits(model, frame.iloc[rows], cache_dir=cache_dir)
+        pkd[rows], logits[rows] = held_pkd[0], held_logits[0]
+    return fit_for_model(ensemble, frame, pkd, logits, ensemble.prediction_support)
 
 
 def _out_of_fold(frame: pd.DataFrame, plan, models: list, cache_dir) -> pd.DataFrame:

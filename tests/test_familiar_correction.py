@@ -14,8 +14,8 @@ import torch
 from abag import ModelConfig, TrainConfig, load_trained_model, predict_frame, train
 from abag.checkpoint import load_checkpoint, save_checkpoint
 from abag.errors import CheckpointError
-from abag.familiar_correction import FamiliarCorrection, ridge_from_state, ridge_to_state
-from abag.novelty import NoveltyReference
+from abag.familiar_correction import FamiliarCorrection, ridge_from_state, ridge_to_state, without_correction
+from abag.intervals import PredictionSupport
 
 from conftest import mutate, random_sequence
 
@@ -67,6 +67,26 @@ def test_default_model_tells_two_training_antigens_and_a_point_mutant_apart(trai
     assert stranger == pytest.approx(network[3], abs=1e-6)  # an unseen antigen: the network's prediction exactly
 
 
+def test_intervals_cover_the_network_too_and_evaluate_scores_those_intervals(trained):
+    from abag import evaluate_frame
+
+    frame, _, result = trained
+    model, _ = load_trained_model(result.best_checkpoint)
+    rows = frame.head(8)
+    predicted = predict_frame(model, rows)
+    with without_correction(model):
+        network = predict_frame(model, rows)
+    moved = (predicted["pkd_pred"] - network["pkd_pred"]).abs()
+    assert (moved > 0.5).all()  # training antigens: the correction moved every prediction
+    assert (predicted["pkd_low"] <= np.minimum(predicted["pkd_pred"], network["pkd_pred"])).all()
+    assert (predicted["pkd_high"] >= np.maximum(predicted["pkd_pred"], network["pkd_pred"])).all()
+    width, network_width = (t["pkd_high"] - t["pkd_low"] for t in (predicted, network))
+    assert np.allclose(width, network_width + moved, atol=1e-4)
+    reported = evaluate_frame(model, rows)["intervals"]["coverage"]["all"]
+    inside = (rows["pkd"].to_numpy() >= predicted["pkd_low"]) & (rows["pkd"].to_numpy() <= predicted["pkd_high"])
+    assert reported["coverage"] == pytest.approx(inside.mean()) and reported["mean_width"] == pytest.approx(width.mean())
+
+
 def test_training_records_the_correction_and_old_checkpoints_have_none(trained, tmp_path):
     _, _, result = trained
     entry = result.metrics["familiar_correction"]
@@ -100,7 +120,13 @@ def test_correction_off_trains_the_network_alone(tmp_path, tiny_encoders):
 # ----------------------------------------------------------------------------------------- the correction
 
 def correction_on(frame: pd.DataFrame, pkd_pred: np.ndarray, logits: np.ndarray) -> FamiliarCorrection:
-    return FamiliarCorrection.fit(frame, pkd_pred, logits, NoveltyReference.from_antigens(frame.antigen), (4.0, 14.0))
+    return FamiliarCorrection.fit(frame, pkd_pred, logits, PredictionSupport.from_training(frame, None, ""), (4.0, 14.0))
+
+
+def spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b)[0])
 
 
 def test_fit_uses_residuals_skips_censored_rows_and_clamps():
@@ -124,18 +150,41 @@ def test_fit_uses_residuals_skips_censored_rows_and_clamps():
     assert np.allclose(moved_logits, correction.logit_per_pkd * (pkd - 13.5), atol=1e-5)
 
 
-def test_the_ridge_never_leaves_the_range_it_spanned_in_training():
+def test_antibody_terms_count_only_for_familiar_antibodies():
     rng = np.random.default_rng(8)
     antigen = random_sequence(rng, 90)
     heavy = [random_sequence(rng, 110) for _ in range(60)]
     frame = pd.DataFrame({"heavy": heavy, "light": "", "antigen": antigen,
                           "pkd": [8.0 + 20.0 * h.count("W") / len(h) for h in heavy]})
     correction = correction_on(frame, np.full(len(frame), 8.0), np.zeros(len(frame)))
+    own = correction.shift(frame)
+    assert spearman(own, frame.pkd) > 0.9  # training antibodies: their own k-mer terms count
+    strangers = frame.iloc[:2].assign(heavy=[random_sequence(rng, 110), "W" * 20 + random_sequence(rng, 90)])
+    assert correction.antibody_weights(strangers).tolist() == [0.0, 0.0]
+    first, second = correction.shift(strangers)  # new lineages: the antigen's term only, whatever their k-mers
+    assert first == pytest.approx(second) and abs(first - (frame.pkd.mean() - 8.0)) < 0.5
+
+
+def test_the_ridge_never_leaves_the_range_it_spanned_in_training():
+    rng = np.random.default_rng(9)
+    parent = random_sequence(rng, 300)
+    heavy, light = random_sequence(rng, 110), random_sequence(rng, 100)
+    rows = []
+    for _ in range(60):
+        added = int(rng.integers(0, 4))
+        chars = list(parent)
+        for position in rng.choice(300, size=added, replace=False):
+            chars[position] = "W"
+        rows.append({"heavy": heavy, "light": light, "antigen": "".join(chars), "pkd": 8.0 + added})
+    frame = pd.DataFrame(rows)
+    correction = correction_on(frame, np.full(len(frame), 8.0), np.zeros(len(frame)))
     low, high = correction.ridge_range
-    assert high - low > 0.5
-    odd = frame.iloc[:1].assign(heavy="W" * 110)  # far outside every training composition
-    assert correction.ridge.predict(odd)[0] > high + 1.0
-    assert correction.shift(odd)[0] == pytest.approx(high)
+    chars = list(parent)
+    for position in rng.choice(300, size=20, replace=False):
+        chars[position] = "W"
+    far = frame.iloc[:1].assign(antigen="".join(chars))  # a familiar antigen (93% identical), 20 W more
+    assert correction.weights(far)[0] == 1.0 and correction.ridge.predict(far)[0] > high + 1.0
+    assert correction.shift(far)[0] == pytest.approx(high)
 
 
 def test_members_move_together_and_the_logit_follows_the_pkd():
@@ -157,12 +206,13 @@ def test_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     path = tmp_path / "state.pt"
     torch.save({"familiar_correction": correction.to_state()}, path)
     state = torch.load(path, weights_only=True)["familiar_correction"]
-    again = FamiliarCorrection.from_state(state, correction.reference)
+    support = PredictionSupport(None, correction.reference, correction.antibody_reference)
+    again = FamiliarCorrection.from_state(state, support)
     assert np.allclose(again.shift(frame), correction.shift(frame))
     ridge = ridge_from_state(ridge_to_state(correction.ridge))
     assert np.allclose(ridge.predict(frame), correction.ridge.predict(frame)) and ridge.alpha_ == correction.ridge.alpha_
     with pytest.raises(ValueError, match="antigen_reference"):
-        FamiliarCorrection.from_state(state, None)
+        FamiliarCorrection.from_state(state, PredictionSupport(None, None, None))
     with pytest.raises(ValueError, match="coefficients"):
         ridge_from_state({**ridge_to_state(correction.ridge), "coef": [0.0, 1.0]})
 
@@ -188,9 +238,22 @@ def test_fold_ensemble_corrects_familiar_antigens_and_its_out_of_fold_rows_stay_
     assert strong - weak > 2.0
     # Every out-of-fold row's antigen cluster was unseen by the member that scored it, so its prediction is
     # that member's network alone: the reported metrics are those of an antigen-blind predictor there.
-    member, _ = load_trained_model(member_dir(tmp_path / "run", 1) / "checkpoints" / "best.pt")
-    assert member.familiar_correction is not None
-    held_out = result.predictions[result.predictions.member == 1]
-    member.familiar_correction = None
-    network = predict_frame(member, frame.iloc[held_out.index], coverage=None)["pkd_pred"].to_numpy()
-    assert np.allclose(held_out["pkd_pred"].to_numpy(), network, atol=1e-5)
+    # The ensemble's correction is fitted on out-of-fold residuals (each row against the network of the member
+    # that never saw its cluster), not on the ensemble's in-sample outputs.
+    out_of_fold = np.zeros(len(frame))
+    for k in (1, 2, 3):
+        member, _ = load_trained_model(member_dir(tmp_path / "run", k) / "checkpoints" / "best.pt")
+        assert member.familiar_correction is not None
+        held_out = result.predictions[result.predictions.member == k]
+        with without_correction(member):
+            network = predict_frame(member, frame.iloc[held_out.index], coverage=None)["pkd_pred"].to_numpy()
+        assert np.allclose(held_out["pkd_pred"].to_numpy(), network, atol=1e-5)
+        out_of_fold[held_out.index] = network
+    support = ensemble.prediction_support
+    refit = FamiliarCorrection.fit(frame, out_of_fold, np.zeros(len(frame)), support, (4.0, 14.0))
+    with without_correction(ensemble):
+        in_sample = predict_frame(ensemble, frame, coverage=None)["pkd_pred"].to_numpy()
+    in_sample_fit = FamiliarCorrection.fit(frame, in_sample, np.zeros(len(frame)), support, (4.0, 14.0))
+    saved = ensemble.familiar_correction.shift(frame)
+    assert np.allclose(saved, refit.shift(frame), atol=1e-4)
+    assert not np.allclose(saved, in_sample_fit.shift(frame), atol=1e-2)

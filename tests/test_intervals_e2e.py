@@ -13,6 +13,7 @@ import torch
 from abag import ModelConfig, TrainConfig, load_checkpoint
 from abag.checkpoint import save_checkpoint
 from abag.cli import main
+from abag.familiar_correction import without_correction
 from abag.inference import load_trained_model, predict_frame
 from abag.intervals import APPLICABILITY_CLASSES, INTERVAL_COLUMNS
 from abag.kfold import train_folds
@@ -96,7 +97,14 @@ def test_predicting_with_a_fold_ensemble_needs_no_training_data(fold_run, tiny_e
                               predicted["nearest_train_antigen_identity"], predicted["nearest_train_antibody_identity"])
     width = (predicted["pkd_high"] - predicted["pkd_low"]) / scale
     table = calibration.quantiles["0.8"]
-    assert np.allclose(width[6:], 2 * table["novel-antigen"]) and np.allclose(width[:6], 2 * table["in-domain"])
+    assert np.allclose(width[6:], 2 * table["novel-antigen"])
+    # Training antigens: the familiar-antigen correction moved the prediction away from the network's, and the
+    # interval spans the calibrated intervals around both.
+    with without_correction(model):
+        network = predict_frame(model, query, coverage=None)["pkd_pred"]
+    moved = (predicted["pkd_pred"] - network).abs()
+    assert (moved[6:] == 0).all() and (moved[:6] > 0).all()
+    assert np.allclose(width[:6], 2 * table["in-domain"] + moved[:6] / scale[:6], atol=1e-4)
     narrow = predict_frame(model, query, coverage=0.5)
     assert ((narrow["pkd_high"] - narrow["pkd_low"]) <= (predicted["pkd_high"] - predicted["pkd_low"])).all()
 
