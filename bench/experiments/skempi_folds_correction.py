@@ -55,7 +55,8 @@ def run(args) -> None:
                              resume=(run_dir / "folds.json").exists(), log=lambda line: None)
         ensemble = result.model
         table = test[["skempi_complex", "pkd", "censored"]].copy()
-        table["oof_correction"] = predict_frame(ensemble, test, cache_dir=config.cache_dir, coverage=None)["pkd_pred"].to_numpy()
+        table["oof_correction"] = predict_frame(ensemble, test, cache_dir=config.cache_dir,
+                                                coverage=None)["pkd_pred"].to_numpy()
         with without_correction(ensemble):
             table["network_only"] = predict_frame(ensemble, test, cache_dir=config.cache_dir,
                                                   coverage=None)["pkd_pred"].to_numpy()
