@@ -21,7 +21,8 @@ from .intervals import (CALIBRATED_COVERAGES, IntervalCalibration, IntervalScale
 from .novelty import NoveltyReference, nearest_identity
 from .policy import PKD_RANGE, Precision, choose_precision
 from .ensemble import FoldEnsemble
-from .inference import evaluate_frame, load_trained_model, predict_frame, predict_members
+from .inference import (MemberOutputs, evaluate_frame, load_trained_model, member_outputs, predict_frame,
+                        predict_members)
 from .kfold import FoldsResult, train_folds
 from .losses import StableCombinedLoss, check_loss_validity
 from .metrics import (GroupedSpearman, binder_metrics, bootstrap_ci, evaluate_predictions, format_comparison,
@@ -48,4 +49,5 @@ __all__ = [
     "Grouping", "row_groups", "FoldEnsemble", "FoldsResult", "train_folds", "predict_members",
     "CALIBRATED_COVERAGES", "PredictionSupport", "interval_report",
     "SuggestConfig", "SuggestError", "SuggestResult", "suggest_batch", "FamiliarCorrection",
+    "MemberOutputs", "member_outputs",
 ]

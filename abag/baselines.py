@@ -404,9 +404,8 @@ def _one_blas_thread() -> threadpool_limits:
 
 def _ks_label(ks: Sequence[int]) -> str:
     ks = sorted(ks)
-    if ks == list(range(ks[0], ks[-1] + 1)) and len(ks) > 1:
-        return f"{ks[0]}-{ks[-1]}-mer"
-    return ",".join(map(str, ks)) + "-mer"
+    contiguous = ks == list(range(ks[0], ks[-1] + 1)) and len(ks) > 1
+    return f"{ks[0]}-{ks[-1]}-mer" if contiguous else ",".join(map(str, ks)) + "-mer"
 
 
 class KmerRidgeBaseline:
@@ -468,7 +467,8 @@ class KmerRidgeBaseline:
 
     def chain_contributions(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
         """Per chain ("heavy", "light", "antigen"), its term of each row's prediction (predict = intercept + sum)."""
-        weights, edges, out = self._fitted().coef / self._fitted().scale, np.cumsum([0] + _chain_widths(self.ks)), {}
+        fit, edges, out = self._fitted(), np.cumsum([0] + _chain_widths(self.ks)), {}
+        weights = fit.coef / fit.scale
         for name, lo, hi in zip(CHAINS, edges[:-1], edges[1:]):
             table = chain_table(df, name)
             with _one_blas_thread():

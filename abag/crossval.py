@@ -324,8 +324,7 @@ def _plan(frame: pd.DataFrame, folds: int | str | Sequence[np.ndarray], group_co
 
 def _train_members(setup: CVSetup, split: SplitResult, fold: int) -> MemberPredictions:
     """Train `setup.n_seeds` models on the fold's split (seeds `train_config.seed + s`); average them."""
-    from .familiar_correction import without_correction
-    from .inference import predict_frame, predict_members
+    from .inference import member_outputs
     from .train import train
 
     test_rows = split.indices("test")
@@ -337,13 +336,11 @@ def _train_members(setup: CVSetup, split: SplitResult, fold: int) -> MemberPredi
             run_dir = run_dir / f"seed_{config.seed}"
         result = train(setup.frame, run_dir, setup.model_config, config, encoders=setup.encoders, split=split,
                        log=setup.train_log)
-        predicted = predict_frame(result.model, setup.frame.iloc[test_rows], cache_dir=config.cache_dir,
-                                  coverage=None)
-        pkd.append(predicted["pkd_pred"].to_numpy(dtype=float))
-        prob.append(predicted["binder_prob"].to_numpy(dtype=float))
-        with without_correction(result.model) as corrected:  # what the correction changed on these folds
-            network.append(predict_members(result.model, setup.frame.iloc[test_rows], cache_dir=config.cache_dir)
-                           .mean(axis=0) if corrected else None)
+        outputs = member_outputs(result.model, setup.frame.iloc[test_rows], cache_dir=config.cache_dir)
+        pkd.append(outputs.pkd.mean(axis=0).astype(float))
+        prob.append(outputs.binder_prob.mean(axis=0).astype(float))
+        # What the correction changed on these folds: the same models' network alone.
+        network.append(outputs.network_pkd.mean(axis=0).astype(float) if outputs.corrected else None)
         best_epochs.append(int(result.metrics["training"]["best_epoch"]))
         val_metrics = result.metrics.get("val") if setup.n_seeds == 1 else None
     network_pkd = None if any(p is None for p in network) else np.mean(network, axis=0)

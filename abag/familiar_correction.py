@@ -110,16 +110,15 @@ class FamiliarCorrection:
             shift[familiar] = weights[familiar] * np.clip(ridge, *self.ridge_range)
         return shift
 
-    def apply(self, frame: pd.DataFrame, pkd: np.ndarray, logits: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(corrected pKd, corrected logits, shift) for `frame`'s rows; `pkd` and `logits` are (n,) or
-        (members, n), and every member moves by the same shift."""
+    def apply(self, frame: pd.DataFrame, pkd: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(corrected pKd, corrected logits) for `frame`'s rows; `pkd` and `logits` are (n,) or (members, n), and
+        every member moves by the same `shift`."""
         shift = self.shift(frame)
         low, high = self.pkd_bounds
         pkd = np.asarray(pkd, dtype=np.float32)
         corrected = np.clip(pkd + shift.astype(np.float32), low, high)
         moved = corrected - pkd  # what the clamp left of the shift, per member
-        return corrected, np.asarray(logits, dtype=np.float32) + np.float32(self.logit_per_pkd) * moved, shift
+        return corrected, np.asarray(logits, dtype=np.float32) + np.float32(self.logit_per_pkd) * moved
 
     def describe(self) -> dict[str, Any]:
         """metrics.json's `familiar_correction` entry."""
@@ -221,5 +220,4 @@ def corrected(model, frame: pd.DataFrame, pkd: np.ndarray, logits: np.ndarray) -
     correction = getattr(model, "familiar_correction", None)
     if correction is None or len(frame) == 0:
         return pkd, logits
-    pkd, logits, _ = correction.apply(frame, pkd, logits)
-    return pkd, logits
+    return correction.apply(frame, pkd, logits)

@@ -16,6 +16,7 @@ familiar_correction, intervals, model, novelty, pair_embeddings, policy and trai
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,45 +115,55 @@ def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Pat
     correction (`model.familiar_correction`) moves every member's pKd and logit; the interval then spans the
     calibrated intervals around both the corrected and the network's own prediction.
     """
-    network_pkd, network_logits = _network_logits(model, frame, cache_dir, batch_size, progress)
-    pkd, logits = corrected(model, frame.reset_index(drop=True), network_pkd, network_logits)
+    outputs = member_outputs(model, frame, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
     out = frame.reset_index(drop=True).copy()
-    out["pkd_pred"] = pkd.mean(axis=0)
-    out["binder_prob"] = sigmoid(logits).mean(axis=0)
-    out["pkd_std"] = pkd.std(axis=0)
+    out["pkd_pred"] = outputs.pkd.mean(axis=0)
+    out["binder_prob"] = outputs.binder_prob.mean(axis=0)
+    out["pkd_std"] = outputs.pkd.std(axis=0)
     if coverage is None:
         return out
     support = getattr(model, "prediction_support", None) or PredictionSupport(None, None, None)
     # The calibration measured the network's residuals; where the correction moved a prediction, the interval
     # also covers the network's own (`PredictionSupport.annotate`).
-    moved = None if model.familiar_correction is None else network_pkd.mean(axis=0)
+    moved = outputs.network_pkd.mean(axis=0) if outputs.corrected else None
     return support.annotate(out, coverage, also_cover=moved)
 
 
 def predict_members(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
                     batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """The pKd every member predicts for every row: shape (K, len(frame)); (1, n) for a single model."""
-    return member_logits(model, frame, cache_dir=cache_dir, batch_size=batch_size, progress=progress)[0]
+    return member_outputs(model, frame, cache_dir=cache_dir, batch_size=batch_size, progress=progress).pkd
 
 
-def member_logits(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
-                  batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(pKd, binder logit) per member and row, each (K, n), with `model.familiar_correction` applied when
-    the model has one: the chains are embedded once for all members."""
-    pkd, logits = _network_logits(model, frame, cache_dir, batch_size, progress)
-    return corrected(model, frame.reset_index(drop=True), pkd, logits)
+@dataclass
+class MemberOutputs:
+    """Every member's outputs for every row, each (K, n): the network's, and the model's (the network's moved by
+    `model.familiar_correction`; the same arrays when there is no correction)."""
+
+    network_pkd: np.ndarray
+    network_logits: np.ndarray
+    pkd: np.ndarray
+    logits: np.ndarray
+    corrected: bool   # whether a familiar-antigen correction was applied
+
+    @property
+    def binder_prob(self) -> np.ndarray:
+        return sigmoid(self.logits)
 
 
-def _network_logits(model: AbAgModel, frame: pd.DataFrame, cache_dir, batch_size: int, progress: bool
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(pKd, binder logit) of every member's network (no familiar-antigen correction), each (K, n)."""
+def member_outputs(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
+                   batch_size: int = 256, progress: bool = False) -> MemberOutputs:
+    """Every member's network outputs and the model's (with its familiar-antigen correction) for `frame`, from
+    one pass: the chains are embedded once for all members."""
     members = [model.member(k) for k in range(model.n_folds)] if isinstance(model, FoldEnsemble) else [model]
     if len(frame) == 0:
-        return np.zeros((len(members), 0), np.float32), np.zeros((len(members), 0), np.float32)
+        empty = np.zeros((len(members), 0), np.float32)
+        return MemberOutputs(empty, empty, empty, empty, model.familiar_correction is not None)
     data = _prepared_data(model, frame.reset_index(drop=True), cache_dir, progress)
     device = next(model.head.parameters()).device
-    outputs = [predict_data(member, data, device, batch_size=batch_size) for member in members]
-    return np.stack([p for p, _ in outputs]), np.stack([g for _, g in outputs])
+    results = [predict_data(member, data, device, batch_size=batch_size) for member in members]
+    pkd, logits = np.stack([p for p, _ in results]), np.stack([g for _, g in results])
+    return MemberOutputs(pkd, logits, *corrected(model, data.frame, pkd, logits), model.familiar_correction is not None)
 
 
 def embed_frame(model: AbAgModel, frame: pd.DataFrame, cache_dir: str | Path | None = None,

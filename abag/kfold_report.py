@@ -34,8 +34,8 @@ from . import distributed
 from .baselines import fit_baselines
 from .checkpoint import capture_rng_state, save_checkpoint
 from .ensemble import FoldEnsemble
-from .familiar_correction import fit_for_model, without_correction
-from .inference import load_trained_model, member_logits, predict_frame, predict_members
+from .familiar_correction import fit_for_model
+from .inference import load_trained_model, member_outputs, predict_members
 from .intervals import (DEFAULT_COVERAGE, IntervalCalibration, PredictionSupport, antibody_keys, applicability,
                         interval_report)
 from .metrics import evaluate_predictions, format_comparison
@@ -71,7 +71,7 @@ def assemble(setup, members) -> FoldsReport:
               for m in members]
     models = [model for model, _ in loaded]
     cache_dir = config.cache_dir if config.embedding_cache else None
-    predictions = _out_of_fold(frame, plan, models, cache_dir)
+    predictions, network = _out_of_fold(frame, plan, models, cache_dir)
     clusters = plan.groups if plan.grouping == "antigen" else \
         row_groups(frame, "antigen", identity=config.split_identity).labels
     score = _scorer(frame, config, np.asarray(clusters), np.asarray(row_groups(frame, "antibody").labels))
@@ -87,7 +87,10 @@ def assemble(setup, members) -> FoldsReport:
         ensemble.novelty = NoveltyReference.from_antigens(frame["antigen"].tolist())
     ensemble.prediction_support, metrics["intervals"], predictions = calibrate_folds(
         ensemble, frame, plan, predictions, cache_dir)
-    ensemble.familiar_correction = _ensemble_correction(ensemble, frame, plan, models, cache_dir)
+    # The familiar-antigen correction on out-of-fold residuals (each row against the network of the member that
+    # held it out): in-sample residuals would hide what the network cannot learn about an antigen, such as its
+    # level, because it has fitted its training rows through their antibodies.
+    ensemble.familiar_correction = fit_for_model(ensemble, frame, *network, ensemble.prediction_support)
     metrics["familiar_correction"] = None if ensemble.familiar_correction is None else \
         ensemble.familiar_correction.describe()
     comparison = format_comparison({"model": test, **baselines}, title=f"out of fold ({plan.protocol})")
@@ -98,33 +101,21 @@ def assemble(setup, members) -> FoldsReport:
     return FoldsReport(metrics, history, predictions, ensemble, comparison)
 
 
-def _ensemble_correction(ensemble: FoldEnsemble, frame: pd.DataFrame, plan, models: list, cache_dir):
-    """The saved ensemble's familiar-antigen correction, fitted on out-of-fold residuals: every row's pKd minus
-    the network of the member that held it out (in-sample residuals would hide what the network cannot learn
-    about an antigen, such as its level, because the network has fitted its training rows through their
-    antibodies). The members' own corrections, each on its training folds, made the out-of-fold predictions."""
-    if ensemble.config.familiar_correction == "none":
-        return None
-    pkd, logits = np.zeros(len(frame)), np.zeros(len(frame))
+def _out_of_fold(frame: pd.DataFrame, plan, models: list, cache_dir) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray]]:
+    """Every row (in table order) with `pkd_pred` and `binder_prob` from the member that held it out, and that
+    member's network pKd and logit per row (before its familiar-antigen correction)."""
+    table = frame.reset_index(drop=True).copy()
+    pkd, probability = np.zeros(len(frame), np.float32), np.zeros(len(frame), np.float32)
+    network_pkd, network_logits = np.zeros(len(frame)), np.zeros(len(frame))
     for member, model in enumerate(models, start=1):
         rows = plan.held_out(member)
-        with without_correction(model):
-            held_pkd, held_logits = member_logits(model, frame.iloc[rows], cache_dir=cache_dir)
-        pkd[rows], logits[rows] = held_pkd[0], held_logits[0]
-    return fit_for_model(ensemble, frame, pkd, logits, ensemble.prediction_support)
-
-
-def _out_of_fold(frame: pd.DataFrame, plan, models: list, cache_dir) -> pd.DataFrame:
-    """Every row (in table order) with `pkd_pred` and `binder_prob` from the member that held it out."""
-    parts = []
-    for member, model in enumerate(models, start=1):
-        rows = plan.held_out(member)
-        predicted = predict_frame(model, frame.iloc[rows], cache_dir=cache_dir, coverage=None).drop(columns="pkd_std")
-        parts.append(predicted.set_axis(rows))
-    table = pd.concat(parts).sort_index()
+        outputs = member_outputs(model, frame.iloc[rows], cache_dir=cache_dir)
+        pkd[rows], probability[rows] = outputs.pkd[0], outputs.binder_prob[0]
+        network_pkd[rows], network_logits[rows] = outputs.network_pkd[0], outputs.network_logits[0]
+    table["pkd_pred"], table["binder_prob"] = pkd, probability
     table["member"] = plan.member_of_row
     table["fold_group"] = plan.groups
-    return table.reset_index(drop=True)
+    return table, (network_pkd, network_logits)
 
 
 def fold_applicability(frame: pd.DataFrame, member_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

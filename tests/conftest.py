@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,15 +46,24 @@ def frame() -> pd.DataFrame:
     return synthetic_frame()
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny tensors: a second thread only adds contention (40x slower on a busy 2-core machine). Restored after."""
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to `n` inside, restored on exit."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: a second thread only adds contention (40x slower on a busy 2-core machine)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from abag.losses import StableCombinedLoss  # noqa: E402
 from abag.pair_data import PairData, head_threads, predict_data  # noqa: E402
 from abag.pair_embeddings import EmbeddedPairs  # noqa: E402
 from abag.train_setup import TrainConfig  # noqa: E402
+from conftest import torch_threads  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------- synthetic mix
@@ -173,10 +174,8 @@ def _pair_data(n: int = 64, embedded: bool = True) -> PairData:
 
 @pytest.fixture
 def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(2):
+        yield
 
 
 def test_head_threads_is_one_thread_for_cached_embeddings_on_cpu_and_restores(two_threads):

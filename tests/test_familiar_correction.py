@@ -145,7 +145,7 @@ def test_fit_uses_residuals_skips_censored_rows_and_clamps():
     mixed = pd.concat([frame.assign(censored=False), censored], ignore_index=True)
     with_bounds = correction_on(mixed, np.full(len(mixed), 8.0), np.zeros(len(mixed)))
     assert with_bounds.shift(frame[first]).mean() == pytest.approx(shift[first].mean(), abs=0.3)
-    pkd, moved_logits, _ = correction.apply(frame, np.full(len(frame), 13.5), np.zeros(len(frame)))
+    pkd, moved_logits = correction.apply(frame, np.full(len(frame), 13.5), np.zeros(len(frame)))
     assert pkd.max() <= 14.0 and pkd[first].min() == 14.0
     assert np.allclose(moved_logits, correction.logit_per_pkd * (pkd - 13.5), atol=1e-5)
 
@@ -194,7 +194,8 @@ def test_members_move_together_and_the_logit_follows_the_pkd():
     correction = correction_on(frame, network, 2.0 * (network - 9.0))
     assert correction.logit_per_pkd == pytest.approx(2.0)
     members = np.stack([network, network + 0.1])
-    pkd, logits, shift = correction.apply(frame, members, np.zeros_like(members))
+    pkd, logits = correction.apply(frame, members, np.zeros_like(members))
+    shift = correction.shift(frame)
     assert np.allclose(pkd[1] - pkd[0], 0.1, atol=1e-5) and np.allclose(pkd[0] - network, shift, atol=1e-4)
     assert np.allclose(logits, 2.0 * shift, atol=1e-3)
     assert correction_on(frame, network, -network).logit_per_pkd == 0.0  # never moves the logit backwards

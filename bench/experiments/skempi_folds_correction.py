@@ -28,11 +28,11 @@ PREDICTORS = ("oof_correction", "in_sample_correction", "network_only", "kmer_ri
 
 
 def run(args) -> None:
-    from abag import KmerRidgeBaseline, ModelConfig, TrainConfig, load_pairs, predict_frame, train_folds
+    from abag import KmerRidgeBaseline, ModelConfig, TrainConfig, load_pairs, train_folds
     from abag.embedding_cache import default_cache_dir
     from abag.encoders import load_encoder
-    from abag.familiar_correction import fit_for_model, without_correction
-    from abag.inference import member_logits
+    from abag.familiar_correction import fit_for_model
+    from abag.inference import member_outputs
 
     torch.set_num_threads(1)
     frame, _ = load_pairs(DATA)
@@ -55,16 +55,13 @@ def run(args) -> None:
                              resume=(run_dir / "folds.json").exists(), log=lambda line: None)
         ensemble = result.model
         table = test[["skempi_complex", "pkd", "censored"]].copy()
-        table["oof_correction"] = predict_frame(ensemble, test, cache_dir=config.cache_dir,
-                                                coverage=None)["pkd_pred"].to_numpy()
-        with without_correction(ensemble):
-            table["network_only"] = predict_frame(ensemble, test, cache_dir=config.cache_dir,
-                                                  coverage=None)["pkd_pred"].to_numpy()
-            pkd, logits = member_logits(ensemble, training, cache_dir=config.cache_dir)
-        in_sample = fit_for_model(ensemble, training, pkd.mean(axis=0), logits.mean(axis=0),
-                                  ensemble.prediction_support)
-        table["in_sample_correction"] = in_sample.apply(test, table["network_only"].to_numpy(),
-                                                        np.zeros(len(test)))[0]
+        on_test = member_outputs(ensemble, test, cache_dir=config.cache_dir)
+        table["oof_correction"] = on_test.pkd.mean(axis=0)
+        table["network_only"] = on_test.network_pkd.mean(axis=0)
+        on_training = member_outputs(ensemble, training, cache_dir=config.cache_dir)
+        in_sample = fit_for_model(ensemble, training, on_training.network_pkd.mean(axis=0),
+                                  on_training.network_logits.mean(axis=0), ensemble.prediction_support)
+        table["in_sample_correction"] = in_sample.apply(test, on_test.network_pkd, on_test.network_logits)[0].mean(axis=0)
         table["kmer_ridge"] = KmerRidgeBaseline().fit(training).predict(test)
         table["antigen_weight"] = in_sample.weights(test)
         table.to_csv(target, index=False)
