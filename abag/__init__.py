@@ -6,6 +6,7 @@ The names a user needs, in one place::
 """
 
 from . import plots
+from .antigen_context import AntigenContext, antigen_descriptors
 from .baselines import KmerRidgeBaseline, MeanBaseline, evaluate_baselines
 from .checkpoint import load_checkpoint, save_checkpoint
 from .crossval import CVResult, cross_validate
@@ -49,5 +50,5 @@ __all__ = [
     "Grouping", "row_groups", "FoldEnsemble", "FoldsResult", "train_folds", "predict_members",
     "CALIBRATED_COVERAGES", "PredictionSupport", "interval_report",
     "SuggestConfig", "SuggestError", "SuggestResult", "suggest_batch", "FamiliarCorrection",
-    "MemberOutputs", "member_outputs",
+    "MemberOutputs", "member_outputs", "AntigenContext", "antigen_descriptors",
 ]

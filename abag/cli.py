@@ -110,12 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "which is then not encoded; see --familiar-correction), additive (antibody part + "
                             "antigen parts weighted by how familiar the antigen is), interaction (the v2.7 "
                             "[ab, ag, ab*ag] head), or concat")
-    train.add_argument("--familiar-correction", choices=("kmer_ridge", "none"), default=None,
-                       help="kmer_ridge (default): after training, a k-mer ridge on the network's training "
-                            "residuals is added in proportion to how familiar each query antigen is (nothing for "
-                            "an antigen from an unseen cluster, all of it for a training antigen or its point "
-                            "mutant; its antibody terms only for antibodies of a training lineage); none: the "
-                            "network alone")
+    train.add_argument("--familiar-correction", choices=("kmer_ridge_context", "kmer_ridge", "none"),
+                       default=None,
+                       help="kmer_ridge_context (default): after training, a k-mer ridge on the network's "
+                            "training residuals is added in proportion to how familiar each query antigen is "
+                            "(nothing for an antigen from an unseen cluster, all of it for a training antigen or "
+                            "its point mutant; its antibody terms only for antibodies of a training lineage), and "
+                            "in the remaining proportion a term for the antigen construct (its chain count and "
+                            "residues, learned within antigen clusters); kmer_ridge: the k-mer ridge alone; none: "
+                            "the network alone")
     train.add_argument("--branch-dropout", type=number(0, 1, high_open=True), default=None,
                        help="fusion additive: chance per training row that the antigen terms are dropped "
                             "(default 0.5; --dropout 0 turns it off)")

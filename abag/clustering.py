@@ -88,7 +88,7 @@ from scipy.sparse.csgraph import connected_components
 from .banded_alignment import SeedBands, alignment_identity
 from .seed_search import candidate_pairs, encode_chain
 
-__all__ = ["DEFAULT_IDENTITY", "cluster_sequences", "cluster_antigens"]
+__all__ = ["DEFAULT_IDENTITY", "cluster_sequences", "cluster_antigens", "split_antigen_chains"]
 
 DEFAULT_IDENTITY = 0.4
 _DIRECT_LINK_FRACTION = 0.5
@@ -212,7 +212,7 @@ def _first_appearance_ids(labels: np.ndarray) -> np.ndarray:
     return rank[inverse.ravel()]
 
 
-def _split_chains(antigen: str) -> list[str]:
+def split_antigen_chains(antigen: str) -> list[str]:
     """Chains of a possibly multi-chain antigen string ("A|B")."""
     return [chain.strip() for chain in str(antigen).split("|") if chain.strip()]
 
@@ -228,7 +228,7 @@ def cluster_antigens(antigens: Sequence[str], identity: float = DEFAULT_IDENTITY
     if not antigens:
         return np.empty(0, dtype=np.int64)
     unique, inverse = np.unique(np.array(antigens, dtype=object), return_inverse=True)
-    chains_per_antigen = [_split_chains(a) for a in unique]
+    chains_per_antigen = [split_antigen_chains(a) for a in unique]
     all_chains = [c for chains in chains_per_antigen for c in chains]
     chain_cluster = cluster_sequences(all_chains, identity) if all_chains else np.empty(0, np.int64)
     # Bipartite graph antigen <-> chain cluster; its components are the antigen clusters.

@@ -1,23 +1,30 @@
-"""The antigen-aware part of the default model: a correction for antigens the model has seen.
+"""The antigen-aware part of the default model: the antigen construct's effect, and a correction for antigens
+the model has seen.
 
-    pKd = a(antibody) + w(antigen) · r(heavy, light, antigen),   r = r0 + r_antigen + v(antibody) · r_antibody
+    pKd = a(antibody) + (1 − w(antigen)) · c(antigen) + w(antigen) · r(heavy, light, antigen),
+    r = r0 + r_antigen + v(antibody) · r_antibody
 
 `a` is the network's prediction (the default head, `fusion="antibody_only"`, which ignores the antigen).
-`r` is a ridge regression on the 1- and 2-mer composition of all three chains
+`c` (`abag.antigen_context`, default `familiar_correction="kmer_ridge_context"`; 0 with `"kmer_ridge"`) is the
+effect of the antigen entry's chain count and size learned *within* antigen clusters (how an RBD and a whole
+spike of one family differ), centred on the training antigens, so it reorders rows within a family more than it
+moves families. It stands in for what is known about an antigen where nothing family-specific is: it counts by
+1 − w, fully for an antigen from an unseen cluster, not at all for a training antigen, whose own k-mers (in r)
+already carry its construct. `r` is a ridge regression on the 1- and 2-mer composition of all three chains
 (`abag.baselines.KmerRidgeBaseline`) fitted to the network's residuals y − a on its own training rows, with
 the penalty chosen by leave-one-out (GCV above 20,000 rows). A single model uses its in-sample residuals; a
-fold ensemble (`abag.kfold_report`) the out-of-fold ones, which also carry what the network cannot learn
-about an antigen from its antibodies, such as the antigen's level. `w` is the novelty ramp of `abag.novelty`: the
-identity of the query antigen to its nearest training antigen, 0 at or below the 40 % split threshold and 1
-at 90 % or more. The ridge is a sum over chains (its intercept r0 and the heavy, light and antigen terms), and
+fold ensemble (`abag.kfold_report`) the out-of-fold ones, which also carry what the network cannot learn about
+an antigen from its antibodies, such as the antigen's level. `w` is the novelty ramp of `abag.novelty`: the
+identity of the query antigen to its nearest training antigen, 0 at or below the 40 % split threshold and 1 at
+90 % or more. The ridge is a sum over chains (its intercept r0 and the heavy, light and antigen terms), and
 the antibody's terms count by `v`, the same kind of ramp on the antibody's identity to its nearest training
 antibody (variable domains): 0 below 80 % (a new lineage, `abag.intervals.ANTIBODY_NOVEL_BELOW`), 1 at 90 %.
 Each chain's learned effect is trusted only where that chain is familiar: on SKEMPI, k-mer terms learned from
 other lineages moved a new antibody's level by up to 5 pKd. r is held inside the range it spanned on its
 training rows, since a new antibody's k-mers can otherwise send a ridge far beyond any pKd it was fitted to. So:
 
-- an antigen from a cluster the model never saw (w = 0) gets exactly the network's prediction: the
-  correction cannot make the model worse than ignoring the antigen where nothing about the antigen is known;
+- an antigen from a cluster the model never saw (w = 0) gets the network's prediction plus c, which only
+  knows how constructs of a family differ (with `"kmer_ridge"`: the network's prediction exactly);
 - a training antigen, or a point mutant of one (w = 1), gets the corrected prediction: the same antibody
   scores differently against two training antigens, and a mutation of the antigen moves the prediction
   through its k-mers.
@@ -32,7 +39,7 @@ familiar antigens (bench/RESULTS.md), while a ridge on residuals keeps the netwo
 
 `FamiliarCorrection.to_state()` is plain data for a checkpoint; it uses the checkpoint's training antigen and
 antibody references (`abag.intervals.PredictionSupport`) instead of storing the sequences twice. Imports
-numpy, pandas and abag's baselines, intervals and novelty.
+numpy, pandas and abag's antigen_context, baselines, intervals and novelty.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from .antigen_context import AntigenContext
 from .baselines import KmerRidgeBaseline, RidgeFit, feature_width, training_rows
 from .intervals import ANTIBODY_NOVEL_BELOW, PredictionSupport, antibody_keys
 from .novelty import NOVELTY_RAMP, NoveltyReference, antigen_weight_from_identity
@@ -51,8 +59,10 @@ from .novelty import NOVELTY_RAMP, NoveltyReference, antigen_weight_from_identit
 __all__ = ["CORRECTIONS", "FamiliarCorrection", "corrected", "fit_for_model", "ridge_from_state", "ridge_to_state",
            "without_correction"]
 
-CORRECTIONS = ("kmer_ridge", "none")
-"""`ModelConfig.familiar_correction` values: the residual k-mer ridge (default) or no correction."""
+CORRECTIONS = ("kmer_ridge", "kmer_ridge_context", "none")
+"""`ModelConfig.familiar_correction` values: the residual k-mer ridge; the same with the antigen construct term
+for unfamiliar antigens (`abag.antigen_context`: the construct's effect within families; the default); or no
+correction."""
 
 STATE_VERSION = 1
 
@@ -67,13 +77,17 @@ class FamiliarCorrection:
     logit_per_pkd: float               # binder-logit change per unit of pKd correction
     pkd_bounds: tuple[float, float]    # the model's clamp
     ridge_range: tuple[float, float]   # the ridge's lowest and highest value on its training rows
+    context: AntigenContext | None = None  # the antigen construct term, counted by 1 − w
 
     @classmethod
     def fit(cls, train_frame: pd.DataFrame, pkd_pred: np.ndarray, logits: np.ndarray,
-            support: PredictionSupport, pkd_bounds: tuple[float, float]) -> "FamiliarCorrection":
+            support: PredictionSupport, pkd_bounds: tuple[float, float],
+            context: bool = False, clusters: np.ndarray | None = None) -> "FamiliarCorrection":
         """Fit the residual ridge to `train_frame`'s pKd minus the network's `pkd_pred` on those rows (in-sample
         for one model, out of fold for a fold ensemble); `logits` give the binder logit's rate per pKd, and
-        `support` the training antigen and antibody references."""
+        `support` the training antigen and antibody references. With `context`, an `AntigenContext` is also fitted,
+        to the pKd within antigen clusters (`clusters`: one label per row, the run's own when it has them; else
+        computed)."""
         frame = train_frame.reset_index(drop=True)
         pkd_pred, logits = np.asarray(pkd_pred, dtype=float), np.asarray(logits, dtype=float)
         if len(pkd_pred) != len(frame) or len(logits) != len(frame):
@@ -82,10 +96,17 @@ class FamiliarCorrection:
         usable = training_rows(frame.assign(pkd=residual))
         if usable.empty:
             raise ValueError("no uncensored training row with a finite pKd to fit the correction on")
+        antigen_context = None
+        if context:  # the construct's effect within antigen clusters, on the pKd (the network is antigen-blind)
+            antigens = usable["antigen"].astype(str).tolist()
+            measured = pd.to_numeric(frame.loc[usable.index, "pkd"]).to_numpy(float)
+            groups = None if clusters is None else np.asarray(clusters)[usable.index.to_numpy()]
+            antigen_context = AntigenContext.fit(antigens, measured, groups)
         ridge = KmerRidgeBaseline().fit(usable)
         fitted = ridge.predict(usable)
         return cls(ridge, support.antigen_reference, support.antibody_reference, _logit_rate(pkd_pred, logits),
-                   (float(pkd_bounds[0]), float(pkd_bounds[1])), (float(fitted.min()), float(fitted.max())))
+                   (float(pkd_bounds[0]), float(pkd_bounds[1])), (float(fitted.min()), float(fitted.max())),
+                   antigen_context)
 
     def weights(self, frame: pd.DataFrame) -> np.ndarray:
         """w per row: the antigen's familiarity (0 for an unseen cluster, 1 for a training antigen)."""
@@ -97,17 +118,19 @@ class FamiliarCorrection:
         return antigen_weight_from_identity(identity, ANTIBODY_NOVEL_BELOW, NOVELTY_RAMP[1])
 
     def shift(self, frame: pd.DataFrame) -> np.ndarray:
-        """w · r per row: what the correction adds to the network's pKd (before the clamp). r never leaves the
-        range the ridge spanned on its training rows (a new antibody's k-mers can send a ridge far outside it)."""
+        """(1 − w) · c + w · r per row: what the correction adds to the network's pKd (before the clamp); c is the
+        antigen construct term (0 without one). r never leaves the range the ridge spanned on its training rows
+        (a new antibody's k-mers can send a ridge far outside it)."""
         weights = self.weights(frame)
-        shift = np.zeros(len(frame))
+        shift = np.zeros(len(frame)) if self.context is None else \
+            (1.0 - weights) * self.context.predict(frame["antigen"].astype(str).tolist())
         familiar = weights > 0
         if familiar.any():  # the ridge only runs on rows it can change
             rows = frame.iloc[np.flatnonzero(familiar)]
             terms = self.ridge.chain_contributions(rows)
             ridge = self.ridge.fit_.intercept + terms["antigen"] + self.antibody_weights(rows) * (
                 terms["heavy"] + terms["light"])
-            shift[familiar] = weights[familiar] * np.clip(ridge, *self.ridge_range)
+            shift[familiar] += weights[familiar] * np.clip(ridge, *self.ridge_range)
         return shift
 
     def apply(self, frame: pd.DataFrame, pkd: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,13 +151,15 @@ class FamiliarCorrection:
                 "ridge": self.ridge.method, "alpha": self.ridge.alpha_, "logit_per_pkd": self.logit_per_pkd,
                 "ridge_range": list(self.ridge_range),
                 "training_antigens": len(self.reference.chains),
-                "training_antibodies": len(self.antibody_reference.chains)}
+                "training_antibodies": len(self.antibody_reference.chains),
+                "antigen_context": None if self.context is None else self.context.describe()}
 
     def to_state(self) -> dict[str, Any]:
         """Plain data for a checkpoint (the sequences live in its `antigen_reference` and `antibody_reference`)."""
         return {"version": STATE_VERSION, "kind": "kmer_ridge", "ridge": ridge_to_state(self.ridge),
                 "logit_per_pkd": float(self.logit_per_pkd), "pkd_bounds": list(self.pkd_bounds),
-                "ridge_range": list(self.ridge_range)}
+                "ridge_range": list(self.ridge_range),
+                "context": None if self.context is None else self.context.to_state()}
 
     @classmethod
     def from_state(cls, state: Any, support: PredictionSupport) -> "FamiliarCorrection":
@@ -150,8 +175,9 @@ class FamiliarCorrection:
             rate = float(state["logit_per_pkd"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"'familiar_correction' is unusable ({exc!r})") from None
+        context = None if state.get("context") is None else AntigenContext.from_state(state["context"])
         return cls(ridge_from_state(state.get("ridge")), support.antigen_reference, support.antibody_reference, rate,
-                   (low, high), (ridge_low, ridge_high))
+                   (low, high), (ridge_low, ridge_high), context)
 
 
 def ridge_to_state(ridge: KmerRidgeBaseline) -> dict[str, Any]:
@@ -192,14 +218,16 @@ def _logit_rate(pkd_pred: np.ndarray, logits: np.ndarray) -> float:
 
 
 def fit_for_model(model, train_frame: pd.DataFrame, pkd_pred: np.ndarray, logits: np.ndarray,
-                  support: PredictionSupport) -> FamiliarCorrection | None:
+                  support: PredictionSupport, clusters: np.ndarray | None = None) -> FamiliarCorrection | None:
     """The correction `model.config` asks for, fitted on the network's outputs over `train_frame` (in-sample or
-    out of fold; None for `familiar_correction="none"` or when no training row has a usable pKd)."""
+    out of fold; None for `familiar_correction="none"` or when no training row has a usable pKd); `clusters`
+    are the rows' antigen clusters when the caller has them."""
     config = model.config
     if config.familiar_correction == "none" or len(train_frame) == 0:
         return None
     try:
-        return FamiliarCorrection.fit(train_frame, pkd_pred, logits, support, (config.pkd_min, config.pkd_max))
+        return FamiliarCorrection.fit(train_frame, pkd_pred, logits, support, (config.pkd_min, config.pkd_max),
+                                      context=config.familiar_correction == "kmer_ridge_context", clusters=clusters)
     except ValueError:  # every training row censored: nothing to correct with
         return None
 

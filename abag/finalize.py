@@ -67,8 +67,8 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
     reload_best(state, best_path)
     config, frame, parts = run.config, run.frame, run.parts
     support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
-    state.model.familiar_correction = fit_correction(state, run, support)
     clusters, antibodies = evaluation_groups(run)
+    state.model.familiar_correction = fit_correction(state, run, support, clusters[parts["train"]])
     results, predictions = {}, {}
     for name in ("val", "test"):
         data = run.data[name]
@@ -103,13 +103,13 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
     return FinalReport(metrics, pd.DataFrame(state.history), test_predictions, comparison)
 
 
-def fit_correction(state: TrainingState, run: RunInputs, support: PredictionSupport):
+def fit_correction(state: TrainingState, run: RunInputs, support: PredictionSupport, clusters: np.ndarray):
     """The familiar-antigen correction (`abag.familiar_correction`) on the best epoch's in-sample outputs over
-    the training part; None when the model config turns it off."""
+    the training part (`clusters`: its rows' antigen clusters); None when the model config turns it off."""
     if state.model.config.familiar_correction == "none" or len(run.data["train"]) == 0:
         return None
     pkd, logits = predict_data(state.model, run.data["train"], run.device, precision=run.precision)
-    return fit_for_model(state.model, run.data["train"].frame, pkd, logits, support)
+    return fit_for_model(state.model, run.data["train"].frame, pkd, logits, support, clusters)
 
 
 def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int, support: PredictionSupport) -> dict:

@@ -90,7 +90,8 @@ def assemble(setup, members) -> FoldsReport:
     # The familiar-antigen correction on out-of-fold residuals (each row against the network of the member that
     # held it out): in-sample residuals would hide what the network cannot learn about an antigen, such as its
     # level, because it has fitted its training rows through their antibodies.
-    ensemble.familiar_correction = fit_for_model(ensemble, frame, *network, ensemble.prediction_support)
+    ensemble.familiar_correction = fit_for_model(ensemble, frame, *network, ensemble.prediction_support,
+                                                 np.asarray(clusters))
     metrics["familiar_correction"] = None if ensemble.familiar_correction is None else \
         ensemble.familiar_correction.describe()
     comparison = format_comparison({"model": test, **baselines}, title=f"out of fold ({plan.protocol})")

@@ -58,9 +58,11 @@ class ModelConfig:
     # Unused by the other fusions, so configs saved before it existed need no legacy value.
     branch_dropout: float = 0.5
     # The antigen-aware part of the default (abag.familiar_correction): a k-mer ridge on the network's training
-    # residuals, added in proportion to the query antigen's familiarity (0 for an unseen antigen cluster, so
-    # there the prediction is the network's alone). "none": the network alone, as before.
-    familiar_correction: str = "kmer_ridge"
+    # residuals, added in proportion to the query antigen's familiarity w (0 for an unseen antigen cluster), and
+    # the antigen construct's effect learned within antigen clusters (abag.antigen_context), added by 1 − w.
+    # "kmer_ridge": the k-mer ridge alone (an unseen antigen then gets the network's prediction exactly);
+    # "none": the network alone, as before.
+    familiar_correction: str = "kmer_ridge_context"
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":

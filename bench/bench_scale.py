@@ -249,9 +249,9 @@ def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResu
     with stage("evaluation (val + test, cluster bootstrap)"):
         reload_best(state, folder.best)
         report = evaluation(evaluation_groups(run))
-    with stage("familiar-antigen correction (k-mer ridge on training residuals)"):
+    with stage("familiar-antigen correction (construct term, k-mer ridge on training residuals)"):
         support = PredictionSupport.from_training(frame.iloc[run.parts["train"]], None, "")
-        model.familiar_correction = fit_correction(state, run, support)
+        model.familiar_correction = fit_correction(state, run, support, report["groups"][0][run.parts["train"]])
     with stage("baselines (mean, k-mer ridge)"):
         report["baselines"] = _baselines(run, report["groups"])
     with stage("intervals (calibration on val, references into best.pt/last.pt)", optional=True):

@@ -48,7 +48,7 @@ def trained(tmp_path_factory, tiny_encoders):
 
 def test_default_model_tells_two_training_antigens_and_a_point_mutant_apart(trained):
     frame, antigens, result = trained
-    assert ModelConfig().familiar_correction == "kmer_ridge"
+    assert ModelConfig().familiar_correction == "kmer_ridge_context"
     model, _ = load_trained_model(result.best_checkpoint)
     assert model.familiar_correction is not None
     rng = np.random.default_rng(1)
@@ -61,10 +61,13 @@ def test_default_model_tells_two_training_antigens_and_a_point_mutant_apart(trai
     assert first - second > 2.0  # the first antigen's binders are 4 pKd stronger in training
     assert predicted["binder_prob"][0] > predicted["binder_prob"][1]
     assert abs(point_mutant - first) > 1e-3 and abs(point_mutant - first) < abs(first - second)
+    context = model.familiar_correction.context.predict(queries.antigen.tolist())
     model.familiar_correction = None
     network = predict_frame(model, queries)["pkd_pred"].to_numpy()
     assert network[0] == pytest.approx(network[1])  # the network alone ignores the antigen
-    assert stranger == pytest.approx(network[3], abs=1e-6)  # an unseen antigen: the network's prediction exactly
+    # an unseen antigen: the network's prediction plus the construct term (here 0: each training antigen is its
+    # own cluster, so no family shows what its constructs do)
+    assert context.tolist() == [0.0] * 4 and stranger == pytest.approx(network[3], abs=1e-6)
 
 
 def test_intervals_cover_the_network_too_and_evaluate_scores_those_intervals(trained):

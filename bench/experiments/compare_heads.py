@@ -98,14 +98,16 @@ def main() -> None:
     parser.add_argument("--record", action="store_true", help="append the comparisons to attempts.jsonl")
     args = parser.parse_args()
     reference = load_repeats(args.out, args.reference)
-    report = {args.reference: summary(reference), "kmer_ridge": summary(reference[:1], "kmer_ridge")}
+    report = {args.reference: summary(reference)}
+    if "kmer_ridge" in reference[0]:  # cv_attempt.py tables have it; cv_folds_default.py ones do not
+        report["kmer_ridge"] = summary(reference[:1], "kmer_ridge")
     for name in args.others:
         other = load_repeats(args.out, name)
         report[name] = summary(other)
         report[f"{name} - {args.reference}"] = paired(reference, other)
         if args.record:
             record_attempt({"name": f"compare_{name}_vs_{args.reference}", "reference": report[args.reference],
-                            "other": report[name], "kmer_ridge": report["kmer_ridge"],
+                            "other": report[name], "kmer_ridge": report.get("kmer_ridge"),
                             "paired": report[f"{name} - {args.reference}"]})
     print(json.dumps(report, indent=1))
 

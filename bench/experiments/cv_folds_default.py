@@ -45,6 +45,7 @@ from abag import ModelConfig, TrainConfig, load_pairs
 from abag.baselines import KmerRidgeBaseline
 from abag.crossval import paired_spearman_difference
 from abag.embedding_cache import default_cache_dir
+from abag.familiar_correction import without_correction
 from abag.encoders import load_encoders
 from abag.inference import predict_frame
 from abag.kfold import train_folds
@@ -130,6 +131,9 @@ def run_seed(frame: pd.DataFrame, groups: np.ndarray, tests: list[np.ndarray], a
         seconds = time.perf_counter() - started
         predicted = predict_frame(model, frame.iloc[test_rows], cache_dir=config.cache_dir, coverage=None)
         part = fold_table(frame, groups, i, test_rows, predicted["pkd_pred"], predicted["binder_prob"])
+        with without_correction(model) as had_correction:  # the network alone: what the correction added
+            part["network"] = part["model"] if not had_correction else predict_frame(
+                model, frame.iloc[test_rows], cache_dir=config.cache_dir, coverage=None)["pkd_pred"].to_numpy(float)
         predictions.append(part)
         fold_score = evaluate_predictions(part["pkd"], part["model"], censored=part["censored"], ci=False)
         trainings.append({"fold": i, "seconds": seconds, "n_train_rows": int(len(train_rows)), **facts})
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in args.seeds:
         table, trainings[seed] = run_seed(frame, groups, tests, args, seed, model_config, train_config, encoders, out)
         per_seed.append(score(table, antibodies, args.n_boot, seed))
+        per_seed[-1]["network_only"] = score(table.assign(model=table["network"]).drop(columns="binder_prob"),
+                                             antibodies, 0, seed)
         versus[seed] = versus_single(out_root, table, seed, antibodies, args.n_boot, settings) if args.folds else None
         print(f"[{arm} seed {seed}] pooled Spearman {per_seed[-1]['spearman']:.3f}, within-cluster "
               f"{per_seed[-1]['spearman_within_group']:.3f} ({per_seed[-1]['n_groups_within']} clusters), RMSE "
@@ -249,7 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
                     f"the {len(tests) - 1} outer-training folds ({how}), predicted on the outer test fold; pooled "
                     f"over the {len(tests)} outer test folds",
         "seeds": args.seeds, "per_seed": dict(zip(map(str, args.seeds), per_seed)),
-        **over_seeds(per_seed), "n_clusters_within": per_seed[0]["n_groups_within"],
+        **over_seeds(per_seed), "network_only": over_seeds([s["network_only"] for s in per_seed]),
+        "n_clusters_within": per_seed[0]["n_groups_within"],
         "seconds_per_training_mean": float(np.mean(seconds)), "seconds_per_training": seconds,
         "trainings": {str(s): t for s, t in trainings.items()},
         "versus_single": {str(s): v for s, v in versus.items()} if args.folds else None,
