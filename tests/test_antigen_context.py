@@ -65,8 +65,9 @@ def test_context_learns_nothing_from_differences_between_families():
             pkd.append((10.0 if chains == 1 else 7.0) + rng.normal(0, 0.3))
     context = AntigenContext.fit(antigens, np.array(pkd))
     assert np.allclose(context.predict(antigens), 0.0)
-    fitted = AntigenContext.fit(antigens, np.array(pkd), clusters=np.zeros(len(pkd)))  # as one family: it would
-    assert context.describe()["alpha"] is None and fitted.predict(["A" * 100])[0] > 1.0
+    # the same rows grouped as pairs of a one-chain and a three-chain family: now every cluster shows the effect
+    paired = AntigenContext.fit(antigens, np.array(pkd), clusters=np.arange(len(pkd)) // 6)
+    assert context.describe()["alpha"] is None and paired.predict(["A" * 100])[0] > 1.0
 
 
 def test_the_context_moves_unseen_antigens_the_kmer_ridge_leaves_alone():
@@ -95,6 +96,24 @@ def test_the_context_moves_unseen_antigens_the_kmer_ridge_leaves_alone():
     alone = FamiliarCorrection.fit(frame, flat, np.zeros(len(frame)), support, (4.0, 14.0), context=True,
                                    clusters=np.arange(len(frame)))
     assert alone.context.clusters == len(frame) and np.allclose(alone.context.predict(unseen.antigen.tolist()), 0.0)
+
+
+def test_a_slope_that_does_not_carry_across_clusters_is_dropped():
+    """Within each family a chain moves the pKd by 1.5, but up in half the families and down in the others: no
+    slope predicts a held-out family, so the term is dropped (infinite penalty), not merely kept small."""
+    rng = np.random.default_rng(6)
+    antigens, pkd, clusters = [], [], []
+    for family in range(12):
+        shared, sign = random_sequence(rng, 120), (-1.0) ** family
+        for chains in (1, 2, 3):
+            for _ in range(4):
+                antigens.append("|".join([shared, *(random_sequence(rng, 60) for _ in range(chains - 1))]))
+                pkd.append(8.0 + sign * 1.5 * (chains - 2) + rng.normal(0, 0.2))
+                clusters.append(family)
+    context = AntigenContext.fit(antigens, np.array(pkd), np.array(clusters))
+    assert np.isinf(context.alpha) and np.allclose(context.predict(antigens), 0.0)
+    state = context.to_state()
+    assert state["alpha"] is None and np.isinf(AntigenContext.from_state(state).alpha)
 
 
 def test_training_with_the_context_option_saves_and_reloads_it(tmp_path, tiny_encoders):
