@@ -1,26 +1,26 @@
-"""What an antigen entry says about a measured pKd beyond its family: two global descriptors, learned within families.
+"""What an antigen entry says about a measured pKd beyond its family: two descriptors, learned within families.
 
-The familiar-antigen correction (`abag.familiar_correction`) trusts an antigen's k-mers only where the antigen
-is familiar, so on an antigen from a cluster the model never saw it adds nothing. Two properties of an antigen
-entry are not family-specific:
+The familiar-antigen correction (`abag.familiar_correction`) trusts an antigen's k-mers only where the antigen is
+familiar, so on an antigen from a cluster the model never saw it adds nothing. Two properties of an antigen entry
+are not family-specific:
 
 * the number of chains of the entry (chains are joined with "|"): a complex of several chains or one chain;
 * the log10 number of residues (all chains): a fragment, a domain or a whole ectodomain.
 
-They describe what was measured (the construct) as much as what binds, and antigens of one cluster differ in
-them (an RBD against a whole spike, one chain against a complex). `AntigenContext` learns their effect *within*
-antigen clusters: descriptors and pKd are centred on their cluster's mean (`abag.clustering.cluster_antigens`
-at 40 % identity) and a ridge without intercept (`sklearn.linear_model.Ridge`) is fitted to what is left. Its
-penalty is chosen by cross-validation over whole clusters (`sklearn.model_selection.GroupKFold`, up to 10 folds):
-the effect must predict the within-cluster differences of clusters it was not fitted on, and an infinite penalty
-(no term at all) is among the candidates, so a slope that does not carry from family to family is dropped
-rather than shrunk (rows of one cluster are correlated, so leave-one-row-out would trust it too much: on SKEMPI's
-12 clusters it kept a slope of −1.5 pKd per SD of log residues). So it learns how constructs of one family
-differ, not how families differ in level (a between-family slope learned from a few hundred families does not carry to new
-ones, and moved pooled Spearman on unseen clusters down in bench/RESULTS.md). The term is centred on the
-training mean of the descriptors, and the descriptors are held inside their training range, so a query with
-more chains or residues than any training antigen gets the effect of the largest one. Imports numpy, pandas,
-sklearn and abag's clustering.
+They describe what was measured (the construct) as much as what binds, and antigens of one cluster differ in them
+(an RBD against a whole spike, one chain against a complex). `AntigenContext` learns their effect *within* antigen
+clusters: descriptors and pKd are centred on their cluster's mean (`abag.clustering.cluster_antigens` at 40 %
+identity) and a ridge without intercept (`sklearn.linear_model.Ridge`) is fitted to what is left. Its penalty is
+chosen by cross-validation over whole clusters (`sklearn.model_selection.GroupKFold`, up to 10 folds): the effect
+must predict the within-cluster differences of clusters it was not fitted on, and an infinite penalty (no term at
+all) is among the candidates, so a slope that does not carry from family to family is dropped rather than shrunk
+(rows of one cluster are correlated, so leave-one-row-out would trust it too much: on SKEMPI's 12 clusters it kept
+a slope of −1.5 pKd per SD of log residues). So it learns how constructs of one family differ, not how families
+differ in level (a between-family slope learned from a few hundred families does not carry to new ones, and moved
+pooled Spearman on unseen clusters down in bench/RESULTS.md). The term is centred on the training mean of the
+descriptors, and the descriptors are held inside their training range, so a query with more chains or residues
+than any training antigen gets the effect of the largest one. Imports numpy, pandas, sklearn and abag's
+clustering.
 """
 
 from __future__ import annotations

@@ -229,6 +229,8 @@ def test_folds_default_experiment_scores_both_arms_on_the_same_frozen_folds(tmp_
             assert sorted(table["row"]) == list(range(len(frame)))  # every row scored once, out of fold
             assert line["per_seed"][seed]["spearman"] == pytest.approx(
                 stats.spearmanr(table["pkd"], table["model"]).statistic)
+            assert line["per_seed"][seed]["network_only"]["spearman"] == pytest.approx(
+                stats.spearmanr(table["pkd"], table["network"]).statistic)
     assert all(len(t["best_epochs"]) == 2 for t in ensemble["trainings"]["0"])  # two members per outer fold
     assert single["versus_single"] is None
     for seed in ("0", "1"):

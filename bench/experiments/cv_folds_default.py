@@ -9,7 +9,8 @@ Protocol (issue 12): the 5 frozen outer folds of antigen clusters of saaintdb_de
 * arm `foldsK` (`--folds K`): `abag.kfold.train_folds` with K inner folds of antigen clusters (dealt with the
   training seed), the averaged ensemble (`best.pt`) is the model;
 
-and the model predicts the outer test fold (`abag.inference.predict_frame`). The k-mer ridge is fitted on the
+and the model predicts the outer test fold (`abag.inference.member_outputs`: the members' mean, as
+`predict_frame` reports it, and the network alone, scored as `network_only`). The k-mer ridge is fitted on the
 same 4 outer-training folds (all of them: it needs no validation part). Scored on the pooled out-of-fold
 predictions of the 5 outer test folds with `abag.metrics.evaluate_predictions`: pooled Spearman, mean Spearman
 within the frozen antigen clusters with >= 5 rows (and their count), RMSE; per seed, mean and max − min
@@ -45,9 +46,8 @@ from abag import ModelConfig, TrainConfig, load_pairs
 from abag.baselines import KmerRidgeBaseline
 from abag.crossval import paired_spearman_difference
 from abag.embedding_cache import default_cache_dir
-from abag.familiar_correction import without_correction
 from abag.encoders import load_encoders
-from abag.inference import predict_frame
+from abag.inference import member_outputs
 from abag.kfold import train_folds
 from abag.metrics import evaluate_predictions
 from abag.splits import row_groups
@@ -129,11 +129,11 @@ def run_seed(frame: pd.DataFrame, groups: np.ndarray, tests: list[np.ndarray], a
         model, facts = train_on(frame.iloc[train_rows].reset_index(drop=True), out / f"seed_{seed}" / f"fold_{i}",
                                 args.folds, model_config, config, encoders, progress_log(prefix))
         seconds = time.perf_counter() - started
-        predicted = predict_frame(model, frame.iloc[test_rows], cache_dir=config.cache_dir, coverage=None)
-        part = fold_table(frame, groups, i, test_rows, predicted["pkd_pred"], predicted["binder_prob"])
-        with without_correction(model) as had_correction:  # the network alone: what the correction added
-            part["network"] = part["model"] if not had_correction else predict_frame(
-                model, frame.iloc[test_rows], cache_dir=config.cache_dir, coverage=None)["pkd_pred"].to_numpy(float)
+        # One pass gives the model's outputs (what predict_frame reports: the members' means) and the network's
+        # alone, so that the correction's effect is measured on the same trained models.
+        outputs = member_outputs(model, frame.iloc[test_rows], cache_dir=config.cache_dir)
+        part = fold_table(frame, groups, i, test_rows, outputs.pkd.mean(axis=0), outputs.binder_prob.mean(axis=0))
+        part["network"] = outputs.network_pkd.mean(axis=0)
         predictions.append(part)
         fold_score = evaluate_predictions(part["pkd"], part["model"], censored=part["censored"], ci=False)
         trainings.append({"fold": i, "seconds": seconds, "n_train_rows": int(len(train_rows)), **facts})
