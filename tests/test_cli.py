@@ -130,11 +130,13 @@ def test_model_options_reach_the_checkpoint_and_default_to_model_config(tmp_path
     monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
     v27 = tmp_path / "v27"
     assert main(["train", "--data", csv_path, "--out", str(v27), *TRAIN_ARGS, "--fusion", "interaction",
-                 "--no-trim-antibody", "--head-members", "1", "--input-dropout", "0"]) == 0
+                 "--no-trim-antibody", "--head-members", "1", "--input-dropout", "0",
+                 "--familiar-correction", "kmer_ridge"]) == 0
     model, state = load_trained_model(v27 / "checkpoints" / "best.pt")
     saved = state["config"]["model"]
     assert (saved["fusion"], saved["trim_antibody"], saved["n_members"], saved["input_dropout"]) == \
         ("interaction", False, 1, 0.0)
+    assert saved["familiar_correction"] == "kmer_ridge" and model.familiar_correction.context is None
     assert model.config.n_members == 1
 
     default = tmp_path / "default"
@@ -143,6 +145,17 @@ def test_model_options_reach_the_checkpoint_and_default_to_model_config(tmp_path
     expected = ModelConfig()
     assert (saved["fusion"], saved["trim_antibody"], saved["n_members"], saved["input_dropout"]) == \
         (expected.fusion, expected.trim_antibody, expected.n_members, expected.input_dropout)
+    assert saved["familiar_correction"] == expected.familiar_correction
+
+
+def test_familiar_correction_choices_are_the_library_ones():
+    """The CLI lists the choices itself (no heavy imports to build the parser); they must stay the library's."""
+    from abag.cli import build_parser
+    from abag.familiar_correction import CORRECTIONS
+
+    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    option = next(a for a in train._actions if a.dest == "familiar_correction")
+    assert set(option.choices) == set(CORRECTIONS)
 
 
 @pytest.mark.parametrize("flag, value", [("--head-members", "0"), ("--input-dropout", "1"),
