@@ -1,6 +1,6 @@
 """`python -m abag` is the `abag` command."""
 
-from .cli import main
-from .distributed import exit_process
+from abag.cli import main
+from abag.distributed import exit_process
 
 exit_process(main())

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from abag.errors import CheckpointError
 
 FORMAT = "abag-checkpoint"
 FORMAT_VERSION = 1

@@ -96,3 +96,9 @@ def broadcast_object(obj):
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return local_device()
+    return torch.device(name)

@@ -22,16 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .checkpoint import load_checkpoint
-from .ensemble import FoldEnsemble, build_fold_ensemble
-from .familiar_correction import FamiliarCorrection, corrected
-from .errors import CheckpointError, EncoderUnavailableError
-from .intervals import DEFAULT_COVERAGE, PredictionSupport, interval_report
-from .model import AbAgModel, ModelConfig, build_model
-from .novelty import NoveltyReference
-from .policy import choose_precision
-from .pair_embeddings import EmbeddedPairs, embed_pairs, make_caches
-from .train import PairData, predict_data, resolve_device, sigmoid
+from abag.checkpoint import load_checkpoint
+from abag.distributed import resolve_device
+from abag.encoding.pair_embeddings import EmbeddedPairs, embed_pairs, make_caches
+from abag.errors import CheckpointError, EncoderUnavailableError
+from abag.identity.novelty import NoveltyReference
+from abag.model.apply import PairData, predict_data, sigmoid
+from abag.model.config import ModelConfig
+from abag.model.ensemble import FoldEnsemble, build_fold_ensemble
+from abag.model.network import AbAgModel, build_model
+from abag.policy import choose_precision
+from abag.posthoc.familiar_correction import FamiliarCorrection, corrected
+from abag.posthoc.intervals import DEFAULT_COVERAGE, PredictionSupport, interval_report
 
 
 def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
@@ -196,7 +198,7 @@ def evaluate_frame(model: AbAgModel, frame: pd.DataFrame, *, binder_threshold: f
                    cache_dir: str | Path | None = None, seed: int = 0, coverage: float = DEFAULT_COVERAGE) -> dict:
     """Metrics (regression, binder head, bootstrap interval) of the model on a labelled table, and an
     `intervals` entry: the coverage and mean width of the `coverage` interval per applicability class."""
-    from .metrics import evaluate_predictions
+    from abag.evaluation.metrics import evaluate_predictions
 
     predicted = predict_frame(model, frame, cache_dir=cache_dir, coverage=coverage)
     censored = predicted["censored"].to_numpy(dtype=bool) if "censored" in predicted else None

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import OutputNotWritableError
+from abag.errors import OutputNotWritableError
 
 
 def _blocking_file(folder: Path) -> Path | None:

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .policy import PKD_RANGE as PKD_MODEL_RANGE
-from .metrics import BINDER_THRESHOLD, regression_metrics
+from abag.evaluation.metrics import regression_metrics
+from abag.policy import BINDER_THRESHOLD
+from abag.policy import PKD_RANGE as PKD_MODEL_RANGE
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from .intervals import IntervalCalibration
+    from abag.posthoc.intervals import IntervalCalibration
 
 
 def _new_figure(ncols: int = 1, width: float = 5.0, height: float = 4.0):
@@ -129,7 +130,7 @@ def plot_calibration(y, pred, std, classes, *, calibration: IntervalCalibration 
     The intervals come from `calibration` (at each coverage it was fitted for) or are given as `low_high`
     ({coverage: (low, high)}). Rows should be held out from the calibration, or the curve is in-sample.
     """
-    from .intervals import interval_coverage
+    from abag.posthoc.intervals import interval_coverage
 
     y, pred, std = (np.asarray(a, dtype=float) for a in (y, pred, std))
     classes = np.asarray(classes, dtype=object)

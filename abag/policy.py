@@ -108,3 +108,5 @@ def _requested_precision(device: torch.device, mixed_precision: bool, requested:
     if chosen is FP16 and device.type != "cuda":
         raise ValueError("precision fp16 needs a CUDA GPU (its gradient scaler runs only there); use fp32 or bf16")
     return chosen
+
+

@@ -73,8 +73,12 @@ def all_real_chains(args) -> dict[str, list[str]]:
 def cache_plan_padding(encoder, chains: list[str], budget: int, batch_size: int, seed: int) -> tuple[float, float]:
     """Padding of the cache's plan (length-sorted shards, token-budget batches) over `chains`, and of
     fixed-size batches in random order over the same chains: planned only, nothing is encoded."""
-    from abag.batching import fixed_size_batches, padded_tokens, token_budget_batches
-    from abag.embedding_cache import CHAINS_PER_SHARD
+    from abag.encoding.batching import (
+        fixed_size_batches,
+        padded_tokens,
+        token_budget_batches,
+    )
+    from abag.encoding.embedding_cache import CHAINS_PER_SHARD
 
     ordered = sorted(chains, key=len)
     slots = tokens = 0
@@ -116,7 +120,7 @@ def sample_chains(args) -> tuple[list[str], str]:
 def run_scheme(encoder, chains, plan, device) -> dict:
     import torch
 
-    from abag.batching import padding_fraction
+    from abag.encoding.batching import padding_fraction
 
     reports = []
     lengths = encoder.token_lengths(chains)
@@ -141,8 +145,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
-    from abag.batching import fixed_size_batches, token_budget_batches
-    from abag.encoders import load_encoder
+    from abag.encoding.batching import fixed_size_batches, token_budget_batches
+    from abag.encoding.loader import load_encoder
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from abag.encoders import load_tiny_encoder
-from abag.model import ModelConfig, build_model
-from abag.pair_embeddings import embed_pairs, make_caches
+from abag.encoding.loader import load_tiny_encoder
+from abag.encoding.pair_embeddings import embed_pairs, make_caches
+from abag.model.config import ModelConfig
+from abag.model.network import build_model
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 AMINO = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWY", dtype=np.uint8)
@@ -48,8 +49,12 @@ def sequences(rng, n, low, high):
 
 
 def old_embed_pairs(frame, antibody_cache, antigen_cache):
-    from abag.features import InputSpec
-    from abag.pair_embeddings import EmbeddedPairs, _antigen_table, _with_features
+    from abag.encoding.features import InputSpec
+    from abag.encoding.pair_embeddings import (
+        EmbeddedPairs,
+        _antigen_table,
+        _with_features,
+    )
 
     spec = getattr(antibody_cache, "spec", None) or InputSpec()
     heavy = [spec.encoder_input(c, "heavy") for c in frame["heavy"]]
@@ -101,12 +106,12 @@ def main():
         global embed_pairs
         embed_pairs = old_embed_pairs
     if os.environ.get("ONE_PART"):  # every chain in one encoder call (how InMemoryEmbeddings used to encode)
-        from abag import embedding_cache as ec
+        from abag.encoding import embedding_cache as ec
 
         ec.CHAINS_PER_SHARD = 10**9
     meter = Peak()
     if os.environ.get("PHASES"):  # RSS peak inside each cache phase
-        from abag import embedding_cache as ec
+        from abag.encoding import embedding_cache as ec
 
         def timed(name, fn):
             def wrapper(*args, **kwargs):

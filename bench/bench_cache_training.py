@@ -92,7 +92,9 @@ def synthetic_rows(n: int, seed: int) -> pd.DataFrame:
 
 
 def run_once(frame, encoders, args, out: Path, *, cache_dir: str | None, use_cache: bool) -> dict:
-    from abag import ModelConfig, TrainConfig, train
+    from abag.model.config import ModelConfig
+    from abag.training.config import TrainConfig
+    from abag.training.run import train
 
     lines: list[str] = []
     model_config = ModelConfig(antibody_encoder=args.encoder, antigen_encoder=args.encoder)
@@ -121,7 +123,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
-    from abag.encoders import load_encoder
+    from abag.encoding.loader import load_encoder
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,8 +134,8 @@ def main(argv=None) -> dict:
     load_seconds = time.perf_counter() - started
     encoder(["ACDEFGHIKLMNPQRSTVWY"])  # first call pays transformers' lazy imports: keep them out of the timings
     encoders = {args.encoder: encoder}
-    from abag import ModelConfig
-    from abag.features import InputSpec
+    from abag.encoding.features import InputSpec
+    from abag.model.config import ModelConfig
 
     antigens_encoded = InputSpec.from_config(ModelConfig(antibody_encoder=args.encoder,
                                                          antigen_encoder=args.encoder)).uses_antigen

@@ -84,7 +84,8 @@ def build_encoder(shape: dict, device, max_residues: int = 1022):
     import torch
     from transformers import EsmConfig, EsmModel, EsmTokenizer
 
-    from abag.encoders import ESM_VOCAB, ResidueTokenizer, SequenceEncoder
+    from abag.encoding.loader import ESM_VOCAB
+    from abag.encoding.sequence_encoder import ResidueTokenizer, SequenceEncoder
 
     tokenizer = EsmTokenizer(vocab_file=str(ESM_VOCAB))
     config = EsmConfig(vocab_size=len(tokenizer), max_position_embeddings=max_residues + 4,
@@ -136,8 +137,10 @@ def time_head_epoch(d_antibody: int, d_antigen: int, rows: int, steps: int, devi
     """Seconds per epoch of v2.7 head training over `rows` cached pairs (batch 16, accumulation 8)."""
     import torch
 
-    from abag.losses import StableCombinedLoss
-    from abag.model import AffinityHead, ModelConfig, PairEmbeddings
+    from abag.encoding.batches import PairEmbeddings
+    from abag.model.config import ModelConfig
+    from abag.model.losses import StableCombinedLoss
+    from abag.model.network import AffinityHead
     from abag.policy import choose_precision
 
     n = 4096
@@ -178,7 +181,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
-    from abag.batching import padding_fraction, token_budget_batches
+    from abag.encoding.batching import padding_fraction, token_budget_batches
     from abag.policy import choose_precision
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else

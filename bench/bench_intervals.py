@@ -38,13 +38,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from abag import ModelConfig, TrainConfig, load_pairs  # noqa: E402
-from abag.crossval import make_folds  # noqa: E402
-from abag.encoders import load_encoder  # noqa: E402
-from abag.inference import load_trained_model, predict_frame  # noqa: E402
-from abag.intervals import IntervalCalibration, IntervalScale, interval_coverage, interval_report  # noqa: E402
-from abag.kfold import train_folds  # noqa: E402
 from bench_common import machine  # noqa: E402
+
+from abag.data.folds import make_folds  # noqa: E402
+from abag.data.pipeline import load_pairs  # noqa: E402
+from abag.encoding.loader import load_encoder  # noqa: E402
+from abag.folds.members import train_folds  # noqa: E402
+from abag.inference import load_trained_model, predict_frame  # noqa: E402
+from abag.model.config import ModelConfig
+from abag.posthoc.intervals import (  # noqa: E402
+    IntervalCalibration,
+    IntervalScale,
+    interval_coverage,
+    interval_report,
+)
+from abag.training.config import TrainConfig
 
 COVERAGES = (0.5, 0.8, 0.9, 0.95)
 
@@ -213,7 +221,7 @@ def main() -> None:
     if args.folds is None:
         args.folds = "random" if args.set == "phillips" else "clusters"
     if args.cache_dir is None:
-        from abag.embedding_cache import default_cache_dir
+        from abag.encoding.embedding_cache import default_cache_dir
 
         args.cache_dir = str(default_cache_dir())
     args.out.mkdir(parents=True, exist_ok=True)

@@ -52,15 +52,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from abag import ModelConfig, TrainConfig, load_pairs  # noqa: E402
-from abag.baselines import RIDGE_ALPHAS, fit_baselines, training_rows  # noqa: E402
-from abag.crossval import cross_validate, format_cv_markdown, format_cv_summary, fold_split  # noqa: E402
-from abag.embedding_cache import default_cache_dir  # noqa: E402
-from abag.encoders import load_encoder  # noqa: E402
-from abag.metrics import evaluate_predictions  # noqa: E402
-from abag.novelty import NoveltyReference  # noqa: E402
-from abag.splits import fold_groups  # noqa: E402
 from bench_common import machine as host_machine  # noqa: E402
+
+from abag.data.folds import fold_split  # noqa: E402
+from abag.data.pipeline import load_pairs  # noqa: E402
+from abag.data.splits import fold_groups  # noqa: E402
+from abag.encoding.embedding_cache import default_cache_dir  # noqa: E402
+from abag.encoding.loader import load_encoder  # noqa: E402
+from abag.evaluation.baselines import RIDGE_ALPHAS, fit_baselines, training_rows  # noqa: E402
+from abag.evaluation.metrics import evaluate_predictions  # noqa: E402
+from abag.folds.crossval import cross_validate
+from abag.folds.crossval_tables import format_cv_markdown, format_cv_summary
+from abag.identity.novelty import NoveltyReference  # noqa: E402
+from abag.model.config import ModelConfig
+from abag.training.config import TrainConfig
 
 SETS = ("saaintdb", "skempi", "phillips", "phillips_extrapolation")
 
@@ -232,9 +237,9 @@ def run_phillips(args, encoders, model_config, train_config) -> dict:
 
 
 def run_zero_shot(args, encoders, model_config, train_config, target: pd.DataFrame) -> dict:
+    from abag.identity.clustering import cluster_antigens
     from abag.inference import predict_frame
-    from abag.splits import cluster_antigens
-    from abag.train import train
+    from abag.training.run import train
 
     source, _ = load_pairs(Path(args.data_dir) / "saaintdb_dev.csv")
     groups = cluster_antigens(source["antigen"].tolist())
@@ -389,7 +394,7 @@ def extrapolation_plan(frame: pd.DataFrame, min_train_exact: int = 300, test_exa
 def score_extrapolation(plan: ExtrapolationSplit, runs: list[pd.DataFrame], n_boot: int) -> dict:
     """Metrics of every predictor on the test rows (censored rows never scored as exact), with the Spearman
     within equal-mutation-count levels and intervals resampling those levels; model rows per training seed."""
-    from abag.crossval import paired_spearman_difference
+    from abag.folds.crossval import paired_spearman_difference
 
     def score(table: pd.DataFrame, column: str) -> dict:
         levels = plan.frame["n_mutations"].to_numpy()[table["row"].to_numpy()]

@@ -21,6 +21,7 @@ It prints one markdown table per size (and `--out FILE` writes them, `--json FIL
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import gc
 import json
@@ -29,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import _thread
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from bench_common import machine  # noqa: E402 - bench/ is on sys.path when run as a script
 
 from abag.policy import AMINO_ACIDS
@@ -220,12 +219,19 @@ class StageRecorder:
 def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResult]:
     """The stages of `abag train --encoder tiny --epochs 1` (then `abag predict` on the same file), in order."""
     from abag.data import prepare_pairs, read_table
-    from abag.finalize import calibrate_single_split, evaluation_groups, fit_correction, reload_best, store_support
-    from abag.intervals import PredictionSupport
     from abag.inference import load_trained_model, predict_frame
-    from abag.model import ModelConfig
+    from abag.model.config import ModelConfig
     from abag.outputs import write_csv_atomic, write_json_atomic
-    from abag.train import RunFolder, _prepare, _split, seed_everything, TrainConfig
+    from abag.posthoc.intervals import PredictionSupport
+    from abag.training.config import TrainConfig
+    from abag.training.finalize import (
+        calibrate_single_split,
+        evaluation_groups,
+        fit_correction,
+        reload_best,
+        store_support,
+    )
+    from abag.training.run import RunFolder, _prepare, _split, seed_everything
 
     stage = recorder.stage
     out = work / "run"
@@ -281,8 +287,8 @@ def _initial_state(frame, split, run, model, config):
     """The TrainingState `abag.train` creates (run config with the fingerprint, the per-row split record)."""
     import dataclasses
 
-    from abag.data_identity import RowRecord, data_fingerprint
-    from abag.training_state import TrainingState
+    from abag.training.data_identity import RowRecord, data_fingerprint
+    from abag.training.state import TrainingState
 
     run_config = {"model": dataclasses.asdict(run.model_config), "train": dataclasses.asdict(config),
                   "data_fingerprint": data_fingerprint(frame, None)}
@@ -292,10 +298,10 @@ def _initial_state(frame, split, run, model, config):
 
 def _epoch_and_evaluation(stage, state, run, folder):
     """Run the epoch and the checkpoint writes as stages; return what `finalize` evaluates, as a function."""
-    from abag.fit import fit
-    from abag.losses import StableCombinedLoss
-    from abag.metrics import evaluate_predictions
-    from abag.pair_data import predict_data, sigmoid
+    from abag.evaluation.metrics import evaluate_predictions
+    from abag.model.apply import predict_data, sigmoid
+    from abag.model.losses import StableCombinedLoss
+    from abag.training.loop import fit
 
     config = run.config
     criterion = StableCombinedLoss(config.mse_weight, config.class_weight, config.binder_threshold)
@@ -326,7 +332,7 @@ def _epoch_and_evaluation(stage, state, run, folder):
 
 
 def _baselines(run, groups):
-    from abag.baselines import evaluate_baselines
+    from abag.evaluation.baselines import evaluate_baselines
 
     clusters, antibodies = groups
     train, test = run.parts["train"], run.parts["test"]

@@ -50,10 +50,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_common import machine  # noqa: E402
+
 from abag.suggest import SuggestConfig, suggest_batch  # noqa: E402
 from abag.suggest.encoding import encode_variants  # noqa: E402
 from abag.suggest.variant_models import ALPHAS  # noqa: E402
-from bench_common import machine  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "phillips2021_cr9114_cr6261.csv.gz"
 ABAG_STRATEGIES = {f"abag_{strategy}{suffix}": dict(strategy=strategy, min_distance=distance)

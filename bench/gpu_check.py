@@ -199,7 +199,7 @@ def distinct_chains(frame) -> list[str]:
 def build_encoders(settings: CheckSettings) -> dict:
     """{table label: encoder}: `tiny`, and the ESM-2-650M shape with random weights (a tiny shape with --tiny).
     Each encoder's `name` is what its ModelConfig refers to."""
-    from abag.encoders import load_tiny_encoder
+    from abag.encoding.loader import load_tiny_encoder
 
     shape = bench_gpu_encoder.TINY if settings.tiny else bench_gpu_encoder.ESM2_650M
     esm = bench_gpu_encoder.build_encoder(shape, settings.device)
@@ -315,7 +315,7 @@ def compare_weights(straight: Path, resumed: Path, row: CheckRow) -> CheckRow:
 def check_cache(label: str, encoder, chains: list[str], precision: str, settings: CheckSettings,
                 work: Path) -> CheckRow:
     """Cached embeddings (written, then read back by a fresh cache) against the encoder run batch by batch."""
-    from abag.embedding_cache import EmbeddingCache
+    from abag.encoding.embedding_cache import EmbeddingCache
 
     row = CheckRow("cache", label, precision, "FAIL", "")
 

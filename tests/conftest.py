@@ -68,7 +68,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_encoders():
-    from abag.encoders import load_tiny_encoder
+    from abag.encoding.loader import load_tiny_encoder
 
     return {"tiny": load_tiny_encoder()}
 

@@ -9,14 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import mutate, random_sequence
 from torch import nn
 
-from abag import ModelConfig
-from abag.model import AbAgModel, AdditiveHead, AffinityHead, PairEmbeddings, PairSequences, build_model
-from abag.novelty import NoveltyReference, antigen_weight_from_identity, nearest_identity
-from abag.pair_embeddings import embed_pairs, make_caches
-
-from conftest import mutate, random_sequence
+from abag.encoding.batches import PairEmbeddings, PairSequences
+from abag.encoding.pair_embeddings import embed_pairs, make_caches
+from abag.identity.novelty import (
+    NoveltyReference,
+    antigen_weight_from_identity,
+    nearest_identity,
+)
+from abag.model.config import ModelConfig
+from abag.model.network import AbAgModel, AdditiveHead, AffinityHead, build_model
 
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16)
 ADDITIVE = dataclasses.replace(TINY, fusion="additive")
@@ -255,11 +259,13 @@ def test_predictions_shrink_antigen_terms_by_familiarity(tiny_encoders, recwarn)
 
 
 def test_checkpoint_restores_the_training_antigens(tmp_path, tiny_encoders):
-    from abag import TrainConfig, load_trained_model, predict_frame, train
+    from conftest import synthetic_frame
+
     from abag.checkpoint import load_checkpoint, save_checkpoint
     from abag.errors import CheckpointError
-
-    from conftest import synthetic_frame
+    from abag.inference import load_trained_model, predict_frame
+    from abag.training.config import TrainConfig
+    from abag.training.run import train
 
     frame = synthetic_frame(n=48)
     config = TrainConfig(epochs=1, progress=False, split="random", cache_dir=str(tmp_path / "cache"))
@@ -288,7 +294,7 @@ def _antigen_encoder_that_must_not_run(monkeypatch, encoder):
 
 
 def test_a_head_that_ignores_the_antigen_never_encodes_it(monkeypatch):
-    from abag.encoders import load_tiny_encoder
+    from abag.encoding.loader import load_tiny_encoder
     from abag.inference import predict_frame
 
     rng = np.random.default_rng(8)

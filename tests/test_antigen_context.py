@@ -7,14 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from abag import ModelConfig, TrainConfig, load_trained_model, predict_frame, train
-from abag.antigen_context import AntigenContext, antigen_descriptors
-from abag.checkpoint import load_checkpoint
-from abag.familiar_correction import FamiliarCorrection, without_correction
-from abag.intervals import PredictionSupport
-
 from conftest import random_sequence
+
+from abag.checkpoint import load_checkpoint
+from abag.inference import load_trained_model, predict_frame
+from abag.model.config import ModelConfig
+from abag.posthoc.antigen_context import AntigenContext, antigen_descriptors
+from abag.posthoc.familiar_correction import FamiliarCorrection, without_correction
+from abag.posthoc.intervals import PredictionSupport
+from abag.training.config import TrainConfig
+from abag.training.run import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

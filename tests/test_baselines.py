@@ -18,18 +18,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from abag.baselines import (
-    AMINO_ACIDS,
+from abag.encoding.kmers import kmer_composition
+from abag.evaluation.baselines import (
     RIDGE_ALPHAS,
     KmerRidgeBaseline,
     MeanBaseline,
     evaluate_baselines,
     fit_baselines,
-    kmer_composition,
     pair_features,
     training_rows,
 )
-from abag.metrics import format_comparison
+from abag.evaluation.tables import format_comparison
+from abag.policy import AMINO_ACIDS
 
 
 def _col(kmer: str) -> int:

@@ -10,10 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from abag.batching import fixed_size_batches, padded_tokens, padding_fraction, token_budget_batches
-from abag.embedding_cache import CHAINS_PER_SHARD
-from abag.encoders import WindowSpec
-from abag.train import TrainConfig
+from abag.encoding.batching import (
+    fixed_size_batches,
+    padded_tokens,
+    padding_fraction,
+    token_budget_batches,
+)
+from abag.encoding.embedding_cache import CHAINS_PER_SHARD
+from abag.encoding.sequence_encoder import WindowSpec
+from abag.training.config import TrainConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SAAINT = DATA / "saaintdb_dev.csv"

@@ -21,16 +21,15 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import bench_scale  # noqa: E402 - needs bench/ on sys.path
-
-from abag import metrics  # noqa: E402
-from abag.clustering import cluster_antigens  # noqa: E402
-from abag.fit import _train_epoch  # noqa: E402
-from abag.losses import StableCombinedLoss  # noqa: E402
-from abag.pair_data import PairData, head_threads, predict_data  # noqa: E402
-from abag.pair_embeddings import EmbeddedPairs  # noqa: E402
-from abag.train_setup import TrainConfig  # noqa: E402
 from conftest import torch_threads  # noqa: E402
 
+from abag.encoding.pair_embeddings import EmbeddedPairs  # noqa: E402
+from abag.evaluation import metrics  # noqa: E402
+from abag.identity.clustering import cluster_antigens  # noqa: E402
+from abag.model.apply import PairData, head_threads, predict_data  # noqa: E402
+from abag.model.losses import StableCombinedLoss  # noqa: E402
+from abag.training.config import TrainConfig  # noqa: E402
+from abag.training.loop import _train_epoch  # noqa: E402
 
 # ------------------------------------------------------------------------------------------- synthetic mix
 

@@ -8,11 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import numpy as np
 import pandas as pd
-
+import pytest
 from conftest import random_sequence, synthetic_frame
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"

@@ -8,10 +8,9 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import synthetic_frame, write_csv
 
 from abag.cli import main
-
-from conftest import synthetic_frame, write_csv
 
 TRAIN_ARGS = ["--encoder", "tiny", "--epochs", "2", "--split", "random", "--quiet"]
 
@@ -125,7 +124,8 @@ def test_antigen_split_with_too_few_clusters_is_a_clean_error(tmp_path, capsys):
 def test_model_options_reach_the_checkpoint_and_default_to_model_config(tmp_path, csv_path, monkeypatch):
     """--fusion/--no-trim-antibody/--head-members/--input-dropout rebuild the v2.7 head; without them,
     the checkpoint holds ModelConfig's defaults."""
-    from abag import ModelConfig, load_trained_model
+    from abag.inference import load_trained_model
+    from abag.model.config import ModelConfig
 
     monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
     v27 = tmp_path / "v27"
@@ -151,7 +151,7 @@ def test_model_options_reach_the_checkpoint_and_default_to_model_config(tmp_path
 def test_familiar_correction_choices_are_the_library_ones():
     """The CLI lists the choices itself (no heavy imports to build the parser); they must stay the library's."""
     from abag.cli import build_parser
-    from abag.familiar_correction import CORRECTIONS
+    from abag.model.config import CORRECTIONS
 
     train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
     option = next(a for a in train._actions if a.dest == "familiar_correction")

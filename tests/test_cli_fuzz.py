@@ -27,13 +27,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import synthetic_frame, write_csv
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from abag.cli import main
 from abag.data import MAX_CHAIN_LENGTH, MISSING_MARKERS
-
-from conftest import synthetic_frame, write_csv
 
 EXAMPLES = int(os.environ.get("ABAG_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,

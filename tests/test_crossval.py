@@ -7,15 +7,16 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from abag import ModelConfig, TrainConfig
-from abag.clustering import cluster_antigens
-from abag.crossval import (cross_validate, fold_split, format_cv_markdown, format_cv_summary, make_folds,
-                           paired_spearman_difference)
-from abag.metrics import grouped_spearman
-from abag.splits import row_groups
-
 from conftest import mutate, random_sequence, synthetic_frame
+
+from abag.data.folds import fold_split, make_folds
+from abag.data.splits import row_groups
+from abag.evaluation.metrics import grouped_spearman
+from abag.folds.crossval import cross_validate, paired_spearman_difference
+from abag.folds.crossval_tables import format_cv_markdown, format_cv_summary
+from abag.identity.clustering import cluster_antigens
+from abag.model.config import ModelConfig
+from abag.training.config import TrainConfig
 
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16)
 

@@ -13,12 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from abag import load_checkpoint
-from abag.embedding_cache import EmbeddingCache
-from abag.encoders import load_tiny_encoder
-
 from conftest import random_sequence, synthetic_frame, write_csv
+
+from abag.checkpoint import load_checkpoint
+from abag.encoding.embedding_cache import EmbeddingCache
+from abag.encoding.loader import load_tiny_encoder
 
 PROBE = Path(__file__).parent / "helpers" / "ddp_probe.py"
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")

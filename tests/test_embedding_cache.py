@@ -15,19 +15,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_sequence, synthetic_frame, write_csv
 from safetensors.numpy import load_file, save_file
 
-from abag import ModelConfig, TrainConfig, train
-from abag import embedding_cache
-from abag.embedding_cache import (CHAINS_PER_SHARD, DEAD_WRITER_GRACE_SECONDS, FORMAT, STALE_TEMPORARY_SECONDS,
-                                  EmbeddingCache, InMemoryEmbeddings, chain_digest, encoder_cache_key, key_digest,
-                                  temporary_path)
-from abag.encoders import NonFiniteEmbeddingError, WindowSpec, load_tiny_encoder
-from abag.errors import AbagError
-from abag.model import build_model
-from abag.pair_embeddings import embed_pairs, make_caches, sequences_batch
-
-from conftest import random_sequence, synthetic_frame, write_csv
+from abag.encoding import embedding_cache
+from abag.encoding.embedding_cache import (
+    CHAINS_PER_SHARD,
+    DEAD_WRITER_GRACE_SECONDS,
+    FORMAT,
+    STALE_TEMPORARY_SECONDS,
+    EmbeddingCache,
+    InMemoryEmbeddings,
+    chain_digest,
+    encoder_cache_key,
+    key_digest,
+    temporary_path,
+)
+from abag.encoding.loader import load_tiny_encoder
+from abag.encoding.pair_embeddings import embed_pairs, make_caches, sequences_batch
+from abag.encoding.sequence_encoder import WindowSpec
+from abag.errors import AbagError, NonFiniteEmbeddingError
+from abag.model.config import ModelConfig
+from abag.model.network import build_model
+from abag.training.config import TrainConfig
+from abag.training.run import train
 
 
 def some_chains(n: int = 40, seed: int = 0, low: int = 5, high: int = 300) -> list[str]:
@@ -220,7 +231,7 @@ def test_a_corrupt_entry_is_recomputed_not_fatal(tmp_path, encoder, damage, capl
     (shard,) = shards(EmbeddingCache(encoder, tmp_path))
     damage(shard)
     cache = EmbeddingCache(encoder, tmp_path, progress=False)
-    with caplog.at_level(logging.WARNING, logger="abag.embedding_cache"):
+    with caplog.at_level(logging.WARNING, logger="abag.encoding.embedding_cache"):
         table = cache.embed(chains)
     np.testing.assert_allclose(table, fresh, atol=1e-6)
     assert cache.stats.corrupt_shards == 1 and cache.stats.encoded == 20
@@ -263,7 +274,7 @@ def test_stray_temporary_files_are_ignored(tmp_path, encoder):
 # ----------------------------------------------------------------------------- layout and bounded reads
 
 def test_shards_are_plain_safetensors_with_one_row_per_chain(tmp_path, encoder, monkeypatch):
-    monkeypatch.setattr("abag.embedding_cache.CHAINS_PER_SHARD", 7)
+    monkeypatch.setattr("abag.encoding.embedding_cache.CHAINS_PER_SHARD", 7)
     chains = some_chains(20, seed=9)
     cache = EmbeddingCache(encoder, tmp_path, progress=False)
     table = cache.embed(chains)
@@ -406,7 +417,7 @@ def test_nan_encoder_output_is_an_encoder_error_and_no_shard_is_written(tmp_path
     encoder = nan_on_tryptophan(load_tiny_encoder())
     clean, bad = chains_with_and_without_w()
     cache = EmbeddingCache(encoder, tmp_path, progress=False)
-    with caplog.at_level(logging.WARNING, logger="abag.embedding_cache"):
+    with caplog.at_level(logging.WARNING, logger="abag.encoding.embedding_cache"):
         with pytest.raises(NonFiniteEmbeddingError) as caught:
             cache.embed(clean + bad)
     message = str(caught.value)
@@ -442,8 +453,8 @@ def test_the_cache_checks_encoder_output_itself_before_storing_it(tmp_path, monk
 
 
 def test_the_cli_reports_nan_encoder_output_in_one_line_not_as_an_internal_error(tmp_path, monkeypatch, capsys):
-    from abag import encoders
     from abag.cli import main
+    from abag.encoding import loader as encoders
 
     monkeypatch.setitem(encoders.LOCAL_ENCODERS, "tiny", lambda: nan_on_tryptophan(load_tiny_encoder()))
     frame = synthetic_frame(n=40)
@@ -585,9 +596,9 @@ def test_encoding_runs_in_bounded_parts_of_chains_sorted_by_length(tmp_path, enc
 
 
 def test_pair_tables_hold_one_row_per_distinct_chain_and_trim_each_chain_once(tmp_path, encoder, monkeypatch):
-    from abag import features
-    from abag.features import InputSpec
-    from abag.pair_embeddings import SpecCache
+    from abag.encoding import features
+    from abag.encoding.features import InputSpec
+    from abag.encoding.pair_embeddings import SpecCache
 
     rng = np.random.default_rng(33)
     fabs = [random_sequence(rng, 100) + "WGQGTLVTVSS" + random_sequence(rng, 40) for _ in range(4)]  # Fv + constant

@@ -9,20 +9,25 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import random_sequence
 
-from abag.batching import fixed_size_batches
-from abag.encoders import (OFFLINE_HINT, EncodedBatch, SequenceEncoder, WindowSpec, autocast_context, hub_offline,
-                           load_encoder, load_tiny_encoder)
+from abag.encoding.batching import fixed_size_batches
+from abag.encoding.hub_encoders import OFFLINE_HINT, hub_offline
+from abag.encoding.loader import load_encoder, load_tiny_encoder
+from abag.encoding.sequence_encoder import (
+    EncodedBatch,
+    SequenceEncoder,
+    WindowSpec,
+    autocast_context,
+)
 from abag.errors import EncoderUnavailableError
 from abag.policy import BF16, FP16, FP32, choose_precision
-
-from conftest import random_sequence
 
 
 def hf_tiny_tokenizer():
     from transformers import EsmTokenizer
 
-    from abag.encoders import ESM_VOCAB
+    from abag.encoding.loader import ESM_VOCAB
 
     return EsmTokenizer(vocab_file=str(ESM_VOCAB))
 
@@ -30,7 +35,7 @@ def hf_tiny_tokenizer():
 @pytest.fixture(scope="module")
 def antiberty():
     pytest.importorskip("antiberty", reason="antiberty==0.1.3 (pip install 'abag[offline]') not installed")
-    from abag.encoders import load_antiberty_encoder
+    from abag.encoding.loader import load_antiberty_encoder
 
     return load_antiberty_encoder()
 
@@ -59,7 +64,7 @@ def test_residue_tokenizer_matches_the_tiny_hf_tokenizer(tiny_encoders):
 def test_residue_tokenizer_matches_the_antiberty_hf_tokenizer(antiberty):
     from transformers import BertTokenizer
 
-    from abag.encoders import antiberty_folder
+    from abag.encoding.loader import antiberty_folder
 
     hf = BertTokenizer.from_pretrained(str(antiberty_folder()), do_lower_case=False)
     assert_matches_hf(antiberty.tokenizer, hf, chains_of_many_lengths(1), True)

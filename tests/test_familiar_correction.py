@@ -10,14 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import mutate, random_sequence
 
-from abag import ModelConfig, TrainConfig, load_trained_model, predict_frame, train
 from abag.checkpoint import load_checkpoint, save_checkpoint
 from abag.errors import CheckpointError
-from abag.familiar_correction import FamiliarCorrection, ridge_from_state, ridge_to_state, without_correction
-from abag.intervals import PredictionSupport
-
-from conftest import mutate, random_sequence
+from abag.inference import load_trained_model, predict_frame
+from abag.model.config import ModelConfig
+from abag.posthoc.familiar_correction import (
+    FamiliarCorrection,
+    ridge_from_state,
+    ridge_to_state,
+    without_correction,
+)
+from abag.posthoc.intervals import PredictionSupport
+from abag.training.config import TrainConfig
+from abag.training.run import train
 
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16)
 
@@ -71,7 +78,7 @@ def test_default_model_tells_two_training_antigens_and_a_point_mutant_apart(trai
 
 
 def test_intervals_cover_the_network_too_and_evaluate_scores_those_intervals(trained):
-    from abag import evaluate_frame
+    from abag.inference import evaluate_frame
 
     frame, _, result = trained
     model, _ = load_trained_model(result.best_checkpoint)
@@ -222,7 +229,7 @@ def test_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
 
 
 def test_fold_ensemble_corrects_familiar_antigens_and_its_out_of_fold_rows_stay_honest(tmp_path, tiny_encoders):
-    from abag.kfold import member_dir, train_folds
+    from abag.folds.members import member_dir, train_folds
 
     rng = np.random.default_rng(7)
     antigens = [random_sequence(rng, 80) for _ in range(6)]

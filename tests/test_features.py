@@ -8,15 +8,24 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from abag import ModelConfig, TrainConfig, load_trained_model, predict_frame, train
-from abag.baselines import kmer_composition
-from abag.features import (InputSpec, chain_feature_dim, chain_features, composition_dim, composition_features,
-                           variable_domain)
-from abag.model import PairSequences, build_model
-from abag.pair_embeddings import embed_pairs, make_caches
-
 from conftest import synthetic_frame
+
+from abag.encoding.batches import PairSequences
+from abag.encoding.features import (
+    InputSpec,
+    chain_feature_dim,
+    chain_features,
+    composition_dim,
+    composition_features,
+    variable_domain,
+)
+from abag.encoding.kmers import kmer_composition
+from abag.encoding.pair_embeddings import embed_pairs, make_caches
+from abag.inference import load_trained_model, predict_frame
+from abag.model.config import ModelConfig
+from abag.model.network import build_model
+from abag.training.config import TrainConfig
+from abag.training.run import train
 
 # A real Fab heavy chain (variable domain + CH1 start) and a kappa light chain with its constant domain.
 VH = ("EVQLVESGGGLVQPGGSLRLSCAASGFTFSSYAMSWVRQAPGKGLEWVSAISGSGGSTYYADSVKGRFTISRDNSKNTLYLQMNSLRAEDTAVYYCAK"
@@ -119,7 +128,7 @@ def test_checkpoint_written_before_the_new_fields_predicts_and_resumes_as_v27(tm
     """A v2.7 checkpoint has none of the new ModelConfig keys: loading must rebuild the v2.7 architecture
     (antigen-aware interaction head, one member), not today's defaults, for predict and for --resume."""
     from abag.checkpoint import load_checkpoint, save_checkpoint
-    from abag.model import LEGACY_FIELD_VALUES
+    from abag.model.config import LEGACY_FIELD_VALUES
 
     frame = synthetic_frame(n=48)
     v27 = dataclasses.replace(TINY, **LEGACY_FIELD_VALUES)

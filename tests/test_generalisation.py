@@ -12,16 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import mutate, random_sequence
 from scipy import stats
 
-from abag import ModelConfig
-from abag.baselines import KmerRidgeBaseline
-from abag.crossval import fold_split, make_folds
-from abag.metrics import evaluate_predictions
-from abag.model import PairSequences, build_model
-from abag.splits import row_groups, split_pairs
-
-from conftest import mutate, random_sequence
+from abag.data.folds import fold_split, make_folds
+from abag.data.splits import row_groups, split_pairs
+from abag.encoding.batches import PairSequences
+from abag.evaluation.baselines import KmerRidgeBaseline
+from abag.evaluation.metrics import evaluate_predictions
+from abag.model.config import ModelConfig
+from abag.model.network import build_model
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16)
@@ -76,7 +76,7 @@ def test_within_cluster_spearman_exposes_memorised_antigens_even_on_a_random_spl
 
 @pytest.mark.skipif(not (REAL / "saaintdb_dev.csv").exists(), reason="real data not available")
 def test_saaintdb_cv_folds_never_share_an_antigen_cluster():
-    from abag import load_pairs
+    from abag.data.pipeline import load_pairs
 
     frame, _ = load_pairs(REAL / "saaintdb_dev.csv")
     groups, tests, protocol = make_folds(frame, 5, seed=0)
@@ -117,7 +117,7 @@ def test_head_options_build_and_stay_in_range(tiny_encoders, options):
 
 
 def test_head_members_are_independent_and_averaged(tiny_encoders):
-    from abag.model import MemberLinear
+    from abag.model.network import MemberLinear
 
     model = build_model(dataclasses.replace(TINY, n_members=4), tiny_encoders).eval()
     first = model.head.antibody_proj[0]

@@ -27,15 +27,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import random_sequence, synthetic_frame, write_csv
 
 import abag
 from abag.cli import main
-from abag.encoders import ESM_VOCAB, load_encoder
+from abag.encoding.hub_encoders import (
+    PairedModelWarning,
+    TokenizerDependencyError,
+    missing_tokenizer_packages,
+    warn_if_paired,
+)
+from abag.encoding.loader import ESM_VOCAB, load_encoder
 from abag.errors import EncoderUnavailableError
-from abag.hub_encoders import (PairedModelWarning, TokenizerDependencyError, missing_tokenizer_packages,
-                               warn_if_paired)
-
-from conftest import random_sequence, synthetic_frame, write_csv
 
 PACKAGE_PARENT = str(Path(abag.__file__).resolve().parents[1])  # subprocesses import the abag under test
 ESM_VOCAB_LINES = ESM_VOCAB.read_text().split()

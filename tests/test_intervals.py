@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from abag.intervals import (APPLICABILITY_CLASSES, MIN_CLASS_ROWS, IntervalCalibration, IntervalScale, applicability,
-                            interval_coverage)
+from abag.posthoc.intervals import (
+    APPLICABILITY_CLASSES,
+    MIN_CLASS_ROWS,
+    IntervalCalibration,
+    IntervalScale,
+    applicability,
+    interval_coverage,
+)
 
 
 def _noisy(rng, n, heteroscedastic=True):

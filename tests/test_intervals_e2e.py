@@ -9,17 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from abag import ModelConfig, TrainConfig, load_checkpoint
-from abag.checkpoint import save_checkpoint
-from abag.cli import main
-from abag.familiar_correction import without_correction
-from abag.inference import load_trained_model, predict_frame
-from abag.intervals import APPLICABILITY_CLASSES, INTERVAL_COLUMNS
-from abag.kfold import train_folds
-from abag.train import train
-
 from conftest import random_sequence, synthetic_frame, write_csv
+
+from abag.checkpoint import load_checkpoint, save_checkpoint
+from abag.cli import main
+from abag.folds.members import train_folds
+from abag.inference import load_trained_model, predict_frame
+from abag.model.config import ModelConfig
+from abag.posthoc.familiar_correction import without_correction
+from abag.posthoc.intervals import APPLICABILITY_CLASSES, INTERVAL_COLUMNS
+from abag.training.config import TrainConfig
+from abag.training.run import train
 
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32)
 

@@ -9,17 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import synthetic_frame, write_csv
 from scipy import stats
 
-from abag import CheckpointError, ModelConfig, TrainConfig, TrainingInterrupted, load_checkpoint, train
+from abag.checkpoint import load_checkpoint
 from abag.cli import main
-from abag.data_identity import RowRecord
-from abag.ensemble import FoldEnsemble
+from abag.data.splits import row_groups
+from abag.errors import CheckpointError
+from abag.folds.members import member_dir, train_folds
 from abag.inference import load_trained_model, predict_frame, predict_members
-from abag.kfold import member_dir, train_folds
-from abag.splits import row_groups
-
-from conftest import synthetic_frame, write_csv
+from abag.model.config import ModelConfig
+from abag.model.ensemble import FoldEnsemble
+from abag.training.config import TrainConfig
+from abag.training.data_identity import RowRecord
+from abag.training.loop import TrainingInterrupted
+from abag.training.run import train
 
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32)
 V27_KEYS = {"version", "test", "val", "baselines", "hyperparameters", "improvements", "data", "encoder", "training"}
@@ -146,11 +150,11 @@ def test_ensemble_checkpoint_predicts_the_members_mean_and_spread(folds_run, tin
     state = torch.load(result.best_checkpoint, weights_only=True)
     assert state["ensemble"]["n_folds"] == 3
     assert np.array_equal(state["ensemble"]["member_of_row"].numpy(), result.member_of_row)
-    import abag.encoders
+    import abag.encoding.loader as encoders
 
     loads = []
-    original = abag.encoders.load_encoder
-    monkeypatch.setattr(abag.encoders, "load_encoder", lambda name, *a, **k: loads.append(name) or original(name))
+    original = encoders.load_encoder
+    monkeypatch.setattr(encoders, "load_encoder", lambda name, *a, **k: loads.append(name) or original(name))
     ensemble, _ = load_trained_model(result.best_checkpoint)
     assert isinstance(ensemble, FoldEnsemble) and loads == ["tiny"]  # one encoder load, not one per member
     new = synthetic_frame(n=20, seed=9)
@@ -165,7 +169,7 @@ def test_ensemble_checkpoint_predicts_the_members_mean_and_spread(folds_run, tin
 
 
 def test_the_ensemble_forward_pass_is_the_members_mean(folds_run, tiny_encoders):
-    from abag.model import PairSequences
+    from abag.encoding.batches import PairSequences
 
     frame, result, _, _ = folds_run
     ensemble = result.model
@@ -205,7 +209,7 @@ def test_an_additive_member_scores_its_fold_as_unseen_antigens(tmp_path, tiny_en
 # ----------------------------------------------------------------------------------------------- resume
 
 def test_resume_in_the_middle_of_a_member_is_bit_identical(tmp_path, tiny_encoders, monkeypatch):
-    from abag.train import RunFolder
+    from abag.training.run import RunFolder
 
     frame = synthetic_frame(n=96, n_antigens=6)
     config = quick_config(tmp_path, epochs=3)
@@ -259,7 +263,7 @@ def test_resume_refuses_another_k_and_other_data(folds_run, tiny_encoders):
 
 
 def test_folds_need_clusters_and_frozen_encoders(tmp_path, tiny_encoders):
-    from abag.train import SplitError
+    from abag.training.run import SplitError
 
     frame = synthetic_frame(n=40, n_antigens=2)
     with pytest.raises(SplitError, match="cannot make 3 folds"):
@@ -304,7 +308,7 @@ def test_cli_trains_folds_and_predicts_and_evaluates_with_the_ensemble(tmp_path,
 
 
 def test_cli_default_is_five_folds_where_folds_apply_and_one_split_otherwise(tmp_path, monkeypatch, capsys):
-    from abag.cli import DEFAULT_FOLDS
+    from abag.cli.train import DEFAULT_FOLDS
 
     monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
     common = ["--encoder", "tiny", "--epochs", "1", "--quiet", "--hidden-dim", "16"]

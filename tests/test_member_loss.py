@@ -7,8 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from abag import ModelConfig, StableCombinedLoss
-from abag.model import LEGACY_FIELD_VALUES, AdditiveHead, AffinityHead, PairEmbeddings
+from abag.encoding.batches import PairEmbeddings
+from abag.model.config import LEGACY_FIELD_VALUES, ModelConfig
+from abag.model.losses import StableCombinedLoss
+from abag.model.network import AdditiveHead, AffinityHead
 
 D_AB, D_AG = 12, 10
 
@@ -117,10 +119,12 @@ def test_saved_configs_without_the_field_rebuild_as_trained():
 
 
 def test_training_with_independent_members_resumes_bit_identically_and_predicts_the_mean(tmp_path, tiny_encoders):
-    from abag import TrainConfig, load_checkpoint, train
-    from abag.inference import load_trained_model, predict_frame
-
     from conftest import synthetic_frame
+
+    from abag.checkpoint import load_checkpoint
+    from abag.inference import load_trained_model, predict_frame
+    from abag.training.config import TrainConfig
+    from abag.training.run import train
 
     frame = synthetic_frame(n=120)
     config = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32, n_members=3,

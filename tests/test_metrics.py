@@ -13,16 +13,16 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from abag import policy
-from abag.metrics import (
-    BINDER_THRESHOLD,
+from abag.evaluation.metrics import (
     MIN_GROUP_SIZE,
     binder_metrics,
     bootstrap_ci,
     evaluate_predictions,
-    format_comparison,
     grouped_spearman,
     regression_metrics,
 )
+from abag.evaluation.tables import format_comparison
+from abag.policy import BINDER_THRESHOLD
 
 
 def _correlated(n: int, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,11 +7,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
-from abag import nearest_chains
-from abag.nearest_chains import nearest_chain_identity
-
 from conftest import mutate, random_sequence
+
+from abag.identity import nearest_chains
+from abag.identity.nearest_chains import nearest_chain_identity
 
 FRAMEWORK_A = "EVQLVESGGGLVQPGGSLRLSCAASGFTFS"  # shared by every antibody-like chain below
 FRAMEWORK_B = "WVRQAPGKGLEWVSRFTISRDNSKNTLYLQMNSLRAEDTAVYYC"

@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import synthetic_frame
 
 nbformat = pytest.importorskip("nbformat")
@@ -106,7 +105,7 @@ def test_notebook_defines_no_model_loss_or_training_loop():
 def test_notebook_drives_abag():
     sources = "\n".join(code_cells(read_notebook()))
     assert re.search(r"^\s*import abag\b", sources, re.MULTILINE)
-    for call in ("abag.load_pairs(", "abag.train(", "abag.ModelConfig(", "abag.TrainConfig(", "abag.predict_frame(",
+    for call in ("abag.load_pairs(", "abag.training.run(", "abag.ModelConfig(", "abag.TrainConfig(", "abag.predict_frame(",
                  "abag.format_comparison(", "plot_training_curves(", "plot_predicted_vs_measured(",
                  "plot_pkd_histogram("):
         assert call in sources, call
@@ -345,7 +344,11 @@ def trained_run(folder: Path, encoders: dict, fractions: tuple[float, float, flo
 
 def export_namespace(run_dir: Path, frame, result) -> dict:
     import abag
-    from abag.plots import plot_pkd_histogram, plot_predicted_vs_measured, plot_training_curves
+    from abag.plots import (
+        plot_pkd_histogram,
+        plot_predicted_vs_measured,
+        plot_training_curves,
+    )
 
     return {"abag": abag, "pd": pd, "RUN_DIR": run_dir, "frame": frame, "result": result, "display": lambda *_: None,
             "plot_pkd_histogram": plot_pkd_histogram, "plot_training_curves": plot_training_curves,

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from test_notebook import guarded_by_colab_check, is_pip_magic, kernel_manager, python_source
+from test_notebook import (
+    guarded_by_colab_check,
+    is_pip_magic,
+    kernel_manager,
+    python_source,
+)
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -14,7 +14,11 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from abag.plots import plot_pkd_histogram, plot_predicted_vs_measured, plot_training_curves  # noqa: E402
+from abag.plots import (  # noqa: E402
+    plot_pkd_histogram,
+    plot_predicted_vs_measured,
+    plot_training_curves,
+)
 
 
 def history_frame(n_epochs: int = 5) -> pd.DataFrame:
@@ -117,8 +121,8 @@ def test_pkd_histogram_of_a_loaded_table():
 
 
 def test_calibration_plot_follows_the_diagonal_for_calibrated_intervals_and_not_for_narrow_ones():
-    from abag.intervals import IntervalCalibration
     from abag.plots import plot_calibration
+    from abag.posthoc.intervals import IntervalCalibration
 
     rng = np.random.default_rng(0)
 

@@ -136,14 +136,11 @@ def test_requests_that_cannot_work_are_refused_with_a_reason():
     assert choose_precision("cpu", False, "fp32").name == "fp32"
 
 
-def test_the_command_line_offers_exactly_the_policy_choices():
-    from abag import cli
-
-    assert cli.PRECISION_CHOICES == policy.PRECISION_CHOICES
-
-
 def test_a_run_records_its_precision_and_its_encoders_use_it(tmp_path, tiny_encoders):
-    from abag import ModelConfig, TrainConfig, load_trained_model, train
+    from abag.inference import load_trained_model
+    from abag.model.config import ModelConfig
+    from abag.training.config import TrainConfig
+    from abag.training.run import train
     from tests.conftest import synthetic_frame
 
     frame = synthetic_frame(n=48)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from abag import ModelConfig, TrainConfig, load_checkpoint, train
-from abag import fit as fit_module
-from abag.ranking import RANKING_MIN_GAP, grouped_epoch_order, pairwise_ranking_loss
-
 from conftest import synthetic_frame
+
+from abag.checkpoint import load_checkpoint
+from abag.model.config import ModelConfig
+from abag.model.ranking import (
+    RANKING_MIN_GAP,
+    grouped_epoch_order,
+    pairwise_ranking_loss,
+)
+from abag.training import loop as fit_module
+from abag.training.config import TrainConfig
+from abag.training.run import train
 
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32)
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from abag import CheckpointError, StableCombinedLoss, load_checkpoint
-from abag.checkpoint import interrupts_deferred, save_checkpoint
-from abag.cli import main
-
 from conftest import synthetic_frame, write_csv
+
+from abag.checkpoint import interrupts_deferred, load_checkpoint, save_checkpoint
+from abag.cli import main
+from abag.errors import CheckpointError
+from abag.model.losses import StableCombinedLoss
 
 # The run that is killed and resumed: 160 training rows in micro-batches of 4, one optimizer step each, and
 # the encoder run on every batch, so an epoch takes about a second on one CPU thread.
@@ -275,7 +275,7 @@ def test_ctrl_c_during_a_checkpoint_write_is_delivered_after_the_write(trained, 
 def test_ctrl_c_while_saving_an_epoch_finishes_the_save_and_resume_is_exact(workdir, slow_csv, reference,
                                                                           monkeypatch):
     """SIGINT arrives as epoch 2's checkpoints are being written: they are completed, then the run stops (130)."""
-    train_module = importlib.import_module("abag.train")  # `abag.train` is also the train() function
+    train_module = importlib.import_module("abag.training.run")  # `abag.train` is also the train() function
 
     out = workdir / "interrupted-in-save"
     original = train_module.save_checkpoint
@@ -300,7 +300,7 @@ def test_ctrl_c_while_saving_an_epoch_finishes_the_save_and_resume_is_exact(work
 
 
 def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(workdir, quick_csv, monkeypatch):
-    train_module = importlib.import_module("abag.train")  # `abag.train` is also the train() function
+    train_module = importlib.import_module("abag.training.run")  # `abag.train` is also the train() function
 
     def interrupted_encoding(*args, **kwargs):
         raise KeyboardInterrupt
@@ -313,7 +313,7 @@ def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(workdir, 
 
 
 def test_ctrl_c_in_epoch_2_in_process(workdir, quick_csv, monkeypatch):
-    train_module = importlib.import_module("abag.fit")  # the epoch loop calls _train_epoch from here
+    train_module = importlib.import_module("abag.training.loop")  # the epoch loop calls _train_epoch from here
 
     original = train_module._train_epoch
 
@@ -394,7 +394,7 @@ def test_infinite_gradients_with_a_finite_loss_stop_before_the_step(workdir, qui
 def test_nan_validation_loss_is_never_saved_over_a_good_checkpoint(workdir, quick_csv, monkeypatch):
     import numpy as np
 
-    train_module = importlib.import_module("abag.fit")  # validation calls predict_data from here
+    train_module = importlib.import_module("abag.training.loop")  # validation calls predict_data from here
 
     out, before = _finished_epoch_1(workdir, quick_csv, "nan-val")
     original = train_module.predict_data
@@ -596,7 +596,7 @@ def _forbid(monkeypatch, *targets: str) -> None:
 def test_unwritable_train_output_fails_before_reading_data_or_training(quick_csv, tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    _forbid(monkeypatch, "abag.data.load_pairs", "abag.train.train", "abag.encoders.load_encoder")
+    _forbid(monkeypatch, "abag.data.load_pairs", "abag.training.run.train", "abag.encoding.loader.load_encoder")
     started = time.monotonic()
     for out, phrase in ((blocker / "run", f"{blocker} is a file"), (blocker, "is a file"),
                         (Path("/proc/abag-run"), "cannot write to output folder")):

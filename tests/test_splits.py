@@ -9,10 +9,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import abag.splits
-from abag.clustering import DEFAULT_IDENTITY, cluster_antigens, cluster_sequences
-from abag.splits import (GROUPINGS, SPLIT_METHODS, SplitResult, cluster_kfold, fold_groups, group_kfold, row_groups,
-                         split_pairs)
+import abag.data.splits as splits
+from abag.data.splits import (
+    GROUPINGS,
+    SPLIT_METHODS,
+    SplitResult,
+    cluster_kfold,
+    fold_groups,
+    group_kfold,
+    row_groups,
+    split_pairs,
+)
+from abag.identity.clustering import (
+    DEFAULT_IDENTITY,
+    cluster_antigens,
+    cluster_sequences,
+)
 
 AMINO_ACIDS = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 SAAINTDB = Path("/work/shared/data/saaintdb_dev.csv")
@@ -201,9 +213,9 @@ def test_cluster_antigens_single_chain_matches_cluster_sequences():
 
 
 def test_splits_keeps_exporting_the_clustering_names():
-    assert abag.splits.cluster_antigens is cluster_antigens
-    assert abag.splits.cluster_sequences is cluster_sequences
-    assert abag.splits.DEFAULT_IDENTITY == DEFAULT_IDENTITY
+    assert splits.cluster_antigens is cluster_antigens
+    assert splits.cluster_sequences is cluster_sequences
+    assert splits.DEFAULT_IDENTITY == DEFAULT_IDENTITY
 
 
 # --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import random_sequence
 
 from abag.data import DataValidationError
 from abag.suggest import SuggestConfig, SuggestError, suggest_batch
@@ -15,8 +16,6 @@ from abag.suggest.acquisition import acquisition
 from abag.suggest.encoding import encode_variants, pairwise_hamming
 from abag.suggest.selection import top_lift
 from abag.suggest.variant_models import Prediction
-
-from conftest import random_sequence
 
 SITES = 8  # positions of the toy heavy chain that vary, two residues each: 256 variants
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from test_suggest import toy_landscape
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

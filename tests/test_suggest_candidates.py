@@ -5,11 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from abag.suggest import SuggestError, combine_helpful, mutation_names, parse_positions, single_mutants
-from abag.suggest.candidates import MAX_ENUMERATED, Mutation, clean_candidates, helpful_mutations, mutations_of
-
 from conftest import random_sequence
+
+from abag.suggest import (
+    SuggestError,
+    combine_helpful,
+    mutation_names,
+    parse_positions,
+    single_mutants,
+)
+from abag.suggest.candidates import (
+    MAX_ENUMERATED,
+    Mutation,
+    clean_candidates,
+    helpful_mutations,
+    mutations_of,
+)
 
 RNG = np.random.default_rng(7)
 PARENT = pd.Series({"heavy": random_sequence(RNG, 40), "light": random_sequence(RNG, 30),

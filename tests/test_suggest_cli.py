@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_suggest import split, toy_landscape
 
 from abag.cli import main
-
-from test_suggest import split, toy_landscape
 
 TRAIN_ARGS = ["--encoder", "tiny", "--epochs", "2", "--split", "random", "--quiet"]
 

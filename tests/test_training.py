@@ -8,14 +8,16 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from abag import (ModelConfig, StableCombinedLoss, TrainConfig, TrainingDivergedError, check_loss_validity,
-                  load_checkpoint, train)
-from abag.checkpoint import REQUIRED_KEYS
-from abag.model import build_model
-from abag.pair_embeddings import embed_pairs, make_caches
-
 from conftest import synthetic_frame
+
+from abag.checkpoint import REQUIRED_KEYS, load_checkpoint
+from abag.encoding.pair_embeddings import embed_pairs, make_caches
+from abag.errors import TrainingDivergedError
+from abag.model.config import ModelConfig
+from abag.model.losses import StableCombinedLoss, check_loss_validity
+from abag.model.network import build_model
+from abag.training.config import TrainConfig
+from abag.training.run import train
 
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32)
 
@@ -157,7 +159,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, tiny_encoders
 
 
 def test_resume_refuses_different_data(tmp_path, tiny_encoders):
-    from abag import CheckpointError
+    from abag.errors import CheckpointError
 
     run(synthetic_frame(seed=0), tmp_path, encoders=tiny_encoders, epochs=1)
     with pytest.raises(CheckpointError, match="different data"):
@@ -188,7 +190,7 @@ def test_overfit_ratio_compares_the_same_loss(tmp_path, tiny_encoders):
 
 
 def test_overfit_and_saturation_warnings_are_printed():
-    from abag.train import EpochRecord, format_epoch
+    from abag.training.monitors import EpochRecord, format_epoch
 
     record = EpochRecord(3, 0.1, 0.5, 5.0, 0.2, 1.0, 1e-3, 4.0, 14.0, 0.4, 1, 0.1)
     line = format_epoch(record, TrainConfig())
@@ -236,7 +238,7 @@ def test_frozen_encoders_stay_in_eval_mode_while_training(tiny_encoders):
 
 
 def test_finetuning_last_layers_trains_encoder_weights(tmp_path):
-    from abag.encoders import load_tiny_encoder
+    from abag.encoding.loader import load_tiny_encoder
 
     encoders = {"tiny": load_tiny_encoder()}
     config = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32, finetune_layers=1)

@@ -13,15 +13,29 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import synthetic_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from abag import CheckpointError, ModelConfig, StableCombinedLoss, TrainConfig, load_checkpoint, train
-from abag.data_identity import RowRecord, data_fingerprint, legacy_data_fingerprint
-from abag.monitors import SATURATION_MARGIN, TRAIN_LOSS_MODE, EpochRecord, format_epoch, saturation_share
-from abag.splits import split_pairs
-
-from conftest import synthetic_frame
+from abag.checkpoint import load_checkpoint
+from abag.data.splits import split_pairs
+from abag.errors import CheckpointError
+from abag.model.config import ModelConfig
+from abag.model.losses import StableCombinedLoss
+from abag.training.config import TrainConfig
+from abag.training.data_identity import (
+    RowRecord,
+    data_fingerprint,
+    legacy_data_fingerprint,
+)
+from abag.training.monitors import (
+    SATURATION_MARGIN,
+    TRAIN_LOSS_MODE,
+    EpochRecord,
+    format_epoch,
+    saturation_share,
+)
+from abag.training.run import train
 
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32)
 # No dropout anywhere, so that two runs that see the same rows compute the same gradients.
@@ -62,7 +76,7 @@ def test_the_split_is_stored_per_row_and_loads_with_weights_only(tmp_path, tiny_
 def test_resume_keeps_the_stored_split_when_splitting_would_now_differ(tmp_path, tiny_encoders, monkeypatch):
     frame = synthetic_frame(n=80)
     first = train(frame, tmp_path / "run", TINY, config(tmp_path), encoders=tiny_encoders, **quiet)
-    splits = importlib.import_module("abag.splits")
+    splits = importlib.import_module("abag.data.splits")
     original = splits.split_pairs
 
     def another_split(*args, **kwargs):  # as if a new abag release clustered differently
@@ -216,7 +230,7 @@ def test_saturation_share_counts_predictions_near_either_bound():
 
 
 def test_saturation_is_recorded_in_history_and_warned(tmp_path, tiny_encoders, monkeypatch):
-    fit = importlib.import_module("abag.fit")
+    fit = importlib.import_module("abag.training.loop")
     original = fit.predict_data
 
     def saturated(*args, **kwargs):
@@ -279,7 +293,7 @@ def test_a_short_last_micro_batch_weighs_only_its_rows(tmp_path, tiny_encoders):
 # ----------------------------------------------------------------------------- weights are key-checked
 
 def test_the_best_epoch_reload_refuses_weights_that_do_not_fit(tmp_path, tiny_encoders, monkeypatch):
-    train_module = importlib.import_module("abag.train")  # `abag.train` is also the train() function
+    train_module = importlib.import_module("abag.training.run")  # `abag.train` is also the train() function
     original = train_module.save_checkpoint
 
     def save_without_a_weight(state, path):

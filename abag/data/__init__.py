@@ -68,7 +68,12 @@ from abag.data.columns import OUTPUT_COLUMNS
 from abag.data.pipeline import load_pairs, prepare_pairs, write_rejected
 from abag.data.reading import read_table
 from abag.data.replicates import REPLICATE_POLICIES
-from abag.data.report import PKD_MODEL_RANGE, DataValidationError, LoadReport, RowProblem
+from abag.data.report import (
+    PKD_MODEL_RANGE,
+    DataValidationError,
+    LoadReport,
+    RowProblem,
+)
 from abag.policy import STANDARD_AMINO_ACIDS
 
 __all__ = [

@@ -17,10 +17,20 @@ import numpy as np
 import pandas as pd
 
 from abag.data.cells import SHORT_CHAIN_RESIDUES
-from abag.data.columns import OUTPUT_COLUMNS, ColumnPlan, free_column_name, resolve_columns
+from abag.data.columns import (
+    OUTPUT_COLUMNS,
+    ColumnPlan,
+    free_column_name,
+    resolve_columns,
+)
 from abag.data.reading import gc_paused, read_table
 from abag.data.replicates import REPLICATE_POLICIES, apply_replicate_policy
-from abag.data.report import PKD_MODEL_RANGE, DataValidationError, LoadReport, RowProblem
+from abag.data.report import (
+    PKD_MODEL_RANGE,
+    DataValidationError,
+    LoadReport,
+    RowProblem,
+)
 from abag.data.rows import RowValues, blank_rows, validate_rows
 
 __all__ = ["prepare_pairs", "load_pairs", "write_rejected"]

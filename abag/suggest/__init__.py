@@ -19,9 +19,14 @@ Modules, one job each (a module imports only those above it in this list):
 - `command`: the `abag suggest` command (its options are built in `abag.suggest_cli`).
 """
 
-from .candidates import combine_helpful, mutation_names, parse_positions, single_mutants
-from .config import MODEL_NAMES, STRATEGIES, SuggestConfig, SuggestError
-from .pipeline import SuggestReport, SuggestResult, suggest_batch
+from abag.suggest.candidates import (
+           combine_helpful,
+           mutation_names,
+           parse_positions,
+           single_mutants,
+)
+from abag.suggest.config import MODEL_NAMES, STRATEGIES, SuggestConfig, SuggestError
+from abag.suggest.pipeline import SuggestReport, SuggestResult, suggest_batch
 
 __all__ = ["MODEL_NAMES", "STRATEGIES", "SuggestConfig", "SuggestError", "SuggestReport", "SuggestResult",
            "combine_helpful", "mutation_names", "parse_positions", "single_mutants", "suggest_batch"]

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from .variant_models import Prediction
+from abag.suggest.variant_models import Prediction
 
 __all__ = ["needs_std", "acquisition"]
 

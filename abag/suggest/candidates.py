@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..policy import AMINO_ACIDS
-from .config import SuggestError
+from abag.policy import AMINO_ACIDS
+from abag.suggest.config import SuggestError
 
 __all__ = ["Mutation", "MAX_ENUMERATED", "parse_positions", "single_mutants", "mutations_of", "mutation_names",
            "helpful_mutations", "combine_helpful", "clean_candidates"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..inference import embed_frame, predict_frame
+from abag.inference import embed_frame, predict_frame
 
 __all__ = ["CheckpointInputs", "checkpoint_inputs"]
 

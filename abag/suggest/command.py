@@ -16,11 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data import load_pairs
-from ..outputs import ensure_writable_file, write_csv_atomic, write_json_atomic
-from .candidates import KEY, combine_helpful, mutation_names, parse_positions, single_mutants
-from .config import SuggestConfig, SuggestError
-from .pipeline import suggest_batch
+from abag.data import load_pairs
+from abag.outputs import ensure_writable_file, write_csv_atomic, write_json_atomic
+from abag.suggest.candidates import (
+    KEY,
+    combine_helpful,
+    mutation_names,
+    parse_positions,
+    single_mutants,
+)
+from abag.suggest.config import SuggestConfig, SuggestError
+from abag.suggest.pipeline import suggest_batch
 
 __all__ = ["check_outputs", "read_inputs", "run_suggest_command"]
 

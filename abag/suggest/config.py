@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import AbagError
+from abag.errors import AbagError
 
 __all__ = ["STRATEGIES", "MODEL_NAMES", "SuggestConfig", "SuggestError"]
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .encoding import hamming_from
+from abag.suggest.encoding import hamming_from
 
 __all__ = ["BatchPicks", "pick_batch"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..baselines import kmer_composition
-from ..policy import UNKNOWN_RESIDUE, residue_codes
+from abag.encoding.kmers import kmer_composition
+from abag.policy import UNKNOWN_RESIDUE, residue_codes
 
 __all__ = ["CHAIN_COLUMNS", "VariantEncoding", "encode_variants", "hamming_from", "pairwise_hamming"]
 

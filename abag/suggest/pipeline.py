@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import DataValidationError, RowProblem, prepare_pairs
-from ..data.columns import free_column_name
-from .acquisition import acquisition, needs_std
-from .candidates import KEY, clean_candidates
-from .checkpoint_inputs import CheckpointInputs, checkpoint_inputs
-from .config import SuggestConfig, SuggestError
-from .diversity import BatchPicks, pick_batch
-from .encoding import encode_variants
-from .selection import MIN_CV_ROWS, ModelChoice, choose_model
-from .variant_models import GPModel, PriorModel, RidgeModel, scale_blocks
+from abag.data import DataValidationError, RowProblem, prepare_pairs
+from abag.data.columns import free_column_name
+from abag.suggest.acquisition import acquisition, needs_std
+from abag.suggest.candidates import KEY, clean_candidates
+from abag.suggest.checkpoint_inputs import CheckpointInputs, checkpoint_inputs
+from abag.suggest.config import SuggestConfig, SuggestError
+from abag.suggest.diversity import BatchPicks, pick_batch
+from abag.suggest.encoding import encode_variants
+from abag.suggest.selection import MIN_CV_ROWS, ModelChoice, choose_model
+from abag.suggest.variant_models import GPModel, PriorModel, RidgeModel, scale_blocks
 
 __all__ = ["SuggestReport", "SuggestResult", "suggest_batch", "OUTPUT_COLUMNS"]
 

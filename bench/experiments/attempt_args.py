@@ -7,7 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from abag import ModelConfig, TrainConfig
+from abag.model.config import ModelConfig
+from abag.training.config import TrainConfig
 
 ATTEMPTS_LOG = Path(__file__).with_name("attempts.jsonl")
 

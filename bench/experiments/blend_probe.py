@@ -4,26 +4,31 @@ training rows: ridge on trimmed [heavy, light] AntiBERTy embeddings, and the k-m
 Usage: ABAG_CACHE_DIR=/tmp/abag-cache [FOLD_SEED=1] NAMES="R15_default_wd1e-2" python bench/experiments/blend_probe.py
 Reads OUT/<name>[_foldseed1]/repeat_<r>/cv_predictions.csv written by cv_attempt.py (OUT default /tmp/abag_exp).
 """
-import json, os
-import numpy as np, pandas as pd
+import json
+import os
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 from scipy import stats
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
 from abag.data import load_pairs
-from abag.crossval import fold_split
-from abag.embedding_cache import EmbeddingCache, default_cache_dir
-from abag.encoders import load_antiberty_encoder
-from abag.features import trim_antibody_chains
-from abag.baselines import RIDGE_ALPHAS, pair_features
+from abag.data.folds import fold_split
+from abag.encoding.embedding_cache import EmbeddingCache, default_cache_dir
+from abag.encoding.features import trim_antibody_chains
+from abag.encoding.loader import load_antiberty_encoder
+from abag.evaluation.baselines import RIDGE_ALPHAS, pair_features
+
 frame, _ = load_pairs("/work/shared/data/saaintdb_dev.csv")
 fz = json.loads(Path(__file__).with_name("saaintdb_folds.json").read_text())
 groups, tests = np.array(fz["groups"]), [np.array(t) for t in fz["tests"]]
 FS = int(os.environ.get("FOLD_SEED", "0"))
 SUFFIX = f"_foldseed{FS}" if FS else ""
 if FS:
-    from abag.splits import group_kfold
+    from abag.data.splits import group_kfold
     tests = [t for _, t in group_kfold(groups, 5, FS)]
 cache = EmbeddingCache(load_antiberty_encoder(), default_cache_dir(), progress=False)
 th, tl = trim_antibody_chains(frame.heavy, frame.light)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from attempt_args import record_attempt
 from scipy import stats
 
-from abag.crossval import paired_spearman_difference
-from abag.metrics import grouped_spearman
-from attempt_args import record_attempt
+from abag.evaluation.metrics import grouped_spearman
+from abag.folds.crossval import paired_spearman_difference
 
 
 def load_repeats(root: Path, name: str) -> list[pd.DataFrame]:

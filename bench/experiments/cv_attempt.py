@@ -7,16 +7,24 @@ fusion='"additive"'); repeats=3 runs training seeds 0/100/200. Besides the Spear
 each line records the within-cluster Spearman of the pooled predictions (clusters with >= 5 rows), the
 k-mer ridge on the same folds, and the antigen familiarity (additive weight w) of the test rows.
 """
-import dataclasses, json, os, sys, time
+import dataclasses
+import json
+import os
+import sys
+import time
 from pathlib import Path
 
 import torch
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-from abag import ModelConfig, TrainConfig, load_pairs
-from abag.crossval import cross_validate, format_cv_summary
-from abag.embedding_cache import default_cache_dir
 from attempt_args import parse_attempt_args, record_attempt
+
+from abag.data.pipeline import load_pairs
+from abag.encoding.embedding_cache import default_cache_dir
+from abag.folds.crossval import cross_validate
+from abag.folds.crossval_tables import format_cv_summary
+from abag.model.config import ModelConfig
+from abag.training.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_real_data as bench  # antigen_familiarity: the additive head's w of every test row
@@ -32,7 +40,8 @@ frame["cv_cluster"] = frozen["groups"]
 FOLD_SEED = int(os.environ.get("FOLD_SEED", "0"))
 if FOLD_SEED:  # confirmation on another deal of the same clusters into folds
     import numpy as np
-    from abag.splits import group_kfold
+
+    from abag.data.splits import group_kfold
     frozen["tests"] = [t.tolist() for _, t in group_kfold(np.array(frozen["groups"]), 5, FOLD_SEED)]
     name = f"{name}_foldseed{FOLD_SEED}"
 weight, familiarity = bench.antigen_familiarity(frame, bench.np.asarray(frozen["groups"]), frozen["tests"], FOLD_SEED)
@@ -54,6 +63,7 @@ for r in range(repeats):
     within_ci.append(result.pooled["model"]["spearman_within_group_ci95"])
     kmer = result.pooled["kmer_ridge"]  # deterministic: the same in every repeat
 import numpy as np
+
 line = {"name": name, "model": model_kw, "train": train_kw, "n_seeds": n_seeds, "repeats": repeats,
         "mean_spearman": float(np.mean(means)), "repeat_means": means,
         "repeat_sd": float(np.std(means, ddof=1)) if repeats > 1 else None,

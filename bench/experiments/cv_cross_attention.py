@@ -12,7 +12,10 @@ zeros (the same head blind to the antigen), to isolate what the cross-attention 
 
 Usage: THREADS=2 python bench/experiments/cv_cross_attention.py NAME [--no-antigen] [--repeats 3]
 """
-import argparse, json, os, time
+import argparse
+import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +24,14 @@ from scipy import stats
 from torch import nn
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+from attempt_args import record_attempt  # noqa: E402
 from transformers import BertModel, BertTokenizer  # noqa: E402
 
-from abag import load_pairs  # noqa: E402
-from abag.crossval import fold_split  # noqa: E402
-from abag.encoders import antiberty_folder  # noqa: E402
-from abag.features import trim_antibody_chains  # noqa: E402
-from abag.losses import StableCombinedLoss  # noqa: E402
-from attempt_args import record_attempt  # noqa: E402
+from abag.data.folds import fold_split  # noqa: E402
+from abag.data.pipeline import load_pairs  # noqa: E402
+from abag.encoding.features import trim_antibody_chains  # noqa: E402
+from abag.encoding.loader import antiberty_folder  # noqa: E402
+from abag.model.losses import StableCombinedLoss  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("name")

@@ -41,19 +41,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
-from abag import ModelConfig, TrainConfig, load_pairs
-from abag.baselines import KmerRidgeBaseline
-from abag.crossval import paired_spearman_difference
-from abag.embedding_cache import default_cache_dir
-from abag.encoders import load_encoders
-from abag.inference import member_outputs
-from abag.kfold import train_folds
-from abag.metrics import evaluate_predictions
-from abag.splits import row_groups
-from abag.train import train
-from abag.version import __version__
 from attempt_args import parse_attempt_args, record_attempt
+
+from abag.data.pipeline import load_pairs
+from abag.data.splits import row_groups
+from abag.encoding.embedding_cache import default_cache_dir
+from abag.encoding.loader import load_encoders
+from abag.evaluation.baselines import KmerRidgeBaseline
+from abag.evaluation.metrics import evaluate_predictions
+from abag.folds.crossval import paired_spearman_difference
+from abag.folds.members import train_folds
+from abag.inference import member_outputs
+from abag.model.config import ModelConfig
+from abag.training.config import TrainConfig
+from abag.training.run import train
+from abag.version import __version__
 
 HERE = Path(__file__).resolve().parent
 LIBRARY = HERE.parents[1] / "abag"
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{per_seed[-1]['rmse']:.3f}", flush=True)
     kmer = score(kmer_ridge_predictions(frame, groups, tests), antibodies, args.n_boot, 0)
     seconds = [t["seconds"] for seed in args.seeds for t in trainings[seed]]
-    how = "abag.train, its own split" if args.folds == 0 else f"train_folds K={args.folds}"
+    how = "abag.training.run, its own split" if args.folds == 0 else f"train_folds K={args.folds}"
     line = {
         "name": f"folds_default_{arm}{'_' + args.tag if args.tag else ''}", "arm": arm,
         "inner_folds": args.folds or None,

@@ -7,7 +7,10 @@ k-mer ridge is reported both as usual (saaintdb training rows only) and fitted o
 
 Usage: ABAG_CACHE_DIR=/tmp/abag-cache python bench/experiments/cv_multitask.py NAME key=value ... [repeats=3]
 """
-import dataclasses, json, os, sys
+import dataclasses
+import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +18,16 @@ import pandas as pd
 import torch
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
-from abag import ModelConfig, TrainConfig, load_pairs
-from abag.baselines import fit_baselines
-from abag.clustering import cluster_antigens
-from abag.crossval import cross_validate
-from abag.embedding_cache import default_cache_dir
-from abag.metrics import evaluate_predictions
 from attempt_args import parse_attempt_args, record_attempt
+
+from abag.data.pipeline import load_pairs
+from abag.encoding.embedding_cache import default_cache_dir
+from abag.evaluation.baselines import fit_baselines
+from abag.evaluation.metrics import evaluate_predictions
+from abag.folds.crossval import cross_validate
+from abag.identity.clustering import cluster_antigens
+from abag.model.config import ModelConfig
+from abag.training.config import TrainConfig
 
 name, *pairs = sys.argv[1:]
 counts, model_kw, train_kw = parse_attempt_args(pairs, {"repeats": 1})

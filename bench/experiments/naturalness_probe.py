@@ -1,13 +1,20 @@
 """Probe (usage: python bench/experiments/naturalness_probe.py [threads]): does AntiBERTy 'naturalness' (mean log-prob of the observed residues, one unmasked forward pass)
 of the heavy/light variable domains rank pKd across unseen antigen clusters? Frozen saaintdb folds."""
-import json, sys, time
+import json
+import sys
+import time
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+
+import numpy as np
+import pandas as pd
+import torch
 from scipy.stats import spearmanr
 from transformers import BertForMaskedLM, BertTokenizer
-from abag import load_pairs
-from abag.encoders import antiberty_folder
-from abag.features import InputSpec
+
+from abag.data.pipeline import load_pairs
+from abag.encoding.features import InputSpec
+from abag.encoding.loader import antiberty_folder
+
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
 folder = antiberty_folder()
 tok = BertTokenizer.from_pretrained(str(folder), do_lower_case=False)

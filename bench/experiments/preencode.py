@@ -2,17 +2,22 @@
 
 Usage: ABAG_CACHE_DIR=/tmp/abag-cache THREADS=1 python bench/experiments/preencode.py [saaintdb] [skempi] [phillips] [phillips_extrapolation]
 """
-import os, sys, time
+import os
+import sys
+import time
 from pathlib import Path
+
 import torch
+
 torch.set_num_threads(int(os.environ.get("THREADS", "1")))
-from abag import load_pairs
-from abag.embedding_cache import EmbeddingCache, default_cache_dir
-from abag.encoders import load_antiberty_encoder
-from abag.features import InputSpec
+from abag.data.pipeline import load_pairs
+from abag.encoding.embedding_cache import EmbeddingCache, default_cache_dir
+from abag.encoding.features import InputSpec
+from abag.encoding.loader import load_antiberty_encoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_real_data as bench  # phillips_subsample, extrapolation_plan
+
 data = Path("/work/shared/data")
 trim = InputSpec(trim_antibody=True)
 cache = EmbeddingCache(load_antiberty_encoder(), default_cache_dir(), progress=False)

@@ -3,8 +3,13 @@
 Usage: ABAG_CACHE_DIR=/tmp/abag-cache python bench/experiments/probe_ridge.py
 Not a benchmark: a scratch check of which inputs carry signal across antigen clusters.
 """
-import os, sys, time
-import numpy as np, pandas as pd, torch
+import os
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
 from scipy import stats
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
@@ -12,15 +17,16 @@ from sklearn.preprocessing import StandardScaler
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 from abag.data import load_pairs
-from abag.crossval import make_folds, fold_split
-from abag.embedding_cache import EmbeddingCache, default_cache_dir
-from abag.encoders import load_antiberty_encoder
-from abag.features import composition_features, trim_antibody_chains
-from abag.baselines import pair_features, RIDGE_ALPHAS
+from abag.data.folds import fold_split, make_folds
+from abag.encoding.embedding_cache import EmbeddingCache, default_cache_dir
+from abag.encoding.features import composition_features, trim_antibody_chains
+from abag.encoding.loader import load_antiberty_encoder
+from abag.evaluation.baselines import RIDGE_ALPHAS, pair_features
 
 frame, _ = load_pairs("/work/shared/data/saaintdb_dev.csv")
 import json
 from pathlib import Path
+
 frozen = json.loads(Path(__file__).with_name("saaintdb_folds.json").read_text())
 groups, tests, protocol = np.array(frozen["groups"]), [np.array(t) for t in frozen["tests"]], frozen["protocol"]
 print(protocol)
@@ -47,8 +53,9 @@ flag = (frame.light.str.len() > 0).to_numpy(float)[:, None]
 kmer = pair_features(frame)
 comp = composition_features(list(frame.heavy), list(frame.light), list(frame.antigen))
 compt = composition_features(th, tl, list(frame.antigen))
-from sklearn.model_selection import GroupKFold
 from sklearn.linear_model import Ridge
+from sklearn.model_selection import GroupKFold
+
 
 def group_ridge(X, tr):
     """Ridge with alpha chosen by 5-fold GroupKFold over the training clusters (not LOO)."""

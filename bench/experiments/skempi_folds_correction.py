@@ -28,11 +28,15 @@ PREDICTORS = ("oof_correction", "in_sample_correction", "network_only", "kmer_ri
 
 
 def run(args) -> None:
-    from abag import KmerRidgeBaseline, ModelConfig, TrainConfig, load_pairs, train_folds
-    from abag.embedding_cache import default_cache_dir
-    from abag.encoders import load_encoder
-    from abag.familiar_correction import fit_for_model
+    from abag.data.pipeline import load_pairs
+    from abag.encoding.embedding_cache import default_cache_dir
+    from abag.encoding.loader import load_encoder
+    from abag.evaluation.baselines import KmerRidgeBaseline
+    from abag.folds.members import train_folds
     from abag.inference import member_outputs
+    from abag.model.config import ModelConfig
+    from abag.posthoc.familiar_correction import fit_for_model
+    from abag.training.config import TrainConfig
 
     torch.set_num_threads(1)
     frame, _ = load_pairs(DATA)

@@ -22,7 +22,7 @@ def main() -> int:
 
     import importlib
 
-    train_module = importlib.import_module("abag.train")  # `abag.train` itself is the train() function
+    train_module = importlib.import_module("abag.training.run")  # `abag.train` itself is the train() function
     original_save = train_module.save_checkpoint
 
     def counting_save(state, path):
@@ -54,8 +54,8 @@ def embed(cache_dir: Path, chains_file: Path, record_dir: Path, rank: int) -> in
     import numpy as np
 
     from abag import distributed
-    from abag.embedding_cache import EmbeddingCache
-    from abag.encoders import load_tiny_encoder
+    from abag.encoding.embedding_cache import EmbeddingCache
+    from abag.encoding.loader import load_tiny_encoder
 
     distributed.init_from_environment()
     chains = chains_file.read_text().split()

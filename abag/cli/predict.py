@@ -1,0 +1,138 @@
+"""`abag predict` and `abag evaluate`: their options and what they run.
+
+Both use a trained checkpoint (`abag.inference`); `predict` writes every input row with `pkd_pred`,
+`binder_prob`, `pkd_std`, the `--coverage` interval `pkd_low`/`pkd_high`, the nearest training antigen and
+antibody identities and the `applicability` class, and prints one or two lines on what the interval means and
+how many rows are novel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from abag.cli.common import (
+    UsageError,
+    add_cache_options,
+    add_data_options,
+    load_model,
+    load_table,
+    show_progress,
+)
+from abag.data.columns import free_column_name
+from abag.inference import evaluate_frame, predict_frame
+from abag.outputs import ensure_writable_file, json_text, write_csv_atomic
+from abag.posthoc.intervals import CALIBRATED_COVERAGES, PredictionSupport
+
+__all__ = ["add_predict_parsers", "run_predict", "run_evaluate", "coverage_option"]
+
+OUTPUT_COLUMNS = ("pkd_pred", "binder_prob", "pkd_std", "pkd_low", "pkd_high", "nearest_train_antigen_identity",
+                  "nearest_train_antibody_identity", "applicability")
+
+
+def coverage_option(text: str) -> float:
+    """--coverage: one of the calibrated coverages 0.05, 0.10, …, 0.95 (as a fraction or a percentage)."""
+
+    try:
+        value = float(text.strip().rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.8 or 80, got {text!r}") from None
+    value = value / 100 if value > 1 else value
+    match = [c for c in CALIBRATED_COVERAGES if abs(c - value) < 1e-9]
+    if not match:
+        raise argparse.ArgumentTypeError(f"must be one of the calibrated coverages 0.05, 0.10, …, 0.95 "
+                                         f"(or 5 … 95 percent), got {text!r}")
+    return match[0]
+
+
+coverage_option.__name__ = "coverage"
+
+
+def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Add the `predict` and `evaluate` subcommands to `commands`; returns their parsers."""
+    predict = commands.add_parser(
+        "predict", help="predict pKd, an interval and an applicability flag for a CSV",
+        description="Writes the input columns plus source_row, pkd_pred, binder_prob, pkd_std (the spread of a "
+                    "--folds ensemble's members; 0 for a single model), pkd_low and pkd_high (the --coverage "
+                    "interval, calibrated on held-out residuals), nearest_train_antigen_identity, "
+                    "nearest_train_antibody_identity and applicability (in-domain, novel-antigen, "
+                    "novel-antibody or novel-both).")
+    predict.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by abag train")
+    predict.add_argument("--data", required=True, help="CSV with heavy, light, antigen (pkd optional)")
+    predict.add_argument("--out", required=True, help="output CSV")
+    predict.add_argument("--coverage", type=coverage_option, default=0.8,
+                         help="share of true pKd values the pkd_low..pkd_high interval should hold (default 0.8; "
+                              "any of 0.05, 0.10, …, 0.95)")
+    predict.add_argument("--rejected", help="where --skip-invalid writes rejected rows (default: OUT.rejected.csv)")
+    predict.add_argument("--device", default="auto")
+    add_cache_options(predict, default_on=False)
+    add_data_options(predict, skip_flag="--skip-invalid",
+                     skip_help="predict the valid rows; write rejected rows with reasons to --rejected")
+    predict.set_defaults(handler=run_predict)
+
+    evaluate = commands.add_parser("evaluate", help="print metrics of a checkpoint on a labelled CSV as JSON",
+                                   description="Metrics of the checkpoint on the file, and under 'intervals' the "
+                                               "observed coverage and mean width of the --coverage interval per "
+                                               "applicability class.")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--data", required=True, help="CSV with heavy, light, antigen, pkd")
+    evaluate.add_argument("--coverage", type=coverage_option, default=0.8,
+                          help="nominal coverage of the interval to check (default 0.8)")
+    evaluate.add_argument("--device", default="auto")
+    add_cache_options(evaluate, default_on=False)
+    add_data_options(evaluate, skip_flag=None, skip_help="")
+    evaluate.set_defaults(handler=run_evaluate)
+    return predict, evaluate
+
+
+def _rejected_path(args: argparse.Namespace) -> Path | None:
+
+    out = Path(args.out)
+    if args.skip_invalid:
+        rejected = Path(args.rejected) if args.rejected else out.with_name(out.name + ".rejected.csv")
+        if rejected.resolve() == out.resolve():
+            raise UsageError("--rejected must differ from --out", "abag predict")
+        return rejected
+    if args.rejected:
+        raise UsageError("--rejected only applies with --skip-invalid", "abag predict")
+    return None
+
+
+def run_predict(args: argparse.Namespace) -> int:
+
+    out, rejected = Path(args.out), _rejected_path(args)
+    # Fail before loading anything when the results cannot be written.
+    ensure_writable_file(out, "--out")
+    if rejected is not None:
+        ensure_writable_file(rejected, "--rejected")
+    model, _ = load_model(args)
+    frame, report = load_table(args, require_pkd=False)
+    # Input columns that share a name with an output column are kept, renamed, never overwritten.
+    frame = frame.rename(columns={c: free_column_name(f"{c}_input", frame.columns)
+                                  for c in OUTPUT_COLUMNS if c in frame})
+    predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=show_progress(args),
+                              coverage=args.coverage)
+    predicted = predicted.drop(columns=[c for c in ("censored",) if c in predicted and not predicted[c].any()])
+    if rejected is not None:
+        write_csv_atomic(rejected, report.rejected_frame())
+    write_csv_atomic(out, predicted)
+    print(f"wrote {len(predicted)} predictions to {out}", file=sys.stderr)
+    support = getattr(model, "prediction_support", None) or PredictionSupport(None, None, None)
+    print(support.summary(predicted, args.coverage), file=sys.stderr)
+    if rejected is not None:
+        print(f"wrote {len(report.rejected)} rejected rows with reasons to {rejected} "
+              f"({report.n_rows_kept} valid + {len(report.rejected)} rejected = {report.n_rows_read} data rows)",
+              file=sys.stderr)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+
+    model, state = load_model(args)
+    frame, _ = load_table(args, require_pkd=True)
+    threshold = state["config"]["train"].get("binder_threshold", 9.0)
+    metrics = evaluate_frame(model, frame, binder_threshold=threshold, cache_dir=args.embedding_cache,
+                             coverage=args.coverage)
+    sys.stdout.write(json_text(metrics))
+    return 0

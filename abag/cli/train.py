@@ -1,0 +1,262 @@
+"""`abag train`: its options (each default from `ModelConfig` or `TrainConfig`) and the run, one split or fold
+members."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from abag import distributed
+from abag.checkpoint import load_checkpoint
+from abag.cli.common import (
+    UsageError,
+    add_cache_options,
+    add_data_options,
+    config_from_args,
+    config_option,
+    load_table,
+    number,
+    show_progress,
+    whole_number,
+)
+from abag.data.splits import SPLIT_METHODS
+from abag.encoding.embedding_cache import default_cache_dir
+from abag.errors import AbagError, OutputNotWritableError
+from abag.folds.members import TooFewFoldGroupsError, train_folds
+from abag.model.config import CORRECTIONS, FUSIONS, ModelConfig
+from abag.outputs import ensure_writable_folder, write_csv_atomic
+from abag.policy import PRECISION_CHOICES
+from abag.training.config import TrainConfig
+from abag.training.run import train
+
+DEFAULT_FOLDS = 5
+
+
+class Interrupted(Exception):
+    """Ctrl-C outside the epoch loop; the message says what is saved and how to continue."""
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    words = list(argv)
+    if "--resume" not in words:
+        words.append("--resume")
+    return shlex.join(["abag", *words])
+
+
+def _resolve_folds(args: argparse.Namespace) -> None:
+    """Turn `--folds` into K >= 2 or None (one split), and note whether K is the default (`args.folds_default`).
+
+    Unset: a resumed run keeps its own kind (folds.json holds K); otherwise `DEFAULT_FOLDS` where folds apply
+    (antigen or group split, frozen encoders), else one split. `--folds 1` asks for one split."""
+    args.folds_default = args.folds is None
+    if args.folds is None:
+        record = Path(args.out) / "folds.json"
+        if args.resume:
+            args.folds = _recorded_folds(record)
+        elif args.split in ("antigen", "group") and not args.finetune_layers:
+            args.folds = DEFAULT_FOLDS
+    if args.folds == 1:
+        args.folds = None
+
+
+def _recorded_folds(record: Path) -> int | None:
+    """K of the --folds run recorded in `record` (None when there is none or it is unreadable: resume says why)."""
+
+    try:
+        return int(json.loads(record.read_text())["folds"]) if record.exists() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_train_options(args: argparse.Namespace) -> None:
+    if args.split == "group" and not args.group_column:
+        raise UsageError("--split group needs --group-column COLUMN (the column whose values must not be split)",
+                         "abag train")
+    if args.group_column and args.split != "group":
+        raise UsageError(f"--group-column only applies with --split group (the split is {args.split!r})",
+                         "abag train")
+    if args.folds is not None and args.split not in ("antigen", "group"):
+        raise UsageError(f"--folds keeps whole antigen clusters (--split antigen) or groups (--split group) apart; "
+                         f"it does not work with --split {args.split}", "abag train")
+    if args.folds is not None and args.finetune_layers:
+        raise UsageError("--folds needs frozen encoders (its members share one set): drop --finetune-layers or "
+                         "--folds", "abag train")
+
+
+def _check_run_folder(args: argparse.Namespace, out: Path) -> None:
+    """Refuse to start over in a folder holding a run, and to resume a run of the other kind (--folds or not)."""
+
+    last, record = out / "checkpoints" / "last.pt", out / "folds.json"
+    if not args.resume and (last.exists() or record.exists()):
+        raise OutputNotWritableError(
+            f"{out} already holds a training run ({last if last.exists() else record}). Continue it with --resume, "
+            f"or choose a new --out folder (or delete {out}) to start over; nothing was overwritten.")
+    if args.resume and args.folds is None and record.exists():
+        raise UsageError(f"{out} holds a --folds run ({record}): continue it with --resume and the same --folds K "
+                         f"(or without --folds)", "abag train")
+
+
+def run_train(args: argparse.Namespace) -> int:
+
+    _resolve_folds(args)
+    _check_train_options(args)
+    out = Path(args.out)
+    # Before reading data or loading encoders: fail in seconds, not after an hour.
+    ensure_writable_folder(out)
+    ensure_writable_folder(out / "checkpoints")
+    last = out / "checkpoints" / "last.pt"
+    _check_run_folder(args, out)
+    distributed.init_from_environment()
+    try:
+        frame, report = load_table(args, require_pkd=True)
+        if args.group_column and args.group_column not in frame.columns:
+            extras = [str(c) for c in frame.columns if c not in ("censored", "source_row")]
+            raise UsageError(f"--group-column {args.group_column!r} is not a column of {args.data} "
+                             f"(columns: {', '.join(extras)})", "abag train")
+        if report.rejected and distributed.is_main_process():
+            write_csv_atomic(out / "rejected_rows.csv", report.rejected_frame())
+            print(f"{len(report.rejected)} rejected rows listed in {out / 'rejected_rows.csv'}", file=sys.stderr)
+        model_config = config_from_args(ModelConfig, args, antibody_encoder=args.antibody_encoder or args.encoder,
+                                        antigen_encoder=args.antigen_encoder or args.encoder)
+        config = config_from_args(
+            TrainConfig, args, embedding_cache=not args.no_embedding_cache,
+            cache_dir=str(args.embedding_cache) if args.embedding_cache else str(default_cache_dir()),
+            progress=show_progress(args))
+        data_info = {"source": str(args.data), "n_rows_read": report.n_rows_read,
+                     "n_rejected": len(report.rejected), "n_outside_model_range": report.n_outside_model_range,
+                     "n_censored": report.n_censored, "replicates": report.replicates,
+                     "n_replicate_rows": report.n_replicate_rows}
+        try:
+            result = _run_training(args, frame, out, model_config, config, data_info)
+        finally:
+            main_process = distributed.is_main_process()
+            distributed.shutdown()
+    except KeyboardInterrupt:  # outside the epoch loop (loading, encoding, final evaluation)
+        raise Interrupted(_interrupt_message(last, args)) from None
+    if main_process:
+        print(f"wrote {out / 'metrics.json'}, {out / 'history.csv'}, {result.best_checkpoint}")
+    return 0
+
+
+def _run_training(args: argparse.Namespace, frame, out: Path, model_config, config, data_info: dict):
+    """`abag.train` (one split), or `abag.kfold.train_folds` with --folds K."""
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+
+    if args.folds is None:
+        return train(frame, out, model_config, config, resume=args.resume, data_info=data_info, log=log)
+
+    try:
+        return train_folds(frame, out, model_config, config, folds=args.folds, resume=args.resume,
+                           data_info=data_info, log=log)
+    except TooFewFoldGroupsError as exc:
+        if not args.folds_default or args.resume:
+            raise
+        log(f"{exc}: training one train/val/test split instead (the default --folds {args.folds} needs more "
+            f"antigen clusters or groups; --folds 1 says so without this note)")
+        args.folds = None
+        return train(frame, out, model_config, config, data_info=data_info, log=log)
+
+
+def _interrupt_message(last: Path, args: argparse.Namespace) -> str:
+
+    argv = getattr(args, "argv", None) or ["train", "--data", str(args.data), "--out", str(args.out)]
+    if args.folds is not None and (Path(args.out) / "folds.json").exists():
+        return (f"interrupted; finished members stay in {Path(args.out) / 'members'} and a member in progress "
+                f"continues from its own checkpoints/last.pt. Continue with: {resume_command(argv)}")
+
+    try:
+        epoch = load_checkpoint(last)["epoch"] if last.exists() else None
+    except (AbagError, KeyboardInterrupt):
+        epoch = None
+    if epoch is None:
+        from abag.encoding.embedding_cache import default_cache_dir
+
+        kept = "" if args.no_embedding_cache else \
+            f" (chains encoded so far are kept in {args.embedding_cache or default_cache_dir()})"
+        return f"interrupted before the first epoch; nothing to resume. Run the same command again{kept}."
+    return (f"interrupted; {last} holds the state after epoch {epoch}, nothing else is lost. Continue with: "
+            f"{resume_command(argv)}")
+
+
+def add_train_parser(commands) -> argparse.ArgumentParser:
+    """Add the `train` subcommand to `commands` (argparse subparsers); returns its parser."""
+    train_parser = commands.add_parser(
+        "train", help="train a model on a CSV and write metrics, history and checkpoints",
+        description="Split the data, train with the v2.7 recipe, evaluate on held-out antigens next to baselines, "
+                    "write DIR/metrics.json.")
+    add = train_parser.add_argument
+    add("--data", required=True, help="table with heavy, light, antigen, pkd (docs/data-format.md)")
+    add("--out", required=True, help="run folder: metrics.json, history.csv, checkpoints/")
+    config_option(train_parser, "--encoder", ModelConfig, "antibody_encoder",
+                  "encoder for antibody and antigen: tiny, antiberty, or a Hugging Face id")
+    add("--antibody-encoder", default=None, help="override --encoder for heavy/light chains")
+    add("--antigen-encoder", default=None, help="override --encoder for the antigen")
+    config_option(train_parser, "--epochs", TrainConfig, "epochs", "maximum epochs", type=whole_number(1))
+    config_option(train_parser, "--seed", TrainConfig, "seed", "seed of the split, initialisation and data order",
+                  type=whole_number(0, 2**32 - 1))
+    add("--resume", action="store_true",
+        help="continue from OUT/checkpoints/last.pt (after a disconnect, kill or Ctrl-C); the run's settings come "
+             "from the checkpoint, only --epochs and --device may change")
+    config_option(train_parser, "--learning-rate", TrainConfig, "learning_rate", "AdamW learning rate",
+                  type=number(0, 1e6, low_open=True))
+    config_option(train_parser, "--batch-size", TrainConfig, "batch_size", "rows per micro-batch",
+                  type=whole_number(1))
+    config_option(train_parser, "--gradient-accumulation", TrainConfig, "gradient_accumulation",
+                  "micro-batches per optimiser step", type=whole_number(1))
+    config_option(train_parser, "--weight-decay", TrainConfig, "weight_decay", "AdamW weight decay", type=number(0))
+    config_option(train_parser, "--dropout", ModelConfig, "dropout", "dropout in the head (0 also turns input "
+                  "dropout off)", type=number(0, 1, high_open=True))
+    config_option(train_parser, "--hidden-dim", ModelConfig, "hidden_dim", "width of the head's hidden layers",
+                  type=whole_number(1))
+    config_option(train_parser, "--fusion", ModelConfig, "fusion",
+                  "how the network uses the antigen: antibody_only (blind to the antigen, which is then not "
+                  "encoded; see --familiar-correction) or interaction (the v2.7 [ab, ag, ab*ag] head)",
+                  choices=FUSIONS)
+    config_option(train_parser, "--familiar-correction", ModelConfig, "familiar_correction",
+                  "kmer_ridge_context: after training, a k-mer ridge on the network's training residuals is added "
+                  "in proportion to how familiar each query antigen is, and in the remaining proportion a term for "
+                  "the antigen construct (its chain count and residues, learned within antigen clusters); "
+                  "kmer_ridge: the k-mer ridge alone; none: the network alone", choices=CORRECTIONS)
+    config_option(train_parser, "--no-trim-antibody", ModelConfig, "trim_antibody",
+                  "encode whole heavy/light chains (v2.7) instead of their variable domains")
+    config_option(train_parser, "--head-members", ModelConfig, "n_members",
+                  "head copies trained together and averaged (1 = the v2.7 head)", type=whole_number(1))
+    config_option(train_parser, "--input-dropout", ModelConfig, "input_dropout",
+                  "dropout on the chain vectors entering the head (v2.7: 0)", type=number(0, 1, high_open=True))
+    config_option(train_parser, "--ranking-weight", TrainConfig, "ranking_weight",
+                  "weight of a pairwise ranking loss within antigen clusters added to the v2.7 loss (0: off)",
+                  type=number(0))
+    config_option(train_parser, "--early-stopping-patience", TrainConfig, "early_stopping_patience",
+                  "epochs without a better validation Spearman before stopping", type=whole_number(1))
+    config_option(train_parser, "--finetune-layers", ModelConfig, "finetune_layers",
+                  "fine-tune the last N encoder layers (turns the embedding cache off)", type=whole_number(0))
+    config_option(train_parser, "--split", TrainConfig, "split",
+                  "antigen: whole antigen clusters per part; random; stratified by pKd bin; group: whole values "
+                  "of --group-column", choices=SPLIT_METHODS)
+    config_option(train_parser, "--group-column", TrainConfig, "group_column",
+                  "column holding groups for --split group")
+    config_option(train_parser, "--split-identity", TrainConfig, "split_identity",
+                  "sequence identity that joins antigens into one cluster", type=number(0, 1, low_open=True))
+    add("--folds", type=whole_number(1), default=None, metavar="K",
+        help=f"train K members, each on K-1 folds of whole antigen clusters (or --split group groups) and "
+             f"early-stopped on its own held-out fold; metrics come from out-of-fold predictions and the saved "
+             f"model averages the members (default: {DEFAULT_FOLDS} with --split antigen or group and frozen "
+             f"encoders, one split when the data has too few clusters; --folds 1 = one train/val/test split, "
+             f"the v2.7 recipe; --resume keeps the run's own kind)")
+    config_option(train_parser, "--device", TrainConfig, "device", "auto, cpu, cuda, cuda:1 …")
+    config_option(train_parser, "--no-mixed-precision", TrainConfig, "mixed_precision",
+                  "fp32 everywhere (encoders, head, cache)")
+    config_option(train_parser, "--precision", TrainConfig, "precision",
+                  "auto: bf16 on GPUs that run it natively (A100, H100, …), fp16 with a gradient scaler on older "
+                  "ones (T4, V100), fp32 on CPU; or force one", choices=PRECISION_CHOICES)
+    add_cache_options(train_parser)
+    add_data_options(train_parser, skip_flag="--drop-invalid",
+                     skip_help="drop invalid rows instead of stopping; they are listed in OUT/rejected_rows.csv")
+    train_parser.set_defaults(handler=run_train)
+    return train_parser

@@ -1,0 +1,167 @@
+"""Datasets of complexes as index arrays into per-chain embedding tables (the cached training path).
+
+When the model's `ModelConfig` asks for it (see `abag.features.InputSpec`), antibody chains are trimmed to
+their variable domains before encoding, and per-chain sequence features are appended as extra columns
+of the tables, so `PairEmbeddings.heavy` etc. hold `[pooled embedding | chain features]`. The caches
+returned by `make_caches` carry the model's `InputSpec`; `embed_pairs` reads it from them, and
+`AbAgModel.embed` (the uncached path) applies the same spec, so both paths give the same numbers. A head
+that ignores the antigen (`InputSpec.uses_antigen` False) gets a (n_antigens, 0) antigen table: its antigen
+chains are never encoded. Each row may carry an antigen weight (the additive head's familiarity, see
+`abag.novelty`), which `EmbeddedPairs.batch` and `sequences_batch` pass on in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from abag.encoding.batches import PairEmbeddings, PairSequences
+from abag.encoding.embedding_cache import EmbeddingCache, InMemoryEmbeddings
+from abag.encoding.features import InputSpec
+
+
+@dataclass
+class EmbeddedPairs:
+    """Unique antibody chains and antigens as float32 matrices, and each row's indices into them."""
+
+    antibody: np.ndarray      # (n_antibody_chains, d_antibody)
+    antigen: np.ndarray       # (n_antigens, d_antigen), or (n_antigens, 0) when the head ignores the antigen
+    heavy_index: np.ndarray   # (n_rows,)
+    light_index: np.ndarray   # (n_rows,); -1 where there is no light chain
+    antigen_index: np.ndarray  # (n_rows,)
+    antigen_weight: np.ndarray | None = None  # (n_rows,) float32 in [0, 1]; None = 1 (see abag.novelty)
+
+    def __len__(self) -> int:
+        return len(self.heavy_index)
+
+    def subset(self, rows: np.ndarray) -> "EmbeddedPairs":
+        """The given rows (sharing the embedding tables), antigen weights included."""
+        weight = None if self.antigen_weight is None else self.antigen_weight[rows]
+        return replace(self, heavy_index=self.heavy_index[rows], light_index=self.light_index[rows],
+                       antigen_index=self.antigen_index[rows], antigen_weight=weight)
+
+    def with_antigen_weight(self, weight: np.ndarray | None) -> "EmbeddedPairs":
+        """The same rows with per-row antigen weights (None removes them)."""
+        if weight is not None:
+            weight = np.asarray(weight, dtype=np.float32)
+            if weight.shape != self.heavy_index.shape:
+                raise ValueError(f"antigen_weight needs one value per row ({len(self)}), got shape {weight.shape}")
+        return replace(self, antigen_weight=weight)
+
+    def batch(self, rows: np.ndarray) -> PairEmbeddings:
+        light_index = self.light_index[rows]
+        return PairEmbeddings(
+            heavy=torch.from_numpy(self.antibody[self.heavy_index[rows]]),
+            light=torch.from_numpy(self.antibody[np.maximum(light_index, 0)]),
+            light_present=torch.from_numpy(light_index >= 0),
+            antigen=torch.from_numpy(self.antigen[self.antigen_index[rows]]),
+            antigen_weight=None if self.antigen_weight is None else torch.from_numpy(self.antigen_weight[rows]),
+        )
+
+
+class SpecCache:
+    """An embedding cache plus the model's `InputSpec` (what `embed_pairs` feeds it and appends)."""
+
+    def __init__(self, cache, spec: InputSpec):
+        self.cache = cache
+        self.spec = spec
+
+    @property
+    def stats(self):
+        return self.cache.stats
+
+    @property
+    def encoder(self):
+        return self.cache.encoder
+
+    def embed(self, chains):
+        return self.cache.embed(chains)
+
+    def __getattr__(self, name):  # anything else (folder, key, ...) is the wrapped cache's
+        if name == "cache":
+            raise AttributeError(name)
+        return getattr(self.cache, name)
+
+
+def make_caches(model, cache_dir: str | Path | None, token_budget: int = 8192, progress: bool = True):
+    """One cache per distinct encoder object of `model` (an `abag.model.AbAgModel`; shared when antibody and
+    antigen use the same encoder).
+
+    The caches carry the model's `InputSpec`, so `embed_pairs` trims and appends features as the model expects.
+    """
+    spec = InputSpec.from_config(model.config)
+
+    def cache_for(encoder):
+        if cache_dir is None:
+            return SpecCache(InMemoryEmbeddings(encoder, token_budget), spec)
+        return SpecCache(EmbeddingCache(encoder, cache_dir, token_budget, progress), spec)
+
+    antibody_cache = cache_for(model.antibody_encoder)
+    same = model.antigen_encoder is model.antibody_encoder
+    return antibody_cache, (antibody_cache if same else cache_for(model.antigen_encoder))
+
+
+def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedPairs:
+    """Look up (or encode once) every distinct chain of `frame` and index the rows into the tables.
+
+    Caches from `make_caches` carry the model's `InputSpec` (trimming, chain features); plain caches mean
+    "no trimming, no features".
+    """
+    spec = getattr(antibody_cache, "spec", None) or InputSpec()
+    # Work per distinct chain (pd.factorize) and keep per-row data as index arrays only: no per-row strings.
+    heavy_codes, heavy = _distinct_inputs(frame["heavy"], "heavy", spec)
+    light_codes, light = _distinct_inputs(frame["light"], "light", spec)
+    antibody_chains = list(dict.fromkeys(heavy + [c for c in light if c]))
+    antibody = _with_features(antibody_cache.embed(antibody_chains), antibody_chains, spec)
+    position = {c: i for i, c in enumerate(antibody_chains)}
+
+    antigen_codes, antigens = pd.factorize(frame["antigen"], use_na_sentinel=False)
+    antigen = _antigen_table(list(antigens), antigen_cache, spec)
+    return EmbeddedPairs(
+        antibody=antibody,
+        antigen=antigen,
+        heavy_index=np.array([position[c] for c in heavy], dtype=np.int64)[heavy_codes],
+        light_index=np.array([position[c] if c else -1 for c in light], dtype=np.int64)[light_codes],
+        antigen_index=antigen_codes.astype(np.int64),
+    )
+
+
+def _distinct_inputs(column: pd.Series, kind: str, spec: InputSpec) -> tuple[np.ndarray, list[str]]:
+    """(each row's code, the encoder input of each distinct chain): trimmed once per chain, "" stays ""."""
+    codes, chains = pd.factorize(column, use_na_sentinel=False)
+    return codes, [spec.encoder_input(c, kind) if c else "" for c in chains]
+
+
+def _antigen_table(antigens: list[str], antigen_cache, spec: InputSpec) -> np.ndarray:
+    """(n_antigens, d) combined antigen vectors; (n_antigens, 0) without encoding when the head ignores them."""
+    if not spec.uses_antigen:
+        return np.zeros((len(antigens), 0), dtype=np.float32)
+    chains = list(dict.fromkeys(c for a in antigens for c in a.split("|")))
+    chain_table = _with_features(antigen_cache.embed(chains), chains, spec)
+    chain_position = {c: i for i, c in enumerate(chains)}
+    return np.stack([combine_chain_rows(chain_table, [chain_position[c] for c in a.split("|")],
+                                        [len(c) for c in a.split("|")]) for a in antigens]).astype(np.float32)
+
+
+def _with_features(table: np.ndarray, chains: list[str], spec: InputSpec) -> np.ndarray:
+    if not spec.feature_dim:
+        return table
+    return np.hstack([np.asarray(table, dtype=np.float32), spec.features(chains)])
+
+
+def combine_chain_rows(table: np.ndarray, rows: list[int], lengths: list[int]) -> np.ndarray:
+    """Residue-weighted mean of chain embeddings (numpy twin of `model.combine_chains`)."""
+    weights = np.asarray(lengths, dtype=np.float64)
+    return (table[rows] * weights[:, None]).sum(0) / weights.sum()
+
+
+def sequences_batch(frame: pd.DataFrame, rows: np.ndarray, antigen_weight: np.ndarray | None = None) -> PairSequences:
+    """The rows of `frame` as a `PairSequences` batch (the uncached path); `antigen_weight` is per row of
+    `frame` (its `rows` are taken)."""
+    part = frame.iloc[rows]
+    weight = None if antigen_weight is None else torch.as_tensor(np.asarray(antigen_weight, np.float32)[rows])
+    return PairSequences(list(part["heavy"]), list(part["light"]), list(part["antigen"]), weight)

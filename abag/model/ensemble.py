@@ -1,0 +1,131 @@
+"""A fold ensemble as one model: the K heads of `abag train --folds K` over one shared pair of encoders.
+
+Each member of a fold ensemble (`abag.kfold`) is an ordinary `AbAgModel` trained on K−1 folds. The saved
+ensemble keeps every member's head and rebuilds them over a single set of encoders (an ESM-2 650M is
+loaded once, never K times; fold ensembles need frozen encoders for that reason). `FoldEnsemble` predicts
+the mean pKd and the mean binder probability of its members; `FoldEnsemble.member(k)` is member k on its
+own, which `abag.inference` uses for the per-member predictions (`predict_members`, the `pkd_std` column).
+May import from: encoders, model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from abag.encoding.batches import PairEmbeddings, PairSequences
+from abag.encoding.sequence_encoder import SequenceEncoder
+from abag.model.config import ModelConfig
+from abag.model.network import AbAgModel, AdditiveHead, build_head
+
+__all__ = ["FoldHeads", "FoldEnsemble", "build_fold_ensemble"]
+
+
+class FoldHeads(nn.Module):
+    """K heads over the same chain embeddings; the forward pass returns their mean pKd and mean binder
+    probability (as the logit of that mean, so `sigmoid` of the output is the mean probability)."""
+
+    def __init__(self, heads: Sequence[nn.Module]):
+        super().__init__()
+        if len(heads) < 1:
+            raise ValueError("a fold ensemble needs at least one head")
+        self.fold_heads = nn.ModuleList(heads)
+
+    @property
+    def uses_antigen(self) -> bool:
+        return self.fold_heads[0].uses_antigen
+
+    def each(self, x: PairEmbeddings, antigen_weight: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pKd, binder logit) of every member, each of shape (K, B)."""
+        outputs = [head(x, antigen_weight) for head in self.fold_heads]
+        return torch.stack([pkd for pkd, _ in outputs]), torch.stack([logit for _, logit in outputs])
+
+    def forward(self, x: PairEmbeddings, antigen_weight: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        pkd, logits = self.each(x, antigen_weight)
+        return pkd.mean(0), torch.logit(torch.sigmoid(logits).mean(0))
+
+
+class _Member(nn.Module):
+    """Member k of a `FoldEnsemble` as a model of its own (shares the ensemble's encoders and head)."""
+
+    def __init__(self, ensemble: "FoldEnsemble", index: int):
+        super().__init__()
+        self.ensemble = ensemble
+        self.index = index
+
+    def forward(self, batch: PairSequences | PairEmbeddings, antigen_weight: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(batch, PairSequences):
+            batch = self.ensemble.embed(batch)
+        weight = batch.antigen_weight if antigen_weight is None else antigen_weight
+        return self.ensemble.head.fold_heads[self.index](batch, weight)
+
+
+class FoldEnsemble(AbAgModel):
+    """An `AbAgModel` whose head is `FoldHeads`: K members' heads over one pair of frozen encoders.
+
+    Everything that reads a model (embedding, the cache, `predict_frame`, `load_trained_model`) works
+    unchanged; `novelty`, for an additive head, is the reference of all training antigens.
+    """
+
+    def __init__(self, config: ModelConfig, antibody_encoder: SequenceEncoder, antigen_encoder: SequenceEncoder,
+                 n_folds: int):
+        super().__init__(config, antibody_encoder, antigen_encoder)
+        if n_folds < 1:
+            raise ValueError(f"n_folds must be at least 1, got {n_folds}")
+        if not self.encoders_frozen:
+            raise ValueError("a fold ensemble shares one set of frozen encoders; fine-tuned encoders "
+                             "(finetune_layers > 0) cannot be shared")
+        heads = [self.head] + [build_head(antibody_encoder.hidden_size, antigen_encoder.hidden_size, config)
+                               for _ in range(n_folds - 1)]
+        self.head = FoldHeads(heads)
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.head.fold_heads)
+
+    @property
+    def head_is_additive(self) -> bool:
+        return isinstance(self.head.fold_heads[0], AdditiveHead)
+
+    def antigen_weights(self, antigens: Sequence[str]) -> np.ndarray | None:
+        """As `AbAgModel.antigen_weights`, for the members' (additive) heads."""
+        if not self.head_is_additive or self.novelty is None:
+            return None
+        return self.novelty.weights(list(antigens))
+
+    def member(self, index: int) -> nn.Module:
+        """Member `index` (0-based) alone: same inputs as the ensemble, that member's (pKd, logit)."""
+        if not 0 <= index < self.n_folds:
+            raise IndexError(f"member {index} of a {self.n_folds}-member ensemble")
+        return _Member(self, index)
+
+    @classmethod
+    def from_members(cls, members: Sequence[AbAgModel]) -> "FoldEnsemble":
+        """The ensemble of trained members that share their encoders (their heads' weights are copied)."""
+        first = members[0]
+        if any(m.antibody_encoder is not first.antibody_encoder or m.antigen_encoder is not first.antigen_encoder
+               for m in members):
+            raise ValueError("fold ensemble members must share one pair of encoder objects")
+        ensemble = cls(first.config, first.antibody_encoder, first.antigen_encoder, len(members))
+        ensemble.head.to(next(first.head.parameters()).device)
+        for head, member in zip(ensemble.head.fold_heads, members):
+            head.load_state_dict(member.head.state_dict())
+        return ensemble.eval()
+
+
+def build_fold_ensemble(config: ModelConfig, n_folds: int,
+                        encoders: dict[str, SequenceEncoder] | None = None) -> FoldEnsemble:
+    """Load the named encoders once (as `abag.model.build_model` does) and build an untrained ensemble."""
+    from abag.encoding.loader import load_encoder
+
+    encoders = dict(encoders or {})
+    for name in (config.antibody_encoder, config.antigen_encoder):
+        if name not in encoders:
+            encoders[name] = load_encoder(name)
+    return FoldEnsemble(config, encoders[config.antibody_encoder], encoders[config.antigen_encoder], n_folds)
