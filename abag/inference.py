@@ -26,6 +26,7 @@ from abag.checkpoint import load_checkpoint
 from abag.distributed import resolve_device
 from abag.encoding.pair_embeddings import EmbeddedPairs, embed_pairs, make_caches
 from abag.errors import CheckpointError, EncoderUnavailableError
+from abag.evaluation.metrics import evaluate_predictions
 from abag.identity.novelty import NoveltyReference
 from abag.model.apply import PairData, predict_data, sigmoid
 from abag.model.config import ModelConfig
@@ -198,7 +199,6 @@ def evaluate_frame(model: AbAgModel, frame: pd.DataFrame, *, binder_threshold: f
                    cache_dir: str | Path | None = None, seed: int = 0, coverage: float = DEFAULT_COVERAGE) -> dict:
     """Metrics (regression, binder head, bootstrap interval) of the model on a labelled table, and an
     `intervals` entry: the coverage and mean width of the `coverage` interval per applicability class."""
-    from abag.evaluation.metrics import evaluate_predictions
 
     predicted = predict_frame(model, frame, cache_dir=cache_dir, coverage=coverage)
     censored = predicted["censored"].to_numpy(dtype=bool) if "censored" in predicted else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -110,7 +111,6 @@ def write_csv_atomic(path: str | Path, frame) -> Path:
     Python's csv writer leaves a lone carriage return inside a field unquoted when lines end in "\\n", and
     every CSV reader then splits that row in two; such tables are written with every text field quoted.
     """
-    import csv
 
     quoting = csv.QUOTE_NONNUMERIC if _has_carriage_return(frame) else csv.QUOTE_MINIMAL
     return write_atomic(path, lambda f: frame.to_csv(f, index=False, quoting=quoting))

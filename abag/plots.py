@@ -15,6 +15,7 @@ import pandas as pd
 from abag.evaluation.metrics import regression_metrics
 from abag.policy import BINDER_THRESHOLD
 from abag.policy import PKD_RANGE as PKD_MODEL_RANGE
+from abag.posthoc.intervals import interval_coverage
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _new_figure(ncols: int = 1, width: float = 5.0, height: float = 4.0):
+    # lazy: matplotlib is an optional dependency (the notebook extra)
     from matplotlib.figure import Figure
 
     # A bare Figure (not pyplot) keeps no global state; notebooks still display it as the cell's value.
@@ -62,6 +64,7 @@ def plot_pkd_histogram(frame: pd.DataFrame, *, bins: int = 30,
 
 def plot_training_curves(history: pd.DataFrame) -> Figure:
     """Three panels from `history.csv`: training/validation loss, validation Spearman, learning rate."""
+    # lazy: matplotlib is an optional dependency (the notebook extra)
     from matplotlib.ticker import MaxNLocator
 
     history = pd.DataFrame(history)
@@ -130,7 +133,6 @@ def plot_calibration(y, pred, std, classes, *, calibration: IntervalCalibration 
     The intervals come from `calibration` (at each coverage it was fitted for) or are given as `low_high`
     ({coverage: (low, high)}). Rows should be held out from the calibration, or the curve is in-sample.
     """
-    from abag.posthoc.intervals import interval_coverage
 
     y, pred, std = (np.asarray(a, dtype=float) for a in (y, pred, std))
     classes = np.asarray(classes, dtype=object)

@@ -263,7 +263,7 @@ def check_training(frame, label: str, encoder, precision: str, settings: CheckSe
         with forced_precision(precision, (encoder,)) as chosen, deterministic(), PrecisionProbe([encoder]) as probe:
             result = train_run(frame, work / f"{label}-{precision}-straight", encoder, settings, cache,
                                settings.epochs, log)
-        last = abag.load_checkpoint(result.out_dir / "checkpoints" / "last.pt")
+        last = abag.checkpoint.load_checkpoint(result.out_dir / "checkpoints" / "last.pt")
         scaler = last.get("scaler_state_dict") or {}
         history = result.history
         losses = history[["train_loss", "val_loss"]].to_numpy(dtype=float)
@@ -298,8 +298,8 @@ def compare_weights(straight: Path, resumed: Path, row: CheckRow) -> CheckRow:
     """Resume row: the last checkpoints of both runs hold the same epoch and bit-identical weights."""
     import abag
 
-    a = abag.load_checkpoint(straight / "checkpoints" / "last.pt")
-    b = abag.load_checkpoint(resumed / "checkpoints" / "last.pt")
+    a = abag.checkpoint.load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = abag.checkpoint.load_checkpoint(resumed / "checkpoints" / "last.pt")
     wa, wb = a["model_state_dict"], b["model_state_dict"]
     if set(wa) != set(wb) or a["epoch"] != b["epoch"]:
         row.result, row.detail = "FAIL", f"different checkpoints (epochs {a['epoch']} and {b['epoch']})"

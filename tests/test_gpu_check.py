@@ -124,13 +124,13 @@ def test_the_resume_check_fails_on_a_single_changed_weight(tmp_path, tiny_encode
     same = gpu_check.compare_weights(tmp_path / "a", tmp_path / "b", gpu_check.CheckRow("resume", "", "", "", ""))
     assert same.result == "pass"
     path = tmp_path / "b" / "checkpoints" / "last.pt"
-    state = abag.load_checkpoint(path)
+    state = abag.checkpoint.load_checkpoint(path)
     name = next(iter(state["model_state_dict"]))
     tensor = state["model_state_dict"][name].clone()
     first = tensor.view(-1)[0]
     tensor.view(-1)[0] = torch.nextafter(first, first + 1)  # one weight, one ulp
     state["model_state_dict"][name] = tensor
-    abag.save_checkpoint(state, path)
+    abag.checkpoint.save_checkpoint(state, path)
     changed = gpu_check.compare_weights(tmp_path / "a", tmp_path / "b", gpu_check.CheckRow("resume", "", "", "", ""))
     assert changed.result == "FAIL" and "differ" in changed.detail
 

@@ -117,18 +117,21 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 def config_option(parser: argparse.ArgumentParser, flag: str, config: type, name: str, help: str,
                   **kwargs: Any) -> None:
-    """Add `flag` for field `name` of the dataclass `config`: the default is the field's, and --help shows it."""
+    """Add `flag` for field `name` of the dataclass `config`: the default is the field's, and --help shows it.
+
+    The option's value lands in `args.<name>` (or `dest=`), where `config_from_args` picks it up."""
     field = {f.name: f for f in fields(config)}[name]
     if field.default is MISSING:
         raise TypeError(f"{config.__name__}.{name} has no plain default")
     default = field.default
     if isinstance(default, bool) and flag.startswith("--no-"):  # a switch that turns a default-on setting off
-        parser.add_argument(flag, dest=name, action="store_false", default=default, help=help)
+        parser.add_argument(flag, dest=kwargs.pop("dest", name), action="store_false", default=default, help=help)
         return
     if "choices" not in kwargs:
         kwargs.setdefault("metavar", flag.removeprefix("--").upper().replace("-", "_"))
     shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
-    parser.add_argument(flag, dest=name, default=default, help=f"{help} (default: {shown})", **kwargs)
+    kwargs.setdefault("dest", name)
+    parser.add_argument(flag, default=default, help=f"{help} (default: {shown})", **kwargs)
 
 
 def config_from_args(config: type, args: argparse.Namespace, **given: Any):

@@ -23,7 +23,7 @@ from abag.cli.common import (
 from abag.data.columns import free_column_name
 from abag.inference import evaluate_frame, predict_frame
 from abag.outputs import ensure_writable_file, json_text, write_csv_atomic
-from abag.posthoc.intervals import CALIBRATED_COVERAGES, PredictionSupport
+from abag.posthoc.intervals import CALIBRATED_COVERAGES, DEFAULT_COVERAGE, PredictionSupport
 
 __all__ = ["add_predict_parsers", "run_predict", "run_evaluate", "coverage_option"]
 
@@ -61,11 +61,11 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
     predict.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by abag train")
     predict.add_argument("--data", required=True, help="CSV with heavy, light, antigen (pkd optional)")
     predict.add_argument("--out", required=True, help="output CSV")
-    predict.add_argument("--coverage", type=coverage_option, default=0.8,
-                         help="share of true pKd values the pkd_low..pkd_high interval should hold (default 0.8; "
-                              "any of 0.05, 0.10, …, 0.95)")
+    predict.add_argument("--coverage", type=coverage_option, default=DEFAULT_COVERAGE,
+                         help=f"share of true pKd values the pkd_low..pkd_high interval should hold, any of 0.05, "
+                              f"0.10, …, 0.95 (default: {DEFAULT_COVERAGE:g})")
     predict.add_argument("--rejected", help="where --skip-invalid writes rejected rows (default: OUT.rejected.csv)")
-    predict.add_argument("--device", default="auto")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     add_cache_options(predict, default_on=False)
     add_data_options(predict, skip_flag="--skip-invalid",
                      skip_help="predict the valid rows; write rejected rows with reasons to --rejected")
@@ -77,9 +77,9 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                                                "applicability class.")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--data", required=True, help="CSV with heavy, light, antigen, pkd")
-    evaluate.add_argument("--coverage", type=coverage_option, default=0.8,
-                          help="nominal coverage of the interval to check (default 0.8)")
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--coverage", type=coverage_option, default=DEFAULT_COVERAGE,
+                          help=f"nominal coverage of the interval to check (default: {DEFAULT_COVERAGE:g})")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     add_cache_options(evaluate, default_on=False)
     add_data_options(evaluate, skip_flag=None, skip_help="")
     evaluate.set_defaults(handler=run_evaluate)

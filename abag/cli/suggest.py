@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from abag.cli.common import UsageError, load_model, number, whole_number
+from abag.cli.common import UsageError, config_option, load_model, number, whole_number
 from abag.suggest.command import check_outputs, run_suggest_command
 from abag.suggest.config import STRATEGIES
 from abag.suggest.config import SuggestConfig as Defaults
@@ -26,22 +26,22 @@ def add_suggest_parser(commands) -> argparse.ArgumentParser:
     suggest.add_argument("--measured", help="CSV of measured variants with pkd (replicates are averaged)")
     suggest.add_argument("--n", type=whole_number(1), required=True, help="batch size")
     suggest.add_argument("--out", required=True, help="batch CSV, in pick order")
-    suggest.add_argument("--strategy", choices=STRATEGIES, default=Defaults.strategy,
-                         help=f"greedy: highest predicted pKd; ucb: mean + beta*std; thompson: one posterior draw "
-                              f"per pick (default {Defaults.strategy}, chosen by bench/bench_suggest.py)")
-    suggest.add_argument("--seed", type=whole_number(0, 2**32 - 1), default=Defaults.seed)
-    suggest.add_argument("--beta", type=number(0), default=Defaults.beta,
-                         help=f"ucb: weight of the std (default {Defaults.beta:g})")
-    suggest.add_argument("--min-distance", type=whole_number(1), default=Defaults.min_distance,
-                         help=f"diversity: picks differ at >= this many positions (default {Defaults.min_distance}: "
-                              f"off; 2: no two picks differ by a single residue)")
+    config_option(suggest, "--strategy", Defaults, "strategy",
+                  "greedy: highest predicted pKd; ucb: mean + beta*std; thompson: one posterior draw per pick "
+                  "(chosen by bench/bench_suggest.py)", choices=STRATEGIES)
+    config_option(suggest, "--seed", Defaults, "seed", "seed of the cross-validation folds, bootstrap and draws",
+                  type=whole_number(0, 2**32 - 1))
+    config_option(suggest, "--beta", Defaults, "beta", "ucb: weight of the std", type=number(0))
+    config_option(suggest, "--min-distance", Defaults, "min_distance",
+                  "diversity: picks differ at >= this many positions (1: off; 2: no two picks differ by a single "
+                  "residue)", type=whole_number(1))
     suggest.add_argument("--parent", help="CSV with one row (heavy, light, antigen): enumerate its variants")
     suggest.add_argument("--positions", help="with --parent: all single mutants at these positions, e.g. "
                                              "H31,H50-H58,L94 (1-based; a bare number is a heavy position)")
     suggest.add_argument("--max-order", type=whole_number(2), default=3,
                          help="with --parent and --measured: combine up to this many helpful mutations (default 3)")
     suggest.add_argument("--report", help="write the round's report (model choice, CV scores) as JSON here")
-    suggest.add_argument("--device", default="auto")
+    suggest.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     suggest.add_argument("--embedding-cache", metavar="DIR", help="reuse/extend an on-disk embedding cache "
                                                                   "(default: a temporary one for this run)")
     suggest.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -175,7 +175,6 @@ def _interrupt_message(last: Path, args: argparse.Namespace) -> str:
     except (AbagError, KeyboardInterrupt):
         epoch = None
     if epoch is None:
-        from abag.encoding.embedding_cache import default_cache_dir
 
         kept = "" if args.no_embedding_cache else \
             f" (chains encoded so far are kept in {args.embedding_cache or default_cache_dir()})"
@@ -194,7 +193,7 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
     add("--data", required=True, help="table with heavy, light, antigen, pkd (docs/data-format.md)")
     add("--out", required=True, help="run folder: metrics.json, history.csv, checkpoints/")
     config_option(train_parser, "--encoder", ModelConfig, "antibody_encoder",
-                  "encoder for antibody and antigen: tiny, antiberty, or a Hugging Face id")
+                  "encoder for antibody and antigen: tiny, antiberty, or a Hugging Face id", dest="encoder")
     add("--antibody-encoder", default=None, help="override --encoder for heavy/light chains")
     add("--antigen-encoder", default=None, help="override --encoder for the antigen")
     config_option(train_parser, "--epochs", TrainConfig, "epochs", "maximum epochs", type=whole_number(1))

@@ -32,13 +32,13 @@ from abag.data.report import (
     RowProblem,
 )
 from abag.data.rows import RowValues, blank_rows, validate_rows
+from abag.outputs import write_csv_atomic
 
 __all__ = ["prepare_pairs", "load_pairs", "write_rejected"]
 
 
 def write_rejected(report: LoadReport, path: str | os.PathLike) -> None:
     """Write the rejected rows and their reasons as a UTF-8 CSV (row, column, reason, value)."""
-    from abag.outputs import write_csv_atomic
 
     write_csv_atomic(path, report.rejected_frame())
 

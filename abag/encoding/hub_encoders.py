@@ -19,8 +19,10 @@ import contextlib
 import hashlib
 import importlib
 import os
+import socket
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -75,8 +77,6 @@ def hub_reachable(timeout: float = 5.0) -> bool:
 
     Without this check huggingface_hub retries an unreachable host for over a minute before failing.
     """
-    import socket
-    from urllib.parse import urlparse
 
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
@@ -89,6 +89,7 @@ def hub_reachable(timeout: float = 5.0) -> bool:
 @contextlib.contextmanager
 def quiet_transformers():
     """Silence transformers' load reports (unused AntiBERTy heads are expected)."""
+    # lazy: transformers takes seconds to import and only encoders need it
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -191,6 +192,7 @@ def _snapshot_revision(config, name: str, revision: str | None, offline: bool) -
     if commit:
         return str(commit)
     try:
+        # lazy: transformers takes seconds to import and only encoders need it
         from transformers.utils import cached_file
 
         resolved = Path(cached_file(name, "config.json", revision=revision, local_files_only=offline))
@@ -207,6 +209,7 @@ def load_hub_encoder(name: str, revision: str | None = None) -> SequenceEncoder:
 
     Fails with one clear line: a missing tokenizer package, a broken folder, or an unreachable hub.
     """
+    # lazy: transformers takes seconds to import and only encoders need it
     from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
     folder = Path(name).expanduser()

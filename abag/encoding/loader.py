@@ -63,6 +63,7 @@ ESM2_MODELS = (
 
 def load_tiny_encoder(seed: int = 0, hidden_size: int = 32, layers: int = 2, max_residues: int = 126) -> SequenceEncoder:
     """A seeded, randomly initialised 2-layer ESM for tests and CI; identical on every machine."""
+    # lazy: transformers takes seconds to import and only encoders need it
     from transformers import EsmConfig, EsmModel, EsmTokenizer
 
     tokenizer = EsmTokenizer(vocab_file=str(ESM_VOCAB))
@@ -93,6 +94,7 @@ def antiberty_folder() -> Path:
 
 def load_antiberty_encoder() -> SequenceEncoder:
     """AntiBERTy (8 layers, 512 wide, 558M antibody sequences) from the antiberty==0.1.3 wheel, offline."""
+    # lazy: transformers takes seconds to import and only encoders need it
     from transformers import BertModel, BertTokenizer
 
     folder = antiberty_folder()

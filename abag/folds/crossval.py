@@ -43,6 +43,8 @@ from scipy import stats
 
 from abag.data.folds import fold_split, make_folds
 from abag.data.splits import SplitResult, fold_groups, row_groups
+from abag.encoding.embedding_cache import default_cache_dir
+from abag.encoding.loader import load_encoders
 from abag.evaluation.baselines import fit_baselines
 from abag.evaluation.metrics import evaluate_predictions
 from abag.folds.crossval_tables import (
@@ -52,7 +54,11 @@ from abag.folds.crossval_tables import (
     save_summary,
 )
 from abag.identity.clustering import DEFAULT_IDENTITY
+from abag.inference import member_outputs
 from abag.model.config import ModelConfig
+from abag.outputs import write_json_atomic
+from abag.training.config import TrainConfig
+from abag.training.run import train
 
 __all__ = [
     "FoldResult",
@@ -243,7 +249,6 @@ class OutOfFold:
 
 
 def _load_encoders(model_config: ModelConfig, encoders: dict | None) -> dict:
-    from abag.encoding.loader import load_encoders
 
     return load_encoders((model_config.antibody_encoder, model_config.antigen_encoder), encoders)
 
@@ -275,8 +280,6 @@ def _plan(frame: pd.DataFrame, folds: int | str | Sequence[np.ndarray], group_co
 
 def _train_members(setup: CVSetup, split: SplitResult, fold: int) -> MemberPredictions:
     """Train `setup.n_seeds` models on the fold's split (seeds `train_config.seed + s`); average them."""
-    from abag.inference import member_outputs
-    from abag.training.run import train
 
     test_rows = split.indices("test")
     pkd, prob, network, best_epochs, val_metrics = [], [], [], [], None
@@ -404,9 +407,6 @@ def cross_validate(
     Writes `out_dir/fold_<i>/` (the usual run folder per fold), `cv_metrics.json` and
     `cv_predictions.csv`. Deterministic for fixed seeds.
     """
-    from abag.encoding.embedding_cache import default_cache_dir
-    from abag.outputs import write_json_atomic
-    from abag.training.config import TrainConfig
 
     started = time.perf_counter()
     model_config = model_config or ModelConfig()

@@ -1,7 +1,5 @@
-"""Text and Markdown tables of a cross-validation result (`abag.crossval.CVResult`).
-
-Imports pandas, json and `abag.metrics` (the group-size floor) only (`abag.crossval` for type hints);
-`abag.crossval` re-exports the public names.
+"""Text and Markdown tables of a cross-validation result (a `abag.folds.crossval.CVResult`, read by its fields:
+this module does not import it, so the two do not import each other).
 """
 
 from __future__ import annotations
@@ -9,14 +7,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from abag.evaluation.metrics import MIN_GROUP_SIZE
-
-if TYPE_CHECKING:
-    from abag.folds.crossval import CVResult
 
 __all__ = ["format_cv_summary", "format_cv_markdown", "save_summary", "format_value"]
 
@@ -50,7 +45,7 @@ def _mean_cell(m: dict) -> str:
     return format_value(m.get("spearman")) + (f" ± {sd:.3f}" if sd is not None else "")
 
 
-def format_cv_summary(result: CVResult, *, max_folds: int = 40) -> str:
+def format_cv_summary(result: Any, *, max_folds: int = 40) -> str:
     """Plain-text table: Spearman [95% CI] per fold and predictor, the mean ± SD over folds, the pooled
     out-of-fold Spearman with its interval, and the model − reference difference."""
     names = result.predictors
@@ -86,7 +81,7 @@ def _signed(x: float | None) -> str:
     return "NA" if x is None else f"{x:+.3f}"
 
 
-def format_cv_markdown(result: CVResult) -> str:
+def format_cv_markdown(result: Any) -> str:
     """Markdown table (one row per predictor: mean ± SD over folds, pooled Spearman [row CI] [cluster CI],
     within-group Spearman [cluster CI] (groups), mean Pearson and RMSE)."""
     lines = ["| predictor | mean Spearman ± SD over folds | pooled Spearman [95% CI] | pooled, cluster CI "
@@ -106,7 +101,7 @@ def format_cv_markdown(result: CVResult) -> str:
     return "\n".join(lines)
 
 
-def save_summary(result: CVResult, path: str | Path) -> None:
+def save_summary(result: Any, path: str | Path) -> None:
     """Write the text summary and the JSON document next to each other."""
     path = Path(path)
     path.write_text(result.summary() + "\n")

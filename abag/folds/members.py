@@ -30,7 +30,9 @@ import pandas as pd
 from abag import distributed
 from abag.data.folds import make_folds
 from abag.data.splits import SplitResult, TooFewGroupsError
+from abag.encoding.loader import load_encoders
 from abag.errors import CheckpointError
+from abag.folds.assembly import assemble
 from abag.model.config import ModelConfig
 from abag.outputs import ensure_writable_folder, write_json_atomic
 from abag.training.config import TrainConfig
@@ -161,7 +163,6 @@ def train_folds(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelCon
     metrics beside out-of-fold baselines; `test_predictions.csv` has every row with its out-of-fold
     prediction and the member that made it. Needs frozen encoders (the members share them).
     """
-    from abag.folds.assembly import assemble
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -192,7 +193,6 @@ def train_folds(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelCon
 
 def _shared_encoders(model_config: ModelConfig, encoders: dict | None) -> dict:
     """The run's encoders, loaded once for all members."""
-    from abag.encoding.loader import load_encoders
 
     return load_encoders((model_config.antibody_encoder, model_config.antigen_encoder), encoders)
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from abag.encoding.batches import PairEmbeddings, PairSequences
+from abag.encoding.loader import load_encoder
 from abag.encoding.sequence_encoder import SequenceEncoder
 from abag.model.config import ModelConfig
 from abag.model.network import AbAgModel, AdditiveHead, build_head
@@ -122,7 +123,6 @@ class FoldEnsemble(AbAgModel):
 def build_fold_ensemble(config: ModelConfig, n_folds: int,
                         encoders: dict[str, SequenceEncoder] | None = None) -> FoldEnsemble:
     """Load the named encoders once (as `abag.model.build_model` does) and build an untrained ensemble."""
-    from abag.encoding.loader import load_encoder
 
     encoders = dict(encoders or {})
     for name in (config.antibody_encoder, config.antigen_encoder):

@@ -17,6 +17,7 @@ from torch import nn
 
 from abag.encoding.batches import PairEmbeddings, PairSequences
 from abag.encoding.features import InputSpec
+from abag.encoding.loader import load_encoder
 from abag.encoding.sequence_encoder import SequenceEncoder
 from abag.model.config import CORRECTIONS, FUSIONS, HEADS, MEMBER_LOSSES, ModelConfig
 
@@ -363,7 +364,6 @@ class AbAgModel(nn.Module):
 
 def build_model(config: ModelConfig, encoders: dict[str, SequenceEncoder] | None = None) -> AbAgModel:
     """Load the named encoders (reusing one object when both sides use the same encoder) and build the model."""
-    from abag.encoding.loader import load_encoder
 
     encoders = dict(encoders or {})
     for name in (config.antibody_encoder, config.antigen_encoder):

@@ -20,6 +20,10 @@ import pandas as pd
 
 from abag import distributed
 from abag.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from abag.data.splits import row_groups
+from abag.evaluation.baselines import evaluate_baselines
+from abag.evaluation.metrics import evaluate_predictions
+from abag.evaluation.tables import format_comparison
 from abag.model.apply import predict_data, sigmoid
 from abag.posthoc.familiar_correction import corrected, fit_for_model
 from abag.posthoc.intervals import (
@@ -56,7 +60,6 @@ def reload_best(state: TrainingState, best_path: Path) -> None:
 def evaluation_groups(run: RunInputs) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the antigen cluster (the split's groups when it has them) and the antibody, for the
     within-cluster and within-antibody metrics and the cluster bootstrap."""
-    from abag.data.splits import row_groups
 
     split = run.split
     if split.groups is not None and split.method == "antigen":
@@ -68,9 +71,6 @@ def evaluation_groups(run: RunInputs) -> tuple[np.ndarray, np.ndarray]:
 
 def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_early: bool) -> FinalReport:
     """Evaluate the best epoch on validation and test, with the baselines on the same split."""
-    from abag.evaluation.baselines import evaluate_baselines
-    from abag.evaluation.metrics import evaluate_predictions
-    from abag.evaluation.tables import format_comparison
 
     reload_best(state, best_path)
     config, frame, parts = run.config, run.frame, run.parts

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from abag import distributed
 from abag.checkpoint import interrupts_deferred
 from abag.errors import AbagError, TrainingDivergedError
+from abag.evaluation.metrics import evaluate_predictions
 from abag.model.apply import PairData, autocast, head_threads, predict_data, sigmoid
 from abag.model.losses import StableCombinedLoss, check_loss_validity
 from abag.model.ranking import grouped_epoch_order, pairwise_ranking_loss
@@ -112,7 +113,6 @@ def fit(state: TrainingState, run: RunInputs, criterion: StableCombinedLoss,
 def _validate(state: TrainingState, run: RunInputs, criterion: StableCombinedLoss, train_loss: float,
               steps: int, epoch: int, last_path: Path) -> EpochRecord:
     """Validation loss and metrics in eval mode, then one scheduler step on validation Spearman."""
-    from abag.evaluation.metrics import evaluate_predictions
 
     val = run.data["val"]
     pkd, logits = predict_data(state.model, val, run.device, precision=run.precision)

@@ -21,6 +21,7 @@ import torch
 
 from abag import distributed
 from abag.checkpoint import resume_hint, save_checkpoint
+from abag.data.splits import SplitResult, split_pairs
 from abag.distributed import resolve_device
 from abag.errors import AbagError, CheckpointError, InvalidSettingError
 from abag.identity.novelty import NoveltyReference
@@ -171,7 +172,6 @@ def _split(frame: pd.DataFrame, config: TrainConfig, given, point: ResumePoint |
 
     A resumed run never recomputes its split (a changed clustering would move rows between the parts).
     """
-    from abag.data.splits import SplitResult, split_pairs
 
     stored = point.stored if point is not None else None
     if stored is not None:
