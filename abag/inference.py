@@ -1,8 +1,6 @@
 """Use a trained checkpoint: rebuild the model, predict pKd and binder probability, evaluate.
 
-A checkpoint's `novelty` entry (the training antigens, `abag.novelty.NoveltyReference.to_state`) is restored
-on the model, so an additive head weighs its antigen terms by each query antigen's familiarity without the
-training data. A fold-ensemble checkpoint (`abag train --folds K`, marked by its `ensemble` entry) is rebuilt
+A fold-ensemble checkpoint (`abag train --folds K`, marked by its `ensemble` entry) is rebuilt
 as an `abag.ensemble.FoldEnsemble`: predictions are the members' mean, `pkd_std` their spread (0 for a single
 model), and `predict_members` gives every member's pKd. The checkpoint's "intervals", "antigen_reference" and
 "antibody_reference" entries (`abag.intervals.PredictionSupport`) become `model.prediction_support`, from
@@ -10,12 +8,11 @@ which `predict_frame` adds `pkd_low`/`pkd_high` (a calibrated interval), the nea
 antibody identities and the `applicability` class. Its "familiar_correction" entry
 (`abag.familiar_correction`) becomes `model.familiar_correction`, which moves the predictions for antigens
 the model has seen (every member by the same amount). Imports abag's checkpoint, ensemble, errors,
-familiar_correction, intervals, model, novelty, pair_embeddings, policy and train modules.
+familiar_correction, intervals, model, pair_embeddings and policy modules.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +24,6 @@ from abag.distributed import resolve_device
 from abag.encoding.pair_embeddings import EmbeddedPairs, embed_pairs, make_caches
 from abag.errors import CheckpointError, EncoderUnavailableError
 from abag.evaluation.metrics import evaluate_predictions
-from abag.identity.novelty import NoveltyReference
 from abag.model.apply import PairData, predict_data, sigmoid
 from abag.model.config import ModelConfig
 from abag.model.ensemble import FoldEnsemble, build_fold_ensemble
@@ -49,6 +45,8 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
         model_config = ModelConfig.from_dict(state["config"]["model"])
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {checkpoint} has no usable model configuration ({exc})") from None
+    except CheckpointError as exc:  # an option removed since the release that wrote it
+        raise CheckpointError(f"checkpoint {checkpoint}: {exc}") from None
     try:
         model = _build(model_config, state, encoders, checkpoint)
     except EncoderUnavailableError as exc:
@@ -63,11 +61,6 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
     if missing_head or unexpected:
         raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes "
                               f"(missing {missing_head[:3]}, unexpected {list(unexpected)[:3]})")
-    if state.get("novelty") is not None:
-        try:
-            model.novelty = NoveltyReference.from_state(state["novelty"])
-        except ValueError as exc:
-            raise CheckpointError(f"checkpoint {checkpoint} is damaged: {exc}") from None
     try:
         model.prediction_support = PredictionSupport.from_checkpoint(state)
         if state.get("familiar_correction") is not None:
@@ -114,9 +107,8 @@ def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Pat
     `pkd_high`, `nearest_train_antigen_identity`, `nearest_train_antibody_identity` and `applicability`
     (`abag.intervals`), from `model.prediction_support`; a model without it gets NaN and a warning. Every
     distinct chain is encoded once (in `cache_dir` when the encoders are frozen, in memory when they were
-    fine-tuned). An additive head gets each row's antigen weight from `model.novelty`. A familiar-antigen
-    correction (`model.familiar_correction`) moves every member's pKd and logit; the interval then spans the
-    calibrated intervals around both the corrected and the network's own prediction.
+    fine-tuned). A familiar-antigen correction (`model.familiar_correction`) moves every member's pKd and logit;
+    the interval then spans the calibrated intervals around both the corrected and the network's own prediction.
     """
     outputs = member_outputs(model, frame, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
     out = frame.reset_index(drop=True).copy()
@@ -185,13 +177,9 @@ def embed_frame(model: AbAgModel, frame: pd.DataFrame, cache_dir: str | Path | N
 
 
 def _prepared_data(model: AbAgModel, frame: pd.DataFrame, cache_dir, progress: bool) -> PairData:
-    """`frame` embedded for `model` (through the cache when the encoders are frozen), with antigen weights."""
+    """`frame` embedded for `model` (through the cache when the encoders are frozen)."""
     labelled = frame if "pkd" in frame else frame.assign(pkd=np.nan)
-    if model.head_is_additive and model.novelty is None:
-        warnings.warn("this additive model records no training antigens (model.novelty), so its antigen terms "
-                      "are used at full weight for every antigen, familiar or not", stacklevel=4)
     embedded = embed_frame(model, labelled, cache_dir, progress)
-    embedded = embedded.with_antigen_weight(model.antigen_weights(labelled["antigen"]))
     return PairData(labelled.assign(pkd=labelled["pkd"].astype(float)), embedded)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from abag.encoding.loader import load_tiny_encoder
-from abag.encoding.pair_embeddings import embed_pairs, make_caches
+from abag.encoding.pair_embeddings import make_caches
 from abag.model.config import ModelConfig
 from abag.model.network import build_model
 

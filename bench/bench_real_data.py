@@ -24,11 +24,11 @@ Protocols (all seeds fixed; nothing is tuned per fold):
   equal-mutation-count levels and bootstrap intervals over levels; `--repeats` training seeds.
 
 Every cross-validated set also reports the within-group Spearman (antigen clusters, SKEMPI complexes) with
-cluster-bootstrap intervals, and the antigen familiarity of its test rows (the additive head's weight w,
-`abag.novelty`, against each fold's training antigens), which says what the protocol measures for a head
-that uses the antigen only where it is familiar.
+cluster-bootstrap intervals, and the antigen familiarity of its test rows (the antigen weight w of the
+familiar-antigen correction, `abag.identity.novelty`, against each fold's training antigens), which says what
+the protocol measures for a model that uses the antigen only where it is familiar.
 
-`--model FIELD=VALUE ...` overrides ModelConfig defaults (e.g. `--model fusion=additive`).
+`--model FIELD=VALUE ...` overrides ModelConfig defaults (e.g. `--model fusion=interaction`).
 Writes OUT/<set>/ (cross-validation folders, cv_metrics.json, cv_predictions.csv), OUT/summary.json and
 OUT/summary.md (markdown tables for bench/RESULTS.md).
 """
@@ -56,7 +56,6 @@ from bench_common import machine as host_machine  # noqa: E402
 
 from abag.data.folds import fold_split  # noqa: E402
 from abag.data.pipeline import load_pairs  # noqa: E402
-from abag.data.splits import fold_groups  # noqa: E402
 from abag.encoding.embedding_cache import default_cache_dir  # noqa: E402
 from abag.encoding.loader import load_encoder  # noqa: E402
 from abag.evaluation.baselines import RIDGE_ALPHAS, fit_baselines, training_rows  # noqa: E402
@@ -99,7 +98,7 @@ def fold_layout(result, n_rows: int) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def antigen_familiarity(frame: pd.DataFrame, groups: np.ndarray, tests: list[np.ndarray], fold_seed: int = 0,
                         val_fraction: float = 0.1) -> tuple[np.ndarray, dict]:
-    """The additive head's antigen weight w (`abag.novelty`) of every test row against its fold's training
+    """The antigen weight w (`abag.identity.novelty`) of every test row against its fold's training
     antigens, and a summary. Each fold's split is dealt again exactly as `cross_validate` deals it
     (validation groups drawn with seed fold_seed * 1000 + fold), so w is what that fold's model applied."""
     weight = np.full(len(frame), np.nan)
@@ -459,8 +458,8 @@ def markdown(summary: dict) -> str:
         if name in summary["sets"] and "familiarity" in summary["sets"][name]:
             f = summary["sets"][name]["familiarity"]
             lines += [f"{name} test rows: mean antigen weight w {f['mean_weight']:.3f}, w > 0 for "
-                      f"{f['fraction_weight_positive']:.1%}, w = 1 for {f['fraction_weight_one']:.1%} (additive head's "
-                      f"familiarity against each fold's training antigens)", ""]
+                      f"{f['fraction_weight_positive']:.1%}, w = 1 for {f['fraction_weight_one']:.1%} "
+                      f"(the familiar-antigen correction's familiarity against each fold's training antigens)", ""]
     if "by_familiarity" in summary["sets"].get("skempi", {}):
         for label, m in summary["sets"]["skempi"]["by_familiarity"].items():
             lines.append(f"- SKEMPI complexes with a {label} antigen ({m['complexes']}): mean Spearman "

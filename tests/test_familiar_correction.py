@@ -14,13 +14,12 @@ from conftest import mutate, random_sequence
 
 from abag.checkpoint import load_checkpoint, save_checkpoint
 from abag.errors import CheckpointError
-from abag.inference import load_trained_model, predict_frame
+from abag.inference import load_trained_model, member_outputs, predict_frame
 from abag.model.config import ModelConfig
 from abag.posthoc.familiar_correction import (
     FamiliarCorrection,
     ridge_from_state,
     ridge_to_state,
-    without_correction,
 )
 from abag.posthoc.intervals import PredictionSupport
 from abag.training.config import TrainConfig
@@ -77,14 +76,15 @@ def test_default_model_tells_two_training_antigens_and_a_point_mutant_apart(trai
     assert context.tolist() == [0.0] * 4 and stranger == pytest.approx(network[3], abs=1e-6)
 
 
-def test_intervals_cover_the_network_too_and_evaluate_scores_those_intervals(trained):
+def test_intervals_cover_the_network_too_and_evaluate_scores_those_intervals(trained, monkeypatch):
     from abag.inference import evaluate_frame
 
     frame, _, result = trained
     model, _ = load_trained_model(result.best_checkpoint)
     rows = frame.head(8)
     predicted = predict_frame(model, rows)
-    with without_correction(model):
+    with monkeypatch.context() as patch:  # the network alone: its own predictions and intervals
+        patch.setattr(model, "familiar_correction", None)
         network = predict_frame(model, rows)
     moved = (predicted["pkd_pred"] - network["pkd_pred"]).abs()
     assert (moved > 0.5).all()  # training antigens: the correction moved every prediction
@@ -256,14 +256,12 @@ def test_fold_ensemble_corrects_familiar_antigens_and_its_out_of_fold_rows_stay_
         member, _ = load_trained_model(member_dir(tmp_path / "run", k) / "checkpoints" / "best.pt")
         assert member.familiar_correction is not None
         held_out = result.predictions[result.predictions.member == k]
-        with without_correction(member):
-            network = predict_frame(member, frame.iloc[held_out.index], coverage=None)["pkd_pred"].to_numpy()
+        network = member_outputs(member, frame.iloc[held_out.index]).network_pkd[0]
         assert np.allclose(held_out["pkd_pred"].to_numpy(), network, atol=1e-5)
         out_of_fold[held_out.index] = network
     support = ensemble.prediction_support
     refit = FamiliarCorrection.fit(frame, out_of_fold, np.zeros(len(frame)), support, (4.0, 14.0))
-    with without_correction(ensemble):
-        in_sample = predict_frame(ensemble, frame, coverage=None)["pkd_pred"].to_numpy()
+    in_sample = member_outputs(ensemble, frame).network_pkd.mean(axis=0)
     in_sample_fit = FamiliarCorrection.fit(frame, in_sample, np.zeros(len(frame)), support, (4.0, 14.0))
     saved = ensemble.familiar_correction.shift(frame)
     assert np.allclose(saved, refit.shift(frame), atol=1e-4)

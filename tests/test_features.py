@@ -1,5 +1,5 @@
-"""Sequence features beside the embeddings: variable-domain trimming, k-mer composition, and their use
-in the model (cached and on-the-fly paths must agree; checkpoints must rebuild)."""
+"""What the encoders see: variable-domain trimming and its use in the model (cached and on-the-fly paths must
+agree; checkpoints must rebuild)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,7 @@ import torch
 from conftest import synthetic_frame
 
 from abag.encoding.batches import PairSequences
-from abag.encoding.features import (
-    InputSpec,
-    chain_feature_dim,
-    chain_features,
-    composition_dim,
-    composition_features,
-    variable_domain,
-)
-from abag.encoding.kmers import kmer_composition
+from abag.encoding.features import InputSpec, variable_domain
 from abag.encoding.pair_embeddings import embed_pairs, make_caches
 from abag.inference import load_trained_model, predict_frame
 from abag.model.config import ModelConfig
@@ -34,7 +26,7 @@ CH1 = "ASTKGPSVFPLAPSSKSTSGGTAALGCLVKDYFPEPVTVSWNSGALTSGVHTFPAVLQSSGLYSLSSVVTVPS
 VL = "DIQMTQSPSSLSASVGDRVTITCRASQSISSYLNWYQQKPGKAPKLLIYAASSLQSGVPSRFSGSGSGTDFTLTISSLQPEDFATYYCQQSYSTPLTFGQGTKVEIK"
 CL = "RTVAAPSVFIFPPSDEQLKSGTASVVCLLNNFYPREAKVQWKVDNALQSGNSQESVTEQDSKDSTYSLSSTLTLSKADYEKHKVYACEVTHQGLSSPVTKSFNRGEC"
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32)
-RICH = dataclasses.replace(TINY, trim_antibody=True, composition_k=2, n_members=2)
+RICH = dataclasses.replace(TINY, trim_antibody=True, n_members=2)
 
 
 def test_variable_domain_cuts_fab_chains_after_framework_4():
@@ -51,32 +43,14 @@ def test_variable_domain_cuts_fab_chains_after_framework_4():
         variable_domain(VH, "antigen")
 
 
-def test_chain_features_are_scaled_compositions_and_length():
-    chains = ["ACDA", "", "WWWW"]
-    features = chain_features(chains, 2)
-    assert features.shape == (3, chain_feature_dim(2)) == (3, 20 + 400 + 1)
-    expected_1 = np.sqrt(kmer_composition(chains, 1) * 20) - 1
-    np.testing.assert_allclose(features[[0, 2], :20], expected_1[[0, 2]], rtol=1e-6)
-    assert np.all(features[1] == 0)                  # an empty chain reads as zeros (its flag says missing)
-    assert features[0, -1] == pytest.approx(np.log1p(4) / 5)
-    assert chain_features(chains, 0).shape == (3, 0) and chain_feature_dim(0) == 0
-
-
-def test_pair_composition_features_shape():
-    frame = synthetic_frame(n=10)
-    x = composition_features(list(frame.heavy), list(frame.light), list(frame.antigen), (1, 2))
-    assert x.shape == (10, composition_dim((1, 2))) and x.dtype == np.float32
-    assert np.all(np.isfinite(x))
-
-
 def test_input_spec_from_config():
-    assert InputSpec.from_config(TINY) == InputSpec(True, 0, uses_antigen=False)  # the default trims antibody chains
-    spec = InputSpec.from_config(RICH)
-    assert spec.feature_dim == 421
+    assert InputSpec.from_config(TINY) == InputSpec(True, uses_antigen=False)  # the default trims antibody chains
+    spec = InputSpec.from_config(dataclasses.replace(RICH, fusion="interaction"))
+    assert spec == InputSpec(True, uses_antigen=True)
     assert spec.encoder_input(VH + CH1, "heavy") == VH and spec.encoder_input(VH + CH1, "antigen") == VH + CH1
 
 
-def test_cached_and_uncached_inputs_agree_with_trimming_and_features(tiny_encoders):
+def test_cached_and_uncached_inputs_agree_with_trimming(tiny_encoders):
     frame = synthetic_frame(n=12)
     frame.loc[0, "heavy"] = VH + CH1
     frame.loc[0, "light"] = VL + CL
@@ -85,7 +59,7 @@ def test_cached_and_uncached_inputs_agree_with_trimming_and_features(tiny_encode
     antibody, antigen = make_caches(model, None)
     cached = embed_pairs(frame, antibody, antigen).batch(np.arange(len(frame)))
     direct = model.embed(PairSequences(list(frame.heavy), list(frame.light), list(frame.antigen)))
-    width = tiny_encoders["tiny"].hidden_size + 421
+    width = tiny_encoders["tiny"].hidden_size
     assert cached.heavy.shape == (12, width) and cached.antigen.shape == (12, width)
     for name in ("heavy", "light", "antigen"):
         a, b = getattr(cached, name), getattr(direct, name)
@@ -93,7 +67,7 @@ def test_cached_and_uncached_inputs_agree_with_trimming_and_features(tiny_encode
         torch.testing.assert_close(a[present], b[present], rtol=1e-4, atol=1e-5)
     # Trimming happened: row 0's heavy chain is encoded as its variable domain only.
     only_fv = tiny_encoders["tiny"]([VH])[0]
-    torch.testing.assert_close(cached.heavy[0, :32], only_fv, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(cached.heavy[0], only_fv, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
         pkd_cached, _ = model(cached)
         pkd_direct, _ = model(PairSequences(list(frame.heavy), list(frame.light), list(frame.antigen)))
@@ -101,7 +75,7 @@ def test_cached_and_uncached_inputs_agree_with_trimming_and_features(tiny_encode
     assert float(pkd_cached.min()) >= 4.0 and float(pkd_cached.max()) <= 14.0
 
 
-def test_training_with_features_cached_and_uncached_agree_and_checkpoint_rebuilds(tmp_path, tiny_encoders):
+def test_training_with_trimming_cached_and_uncached_agree_and_checkpoint_rebuilds(tmp_path, tiny_encoders):
     frame = synthetic_frame(n=64)
     config = dict(epochs=2, progress=False, cache_dir=str(tmp_path / "cache"), split="random")
     cached = train(frame, tmp_path / "cached", RICH, TrainConfig(**config), encoders=tiny_encoders,
@@ -110,16 +84,16 @@ def test_training_with_features_cached_and_uncached_agree_and_checkpoint_rebuild
                      encoders=tiny_encoders, log=lambda line: None)
     np.testing.assert_allclose(cached.history["train_loss"], uncached.history["train_loss"], rtol=1e-4)
     model, state = load_trained_model(cached.best_checkpoint)
-    assert model.config.composition_k == 2 and model.config.trim_antibody
-    assert state["config"]["model"]["composition_k"] == 2
+    assert model.config.trim_antibody and model.config.n_members == 2
+    assert state["config"]["model"]["trim_antibody"] is True
     out = predict_frame(model, frame.head(8), cache_dir=tmp_path / "cache")
     assert out["pkd_pred"].between(4.0, 14.0).all()
 
 
 def test_old_checkpoint_configs_without_new_fields_still_build(tiny_encoders):
-    legacy = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in ("trim_antibody", "composition_k")}
+    legacy = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "trim_antibody"}
     config = ModelConfig.from_dict(legacy)
-    assert InputSpec.from_config(config) == InputSpec(False, 0, uses_antigen=False)
+    assert InputSpec.from_config(config) == InputSpec(False, uses_antigen=False)
     assert ModelConfig.from_dict(dataclasses.asdict(RICH)) == RICH
     assert build_model(config, tiny_encoders).head.no_light.shape == (32,)
 

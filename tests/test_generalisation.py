@@ -18,10 +18,11 @@ from scipy import stats
 from abag.data.folds import fold_split, make_folds
 from abag.data.splits import row_groups, split_pairs
 from abag.encoding.batches import PairSequences
+from abag.encoding.pair_embeddings import embed_pairs, make_caches
 from abag.evaluation.baselines import KmerRidgeBaseline
 from abag.evaluation.metrics import evaluate_predictions
 from abag.model.config import ModelConfig
-from abag.model.network import build_model
+from abag.model.network import AbAgModel, build_model
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16)
@@ -101,8 +102,8 @@ def test_antibody_only_fusion_ignores_the_antigen(tiny_encoders):
     assert not hasattr(model.head, "antigen_proj")
 
 
-@pytest.mark.parametrize("options", [dict(fusion="concat"), dict(fusion="interaction", input_dropout=0.5),
-                                     dict(fusion="antibody_only", trim_antibody=True, composition_k=1),
+@pytest.mark.parametrize("options", [dict(fusion="interaction", input_dropout=0.5),
+                                     dict(fusion="antibody_only", trim_antibody=True),
                                      dict(n_members=3, input_dropout=0.2)])
 def test_head_options_build_and_stay_in_range(tiny_encoders, options):
     model = build_model(dataclasses.replace(TINY, **options), tiny_encoders)
@@ -180,3 +181,38 @@ def test_within_antibody_scores_never_use_censored_rows():
     pooled = result["X"]["model"]["pooled"]
     assert pooled["n"] == 7 and pooled["n_censored"] == 1
     assert result["X"]["model"]["mean_over_folds"] == pytest.approx(1.0)
+
+
+def _antigen_encoder_that_must_not_run(monkeypatch, encoder):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the antigen encoder ran")
+
+    monkeypatch.setattr(encoder.model, "forward", refuse)
+
+
+def test_a_head_that_ignores_the_antigen_never_encodes_it(monkeypatch):
+    from abag.encoding.loader import load_tiny_encoder
+    from abag.inference import predict_frame
+
+    rng = np.random.default_rng(8)
+    frame = pd.DataFrame({"heavy": [random_sequence(rng, 90) for _ in range(3)], "light": ["", *[random_sequence(rng, 80)] * 2],
+                          "antigen": [random_sequence(rng, 60), random_sequence(rng, 70) + "|" + random_sequence(rng, 30),
+                                      random_sequence(rng, 60)]})
+    batch = PairSequences(list(frame.heavy), list(frame.light), list(frame.antigen))
+    antibody_encoder, antigen_encoder = load_tiny_encoder(seed=0), load_tiny_encoder(seed=1, hidden_size=24)
+    _antigen_encoder_that_must_not_run(monkeypatch, antigen_encoder)
+    model = AbAgModel(dataclasses.replace(TINY, finetune_layers=1), antibody_encoder, antigen_encoder).eval()
+    assert TINY.fusion == "antibody_only" and not model.uses_antigen
+    assert antibody_encoder.is_trainable and not antigen_encoder.is_trainable  # nothing to learn there
+    with torch.no_grad():
+        direct, _ = model(batch)
+    cached = embed_pairs(frame, *make_caches(model, None))
+    assert cached.antigen.shape == (3, 0)
+    with torch.no_grad():
+        from_cache, _ = model(cached.batch(np.arange(3)))
+    torch.testing.assert_close(direct, from_cache, rtol=1e-5, atol=1e-5)
+    assert predict_frame(model, frame, coverage=None)["pkd_pred"].between(4, 14).all()
+    # The same encoder, wired into a head that reads the antigen, is run (so the check above can fail).
+    aware = AbAgModel(dataclasses.replace(TINY, fusion="interaction"), antibody_encoder, antigen_encoder).eval()
+    with pytest.raises(AssertionError, match="antigen encoder ran"):
+        aware(batch)

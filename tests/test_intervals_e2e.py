@@ -14,9 +14,8 @@ from conftest import random_sequence, synthetic_frame, write_csv
 from abag.checkpoint import load_checkpoint, save_checkpoint
 from abag.cli import main
 from abag.folds.members import train_folds
-from abag.inference import load_trained_model, predict_frame
+from abag.inference import load_trained_model, member_outputs, predict_frame
 from abag.model.config import ModelConfig
-from abag.posthoc.familiar_correction import without_correction
 from abag.posthoc.intervals import APPLICABILITY_CLASSES, INTERVAL_COLUMNS
 from abag.training.config import TrainConfig
 from abag.training.run import train
@@ -100,8 +99,7 @@ def test_predicting_with_a_fold_ensemble_needs_no_training_data(fold_run, tiny_e
     assert np.allclose(width[6:], 2 * table["novel-antigen"])
     # Training antigens: the familiar-antigen correction moved the prediction away from the network's, and the
     # interval spans the calibrated intervals around both.
-    with without_correction(model):
-        network = predict_frame(model, query, coverage=None)["pkd_pred"]
+    network = pd.Series(member_outputs(model, query).network_pkd.mean(axis=0))
     moved = (predicted["pkd_pred"] - network).abs()
     assert (moved[6:] == 0).all() and (moved[:6] > 0).all()
     assert np.allclose(width[:6], 2 * table["in-domain"] + moved[:6] / scale[:6], atol=1e-4)

@@ -191,21 +191,6 @@ def test_a_single_model_predicts_with_zero_spread(folds_run, tiny_encoders):
     assert members.shape == (1, 10) and np.array_equal(members[0], predicted["pkd_pred"].to_numpy())
 
 
-def test_an_additive_member_scores_its_fold_as_unseen_antigens(tmp_path, tiny_encoders):
-    frame = synthetic_frame(n=60, n_antigens=4)
-    additive = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, fusion="additive")
-    result = train_folds(frame, tmp_path / "run", additive, quick_config(tmp_path, epochs=1), folds=2,
-                         encoders=tiny_encoders, log=lambda _: None)
-    for member in result.members:
-        rows = np.flatnonzero(result.member_of_row == member.member)
-        model, _ = load_trained_model(member.run_dir / "checkpoints" / "best.pt", encoders=tiny_encoders)
-        assert np.all(model.antigen_weights(frame["antigen"].iloc[rows]) == 0)  # its held-out antigens are novel
-        own = predict_frame(model, frame.iloc[rows], cache_dir=tmp_path / "cache")
-        assert np.allclose(result.predictions["pkd_pred"].to_numpy()[rows], own["pkd_pred"], atol=1e-5)
-    ensemble, state = load_trained_model(result.best_checkpoint, encoders=tiny_encoders)
-    assert "novelty" in state and np.all(ensemble.antigen_weights(frame["antigen"]) == 1)  # all data seen
-
-
 # ----------------------------------------------------------------------------------------------- resume
 
 def test_resume_in_the_middle_of_a_member_is_bit_identical(tmp_path, tiny_encoders, monkeypatch):

@@ -57,6 +57,11 @@ def test_censored_rows_only_penalise_predictions_above_the_bound():
     assert float(loss(torch.tensor([7.0, 6.0]), torch.tensor([6.0, 6.0]), censored=censored)) == pytest.approx(0.7 * 0.5)
 
 
+def test_mismatched_prediction_shape_is_refused():
+    with pytest.raises(ValueError, match="3 values for 4 targets"):
+        StableCombinedLoss()(torch.zeros(3), torch.zeros(4))
+
+
 @pytest.mark.parametrize("value, word", [(float("nan"), "NaN"), (float("inf"), "Inf"), (float("-inf"), "Inf")])
 def test_check_loss_validity_names_the_loss(value, word):
     with pytest.raises(ValueError, match=f"val loss is {word}"):

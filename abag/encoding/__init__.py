@@ -1,5 +1,6 @@
-"""From sequences to vectors: the encoders (one loader for every model), token-budget batching, per-chain
-features, the embedding cache and the per-pair embedding tables the model reads.
+"""From sequences to vectors: the encoders (one loader for every model), token-budget batching, what the encoders
+see (variable-domain trimming), k-mer composition, the embedding cache and the per-pair embedding tables the model
+reads.
 
 May import: abag.data, abag.identity, abag.checkpoint, abag.outputs, abag.distributed, abag.errors, abag.policy.
 """

@@ -1,13 +1,10 @@
 """Datasets of complexes as index arrays into per-chain embedding tables (the cached training path).
 
-When the model's `ModelConfig` asks for it (see `abag.features.InputSpec`), antibody chains are trimmed to
-their variable domains before encoding, and per-chain sequence features are appended as extra columns
-of the tables, so `PairEmbeddings.heavy` etc. hold `[pooled embedding | chain features]`. The caches
-returned by `make_caches` carry the model's `InputSpec`; `embed_pairs` reads it from them, and
-`AbAgModel.embed` (the uncached path) applies the same spec, so both paths give the same numbers. A head
-that ignores the antigen (`InputSpec.uses_antigen` False) gets a (n_antigens, 0) antigen table: its antigen
-chains are never encoded. Each row may carry an antigen weight (the additive head's familiarity, see
-`abag.novelty`), which `EmbeddedPairs.batch` and `sequences_batch` pass on in the batch.
+When the model's `ModelConfig` asks for it (see `abag.encoding.features.InputSpec`), antibody chains are
+trimmed to their variable domains before encoding. The caches returned by `make_caches` carry the model's
+`InputSpec`; `embed_pairs` reads it from them, and `AbAgModel.embed` (the uncached path) applies the same
+spec, so both paths give the same numbers. A head that ignores the antigen (`InputSpec.uses_antigen` False)
+gets a (n_antigens, 0) antigen table: its antigen chains are never encoded.
 """
 
 from __future__ import annotations
@@ -33,24 +30,14 @@ class EmbeddedPairs:
     heavy_index: np.ndarray   # (n_rows,)
     light_index: np.ndarray   # (n_rows,); -1 where there is no light chain
     antigen_index: np.ndarray  # (n_rows,)
-    antigen_weight: np.ndarray | None = None  # (n_rows,) float32 in [0, 1]; None = 1 (see abag.novelty)
 
     def __len__(self) -> int:
         return len(self.heavy_index)
 
     def subset(self, rows: np.ndarray) -> "EmbeddedPairs":
-        """The given rows (sharing the embedding tables), antigen weights included."""
-        weight = None if self.antigen_weight is None else self.antigen_weight[rows]
+        """The given rows (sharing the embedding tables)."""
         return replace(self, heavy_index=self.heavy_index[rows], light_index=self.light_index[rows],
-                       antigen_index=self.antigen_index[rows], antigen_weight=weight)
-
-    def with_antigen_weight(self, weight: np.ndarray | None) -> "EmbeddedPairs":
-        """The same rows with per-row antigen weights (None removes them)."""
-        if weight is not None:
-            weight = np.asarray(weight, dtype=np.float32)
-            if weight.shape != self.heavy_index.shape:
-                raise ValueError(f"antigen_weight needs one value per row ({len(self)}), got shape {weight.shape}")
-        return replace(self, antigen_weight=weight)
+                       antigen_index=self.antigen_index[rows])
 
     def batch(self, rows: np.ndarray) -> PairEmbeddings:
         light_index = self.light_index[rows]
@@ -59,12 +46,11 @@ class EmbeddedPairs:
             light=torch.from_numpy(self.antibody[np.maximum(light_index, 0)]),
             light_present=torch.from_numpy(light_index >= 0),
             antigen=torch.from_numpy(self.antigen[self.antigen_index[rows]]),
-            antigen_weight=None if self.antigen_weight is None else torch.from_numpy(self.antigen_weight[rows]),
         )
 
 
 class SpecCache:
-    """An embedding cache plus the model's `InputSpec` (what `embed_pairs` feeds it and appends)."""
+    """An embedding cache plus the model's `InputSpec` (what `embed_pairs` feeds it)."""
 
     def __init__(self, cache, spec: InputSpec):
         self.cache = cache
@@ -91,7 +77,7 @@ def make_caches(model, cache_dir: str | Path | None, token_budget: int = 8192, p
     """One cache per distinct encoder object of `model` (an `abag.model.AbAgModel`; shared when antibody and
     antigen use the same encoder).
 
-    The caches carry the model's `InputSpec`, so `embed_pairs` trims and appends features as the model expects.
+    The caches carry the model's `InputSpec`, so `embed_pairs` trims chains as the model expects.
     """
     spec = InputSpec.from_config(model.config)
 
@@ -108,15 +94,15 @@ def make_caches(model, cache_dir: str | Path | None, token_budget: int = 8192, p
 def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedPairs:
     """Look up (or encode once) every distinct chain of `frame` and index the rows into the tables.
 
-    Caches from `make_caches` carry the model's `InputSpec` (trimming, chain features); plain caches mean
-    "no trimming, no features".
+    Caches from `make_caches` carry the model's `InputSpec` (trimming, whether the antigen is read); plain
+    caches mean "no trimming, antigen read".
     """
     spec = getattr(antibody_cache, "spec", None) or InputSpec()
     # Work per distinct chain (pd.factorize) and keep per-row data as index arrays only: no per-row strings.
     heavy_codes, heavy = _distinct_inputs(frame["heavy"], "heavy", spec)
     light_codes, light = _distinct_inputs(frame["light"], "light", spec)
     antibody_chains = list(dict.fromkeys(heavy + [c for c in light if c]))
-    antibody = _with_features(antibody_cache.embed(antibody_chains), antibody_chains, spec)
+    antibody = antibody_cache.embed(antibody_chains)
     position = {c: i for i, c in enumerate(antibody_chains)}
 
     antigen_codes, antigens = pd.factorize(frame["antigen"], use_na_sentinel=False)
@@ -141,16 +127,10 @@ def _antigen_table(antigens: list[str], antigen_cache, spec: InputSpec) -> np.nd
     if not spec.uses_antigen:
         return np.zeros((len(antigens), 0), dtype=np.float32)
     chains = list(dict.fromkeys(c for a in antigens for c in a.split("|")))
-    chain_table = _with_features(antigen_cache.embed(chains), chains, spec)
+    chain_table = antigen_cache.embed(chains)
     chain_position = {c: i for i, c in enumerate(chains)}
     return np.stack([combine_chain_rows(chain_table, [chain_position[c] for c in a.split("|")],
                                         [len(c) for c in a.split("|")]) for a in antigens]).astype(np.float32)
-
-
-def _with_features(table: np.ndarray, chains: list[str], spec: InputSpec) -> np.ndarray:
-    if not spec.feature_dim:
-        return table
-    return np.hstack([np.asarray(table, dtype=np.float32), spec.features(chains)])
 
 
 def combine_chain_rows(table: np.ndarray, rows: list[int], lengths: list[int]) -> np.ndarray:
@@ -159,9 +139,7 @@ def combine_chain_rows(table: np.ndarray, rows: list[int], lengths: list[int]) -
     return (table[rows] * weights[:, None]).sum(0) / weights.sum()
 
 
-def sequences_batch(frame: pd.DataFrame, rows: np.ndarray, antigen_weight: np.ndarray | None = None) -> PairSequences:
-    """The rows of `frame` as a `PairSequences` batch (the uncached path); `antigen_weight` is per row of
-    `frame` (its `rows` are taken)."""
+def sequences_batch(frame: pd.DataFrame, rows: np.ndarray) -> PairSequences:
+    """The rows of `frame` as a `PairSequences` batch (the uncached path)."""
     part = frame.iloc[rows]
-    weight = None if antigen_weight is None else torch.as_tensor(np.asarray(antigen_weight, np.float32)[rows])
-    return PairSequences(list(part["heavy"]), list(part["light"]), list(part["antigen"]), weight)
+    return PairSequences(list(part["heavy"]), list(part["light"]), list(part["antigen"]))

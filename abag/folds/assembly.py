@@ -6,16 +6,14 @@ that member's training folds), and writes `OUT/test_predictions.csv` (every row,
 `OUT/history.csv` (every member's epochs), `OUT/metrics.json` (schema v2.7: `test` = the pooled
 out-of-fold metrics, `val` = the mean of the members' validation metrics, plus a `folds` section) and
 the ensemble checkpoint `OUT/checkpoints/best.pt` (= `last.pt`): the model settings, every member's head
-weights, the fold assignment, for an additive head the novelty reference of all training antigens, and the
-prediction-interval calibration (`calibrate_folds`): each row's out-of-fold residual, scaled by its novelty
-(identities against its own member's training rows) and, in-domain, by the members' spread, in the
-applicability class of that row; with the training antigen and antibody references over all rows; and the
-ensemble's familiar-antigen correction (`abag.familiar_correction`, fitted on the out-of-fold residuals of the
-members' networks; each member's own correction, fitted on its training folds, made its out-of-fold
-predictions). The
-out-of-fold rows also early-stopped their member, so the out-of-fold metrics are slightly optimistic;
-metrics.json says so. May import from: baselines, checkpoint, distributed, ensemble, familiar_correction,
-inference, intervals, metrics, novelty, outputs, splits.
+weights, the fold assignment, and the prediction-interval calibration (`calibrate_folds`): each row's
+out-of-fold residual, scaled by its novelty (identities against its own member's training rows) and,
+in-domain, by the members' spread, in the applicability class of that row; with the training antigen and
+antibody references over all rows; and the ensemble's familiar-antigen correction (`abag.familiar_correction`,
+fitted on the out-of-fold residuals of the members' networks; each member's own correction, fitted on its
+training folds, made its out-of-fold predictions). The out-of-fold rows also early-stopped their member, so
+the out-of-fold metrics are slightly optimistic; metrics.json says so. May import from: baselines, checkpoint,
+distributed, ensemble, familiar_correction, inference, intervals, metrics, novelty, outputs, splits.
 """
 
 from __future__ import annotations
@@ -90,8 +88,6 @@ def assemble(setup, members) -> FoldsReport:
     history = history[["member", *[c for c in history.columns if c != "member"]]]
     metrics = _metrics_document(setup, members, test, baselines)
     ensemble = FoldEnsemble.from_members(models)
-    if ensemble.head_is_additive:  # predicting new antigens: familiarity relative to every training antigen
-        ensemble.novelty = NoveltyReference.from_antigens(frame["antigen"].tolist())
     ensemble.prediction_support, metrics["intervals"], predictions = calibrate_folds(
         ensemble, frame, plan, predictions, cache_dir)
     # The familiar-antigen correction on out-of-fold residuals (each row against the network of the member that
@@ -280,8 +276,6 @@ def _ensemble_checkpoint(ensemble: FoldEnsemble, member_config: dict, plan, metr
                      "member_of_row": torch.from_numpy(plan.member_of_row.astype(np.int64)),
                      "groups": torch.from_numpy(np.asarray(plan.groups).astype(np.int64))},
     }
-    if ensemble.novelty is not None:
-        checkpoint["novelty"] = ensemble.novelty.to_state()
     if getattr(ensemble, "prediction_support", None) is not None:
         checkpoint.update(ensemble.prediction_support.to_checkpoint())
     if ensemble.familiar_correction is not None:

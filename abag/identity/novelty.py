@@ -1,15 +1,15 @@
-"""How familiar an antigen is to a trained model, and how much the additive head may trust its antigen terms.
+"""How familiar an antigen is to a trained model, and how much the familiar-antigen correction may count.
 
-The additive head (`ModelConfig(fusion="additive")`) predicts μ + a(antibody) + w·(g(antigen) + i(antibody,
-antigen)). `w`, the *antigen weight*, comes from here: the sequence identity of the query antigen to its
-nearest training antigen, mapped through a ramp (`antigen_weight_from_identity`):
+The familiar-antigen correction (`abag.posthoc.familiar_correction`) weighs its antigen-aware terms by `w`, the
+*antigen weight*, from here: the sequence identity of the query antigen to its nearest training antigen, mapped
+through a ramp (`antigen_weight_from_identity`):
 
     identity <= 0.40 (the antigen-split threshold, `abag.clustering.DEFAULT_IDENTITY`)  ->  w = 0
     0.40 .. 0.90                                                                         ->  linear
     identity >= 0.90 (point mutants, close variants, fragments of a training antigen)   ->  w = 1
 
-so an antigen from an unseen cluster gets the antibody-only prediction, whose quality branch dropout
-protects during training, and a variant of a training antigen gets the full antigen-aware one.
+so an antigen from an unseen cluster gets the network's antibody-only prediction, and a variant of a training
+antigen the full antigen-aware one.
 
 Identity is the clustering's: identical residues in the best banded local alignment / max(shorter length,
 30) (`abag.banded_alignment`). A multi-chain antigen ("A|B") scores the residue-weighted mean of its chains'

@@ -28,11 +28,9 @@ from abag.policy import Precision
 class PairData:
     """Rows of one split part, served either from the embedding tables or as raw sequences."""
 
-    def __init__(self, frame: pd.DataFrame, embedded: EmbeddedPairs | None,
-                 antigen_weight: np.ndarray | None = None):
+    def __init__(self, frame: pd.DataFrame, embedded: EmbeddedPairs | None):
         self.frame = frame.reset_index(drop=True)
         self.embedded = embedded
-        self.antigen_weight = antigen_weight  # per row in [0, 1] for an additive head (abag.novelty); None = 1
         self.target = torch.tensor(self.frame["pkd"].to_numpy(dtype=np.float32))
         self.censored = torch.tensor(self.frame["censored"].to_numpy(dtype=bool)) \
             if "censored" in self.frame else torch.zeros(len(self.frame), dtype=torch.bool)
@@ -43,7 +41,7 @@ class PairData:
     def inputs(self, rows: np.ndarray, device: torch.device):
         if self.embedded is not None:
             return self.embedded.batch(rows).to(device)
-        return sequences_batch(self.frame, rows, self.antigen_weight)
+        return sequences_batch(self.frame, rows)
 
 
 def build_part_data(frame: pd.DataFrame, parts: dict[str, np.ndarray], model, config,
@@ -52,12 +50,8 @@ def build_part_data(frame: pd.DataFrame, parts: dict[str, np.ndarray], model, co
     use_cache = config.embedding_cache and model.encoders_frozen
     if config.embedding_cache and not model.encoders_frozen:
         log("embedding cache: off (encoder layers are fine-tuned, so embeddings change during training)")
-    weights = model.antigen_weights(frame["antigen"].tolist())  # None unless the head is additive
-    if weights is not None:
-        log(f"antigen familiarity (additive head): mean weight {_mean_weights(weights, parts)}")
     if not use_cache:
-        return {name: PairData(frame.iloc[rows], None, None if weights is None else weights[rows])
-                for name, rows in parts.items()}
+        return {name: PairData(frame.iloc[rows], None) for name, rows in parts.items()}
     antibody_cache, antigen_cache = make_caches(model, config.cache_dir, config.token_budget, config.progress)
     started = time.perf_counter()
     embedded = embed_pairs(frame, antibody_cache, antigen_cache)
@@ -69,12 +63,7 @@ def build_part_data(frame: pd.DataFrame, parts: dict[str, np.ndarray], model, co
     where = config.cache_dir or "memory only"
     log(f"embedding cache ({where}): {encoded} chains encoded, {reused} reused "
         f"in {time.perf_counter() - started:.1f}s" + (" — nothing to encode" if encoded == 0 else ""))
-    embedded = embedded.with_antigen_weight(weights)
     return {name: PairData(frame.iloc[rows], embedded.subset(rows)) for name, rows in parts.items()}
-
-
-def _mean_weights(weights: np.ndarray, parts: dict[str, np.ndarray]) -> str:
-    return ", ".join(f"{name} {float(np.mean(weights[rows])):.2f}" for name, rows in parts.items() if len(rows))
 
 
 @contextlib.contextmanager

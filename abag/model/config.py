@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from abag.errors import CheckpointError
 from abag.policy import PKD_RANGE
 
 
@@ -20,28 +21,16 @@ class ModelConfig:
     pkd_max: float = PKD_RANGE[1]
     initial_pkd: float = 8.0
     # Chosen by 5-fold antigen-cluster cross-validation on saaintdb_dev (bench/RESULTS.md, "Real data"):
-    # the v2.7 model (trim_antibody=False, composition_k=0, fusion="interaction", input_dropout=0,
-    # n_members=1, head="mlp") scored mean Spearman 0.04 over 3 training seeds; these defaults 0.14.
+    # the v2.7 model (trim_antibody=False, fusion="interaction", input_dropout=0, n_members=1) scored mean
+    # Spearman 0.04 over 3 training seeds; these defaults 0.14.
     trim_antibody: bool = True    # encode heavy/light chains as variable domains (cut after FR4)
-    composition_k: int = 0        # append k-mer (k = 1..composition_k) composition + log length per chain
-    # How antibody and antigen meet in the head: "interaction" (v2.7: [ab, ag, ab*ag]), "concat" ([ab, ag]),
-    # "antibody_only" (the antigen is not used, nor encoded: an antibody-intrinsic affinity prior), or
-    # "additive" (μ + a(ab) + w·(g(ag) + i(ab, ag)), see AdditiveHead: antibody-only on unseen antigens,
-    # antigen-aware on variants of training antigens). "antibody_only" generalised best to unseen antigen
-    # clusters, but it cannot rank antigen variants against one antibody.
+    # How antibody and antigen meet in the head: "antibody_only" (the antigen is not used, nor encoded: an
+    # antibody-intrinsic affinity prior; it generalised best to unseen antigen clusters, but cannot rank antigen
+    # variants against one antibody) or "interaction" (v2.7: [ab, ag, ab*ag]).
     fusion: str = "antibody_only"
     input_dropout: float = 0.3    # dropout on the (normalised) chain vectors entering the head (0 when dropout is 0)
-    n_members: int = 5            # independently initialised head copies trained together, predictions averaged
-    # How the members learn: "mean" (one v2.7 loss on the members' mean prediction) or "each" (every member
-    # fits its own v2.7 loss and the criterion averages them: independent members). Prediction is the members'
-    # mean either way. "mean" by measurement (bench/RESULTS.md, "Independent head members"): on saaintdb_dev
-    # antigen-cluster CV "each" lost pooled Spearman in 3 of 3 seeds (0.041 vs 0.079), tied within clusters
-    # (0.070 vs 0.075), and its members' spread did not track the error on unseen clusters any better.
-    member_loss: str = "mean"
-    head: str = "mlp"             # "mlp" (v2.7 projections + fusion MLP) or "linear" (one linear layer, see AffinityHead)
-    # fusion="additive" only: probability, per training row, that g and i are dropped (a alone must predict).
-    # Unused by the other fusions, so configs saved before it existed need no legacy value.
-    branch_dropout: float = 0.5
+    # Independently initialised head copies trained together through one loss on their mean prediction.
+    n_members: int = 5
     # The antigen-aware part of the default (abag.familiar_correction): a k-mer ridge on the network's training
     # residuals, added in proportion to the query antigen's familiarity w (0 for an unseen antigen cluster), and
     # the antigen construct's effect learned within antigen clusters (abag.antigen_context), added by 1 − w.
@@ -52,22 +41,53 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
         """Rebuild a saved config; fields missing from it (written before they existed) take the values
-        that reproduce the model it was trained as (`LEGACY_FIELD_VALUES`), not today's defaults."""
+        that reproduce the model it was trained as (`LEGACY_FIELD_VALUES`), not today's defaults.
+
+        A config that uses an option this abag no longer has raises `CheckpointError` naming the option and
+        the last release that had it; removed keys at their neutral values are ignored."""
+        values = dict(values)
+        used = removed_options_in(values)
+        if used:
+            which = "an option" if len(used) == 1 else "options"
+            these = "this option" if len(used) == 1 else "these options"
+            raise CheckpointError(
+                f"its model uses {', '.join(used)}, {which} this abag no longer has. It was written by abag "
+                f"{LAST_VERSION_WITH_REMOVED_OPTIONS}, the last version with {these}; load it with "
+                f"`pip install abag=={LAST_VERSION_WITH_REMOVED_OPTIONS}`, or retrain it with `abag train`")
+        for key in REMOVED_FIELDS:
+            values.pop(key, None)
         return cls(**{**LEGACY_FIELD_VALUES, **values})
 
 
 # Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
-LEGACY_FIELD_VALUES = {"trim_antibody": False, "composition_k": 0, "fusion": "interaction", "input_dropout": 0.0,
-                       "n_members": 1, "head": "mlp", "member_loss": "mean", "familiar_correction": "none"}
+LEGACY_FIELD_VALUES = {"trim_antibody": False, "fusion": "interaction", "input_dropout": 0.0, "n_members": 1,
+                       "familiar_correction": "none"}
 
 
-HEADS = ("mlp", "linear")
+LAST_VERSION_WITH_REMOVED_OPTIONS = "2.7.0"
+"""The last abag release whose `ModelConfig` had the experimental options removed since (`REMOVED_FIELDS`,
+`REMOVED_FUSIONS`)."""
+
+REMOVED_FIELDS = {"head": "mlp", "composition_k": 0, "member_loss": "mean", "branch_dropout": None}
+"""Fields `ModelConfig` no longer has, each with its neutral value (the one today's model is; None: any value
+is neutral unless the fusion was "additive", the only head that read it)."""
+
+REMOVED_FUSIONS = ("concat", "additive")
 
 
-MEMBER_LOSSES = ("each", "mean")
+def removed_options_in(values: dict) -> list[str]:
+    """The removed options a saved config dict uses (`head='linear'`, `fusion='additive'`, …); [] for none."""
+    used = []
+    if values.get("fusion") in REMOVED_FUSIONS:
+        used.append(f"fusion={values['fusion']!r}")
+    additive = values.get("fusion") == "additive"
+    for key, neutral in REMOVED_FIELDS.items():
+        if key in values and (additive if neutral is None else values[key] != neutral):
+            used.append(f"{key}={values[key]!r}")
+    return used
 
 
-FUSIONS = ("interaction", "concat", "antibody_only", "additive")
+FUSIONS = ("interaction", "antibody_only")
 
 
 CORRECTIONS = ("kmer_ridge", "kmer_ridge_context", "none")

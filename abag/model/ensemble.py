@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -20,7 +19,7 @@ from abag.encoding.batches import PairEmbeddings, PairSequences
 from abag.encoding.loader import load_encoder
 from abag.encoding.sequence_encoder import SequenceEncoder
 from abag.model.config import ModelConfig
-from abag.model.network import AbAgModel, AdditiveHead, build_head
+from abag.model.network import AbAgModel, AffinityHead
 
 __all__ = ["FoldHeads", "FoldEnsemble", "build_fold_ensemble"]
 
@@ -39,15 +38,13 @@ class FoldHeads(nn.Module):
     def uses_antigen(self) -> bool:
         return self.fold_heads[0].uses_antigen
 
-    def each(self, x: PairEmbeddings, antigen_weight: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+    def each(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
         """(pKd, binder logit) of every member, each of shape (K, B)."""
-        outputs = [head(x, antigen_weight) for head in self.fold_heads]
+        outputs = [head(x) for head in self.fold_heads]
         return torch.stack([pkd for pkd, _ in outputs]), torch.stack([logit for _, logit in outputs])
 
-    def forward(self, x: PairEmbeddings, antigen_weight: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        pkd, logits = self.each(x, antigen_weight)
+    def forward(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
+        pkd, logits = self.each(x)
         return pkd.mean(0), torch.logit(torch.sigmoid(logits).mean(0))
 
 
@@ -59,19 +56,17 @@ class _Member(nn.Module):
         self.ensemble = ensemble
         self.index = index
 
-    def forward(self, batch: PairSequences | PairEmbeddings, antigen_weight: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: PairSequences | PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(batch, PairSequences):
             batch = self.ensemble.embed(batch)
-        weight = batch.antigen_weight if antigen_weight is None else antigen_weight
-        return self.ensemble.head.fold_heads[self.index](batch, weight)
+        return self.ensemble.head.fold_heads[self.index](batch)
 
 
 class FoldEnsemble(AbAgModel):
     """An `AbAgModel` whose head is `FoldHeads`: K members' heads over one pair of frozen encoders.
 
     Everything that reads a model (embedding, the cache, `predict_frame`, `load_trained_model`) works
-    unchanged; `novelty`, for an additive head, is the reference of all training antigens.
+    unchanged.
     """
 
     def __init__(self, config: ModelConfig, antibody_encoder: SequenceEncoder, antigen_encoder: SequenceEncoder,
@@ -82,23 +77,13 @@ class FoldEnsemble(AbAgModel):
         if not self.encoders_frozen:
             raise ValueError("a fold ensemble shares one set of frozen encoders; fine-tuned encoders "
                              "(finetune_layers > 0) cannot be shared")
-        heads = [self.head] + [build_head(antibody_encoder.hidden_size, antigen_encoder.hidden_size, config)
+        heads = [self.head] + [AffinityHead(antibody_encoder.hidden_size, antigen_encoder.hidden_size, config)
                                for _ in range(n_folds - 1)]
         self.head = FoldHeads(heads)
 
     @property
     def n_folds(self) -> int:
         return len(self.head.fold_heads)
-
-    @property
-    def head_is_additive(self) -> bool:
-        return isinstance(self.head.fold_heads[0], AdditiveHead)
-
-    def antigen_weights(self, antigens: Sequence[str]) -> np.ndarray | None:
-        """As `AbAgModel.antigen_weights`, for the members' (additive) heads."""
-        if not self.head_is_additive or self.novelty is None:
-            return None
-        return self.novelty.weights(list(antigens))
 
     def member(self, index: int) -> nn.Module:
         """Member `index` (0-based) alone: same inputs as the ensemble, that member's (pKd, logit)."""

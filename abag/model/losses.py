@@ -22,9 +22,6 @@ class StableCombinedLoss(nn.Module):
     Without `class_logits` it is `mse_weight·MSE` alone. Rows flagged `censored` add squared error only
     where the prediction exceeds the bound; in the BCE term a censored row with a bound below the threshold
     is a non-binder, and one with a bound at or above it (class unknown) is left out of the mean.
-    Predictions of shape (M, B) (one row per head member, `abag.model` in training mode with
-    `member_loss="each"`) get this loss per member against the same (B,) targets, and the result is the
-    mean over the members: each member is fitted to the data on its own.
     """
 
     def __init__(self, mse_weight: float = 0.7, class_weight: float = 0.3,
@@ -36,15 +33,6 @@ class StableCombinedLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, class_logits: torch.Tensor | None = None,
                 censored: torch.Tensor | None = None) -> torch.Tensor:
-        if pred.dim() == 2:  # (M, B): the mean of the members' own losses
-            members = [self._single(pred[m], target, None if class_logits is None else class_logits[m], censored)
-                       for m in range(pred.shape[0])]
-            return torch.stack(members).mean()
-        return self._single(pred, target, class_logits, censored)
-
-    def _single(self, pred: torch.Tensor, target: torch.Tensor, class_logits: torch.Tensor | None,
-                censored: torch.Tensor | None) -> torch.Tensor:
-        """The v2.7 loss of one prediction per row."""
         pred, target = pred.float().reshape(-1), target.float().reshape(-1)
         if pred.shape != target.shape:
             raise ValueError(f"predictions have {pred.numel()} values for {target.numel()} targets")

@@ -33,9 +33,10 @@ The binder logit moves with the pKd at the network's own rate (the least-squares
 pKd over the training rows, never negative), so `binder_prob` agrees with the corrected `pkd_pred`. The sum
 stays clamped to [pkd_min, pkd_max]. Censored rows (bounds, not values) do not enter the ridge.
 
-Why a closed-form ridge and not more network: on the measured sets the neural antigen branches
-(`fusion="additive"`, `"interaction"`) lost to antibody-only on unseen clusters and to the k-mer ridge on
-familiar antigens (bench/RESULTS.md), while a ridge on residuals keeps the network's antibody term whole.
+Why a closed-form ridge and not more network: on the measured sets the neural antigen branches (an additive
+antigen head, since removed, and `fusion="interaction"`) lost to antibody-only on unseen clusters and to the
+k-mer ridge on familiar antigens (bench/RESULTS.md), while a ridge on residuals keeps the network's antibody
+term whole.
 
 `FamiliarCorrection.to_state()` is plain data for a checkpoint; it uses the checkpoint's training antigen and
 antibody references (`abag.intervals.PredictionSupport`) instead of storing the sequences twice. Imports
@@ -44,9 +45,8 @@ numpy, pandas and abag's antigen_context, baselines, intervals and novelty.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,8 +70,7 @@ from abag.posthoc.intervals import (
     antibody_keys,
 )
 
-__all__ = ["CORRECTIONS", "FamiliarCorrection", "corrected", "fit_for_model", "ridge_from_state", "ridge_to_state",
-           "without_correction"]
+__all__ = ["CORRECTIONS", "FamiliarCorrection", "corrected", "fit_for_model", "ridge_from_state", "ridge_to_state"]
 
 
 STATE_VERSION = 1
@@ -240,17 +239,6 @@ def fit_for_model(model, train_frame: pd.DataFrame, pkd_pred: np.ndarray, logits
                                       context=config.familiar_correction == "kmer_ridge_context", clusters=clusters)
     except ValueError:  # every training row censored: nothing to correct with
         return None
-
-
-@contextlib.contextmanager
-def without_correction(model) -> Iterator[bool]:
-    """Inside: `model` is the network alone; yields whether it had a correction (restored on exit)."""
-    correction = getattr(model, "familiar_correction", None)
-    model.familiar_correction = None
-    try:
-        yield correction is not None
-    finally:
-        model.familiar_correction = correction
 
 
 def corrected(model, frame: pd.DataFrame, pkd: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

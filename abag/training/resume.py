@@ -83,6 +83,8 @@ def saved_settings(saved: dict, requested: TrainConfig, last_path: Path) -> tupl
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {last_path} has settings this abag cannot use ({exc}). "
                               f"{resume_hint(last_path)}") from None
+    except CheckpointError as exc:  # an option removed since the release that wrote it
+        raise CheckpointError(f"checkpoint {last_path}: {exc}") from None
     config = dataclasses.replace(config, epochs=requested.epochs, progress=requested.progress,
                                  device=requested.device, cache_dir=requested.cache_dir)
     return model_config, config

@@ -24,7 +24,6 @@ from abag.checkpoint import resume_hint, save_checkpoint
 from abag.data.splits import SplitResult, split_pairs
 from abag.distributed import resolve_device
 from abag.errors import AbagError, CheckpointError, InvalidSettingError
-from abag.identity.novelty import NoveltyReference
 from abag.model.apply import PairData, build_part_data, predict_data, sigmoid
 from abag.model.config import ModelConfig
 from abag.model.losses import StableCombinedLoss
@@ -212,7 +211,5 @@ def _prepare(frame: pd.DataFrame, split, model_config: ModelConfig, config: Trai
     except ValueError as exc:
         raise InvalidSettingError(str(exc)) from None
     model.use_precision(precision)  # encoders, head and cache key agree on one precision
-    if model.head_is_additive:
-        model.novelty = NoveltyReference.from_antigens(frame["antigen"].iloc[parts["train"]].tolist())
     data = build_part_data(frame, parts, model, config, log)
     return RunInputs(frame, split, parts, data, config, model_config, device, precision, data_info), model

@@ -89,9 +89,6 @@ class TrainingState:
         }
         if self.split is not None:
             checkpoint["split"] = self.split
-        novelty = getattr(self.model, "novelty", None)
-        if novelty is not None:  # the training antigens, so predicting can weigh antigen familiarity
-            checkpoint["novelty"] = novelty.to_state()
         return checkpoint
 
     def end_epoch(self, record: dict, spearman: float | None) -> bool:

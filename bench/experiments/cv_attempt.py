@@ -2,10 +2,10 @@
 and append its summary to bench/experiments/attempts.jsonl.
 
 Usage: ABAG_CACHE_DIR=/tmp/abag-cache python bench/experiments/cv_attempt.py NAME key=value ... [--seeds N]
-Keys are ModelConfig or TrainConfig fields (e.g. hidden_dim=64 composition_k=2 weight_decay=1e-2,
-fusion='"additive"'); repeats=3 runs training seeds 0/100/200. Besides the Spearman over folds and pooled,
+Keys are ModelConfig or TrainConfig fields (e.g. hidden_dim=64 weight_decay=1e-2,
+fusion='"interaction"'); repeats=3 runs training seeds 0/100/200. Besides the Spearman over folds and pooled,
 each line records the within-cluster Spearman of the pooled predictions (clusters with >= 5 rows), the
-k-mer ridge on the same folds, and the antigen familiarity (additive weight w) of the test rows.
+k-mer ridge on the same folds, and the antigen familiarity (novelty weight w) of the test rows.
 """
 import dataclasses
 import json
@@ -27,7 +27,7 @@ from abag.model.config import ModelConfig
 from abag.training.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bench_real_data as bench  # antigen_familiarity: the additive head's w of every test row
+import bench_real_data as bench  # antigen_familiarity: the novelty weight w of every test row
 
 name, *pairs = sys.argv[1:]
 # seeds: models per fold, averaged; repeats: independent CV runs with training seeds 0, 100, ... (seed noise)
@@ -45,7 +45,7 @@ if FOLD_SEED:  # confirmation on another deal of the same clusters into folds
     frozen["tests"] = [t.tolist() for _, t in group_kfold(np.array(frozen["groups"]), 5, FOLD_SEED)]
     name = f"{name}_foldseed{FOLD_SEED}"
 weight, familiarity = bench.antigen_familiarity(frame, bench.np.asarray(frozen["groups"]), frozen["tests"], FOLD_SEED)
-print(f"test-row antigen familiarity (additive weight w): {familiarity}", flush=True)
+print(f"test-row antigen familiarity (novelty weight w): {familiarity}", flush=True)
 started = time.perf_counter()
 model_config = ModelConfig(**model_kw)
 train_config = TrainConfig(progress=False, cache_dir=str(default_cache_dir()), **train_kw)

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.stats import spearmanr
 from transformers import BertForMaskedLM, BertTokenizer
