@@ -22,7 +22,8 @@ from abag.training.run import train
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16)
 # What abag 2.7.0 wrote for a model that used none of the removed options.
 NEUTRAL = {"head": "mlp", "composition_k": 0, "member_loss": "mean", "branch_dropout": 0.5}
-LAST_RELEASE = "written by abag 2.7.0, the last version with th"
+LAST_RELEASE = "written by abag 2.7.0, the last release with th"
+UNRELEASED = "only existed in the development version after abag 2.7.0"
 INSTALL = "pip install abag==2.7.0"
 
 
@@ -35,15 +36,24 @@ def saved_v27(**options) -> dict:
     (dict(head="linear"), "head='linear'"),
     (dict(composition_k=2), "composition_k=2"),
     (dict(fusion="concat"), "fusion='concat'"),
-    (dict(fusion="additive"), "fusion='additive'"),
-    (dict(fusion="additive", branch_dropout=0.3), "branch_dropout=0.3"),
-    (dict(member_loss="each"), "member_loss='each'"),
 ])
 def test_a_config_that_used_a_removed_option_names_it_and_the_last_release(options, named):
     with pytest.raises(CheckpointError) as error:
         ModelConfig.from_dict(saved_v27(**options))
     message = str(error.value)
     assert named in message and LAST_RELEASE in message and INSTALL in message
+
+
+@pytest.mark.parametrize("options, named", [
+    (dict(fusion="additive"), "fusion='additive'"),
+    (dict(fusion="additive", branch_dropout=0.3), "branch_dropout=0.3"),
+    (dict(member_loss="each"), "member_loss='each'"),
+])
+def test_an_option_that_was_never_released_says_to_retrain(options, named):
+    with pytest.raises(CheckpointError) as error:
+        ModelConfig.from_dict(saved_v27(**options))
+    message = str(error.value)
+    assert named in message and UNRELEASED in message and "abag train" in message and INSTALL not in message
 
 
 def test_several_removed_options_are_named_together():
@@ -99,7 +109,7 @@ def test_resuming_a_run_with_a_removed_option_fails_clearly(trained, tiny_encode
     last = result.best_checkpoint.with_name("last.pt")
     _rewrite(last, run / "checkpoints" / "last.pt", member_loss="each", n_members=3)
     config = TrainConfig(epochs=2, progress=False, split="random", cache_dir=str(folder / "cache"))
-    with pytest.raises(CheckpointError, match="member_loss='each'.*pip install abag==2.7.0"):
+    with pytest.raises(CheckpointError, match="member_loss='each'.*retrain it with `abag train`"):
         train(frame, run, TINY, config, resume=True, encoders=tiny_encoders, log=lambda line: None)
 
 

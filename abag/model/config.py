@@ -49,11 +49,15 @@ class ModelConfig:
         used = removed_options_in(values)
         if used:
             which = "an option" if len(used) == 1 else "options"
-            these = "this option" if len(used) == 1 else "these options"
-            raise CheckpointError(
-                f"its model uses {', '.join(used)}, {which} this abag no longer has. It was written by abag "
-                f"{LAST_VERSION_WITH_REMOVED_OPTIONS}, the last version with {these}; load it with "
-                f"`pip install abag=={LAST_VERSION_WITH_REMOVED_OPTIONS}`, or retrain it with `abag train`")
+            unreleased = [u for u in used if u.split("=")[0] in UNRELEASED_OPTIONS or u in UNRELEASED_OPTIONS]
+            if unreleased:  # experimental options of the development version after 2.7.0: no release loads them
+                where = (f"{', '.join(unreleased)} only existed in the development version after abag "
+                         f"{LAST_VERSION_WITH_REMOVED_OPTIONS} and no release loads it; retrain it with `abag train`")
+            else:
+                where = (f"it was written by abag {LAST_VERSION_WITH_REMOVED_OPTIONS}, the last release with "
+                         f"{'this option' if len(used) == 1 else 'these options'}; load it with "
+                         f"`pip install abag=={LAST_VERSION_WITH_REMOVED_OPTIONS}`, or retrain it with `abag train`")
+            raise CheckpointError(f"its model uses {', '.join(used)}, {which} this abag no longer has: {where}")
         for key in REMOVED_FIELDS:
             values.pop(key, None)
         return cls(**{**LEGACY_FIELD_VALUES, **values})
@@ -73,6 +77,9 @@ REMOVED_FIELDS = {"head": "mlp", "composition_k": 0, "member_loss": "mean", "bra
 is neutral unless the fusion was "additive", the only head that read it)."""
 
 REMOVED_FUSIONS = ("concat", "additive")
+
+UNRELEASED_OPTIONS = ("member_loss", "branch_dropout", "fusion='additive'")
+"""Removed options that were added after 2.7.0 and never released (the rest were in 2.7.0)."""
 
 
 def removed_options_in(values: dict) -> list[str]:
