@@ -5,7 +5,7 @@ The names a user needs, in one place::
     from abag import load_pairs, ModelConfig, TrainConfig, train, load_trained_model, predict_frame
 """
 
-from . import plots
+from . import datasets, plots
 from .antigen_context import AntigenContext, antigen_descriptors
 from .baselines import KmerRidgeBaseline, MeanBaseline, evaluate_baselines
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -50,5 +50,5 @@ __all__ = [
     "Grouping", "row_groups", "FoldEnsemble", "FoldsResult", "train_folds", "predict_members",
     "CALIBRATED_COVERAGES", "PredictionSupport", "interval_report",
     "SuggestConfig", "SuggestError", "SuggestResult", "suggest_batch", "FamiliarCorrection",
-    "MemberOutputs", "member_outputs", "AntigenContext", "antigen_descriptors",
+    "MemberOutputs", "member_outputs", "AntigenContext", "antigen_descriptors", "datasets",
 ]
