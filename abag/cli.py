@@ -1,6 +1,7 @@
-"""The `abag` command line: `abag train`, `abag predict`, `abag evaluate`, `abag suggest`.
+"""The `abag` command line: `abag train`, `abag predict`, `abag evaluate`, `abag suggest`, `abag check`.
 
-`predict` and `evaluate` live in `abag.predict_cli`, `suggest`'s options in `abag.suggest_cli`.
+`predict` and `evaluate` live in `abag.predict_cli`, `suggest`'s options in `abag.suggest_cli`, `check` (and the
+`--antigen` option) in `abag.check_cli`.
 
 Every error a user can act on ends as one message on stderr (`abag: error: …`, saying what to do next) and a
 non-zero exit code: 2 for bad input, options, files, checkpoints or encoders, 3 for a diverged run, 130 for
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model on a CSV and write metrics, history and checkpoints",
                                 description="Split the data, train with the v2.7 recipe, evaluate on held-out "
                                             "antigens next to baselines, write DIR/metrics.json.")
-    train.add_argument("--data", required=True, help="CSV with heavy, light, antigen, pkd (see README: data format)")
+    train.add_argument("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen, "
+                                                     "pkd (docs/data-format.md)")
     train.add_argument("--out", required=True, help="run folder: metrics.json, history.csv, checkpoints/")
     train.add_argument("--encoder", default="antiberty",
                        help="encoder for antibody and antigen: tiny, antiberty, or a Hugging Face id (default antiberty)")
@@ -166,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .suggest_cli import add_suggest_parser
 
     add_suggest_parser(commands, whole_number, number).set_defaults(handler=run_suggest)
+    from .check_cli import add_check_parser
+
+    add_check_parser(commands)
     return parser
 
 
@@ -183,6 +188,9 @@ def _add_data_options(parser: argparse.ArgumentParser, skip_flag: str | None, sk
                         help="rows with the same heavy, light and antigen: keep all (default), average, or flag")
     if skip_flag:
         parser.add_argument(skip_flag, dest="skip_invalid", action="store_true", help=skip_help)
+    from .check_cli import add_antigen_option
+
+    add_antigen_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -195,7 +203,7 @@ def _version() -> str:
 def _load(args: argparse.Namespace, require_pkd: bool):
     from .data import load_pairs
 
-    frame, report = load_pairs(args.data, require_pkd=require_pkd,
+    frame, report = load_pairs(args.data, require_pkd=require_pkd, antigen=getattr(args, "antigen", None),
                                drop_invalid=getattr(args, "skip_invalid", False), replicates=args.replicates)
     from .distributed import is_main_process
 

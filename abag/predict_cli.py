@@ -50,7 +50,8 @@ def add_predict_parsers(commands, add_cache_options: Callable, add_data_options:
                     "nearest_train_antibody_identity and applicability (in-domain, novel-antigen, "
                     "novel-antibody or novel-both).")
     predict.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by abag train")
-    predict.add_argument("--data", required=True, help="CSV with heavy, light, antigen (pkd optional)")
+    predict.add_argument("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen "
+                                                       "(labels optional; docs/data-format.md)")
     predict.add_argument("--out", required=True, help="output CSV")
     predict.add_argument("--coverage", type=coverage_option, default=0.8,
                          help="share of true pKd values the pkd_low..pkd_high interval should hold (default 0.8; "
