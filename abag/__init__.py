@@ -4,7 +4,7 @@ The names a user needs, in pipeline order: load a table, configure and train, pr
 next variants. Everything else is importable from its room (`abag.data`, `abag.encoding`, `abag.model`, …).
 """
 
-from abag import _moved
+from abag import _moved, datasets
 from abag.data import DataValidationError, LoadReport, load_pairs
 from abag.errors import AbagError
 from abag.folds import CVResult, FoldsResult, cross_validate, train_folds
@@ -17,7 +17,7 @@ from abag.version import __version__
 _moved.register()  # the 2.7 module paths (abag.kfold, abag.train, …) keep importing, with a warning, for a release
 
 __all__ = [
-    "load_pairs", "LoadReport", "DataValidationError",
+    "load_pairs", "LoadReport", "DataValidationError", "datasets",
     "ModelConfig", "TrainConfig",
     "train", "TrainResult", "train_folds", "FoldsResult", "cross_validate", "CVResult",
     "load_trained_model", "predict_frame", "evaluate_frame",

@@ -1,10 +1,13 @@
-"""Write data/example_pairs.csv: a small synthetic antibody–antigen pKd table (seed 0).
+"""Write abag/resources/example_pairs.csv: a small synthetic antibody–antigen pKd table (seed 0).
 
-The table is the Quickstart's offline example. It is synthetic: antigens are random sequences,
+The table is the Quickstart's offline example. The copy inside the package is the source (it ships in the wheel:
+`abag.datasets.example_pairs()`); data/example_pairs.csv is the same file for commands run in a checkout, and
+tests/test_datasets.py checks that the two are identical. It is synthetic: antigens are random sequences,
 antibodies are point mutants of a few template variable domains, and pKd follows a hidden rule
 (residue counts of the antibody plus an antigen offset, plus noise) so a model can learn something.
 
-    python data/make_example.py [OUTPUT_CSV]
+    python data/make_example.py              # writes abag/resources/example_pairs.csv and data/example_pairs.csv
+    python data/make_example.py OUTPUT_CSV   # writes OUTPUT_CSV only
 """
 
 from __future__ import annotations
@@ -101,7 +104,11 @@ def write_example(path: Path) -> None:
         writer.writerows(rows)
 
 
+PACKAGE_COPY = Path(__file__).resolve().parents[1] / "abag" / "resources" / "example_pairs.csv"
+CHECKOUT_COPY = Path(__file__).resolve().with_name("example_pairs.csv")
+
 if __name__ == "__main__":
-    output = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("example_pairs.csv")
-    write_example(output)
-    print(f"wrote {output}")
+    outputs = [Path(sys.argv[1])] if len(sys.argv) > 1 else [PACKAGE_COPY, CHECKOUT_COPY]
+    for output in outputs:
+        write_example(output)
+        print(f"wrote {output}")

@@ -58,6 +58,46 @@ def test_evaluate_prints_metrics_json(trained, csv_path, capsys):
     assert metrics["n"] == 96 and "spearman" in metrics and "auroc" in metrics["binder"]
 
 
+def test_predict_ignores_a_kd_column_without_unit_that_evaluate_refuses(trained, tmp_path, capsys):
+    frame = synthetic_frame(n=12, seed=5)[["heavy", "light", "antigen"]].assign(kd=[str(10 * i + 1) for i in range(12)])
+    source = tmp_path / "unitless.csv"
+    frame.to_csv(source, index=False)
+    out, checkpoint = tmp_path / "pred.csv", str(trained / "checkpoints" / "best.pt")
+    assert main(["predict", "--checkpoint", checkpoint, "--data", str(source), "--out", str(out), "--quiet"]) == 0
+    assert "column 'kd' ignored (no labels are needed here" in capsys.readouterr().err
+    predicted = pd.read_csv(out, keep_default_na=False)
+    assert len(predicted) == 12 and list(predicted["kd"]) == [10 * i + 1 for i in range(12)]
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(source)]) == 2
+    assert "Kd column 'kd' has no unit" in capsys.readouterr().err
+
+
+def test_kd_typed_into_pkd_stops_training_and_names_the_unit(tmp_path, capsys):
+    frame = synthetic_frame(n=20)
+    frame["pkd"] = [12000.0, 350.0, 8.0, 45.0, 2.5] * 4  # Kd in nM, typed into the pkd column
+    path = write_csv(frame, tmp_path / "kd.csv")
+    code = main(["train", "--data", path, "--out", str(tmp_path / "run"), *TRAIN_ARGS, "--drop-invalid"])
+    err = capsys.readouterr().err
+    assert code == 2 and "column 'pkd'" in err and "cannot be pKd" in err and "'kd_nM'" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+
+
+def test_check_prints_the_load_summary_and_exits_2_on_problems(tmp_path, capsys):
+    frame = synthetic_frame(n=10).astype({"pkd": object})
+    good = write_csv(frame, tmp_path / "good.csv")
+    assert main(["check", "--data", good]) == 0
+    out = capsys.readouterr().out
+    assert "10 row(s) read, 10 kept, 0 rejected" in out and "Columns used: heavy <- 'heavy'" in out
+    assert "Result: OK, all 10 row(s) can be used for training and evaluation." in out
+    frame.loc[3, "pkd"] = "abc"
+    bad = write_csv(frame, tmp_path / "bad.csv")
+    assert main(["check", "--data", bad, "--rejected", str(tmp_path / "rejected.csv")]) == 2
+    out = capsys.readouterr().out
+    assert "rejected row 4, column 'pkd': pKd 'abc' is not a number" in out
+    assert list(pd.read_csv(tmp_path / "rejected.csv")["row"]) == [4]
+    assert main(["check", "--data", bad, "--for", "predict"]) == 0
+    assert "column 'pkd' ignored" in capsys.readouterr().out
+
+
 def test_invalid_rows_are_reported_all_at_once_with_exit_2(tmp_path, capsys):
     frame = synthetic_frame(n=10).astype({"pkd": object})
     frame.loc[2, "heavy"] = "EVQLX1"
@@ -100,7 +140,7 @@ def test_unknown_encoder_and_missing_file(tmp_path, csv_path, capsys):
     assert "missing.csv" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "check"])
 def test_every_command_has_help(command):
     result = subprocess.run([sys.executable, "-m", "abag", command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--data" in result.stdout

@@ -487,12 +487,16 @@ def test_chain_length_limit():
         prepare_pairs(too_long)
 
 
-def test_empty_pkd_is_nan_when_not_required_but_garbage_still_fails():
+def test_empty_pkd_is_nan_when_not_required_and_garbage_ignores_the_column():
     df_in = pd.DataFrame({"heavy": [HEAVY] * 2, "antigen": [ANTIGEN] * 2, "pkd": ["", "8"]})
     df, _ = prepare_pairs(df_in, require_pkd=False)
     assert math.isnan(df.loc[0, "pkd"]) and df.loc[1, "pkd"] == 8.0
+    garbage = pd.DataFrame({"heavy": [HEAVY], "antigen": [ANTIGEN], "pkd": ["abc"]})
     with pytest.raises(DataValidationError):
-        prepare_pairs(pd.DataFrame({"heavy": [HEAVY], "antigen": [ANTIGEN], "pkd": ["abc"]}), require_pkd=False)
+        prepare_pairs(garbage)  # training needs the labels: garbage stops it
+    df, report = prepare_pairs(garbage, require_pkd=False)  # prediction does not: the column is ignored
+    assert math.isnan(df.loc[0, "pkd"]) and df.loc[0, "pkd_input"] == "abc"
+    assert report.ignored_columns == {"pkd": "row 1: pKd 'abc' is not a number"}
 
 
 def test_error_message_lists_twenty_problems_then_a_count():

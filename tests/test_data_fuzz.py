@@ -93,11 +93,62 @@ RANDOM_FILES = st.one_of(
 
 
 @FUZZ
-@given(data=RANDOM_FILES, name=st.sampled_from(["t.csv", "t.tsv", "t.csv.gz", "t.bz2", "t.zip"]), drop=st.booleans())
+@given(data=RANDOM_FILES, name=st.sampled_from(["t.csv", "t.tsv", "t.csv.gz", "t.bz2", "t.zip", "t.fasta", "t.xlsx"]),
+       drop=st.booleans())
 def test_random_bytes_load_or_raise_data_validation_error(data, name, drop):
     result = load_or_reject(data, name, drop_invalid=drop)
     if result is not None:
         assert_valid_output(*result)
+
+
+# --------------------------------------------------------------------------------------------
+# Random FASTA and AIRR files
+# --------------------------------------------------------------------------------------------
+
+FASTA_LINES = st.lists(
+    st.one_of(
+        st.sampled_from([">ab1|heavy", ">ab1|light", ">ab1|antigen", ">ab2_H pkd=8", ">ab2_L kd_nM=3", ">H", ">L",
+                         ">HER2|antigen", ">", "> ", ">x|heavy pkd=", ">ab1|heavy pkd=1 PKD=2", ">ab1|vh id=3",
+                         ">ab3|light censored=maybe", ">ag|antigen unit=nM", ";comment", "", "*", "\r"]),
+        st.text(alphabet=AMINO_ACIDS + "acx*-. \t", max_size=40),
+        st.text(max_size=20),
+    ),
+    max_size=14,
+).map("\n".join)
+
+
+@FUZZ
+@given(text=FASTA_LINES, name=st.sampled_from(["t.fasta", "t.csv", "t.fa.gz"]), drop=st.booleans(),
+       require_pkd=st.booleans(), antigen=st.sampled_from([None, "ACDEFGHIK", "AC|DE"]))
+def test_random_fasta_loads_or_raises_data_validation_error(text, name, drop, require_pkd, antigen):
+    data = (">" + text).encode()
+    result = load_or_reject(gzip.compress(data) if name.endswith(".gz") else data, name, drop_invalid=drop,
+                            require_pkd=require_pkd, antigen=antigen)
+    if result is not None:
+        assert_valid_output(*result, require_pkd=require_pkd)
+
+
+AIRR_CELLS = {
+    "sequence_id": st.sampled_from(["s1", "s2", ""]),
+    "cell_id": st.sampled_from(["c1", "c2", "c3", "", "NA"]),
+    "locus": st.sampled_from(["IGH", "IGH", "IGK", "IGL", "igh", "TRB", ""]),
+    "productive": st.sampled_from(["T", "T", "F", "", "true"]),
+    "sequence_alignment_aa": st.one_of(st.just(""), st.text(alphabet=AMINO_ACIDS + ".-*x", max_size=30)),
+    "sequence_aa": st.one_of(st.just(SHORT_HEAVY), st.text(alphabet=AMINO_ACIDS + "*", max_size=30)),
+    "pkd": st.sampled_from(["8", "7.5", "", "abc", "12000"]),
+}
+
+
+@FUZZ
+@given(rows=st.lists(st.fixed_dictionaries(AIRR_CELLS), max_size=8), drop=st.booleans(), require_pkd=st.booleans(),
+       columns=st.sets(st.sampled_from(["sequence_id", "cell_id", "productive", "sequence_alignment_aa", "pkd"])))
+def test_random_airr_tables_load_or_raise_data_validation_error(rows, drop, require_pkd, columns):
+    header = [c for c in AIRR_CELLS if c in columns or c in ("locus", "sequence_aa")]
+    text = render([header] + [[row[c] for c in header] for row in rows], quote_properly=True, delimiter="\t")
+    result = load_or_reject(text.encode(), "airr.tsv", drop_invalid=drop, require_pkd=require_pkd,
+                            antigen="ACDEFGHIKL")
+    if result is not None:
+        assert_valid_output(*result, require_pkd=require_pkd)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,7 +263,8 @@ def valid_tables(draw) -> list[dict[str, str]]:
             "heavy": draw(CHAINS),
             "light": draw(st.one_of(st.just(""), CHAINS)),
             "antigen": "|".join(draw(st.lists(CHAINS, min_size=1, max_size=3))),
-            "pkd": repr(draw(st.floats(min_value=-5, max_value=20, allow_nan=False))),
+            # a possible pKd: values outside [0, 20], or a column whose median is under 1, are refused as Kd
+            "pkd": repr(draw(st.floats(min_value=1, max_value=20, allow_nan=False))),
         }
         for _ in range(n_rows)
     ]

@@ -76,17 +76,25 @@ def add_cache_options(parser: argparse.ArgumentParser, default_on: bool = True) 
                             help="encode every batch instead (the slow, pre-cache behaviour)")
 
 
+def add_antigen_option(parser: argparse.ArgumentParser) -> None:
+    """Add `--antigen SEQUENCE_OR_FASTA` (load_pairs' `antigen=`) to a command that reads --data."""
+    parser.add_argument("--antigen", metavar="SEQUENCE_OR_FASTA",
+                        help="the antigen of every antibody, for files without one (FASTA or AIRR of antibodies): "
+                             "a sequence (chains joined with |) or a FASTA file whose records are its chains")
+
+
 def add_data_options(parser: argparse.ArgumentParser, skip_flag: str | None, skip_help: str) -> None:
     parser.add_argument("--replicates", choices=("keep", "mean", "flag"), default="keep",
                         help="rows with the same heavy, light and antigen: keep all (default), average, or flag")
     if skip_flag:
         parser.add_argument(skip_flag, dest="skip_invalid", action="store_true", help=skip_help)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_antigen_option(parser)
 
 
 def load_table(args: argparse.Namespace, require_pkd: bool):
     """Read `--data` with the command's replicate and skip options; print the load summary."""
-    frame, report = load_pairs(args.data, require_pkd=require_pkd,
+    frame, report = load_pairs(args.data, require_pkd=require_pkd, antigen=getattr(args, "antigen", None),
                                drop_invalid=getattr(args, "skip_invalid", False), replicates=args.replicates)
     if is_main_process():
         print(report.summary(), file=sys.stderr)

@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Sequence
 
+from abag.cli.check import add_check_parser
 from abag.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     add_predict_parsers(commands)
     add_suggest_parser(commands)
+    add_check_parser(commands)
     return parser
 
 

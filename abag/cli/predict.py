@@ -23,7 +23,11 @@ from abag.cli.common import (
 from abag.data.columns import free_column_name
 from abag.inference import evaluate_frame, predict_frame
 from abag.outputs import ensure_writable_file, json_text, write_csv_atomic
-from abag.posthoc.intervals import CALIBRATED_COVERAGES, DEFAULT_COVERAGE, PredictionSupport
+from abag.posthoc.intervals import (
+    CALIBRATED_COVERAGES,
+    DEFAULT_COVERAGE,
+    PredictionSupport,
+)
 
 __all__ = ["add_predict_parsers", "run_predict", "run_evaluate", "coverage_option"]
 
@@ -59,7 +63,8 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                     "nearest_train_antibody_identity and applicability (in-domain, novel-antigen, "
                     "novel-antibody or novel-both).")
     predict.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by abag train")
-    predict.add_argument("--data", required=True, help="CSV with heavy, light, antigen (pkd optional)")
+    predict.add_argument("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen "
+                                                       "(labels optional; docs/data-format.md)")
     predict.add_argument("--out", required=True, help="output CSV")
     predict.add_argument("--coverage", type=coverage_option, default=DEFAULT_COVERAGE,
                          help=f"share of true pKd values the pkd_low..pkd_high interval should hold, any of 0.05, "
@@ -76,7 +81,8 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                                                "observed coverage and mean width of the --coverage interval per "
                                                "applicability class.")
     evaluate.add_argument("--checkpoint", required=True)
-    evaluate.add_argument("--data", required=True, help="CSV with heavy, light, antigen, pkd")
+    evaluate.add_argument("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen, "
+                                                         "pkd (docs/data-format.md)")
     evaluate.add_argument("--coverage", type=coverage_option, default=DEFAULT_COVERAGE,
                           help=f"nominal coverage of the interval to check (default: {DEFAULT_COVERAGE:g})")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")

@@ -190,7 +190,8 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
         description="Split the data, train with the v2.7 recipe, evaluate on held-out antigens next to baselines, "
                     "write DIR/metrics.json.")
     add = train_parser.add_argument
-    add("--data", required=True, help="table with heavy, light, antigen, pkd (docs/data-format.md)")
+    add("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen, pkd "
+                                      "(docs/data-format.md)")
     add("--out", required=True, help="run folder: metrics.json, history.csv, checkpoints/")
     config_option(train_parser, "--encoder", ModelConfig, "antibody_encoder",
                   "encoder for antibody and antigen: tiny, antiberty, or a Hugging Face id", dest="encoder")

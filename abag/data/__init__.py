@@ -1,6 +1,7 @@
 """Loading and validating antibody–antigen affinity tables (the `abag.data` package).
 
-`load_pairs(path)` reads a CSV/TSV file and returns a canonical table plus a `LoadReport`;
+`load_pairs(path)` reads a CSV/TSV, Excel (.xlsx), FASTA or AIRR rearrangement file and returns a canonical
+table plus a `LoadReport` (docs/data-format.md describes the formats and their conventions);
 `prepare_pairs(df)` does the same for a DataFrame already in memory. Every problem in the input
 is collected and reported at once (`DataValidationError`), or, with `drop_invalid=True`, the
 offending rows are dropped and listed in `LoadReport.rejected` — never silently.
@@ -47,16 +48,27 @@ Rules worth knowing:
   exact values are averaged and censored ones ignored; if all are censored, the row stays censored
   with the smallest bound (the true pKd is below every bound).
 - Rows whose cells are all missing are skipped with a warning; they are not counted as data rows.
+- A pKd cannot lie outside [0, 20] (`PKD_POSSIBLE_RANGE`): such a value is a row problem, and a column that
+  looks like Kd as a whole (median outside [1, 20], or impossible values with half the column outside the
+  model range) stops the load with one message naming the rows and the likely unit (`kd_nM`, …).
+- Labels not required (`require_pkd=False`, as `abag predict`): a problem in a label column (pKd or Kd, unit,
+  censored) does not stop the load; the label columns are ignored instead, passed through unchanged, and
+  listed in `LoadReport.ignored_columns` and the summary's warnings.
 
 Modules, one job each (a module imports only from those above it):
 
 - `report`: `RowProblem`, `DataValidationError`, `LoadReport`;
-- `reading`: a file into a frame of text cells (`read_table`: compression, encoding, delimiter);
+- `reading`: a delimited text file into a frame of text cells (compression, encoding, delimiter);
 - `columns`: which column is which (aliases, Kd units in names or a unit column), output column names;
 - `cells`: one cell (sequences, pKd/Kd with censoring qualifiers, censored flags);
 - `rows`: every row of a table checked against the column plan;
+- `input_table`: `InputTable`, a table read from a file and where each of its rows came from;
+- `xlsx`, `fasta`, `airr`: a workbook's sheet, FASTA records grouped by ID, AIRR chains paired by cell;
+- `formats`: which kind of file it is (`read_table`, `read_input`) and the `antigen=` option;
+- `pkd_range`: pKd values that cannot be pKd (a Kd typed into `pkd`), with the likely unit;
 - `replicates`: the replicate policies;
-- `pipeline`: `prepare_pairs`, `load_pairs`, `write_rejected`.
+- `pipeline`: `prepare_pairs`, `load_pairs`, `write_rejected`;
+- `check`: `check_file`, the text `abag check` prints.
 
 May import: its own modules only (this file re-exports the public names).
 """
@@ -65,8 +77,8 @@ from __future__ import annotations
 
 from abag.data.cells import MAX_CHAIN_LENGTH, MISSING_MARKERS, SHORT_CHAIN_RESIDUES
 from abag.data.columns import OUTPUT_COLUMNS
+from abag.data.formats import read_table
 from abag.data.pipeline import load_pairs, prepare_pairs, write_rejected
-from abag.data.reading import read_table
 from abag.data.replicates import REPLICATE_POLICIES
 from abag.data.report import (
     PKD_MODEL_RANGE,

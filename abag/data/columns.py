@@ -2,7 +2,9 @@
 Kd column's name), and the names of the output columns.
 
 `resolve_columns(names, require_pkd)` returns a `ColumnPlan` (which input column is heavy, light, antigen,
-pKd or Kd, unit, censored) and the problems found. May import: abag.data.report, the standard library.
+pKd or Kd, unit, censored) and the problems found. When labels are not required (`predict`), a problem with a
+label column (a Kd without unit, two Kd columns) is no problem: the label columns are ignored instead
+(`ColumnPlan.ignored`) and passed through unchanged. May import: abag.data.report, the standard library.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ __all__ = [
     "resolve_columns",
     "kd_unit_exponent",
     "free_column_name",
+    "column_role",
+    "KD_UNIT_EXPONENTS",
 ]
 
 OUTPUT_COLUMNS = ("heavy", "light", "antigen", "pkd", "censored", "source_row")
@@ -34,6 +38,7 @@ _PKD_ALIASES = ("pkd",)
 _CENSORED_ALIASES = ("censored", "at_lower_bound")
 _KD_UNIT_COLUMN_ALIASES = ("kd_unit", "unit")
 _KD_UNIT_EXPONENTS = {"m": 0, "mm": -3, "um": -6, "µm": -6, "μm": -6, "nm": -9, "pm": -12, "fm": -15}
+KD_UNIT_EXPONENTS = {"M": 0, "mM": -3, "uM": -6, "nM": -9, "pM": -12, "fM": -15}  # as written in column names
 KD_UNITS_TEXT = "M, mM, uM, µM, nM, pM, fM"
 _KD_NAME_WITH_UNIT = re.compile(r"kd_?[(\[]?(?P<unit>m|mm|um|µm|μm|nm|pm|fm)[)\]]?")
 
@@ -57,6 +62,17 @@ class ColumnPlan:
     kd_unit_column: Any = None
     censored: Any = None
     warnings: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)  # label column -> why it is not read (no labels needed)
+
+    def drop_labels(self, reasons: dict[str, str]) -> None:
+        """Stop reading the label columns (pKd or Kd, unit, censored): they pass through unchanged, in `ignored`."""
+        for column, reason in reasons.items():
+            self.ignored.setdefault(column, reason)
+        for column in (self.affinity, self.kd_unit_column, self.censored):
+            if column is not None:
+                self.ignored.setdefault(str(column), "read together with the ignored label column(s)")
+        self.affinity = self.kd_unit_column = self.censored = self.kd_exponent = None
+        self.affinity_is_kd = False
 
     def consumed(self) -> list[Any]:
         """The input columns this plan reads; every other column is passed through unchanged."""
@@ -121,10 +137,12 @@ def resolve_columns(columns: list[Any], require_pkd: bool) -> tuple[ColumnPlan, 
             problems.append(_missing_column_problem(role, ", ".join(aliases), columns))
     if plan.light is None and not problems:
         plan.warnings.append("no light-chain column: every light chain is empty (single-domain antibodies)")
-    plan.censored, found_problems = _pick_column(columns, _CENSORED_ALIASES, "censored", plan)
-    problems += found_problems
-    problems += _resolve_affinity(columns, plan, require_pkd)
-    return plan, problems
+    plan.censored, label_problems = _pick_column(columns, _CENSORED_ALIASES, "censored", plan)
+    label_problems += _resolve_affinity(columns, plan, require_pkd)
+    if label_problems and not require_pkd:  # labels are not needed: a bad label column must not block
+        plan.drop_labels({p.column or "pkd": p.reason for p in label_problems})
+        return plan, problems
+    return plan, problems + label_problems
 
 
 def _kd_columns(columns: list[Any]) -> list[Any]:
@@ -172,6 +190,21 @@ def _resolve_kd(columns: list[Any], kd_column: Any, plan: ColumnPlan) -> list[Ro
         return [RowProblem(None, str(kd_column), reason)]
     plan.kd_unit_column = unit_column
     return []
+
+
+def column_role(name: object) -> str | None:
+    """The role a column name would play: heavy, light, antigen, pkd, kd, kd_unit, censored; None for others."""
+    key = _column_key(name)
+    for role, aliases in _SEQUENCE_ALIASES.items():
+        if key in aliases:
+            return role
+    if key in _PKD_ALIASES:
+        return "pkd"
+    if key == "kd" or _KD_NAME_WITH_UNIT.fullmatch(key):
+        return "kd"
+    if key in _KD_UNIT_COLUMN_ALIASES:
+        return "kd_unit"
+    return "censored" if key in _CENSORED_ALIASES else None
 
 
 def kd_unit_exponent(unit_text: str) -> int | None:

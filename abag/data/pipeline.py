@@ -1,9 +1,12 @@
 """The loading pipeline: `prepare_pairs` (a DataFrame in memory), `load_pairs` (a file) and `write_rejected`.
 
 Stages, in order: check the arguments → resolve the columns (`columns`) → skip blank rows and validate every
-row (`rows`, `cells`) → raise with every problem, or drop the invalid rows → assemble the canonical columns
-plus the user's other columns → apply the replicate policy (`replicates`) → count what the report says
-(`report`). May import: every other abag.data module, abag.outputs (lazily, to write files), numpy, pandas.
+row (`rows`, `cells`) → check the labels (impossible pKd values: `pkd_range`; when labels are not required, a
+label column with problems is ignored instead) → raise with every problem, or drop the invalid rows → assemble
+the canonical columns plus the user's other columns → apply the replicate policy (`replicates`) → count what
+the report says (`report`). `load_pairs` reads any supported file first (`formats`) and, through
+`prepare_input`, reports rows as the file numbers them (a FASTA record, a sheet row, an AIRR row). May import:
+every other abag.data module, abag.outputs (lazily, to write files), numpy, pandas.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from abag.data.columns import (
     free_column_name,
     resolve_columns,
 )
-from abag.data.reading import gc_paused, read_table
+from abag.data.formats import read_input
+from abag.data.input_table import InputTable
+from abag.data.pkd_range import pkd_range_problems
+from abag.data.reading import gc_paused
 from abag.data.replicates import REPLICATE_POLICIES, apply_replicate_policy
 from abag.data.report import (
     PKD_MODEL_RANGE,
@@ -31,10 +37,10 @@ from abag.data.report import (
     LoadReport,
     RowProblem,
 )
-from abag.data.rows import RowValues, blank_rows, validate_rows
+from abag.data.rows import RowValues, blank_rows, column_texts, validate_rows
 from abag.outputs import write_csv_atomic
 
-__all__ = ["prepare_pairs", "load_pairs", "write_rejected"]
+__all__ = ["prepare_pairs", "load_pairs", "prepare_input", "write_rejected"]
 
 
 def write_rejected(report: LoadReport, path: str | os.PathLike) -> None:
@@ -125,8 +131,10 @@ def prepare_pairs(
 
 
 def _prepare_pairs(
-    df: pd.DataFrame, source: str, require_pkd: bool, drop_invalid: bool, replicates: str, binder_threshold: float
+    df: pd.DataFrame, source: str, require_pkd: bool, drop_invalid: bool, replicates: str, binder_threshold: float,
+    input_rows: list[int] | None = None,
 ) -> tuple[pd.DataFrame, LoadReport]:
+    """`prepare_pairs`; `input_rows[i]`, when given, is how messages that quote row numbers show row i + 1."""
     problems = _duplicate_column_problems(df)
     if problems:
         raise DataValidationError(problems, source)
@@ -141,14 +149,63 @@ def _prepare_pairs(
     if blank:
         warnings.append(f"skipped {len(blank)} blank row(s) (every cell empty or a missing-value marker)")
     values = validate_rows(df, plan, require_pkd, positions)
+    warnings += _check_labels(df, plan, values, positions, require_pkd, source, input_rows)
+    warnings += [f"column {column!r} ignored (no labels are needed here; it is passed through unchanged): {reason}"
+                 for column, reason in plan.ignored.items()]
     keep, rejected = _keep_or_raise(values.problems, positions, drop_invalid, source)
     reserved = set(OUTPUT_COLUMNS) | ({"replicate"} if replicates == "flag" else set())
     out, clash_warnings = _output_frame(df, plan, values, positions, keep, reserved)
     out, n_groups, n_rows = apply_replicate_policy(out, replicates)
     report = _build_report(out, source, positions, keep, rejected, plan, replicates, binder_threshold)
     report.n_replicate_groups, report.n_replicate_rows = n_groups, n_rows
+    report.ignored_columns = dict(plan.ignored)
     report.warnings = warnings + clash_warnings + report.warnings
     return out, report
+
+
+def _check_labels(
+    df: pd.DataFrame, plan: ColumnPlan, values: RowValues, positions: list[int], require_pkd: bool, source: str,
+    input_rows: list[int] | None,
+) -> list[str]:
+    """Add impossible pKd values to the row problems (a column of Kd-like values stops the load at once).
+
+    Without required labels, any problem in a label column makes the label columns ignored instead
+    (`ColumnPlan.drop_labels`): their values are not read. Returns warnings.
+    """
+    column_problem, row_problems, warning = None, [], None
+    if plan.affinity is not None and not plan.affinity_is_kd:
+        texts = column_texts(df, plan.affinity)
+        column_problem, row_problems, warning = pkd_range_problems(
+            values.pkd, [p + 1 for p in positions], [texts[p] for p in positions], plan.affinity, list(df.columns),
+            shown_rows=[input_rows[p] for p in positions] if input_rows is not None else None)
+    labels = {str(c) for c in (plan.affinity, plan.kd_unit_column, plan.censored) if c is not None}
+    label_problems = [p for p in values.problems if p.column in labels] + row_problems
+    if not require_pkd and (label_problems or column_problem):
+        problems = ([column_problem] if column_problem else []) + label_problems
+        plan.drop_labels(_label_reasons(problems, input_rows))
+        values.problems = [p for p in values.problems if p.column not in labels]
+        values.pkd, values.censored = [math.nan] * len(positions), [False] * len(positions)
+        return []
+    if column_problem is not None:
+        raise DataValidationError([column_problem], source)
+    if row_problems:
+        values.problems = sorted(values.problems + row_problems, key=lambda p: p.row)
+    return [warning] if warning else []
+
+
+def _label_reasons(problems: list[RowProblem], input_rows: list[int] | None) -> dict[str, str]:
+    """One reason per label column: its first problem, and how many rows have one."""
+    by_column: dict[str, list[RowProblem]] = {}
+    for problem in problems:
+        by_column.setdefault(str(problem.column), []).append(problem)
+    reasons = {}
+    for column, found in by_column.items():
+        first = found[0]
+        row = input_rows[first.row - 1] if input_rows is not None and first.row is not None else first.row
+        where = f"row {row}: " if row is not None else ""
+        count = f"{len(found)} row(s) with a problem, the first " if len(found) > 1 else ""
+        reasons[column] = f"{count}{where}{first.reason}"
+    return reasons
 
 
 def _keep_or_raise(
@@ -230,7 +287,44 @@ def _short_chain_warning(role: str, n_rows: int) -> str:
     )
 
 
-def load_pairs(path: str | os.PathLike, **kwargs: Any) -> tuple[pd.DataFrame, LoadReport]:
-    """`read_table(path)` then `prepare_pairs(...)`; keyword arguments go to `prepare_pairs`."""
+def load_pairs(
+    path: str | os.PathLike, *, antigen: str | None = None, sheet: str | None = None, **kwargs: Any
+) -> tuple[pd.DataFrame, LoadReport]:
+    """Read a CSV/TSV, Excel, FASTA or AIRR file (`abag.data.formats`), then `prepare_pairs(...)` it.
+
+    `antigen`: the antigen of every antibody, for files without one (a sequence or a FASTA file). `sheet`: the
+    workbook sheet to read. Other keyword arguments go to `prepare_pairs`; problems name the input's own rows.
+    """
     kwargs.setdefault("source", str(path))
-    return prepare_pairs(read_table(path), **kwargs)
+    table = read_input(path, antigen=antigen, sheet=sheet)
+    return prepare_input(table, **kwargs)
+
+
+def prepare_input(
+    table: InputTable,
+    *,
+    source: str = "<DataFrame>",
+    require_pkd: bool = True,
+    drop_invalid: bool = False,
+    replicates: str = "keep",
+    binder_threshold: float = 9.0,
+) -> tuple[pd.DataFrame, LoadReport]:
+    """`prepare_pairs` on a table read from a file: rows renumbered and problems located as in the file."""
+    _check_arguments(table.frame, replicates, binder_threshold)
+    if table.problems and (not drop_invalid or table.frame.empty):
+        extra = [RowProblem(None, None, "no valid rows left: no antibody could be formed")] if drop_invalid else []
+        raise DataValidationError(extra + table.problems, source)
+    try:
+        with gc_paused():
+            out, report = _prepare_pairs(table.frame, source, require_pkd, drop_invalid, replicates,
+                                         binder_threshold, table.source_rows)
+    except DataValidationError as exc:
+        where = f"{source} (read as {table.note})" if table.note else source
+        raise DataValidationError(table.locate(exc.problems) + table.problems, where) from None
+    if table.source_rows is not None:
+        out["source_row"] = np.array([table.input_row(r) for r in out["source_row"]], dtype=np.int64)
+    rejected = table.locate(report.rejected) + table.problems
+    report.rejected = sorted(rejected, key=lambda p: (p.row is None, p.row or 0))
+    report.n_rows_read += len(table.problems)
+    report.input_note = table.note
+    return out, report

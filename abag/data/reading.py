@@ -1,8 +1,9 @@
-"""Reading a table file into a frame of text cells: bytes, decompression, text encoding and BOM, delimiter
-sniffing, CSV records, header names and ragged rows.
+"""Reading a delimited text file into a frame of text cells: bytes, decompression, text encoding and BOM,
+delimiter sniffing, CSV records, header names and ragged rows.
 
 Every cell comes back as the exact text of the file (no number parsing, no missing-value conversion: that
-is the job of `abag.data.cells`). May import: abag.data.report, the standard library, pandas.
+is the job of `abag.data.cells`). `read_bytes` and `decode_bytes` are shared with the other text formats
+(FASTA, AIRR: `abag.data.formats`). May import: abag.data.report, the standard library, pandas.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pandas as pd
 
 from abag.data.report import DataValidationError, RowProblem, file_error
 
-__all__ = ["read_table", "gc_paused"]
+__all__ = ["read_delimited", "read_bytes", "decode_bytes", "table_from_text", "gc_paused"]
 
 
 @contextlib.contextmanager
@@ -46,18 +47,32 @@ _TAB_SUFFIXES = (".tsv", ".tab")
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zip")
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
+def read_delimited(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV/TSV file (optionally compressed) with every cell as a string.
 
     Accepts UTF-8 with or without BOM, UTF-16/UTF-32 with BOM, CRLF/LF/CR line ends, .gz/.bz2/
     .xz/.zip, and comma, tab or semicolon delimiters. Any failure is a `DataValidationError`.
     """
     source = str(path)
-    text = _decode(_decompress(_read_bytes(Path(path), source), source), source)  # the bytes are freed here
+    return table_from_text(decode_bytes(read_bytes(path), source), source)  # the bytes are freed here
+
+
+def table_from_text(text: str, source: str) -> pd.DataFrame:
+    """The frame of text cells of a decoded CSV/TSV text (the delimiter is sniffed from the header)."""
     delimiter = _choose_delimiter(source, text)
     with gc_paused():
         records = _parse_records(text, delimiter, source)
         return _records_to_frame(records, source)
+
+
+def decode_bytes(raw: bytes, source: str) -> str:
+    """Decompress (gzip, xz, bz2, one-member zip) and decode (UTF-8/16/32, BOM) a file's bytes into text."""
+    return _decode(_decompress(raw, source), source)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The raw bytes of a file; a missing file, a directory or an unreadable file is a `DataValidationError`."""
+    return _read_bytes(Path(path), str(path))
 
 
 def _read_bytes(path: Path, source: str) -> bytes:
@@ -106,6 +121,9 @@ def _decompress(raw: bytes, source: str) -> bytes:
 def _unzip_single_member(raw: bytes, source: str) -> bytes:
     with zipfile.ZipFile(io.BytesIO(raw)) as archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
+        if any(m.filename == "[Content_Types].xml" for m in members):  # xlsx/docx: workbooks are read before this
+            raise file_error(source, "an Office file that is not a readable Excel workbook (no xl/workbook.xml): "
+                                     "open it and save it as .xlsx or as CSV UTF-8")
         if len(members) != 1:
             raise file_error(source, f"a .zip file must hold exactly one table, found {len(members)} files")
         return archive.read(members[0])

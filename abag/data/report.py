@@ -105,6 +105,8 @@ class LoadReport:
     n_binders: int = 0  # output rows with an exact (uncensored) pKd >= binder_threshold
     n_single_domain: int = 0  # output rows without a light chain (empty or missing-value marker)
     n_short_chains: dict[str, int] = field(default_factory=dict)  # role -> rows with an implausibly short chain
+    ignored_columns: dict[str, str] = field(default_factory=dict)  # label column -> why it was not read
+    input_note: str = ""  # how the file was read (the sheet of a workbook, FASTA or AIRR regrouping); "" for CSV
 
     @property
     def n_output_rows(self) -> int:
@@ -123,6 +125,8 @@ class LoadReport:
         lines += [f"  rejected {p}" for p in self.rejected[:MAX_PROBLEMS_SHOWN]]
         if len(self.rejected) > MAX_PROBLEMS_SHOWN:
             lines.append(f"  … and {len(self.rejected) - MAX_PROBLEMS_SHOWN} more (see write_rejected)")
+        if self.input_note:
+            lines.append(f"Read as: {self.input_note}.")
         lines.append(
             f"pKd outside the model range [{low:g}, {high:g}]: {self.n_outside_model_range} row(s) "
             f"(kept; predictions are clamped to [{low:g}, {high:g}])."

@@ -24,7 +24,7 @@ from abag.data.cells import (
 from abag.data.columns import ColumnPlan
 from abag.data.report import RowProblem
 
-__all__ = ["RowValues", "validate_rows", "blank_rows"]
+__all__ = ["RowValues", "validate_rows", "blank_rows", "column_texts"]
 
 
 def _cell_text(value: object) -> str:
@@ -41,7 +41,8 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
-def _column_texts(df: pd.DataFrame, column: Any) -> list[str]:
+def column_texts(df: pd.DataFrame, column: Any) -> list[str]:
+    """The cells of one column as text ('' for missing values)."""
     # to_numpy(object): Series.tolist() on a string column costs one indexing call per cell.
     return [_cell_text(v) for v in df[column].to_numpy(dtype=object)]
 
@@ -63,7 +64,7 @@ class _SequenceColumn:
 
     def __init__(self, df: pd.DataFrame, column: Any, *, required: bool, multi_chain: bool):
         self.column = column
-        self.texts = _column_texts(df, column) if column is not None else [""] * len(df)
+        self.texts = column_texts(df, column) if column is not None else [""] * len(df)
         self.required, self.multi_chain = required, multi_chain
         self._cache: dict[str, tuple[str, list[str]]] = {}
 
@@ -82,9 +83,9 @@ def validate_rows(df: pd.DataFrame, plan: ColumnPlan, require_pkd: bool, rows: l
     heavy = _SequenceColumn(df, plan.heavy, required=True, multi_chain=False)
     light = _SequenceColumn(df, plan.light, required=False, multi_chain=False)
     antigen = _SequenceColumn(df, plan.antigen, required=True, multi_chain=True)
-    affinity = _column_texts(df, plan.affinity) if plan.affinity is not None else None
-    units = _column_texts(df, plan.kd_unit_column) if plan.kd_unit_column is not None else None
-    flags = _column_texts(df, plan.censored) if plan.censored is not None else None
+    affinity = column_texts(df, plan.affinity) if plan.affinity is not None else None
+    units = column_texts(df, plan.kd_unit_column) if plan.kd_unit_column is not None else None
+    flags = column_texts(df, plan.censored) if plan.censored is not None else None
     values = RowValues([], [], [], [], [], [])
     for position in rows:
         problems: list[RowProblem] = []
@@ -157,7 +158,7 @@ def blank_rows(df: pd.DataFrame) -> list[int]:
         return []
     candidates = range(len(df))
     for column in df.columns:
-        texts = _column_texts(df, column)
+        texts = column_texts(df, column)
         candidates = [i for i in candidates if is_missing(texts[i])]
         if not candidates:
             break
