@@ -2,7 +2,7 @@
 
 A checkpoint's `novelty` entry (the training antigens, `abag.novelty.NoveltyReference.to_state`) is restored
 on the model, so an additive head weighs its antigen terms by each query antigen's familiarity without the
-training data. A fold-ensemble checkpoint (`abag train --folds K`, marked by its `ensemble` entry) is rebuilt
+training data. A fold-ensemble checkpoint (`abag train --folds K`, kind "fold_ensemble") is rebuilt
 as an `abag.ensemble.FoldEnsemble`: predictions are the members' mean, `pkd_std` their spread (0 for a single
 model), and `predict_members` gives every member's pKd. The checkpoint's "intervals", "antigen_reference" and
 "antibody_reference" entries (`abag.intervals.PredictionSupport`) become `model.prediction_support`, from

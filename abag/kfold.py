@@ -11,8 +11,8 @@ scores every row with the member that held it out and writes the ensemble into `
 `OUT/folds.json`, written before the first member trains, records the plan and the settings. `resume=True`
 refuses a changed K or changed data, keeps the recorded settings (only epochs, device, progress and the
 cache folder may change, as for a single run), skips finished members and resumes the member in progress
-from its own `last.pt`. May import from: crossval, data_identity, distributed, encoders, errors, kfold_report,
-model, outputs, resume, splits, train, train_setup, version.
+from its own `last.pt`. May import from: checkpoint, crossval, data_identity, distributed, encoders, errors,
+kfold_report, model, outputs, resume, splits, train, train_setup, version.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import distributed
+from .checkpoint import KIND_FOLD_ENSEMBLE, checkpoint_kind, ensemble_resume_message, load_checkpoint
 from .crossval import make_folds
 from .data_identity import data_fingerprint
 from .errors import CheckpointError
@@ -205,7 +206,10 @@ def _settings(out_dir: Path, frame: pd.DataFrame, model_config: ModelConfig, con
     if not resume:
         return model_config, config, None
     if not path.exists():
-        if (out_dir / "checkpoints" / "last.pt").exists():
+        last = out_dir / "checkpoints" / "last.pt"
+        if last.exists() and _is_ensemble_file(last):  # copied here without its run folder
+            raise CheckpointError(ensemble_resume_message(last))
+        if last.exists():
             raise CheckpointError(f"{out_dir} holds a single-split training run, not a --folds run; resume it "
                                   f"without --folds, or choose a new --out folder")
         log(f"--resume: no {path}; starting a new {folds}-fold run")
@@ -228,6 +232,14 @@ def _settings(out_dir: Path, frame: pd.DataFrame, model_config: ModelConfig, con
                               f"run folder (--out)")
     log(f"resuming the {folds}-fold run in {out_dir}")
     return model_config, config, stored
+
+
+def _is_ensemble_file(path: Path) -> bool:
+    """Whether `path` is a fold ensemble's checkpoint (an unreadable file is not: the caller's message applies)."""
+    try:
+        return checkpoint_kind(load_checkpoint(path)) == KIND_FOLD_ENSEMBLE
+    except CheckpointError:
+        return False
 
 
 def _write_record(out_dir: Path, frame: pd.DataFrame, plan: FoldAssignment, model_config: ModelConfig,

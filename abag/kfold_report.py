@@ -5,7 +5,8 @@ that held it out (out-of-fold predictions), fits the baselines out of fold too (
 that member's training folds), and writes `OUT/test_predictions.csv` (every row, with its member),
 `OUT/history.csv` (every member's epochs), `OUT/metrics.json` (schema v2.7: `test` = the pooled
 out-of-fold metrics, `val` = the mean of the members' validation metrics, plus a `folds` section) and
-the ensemble checkpoint `OUT/checkpoints/best.pt` (= `last.pt`): the model settings, every member's head
+the ensemble checkpoint `OUT/checkpoints/best.pt` (= `last.pt`; kind "fold_ensemble", for prediction only:
+no training state, which each member's own checkpoints hold): the model settings, every member's head
 weights, the fold assignment, for an additive head the novelty reference of all training antigens, and the
 prediction-interval calibration (`calibrate_folds`): each row's out-of-fold residual, scaled by its novelty
 (identities against its own member's training rows) and, in-domain, by the members' spread, in the
@@ -32,7 +33,7 @@ import torch
 
 from . import distributed
 from .baselines import fit_baselines
-from .checkpoint import capture_rng_state, save_checkpoint
+from .checkpoint import KIND_FOLD_ENSEMBLE, save_checkpoint
 from .ensemble import FoldEnsemble
 from .familiar_correction import fit_for_model
 from .inference import load_trained_model, member_outputs, predict_members
@@ -96,7 +97,7 @@ def assemble(setup, members) -> FoldsReport:
         ensemble.familiar_correction.describe()
     comparison = format_comparison({"model": test, **baselines}, title=f"out of fold ({plan.protocol})")
     if distributed.is_main_process():
-        checkpoint = _ensemble_checkpoint(ensemble, loaded[0][1]["config"], plan, metrics, history)
+        checkpoint = _ensemble_checkpoint(ensemble, loaded[0][1]["config"], plan, metrics)
         _write(setup.out_dir, predictions, history, metrics, checkpoint)
         setup.log(comparison)
     return FoldsReport(metrics, history, predictions, ensemble, comparison)
@@ -258,17 +259,13 @@ def _metrics_document(setup, members, test: dict, baselines: dict) -> dict:
     return document
 
 
-def _ensemble_checkpoint(ensemble: FoldEnsemble, member_config: dict, plan, metrics: dict,
-                         history: pd.DataFrame) -> dict:
-    """A weights_only-loadable checkpoint of the ensemble (it predicts; it is not resumed: folds.json is)."""
-    spearman = metrics["test"].get("spearman") if metrics.get("test") else None
+def _ensemble_checkpoint(ensemble: FoldEnsemble, settings: dict, plan, metrics: dict) -> dict:
+    """A weights_only-loadable checkpoint of the ensemble, kind "fold_ensemble": it predicts, and has no training
+    state (no epoch, optimizer, scheduler, RNG or history: no single training made it); the run resumes from
+    folds.json and each member's own last.pt."""
     checkpoint = {
-        "epoch": int(metrics["training"]["epochs_run"]), "model_state_dict": ensemble.trainable_state_dict(),
-        "optimizer_state_dict": {}, "scheduler_state_dict": {},
-        "best_spearman": float("nan") if spearman is None else float(spearman),
-        "history": history.astype(object).where(history.notna(), None).to_dict("records"),
-        "config": member_config, **capture_rng_state(),
-        "ensemble": {"kind": "fold_ensemble", "n_folds": plan.k, "grouping": plan.grouping,
+        "kind": KIND_FOLD_ENSEMBLE, "model_state_dict": ensemble.trainable_state_dict(), "config": settings,
+        "ensemble": {"kind": KIND_FOLD_ENSEMBLE, "n_folds": plan.k, "grouping": plan.grouping,
                      "protocol": plan.protocol, "members": metrics["folds"]["members"],
                      "member_of_row": torch.from_numpy(plan.member_of_row.astype(np.int64)),
                      "groups": torch.from_numpy(np.asarray(plan.groups).astype(np.int64))},

@@ -164,6 +164,63 @@ def test_ensemble_checkpoint_predicts_the_members_mean_and_spread(folds_run, tin
     assert np.allclose(predict_members(ensemble, new, cache_dir=tmp_path / "cache"), pkd, atol=1e-5)
 
 
+# What only a training run has: a fold ensemble's checkpoint carries none of it, each member's carries all of it.
+TRAINING_STATE = {"epoch", "optimizer_state_dict", "scheduler_state_dict", "scaler_state_dict", "best_spearman",
+                  "best_epoch", "stale_epochs", "history", "data_order", "world_size", "rng_state", "cuda_rng_state",
+                  "numpy_rng_state", "python_rng_state"}
+
+
+def test_the_ensemble_checkpoint_says_what_it_is_and_members_hold_the_training_state(folds_run):
+    _, result, _, _ = folds_run
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(result.out_dir / "checkpoints" / name, weights_only=True)
+        assert state["kind"] == "fold_ensemble" and not TRAINING_STATE & set(state), sorted(TRAINING_STATE & set(state))
+        assert {"model_state_dict", "config", "ensemble", "intervals"} <= set(state)
+    for run in result.members:
+        training = run.metrics["training"]
+        for name in ("best.pt", "last.pt"):
+            state = torch.load(run.run_dir / "checkpoints" / name, weights_only=True)
+            assert state["kind"] == "single" and TRAINING_STATE <= set(state) and "ensemble" not in state
+            assert state["optimizer_state_dict"]["state"] and state["scheduler_state_dict"]
+            assert len(state["history"]) == state["epoch"]
+        last = torch.load(run.run_dir / "checkpoints" / "last.pt", weights_only=True)
+        assert last["epoch"] == training["epochs_run"] and last["best_epoch"] == training["best_epoch"]
+
+
+def test_an_ensemble_checkpoint_predicts_but_never_resumes(folds_run, tiny_encoders, tmp_path):
+    from abag.checkpoint import capture_rng_state, checkpoint_kind
+
+    frame, result, _, _ = folds_run
+    new = synthetic_frame(n=12, seed=9)
+    expected = predict_frame(load_trained_model(result.best_checkpoint, encoders=tiny_encoders)[0], new)
+    # One written before `kind`, with the empty training-state keys it carried then, still predicts the same.
+    old = torch.load(result.best_checkpoint, weights_only=True)
+    del old["kind"]
+    old.update({"epoch": 2, "optimizer_state_dict": {}, "scheduler_state_dict": {}, "best_spearman": 0.5,
+                "history": [], **capture_rng_state()})
+    torch.save(old, tmp_path / "old_ensemble.pt")
+    assert checkpoint_kind(old) == "fold_ensemble"
+    predicted = predict_frame(load_trained_model(tmp_path / "old_ensemble.pt", encoders=tiny_encoders)[0], new)
+    assert np.array_equal(predicted["pkd_pred"], expected["pkd_pred"])
+    # Neither is resumed, even where no folds.json beside it gives the folder away: the error says what does resume.
+    for source in (result.best_checkpoint, tmp_path / "old_ensemble.pt"):
+        with pytest.raises(CheckpointError, match="fold ensemble.*--folds K plus --resume.*member_k/checkpoints/last"):
+            load_checkpoint(source, resumable=True)
+        copy = tmp_path / "copy" / source.stem
+        (copy / "checkpoints").mkdir(parents=True)
+        (copy / "checkpoints" / "last.pt").write_bytes(source.read_bytes())
+        with pytest.raises(CheckpointError, match="fold ensemble"):
+            train(frame, copy, TINY, quick_config(tmp_path), resume=True, encoders=tiny_encoders, log=lambda _: None)
+        with pytest.raises(CheckpointError, match="fold ensemble"):
+            train_folds(frame, copy, TINY, quick_config(tmp_path), folds=3, resume=True, encoders=tiny_encoders,
+                        log=lambda _: None)
+    # A member's checkpoint written before `kind` is a single run's, and resumes.
+    member = torch.load(result.members[0].run_dir / "checkpoints" / "last.pt", weights_only=True)
+    del member["kind"]
+    torch.save(member, tmp_path / "old_member.pt")
+    assert load_checkpoint(tmp_path / "old_member.pt", resumable=True)["epoch"] == member["epoch"]
+
+
 def test_the_ensemble_forward_pass_is_the_members_mean(folds_run, tiny_encoders):
     from abag.model import PairSequences
 
