@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -97,7 +97,9 @@ def assemble(setup, members) -> FoldsReport:
         ensemble.familiar_correction.describe()
     comparison = format_comparison({"model": test, **baselines}, title=f"out of fold ({plan.protocol})")
     if distributed.is_main_process():
-        checkpoint = _ensemble_checkpoint(ensemble, loaded[0][1]["config"], plan, metrics)
+        # This run's training settings, not member 1's best.pt's: that file may predate a resume with more epochs.
+        settings = {**loaded[0][1]["config"], "train": asdict(config)}
+        checkpoint = _ensemble_checkpoint(ensemble, settings, plan, metrics)
         _write(setup.out_dir, predictions, history, metrics, checkpoint)
         setup.log(comparison)
     return FoldsReport(metrics, history, predictions, ensemble, comparison)
