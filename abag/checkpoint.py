@@ -7,6 +7,11 @@ Writes go to a hidden temporary file beside the target (`.last.pt.<random>.tmp`)
 renamed over the target, so a process killed at any moment leaves either the previous checkpoint or the new
 one, never half a file. Ctrl-C (SIGINT) is held back while a checkpoint is written and delivered right after.
 Temporary files left behind by a killed writer are never loaded and are removed by the next successful save.
+
+A checkpoint's `kind` says what it is: "single" (one training run: model, optimizer, scheduler, RNG states,
+history; it predicts and resumes) or "fold_ensemble" (the averaged members of a `--folds` run: it predicts, and
+holds no training state; each member's own checkpoints resume). Checkpoints written before `kind` are told
+apart by their `ensemble` record.
 """
 
 from __future__ import annotations
@@ -28,13 +33,38 @@ from abag.errors import CheckpointError
 
 FORMAT = "abag-checkpoint"
 FORMAT_VERSION = 1
-REQUIRED_KEYS = (
+REQUIRED_KEYS = (  # a single run's checkpoint: everything a resumed run needs
     "epoch", "model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "best_spearman", "history",
     "config", "rng_state", "cuda_rng_state", "numpy_rng_state", "python_rng_state",
+)
+KIND_SINGLE = "single"
+KIND_FOLD_ENSEMBLE = "fold_ensemble"
+ENSEMBLE_REQUIRED_KEYS = ("model_state_dict", "config", "ensemble")
+# What only a training run has; a fold ensemble's checkpoint carries none of it (its members' checkpoints do).
+TRAINING_STATE_KEYS = (
+    "epoch", "optimizer_state_dict", "scheduler_state_dict", "scaler_state_dict", "best_spearman", "best_epoch",
+    "stale_epochs", "history", "data_order", "world_size", "rng_state", "cuda_rng_state", "numpy_rng_state",
+    "python_rng_state",
 )
 LOAD_HINT = "Pass a best.pt or last.pt written by `abag train` (or train a new model)."
 _ZIP_MAGIC = b"PK\x03\x04"
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."  # torch.save(_use_new_zipfile_serialization=False)
+
+
+def checkpoint_kind(state: dict[str, Any]) -> str:
+    """The checkpoint's `kind`; one written before that field is a fold ensemble when it has an `ensemble` record."""
+    kind = state.get("kind")
+    if kind is None:
+        return KIND_FOLD_ENSEMBLE if "ensemble" in state else KIND_SINGLE
+    return kind
+
+
+def ensemble_resume_message(path: str | Path) -> str:
+    """Why a fold ensemble's checkpoint cannot be resumed, and what resumes instead."""
+    return (f"checkpoint {path} belongs to a fold ensemble (kind '{KIND_FOLD_ENSEMBLE}'): it averages the members "
+            f"of an `abag train --folds K` run for prediction (abag predict --checkpoint) and holds no training "
+            f"state. To train further, resume that run in its own folder with the same --folds K plus --resume: "
+            f"each member continues from its members/member_k/checkpoints/last.pt")
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -129,7 +159,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     a Ctrl-C during the write is delivered once the write is complete.
     """
     path = Path(path)
-    missing = [k for k in REQUIRED_KEYS if k not in state]
+    kind = checkpoint_kind(state)
+    if kind == KIND_FOLD_ENSEMBLE:
+        stray = [k for k in TRAINING_STATE_KEYS if k in state]
+        if stray:  # empty or ensemble-wide values here would read as a training run's state
+            raise ValueError(f"a fold ensemble's checkpoint holds no training state, but has {stray}")
+    elif kind != KIND_SINGLE:
+        raise ValueError(f"unknown checkpoint kind {kind!r}")
+    missing = [k for k in _required_keys(kind) if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
@@ -175,9 +212,17 @@ def _describe_unreadable(head: bytes, size: int) -> str | None:
     return "is not a PyTorch checkpoint (unknown binary format)"
 
 
-def _check_structure(state: dict[str, Any]) -> str | None:
+def _required_keys(kind: str) -> tuple[str, ...]:
+    return ENSEMBLE_REQUIRED_KEYS if kind == KIND_FOLD_ENSEMBLE else REQUIRED_KEYS
+
+
+def _check_structure(state: dict[str, Any], kind: str) -> str | None:
     """A reason when a tagged checkpoint's contents have the wrong shape (hand-edited or damaged)."""
-    if not isinstance(state.get("epoch"), int):
+    if kind == KIND_FOLD_ENSEMBLE:
+        record = state.get("ensemble")
+        if not isinstance(record, dict) or not isinstance(record.get("n_folds"), int):
+            return "its fold-ensemble record ('ensemble') lacks the number of folds"
+    elif not isinstance(state.get("epoch"), int):
         return "'epoch' is not a whole number"
     weights = state.get("model_state_dict")
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
@@ -186,14 +231,14 @@ def _check_structure(state: dict[str, Any]) -> str | None:
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict) \
             or not isinstance(config.get("train"), dict):
         return "'config' lacks the model and training settings"
-    if not isinstance(state.get("history"), list):
+    if kind == KIND_SINGLE and not isinstance(state.get("history"), list):
         return "'history' is not a list of epochs"
     return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
-                    hint: str = LOAD_HINT) -> dict[str, Any]:
-    """Load and check an abag checkpoint.
+                    hint: str = LOAD_HINT, resumable: bool = False) -> dict[str, Any]:
+    """Load and check an abag checkpoint (`resumable`: one that holds a training state, i.e. not a fold ensemble's).
 
     A missing, empty, truncated, foreign (text, pickle, other PyTorch file), newer or damaged file raises
     `CheckpointError` naming the file, what is wrong with it and `hint` (what to do next).
@@ -234,10 +279,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if version != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {version}; this abag reads version "
                               f"{FORMAT_VERSION}. Use the abag release that wrote it, or retrain.")
-    missing = [k for k in REQUIRED_KEYS if k not in state]
+    kind = checkpoint_kind(state)
+    if kind not in (KIND_SINGLE, KIND_FOLD_ENSEMBLE):
+        raise CheckpointError(f"checkpoint {path} is of kind {kind!r}, which this abag does not know. Use the abag "
+                              f"release that wrote it, or retrain.")
+    if resumable and kind == KIND_FOLD_ENSEMBLE:  # older ensemble files had (empty) training-state keys: refuse first
+        raise CheckpointError(ensemble_resume_message(path))
+    missing = [k for k in _required_keys(kind) if k not in state]
     if missing:
         raise fail(f"is incomplete: missing {', '.join(missing)}")
-    damaged = _check_structure(state)
+    damaged = _check_structure(state, kind)
     if damaged:
         raise fail(f"is damaged: {damaged}")
     return state

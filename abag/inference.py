@@ -1,6 +1,6 @@
 """Use a trained checkpoint: rebuild the model, predict pKd and binder probability, evaluate.
 
-A fold-ensemble checkpoint (`abag train --folds K`, marked by its `ensemble` entry) is rebuilt
+A fold-ensemble checkpoint (`abag train --folds K`, kind "fold_ensemble") is rebuilt
 as an `abag.ensemble.FoldEnsemble`: predictions are the members' mean, `pkd_std` their spread (0 for a single
 model), and `predict_members` gives every member's pKd. The checkpoint's "intervals", "antigen_reference" and
 "antibody_reference" entries (`abag.intervals.PredictionSupport`) become `model.prediction_support`, from

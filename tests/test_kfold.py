@@ -150,7 +150,7 @@ def test_ensemble_checkpoint_predicts_the_members_mean_and_spread(folds_run, tin
     state = torch.load(result.best_checkpoint, weights_only=True)
     assert state["ensemble"]["n_folds"] == 3
     assert np.array_equal(state["ensemble"]["member_of_row"].numpy(), result.member_of_row)
-    import abag.encoding.loader as encoders
+    import abag.model.ensemble as encoders  # the ensemble loads its encoders through its own import of load_encoder
 
     loads = []
     original = encoders.load_encoder
@@ -166,6 +166,63 @@ def test_ensemble_checkpoint_predicts_the_members_mean_and_spread(folds_run, tin
     assert np.allclose(predicted["pkd_std"], pkd.std(0), atol=1e-5) and (predicted["pkd_std"] > 0).all()
     assert np.allclose(predicted["binder_prob"], np.mean([m["binder_prob"] for m in members], axis=0), atol=1e-6)
     assert np.allclose(predict_members(ensemble, new, cache_dir=tmp_path / "cache"), pkd, atol=1e-5)
+
+
+# What only a training run has: a fold ensemble's checkpoint carries none of it, each member's carries all of it.
+TRAINING_STATE = {"epoch", "optimizer_state_dict", "scheduler_state_dict", "scaler_state_dict", "best_spearman",
+                  "best_epoch", "stale_epochs", "history", "data_order", "world_size", "rng_state", "cuda_rng_state",
+                  "numpy_rng_state", "python_rng_state"}
+
+
+def test_the_ensemble_checkpoint_says_what_it_is_and_members_hold_the_training_state(folds_run):
+    _, result, _, _ = folds_run
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(result.out_dir / "checkpoints" / name, weights_only=True)
+        assert state["kind"] == "fold_ensemble" and not TRAINING_STATE & set(state), sorted(TRAINING_STATE & set(state))
+        assert {"model_state_dict", "config", "ensemble", "intervals"} <= set(state)
+    for run in result.members:
+        training = run.metrics["training"]
+        for name in ("best.pt", "last.pt"):
+            state = torch.load(run.run_dir / "checkpoints" / name, weights_only=True)
+            assert state["kind"] == "single" and TRAINING_STATE <= set(state) and "ensemble" not in state
+            assert state["optimizer_state_dict"]["state"] and state["scheduler_state_dict"]
+            assert len(state["history"]) == state["epoch"]
+        last = torch.load(run.run_dir / "checkpoints" / "last.pt", weights_only=True)
+        assert last["epoch"] == training["epochs_run"] and last["best_epoch"] == training["best_epoch"]
+
+
+def test_an_ensemble_checkpoint_predicts_but_never_resumes(folds_run, tiny_encoders, tmp_path):
+    from abag.checkpoint import capture_rng_state, checkpoint_kind
+
+    frame, result, _, _ = folds_run
+    new = synthetic_frame(n=12, seed=9)
+    expected = predict_frame(load_trained_model(result.best_checkpoint, encoders=tiny_encoders)[0], new)
+    # One written before `kind`, with the empty training-state keys it carried then, still predicts the same.
+    old = torch.load(result.best_checkpoint, weights_only=True)
+    del old["kind"]
+    old.update({"epoch": 2, "optimizer_state_dict": {}, "scheduler_state_dict": {}, "best_spearman": 0.5,
+                "history": [], **capture_rng_state()})
+    torch.save(old, tmp_path / "old_ensemble.pt")
+    assert checkpoint_kind(old) == "fold_ensemble"
+    predicted = predict_frame(load_trained_model(tmp_path / "old_ensemble.pt", encoders=tiny_encoders)[0], new)
+    assert np.array_equal(predicted["pkd_pred"], expected["pkd_pred"])
+    # Neither is resumed, even where no folds.json beside it gives the folder away: the error says what does resume.
+    for source in (result.best_checkpoint, tmp_path / "old_ensemble.pt"):
+        with pytest.raises(CheckpointError, match="fold ensemble.*--folds K plus --resume.*member_k/checkpoints/last"):
+            load_checkpoint(source, resumable=True)
+        copy = tmp_path / "copy" / source.stem
+        (copy / "checkpoints").mkdir(parents=True)
+        (copy / "checkpoints" / "last.pt").write_bytes(source.read_bytes())
+        with pytest.raises(CheckpointError, match="fold ensemble"):
+            train(frame, copy, TINY, quick_config(tmp_path), resume=True, encoders=tiny_encoders, log=lambda _: None)
+        with pytest.raises(CheckpointError, match="fold ensemble"):
+            train_folds(frame, copy, TINY, quick_config(tmp_path), folds=3, resume=True, encoders=tiny_encoders,
+                        log=lambda _: None)
+    # A member's checkpoint written before `kind` is a single run's, and resumes.
+    member = torch.load(result.members[0].run_dir / "checkpoints" / "last.pt", weights_only=True)
+    del member["kind"]
+    torch.save(member, tmp_path / "old_member.pt")
+    assert load_checkpoint(tmp_path / "old_member.pt", resumable=True)["epoch"] == member["epoch"]
 
 
 def test_the_ensemble_forward_pass_is_the_members_mean(folds_run, tiny_encoders):
@@ -231,6 +288,106 @@ def test_resume_in_the_middle_of_a_member_is_bit_identical(tmp_path, tiny_encode
     assert straight.metrics["test"]["spearman"] == resumed.metrics["test"]["spearman"]
 
 
+# The smallest data that gives the default 5 folds (6 antigens, each its own cluster). With patience 1 the
+# members end differently in 4 epochs: member 1 stops early at epoch 2, members 2-4 at epoch 4, member 5 runs
+# all 4, so a resume from 2 to 4 epochs meets a member that must stay stopped and members that must continue.
+FIVE_FOLD_ROWS, FIVE_FOLD_ANTIGENS = 40, 6
+TINY_16 = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16)
+
+
+def five_fold_config(tmp_path, epochs: int) -> TrainConfig:
+    return quick_config(tmp_path, epochs=epochs, early_stopping_patience=1)
+
+
+def five_folds(path, config, tiny_encoders, **options):
+    return train_folds(synthetic_frame(n=FIVE_FOLD_ROWS, n_antigens=FIVE_FOLD_ANTIGENS), path, TINY_16, config,
+                       folds=5, encoders=tiny_encoders, **options)
+
+
+@pytest.fixture(scope="module")
+def straight_four_epochs(tmp_path_factory, tiny_encoders):
+    """A 5-fold run trained for 4 epochs from the start: what every resume to 4 epochs must reproduce."""
+    tmp_path = tmp_path_factory.mktemp("straight")
+    result = five_folds(tmp_path / "run", five_fold_config(tmp_path, 4), tiny_encoders, log=lambda _: None)
+    epochs = [m.metrics["training"]["epochs_run"] for m in result.members]
+    stopped = [m.metrics["training"]["stopped_early"] for m in result.members]
+    # The mix this data was chosen for (else the tests below would not meet both cases).
+    assert epochs[0] == 2 and stopped[0] and 4 in epochs[1:], (epochs, stopped)
+    return result
+
+
+def assert_same_as_straight(straight, resumed) -> None:
+    """Every member's last and best weights, losses and epochs, and the ensemble, bit for bit."""
+    for member in range(1, 6):
+        for name in ("last.pt", "best.pt"):
+            a = load_checkpoint(member_dir(straight.out_dir, member) / "checkpoints" / name)
+            b = load_checkpoint(member_dir(resumed.out_dir, member) / "checkpoints" / name)
+            assert (a["epoch"], a["best_epoch"]) == (b["epoch"], b["best_epoch"]), (member, name)
+            assert a["model_state_dict"].keys() == b["model_state_dict"].keys()
+            assert all(torch.equal(a["model_state_dict"][k], b["model_state_dict"][k]) for k in a["model_state_dict"])
+            assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    a, b = (load_checkpoint(r.best_checkpoint) for r in (straight, resumed))
+    assert a["model_state_dict"].keys() == b["model_state_dict"].keys()
+    assert all(torch.equal(a["model_state_dict"][k], b["model_state_dict"][k]) for k in a["model_state_dict"])
+    assert a["config"]["train"]["epochs"] == b["config"]["train"]["epochs"] == 4
+    assert np.array_equal(straight.predictions["pkd_pred"], resumed.predictions["pkd_pred"])
+    assert straight.metrics["test"] == resumed.metrics["test"]
+    keys = ("best_epoch", "epochs_run", "stopped_early", "optimizer_steps")
+    assert [{k: m[k] for k in keys} for m in straight.metrics["folds"]["members"]] == \
+        [{k: m[k] for k in keys} for m in resumed.metrics["folds"]["members"]]
+    assert straight.metrics["hyperparameters"]["epochs"] == resumed.metrics["hyperparameters"]["epochs"] == 4
+
+
+def test_resume_with_more_epochs_continues_finished_members_bit_identically(straight_four_epochs, tmp_path,
+                                                                            tiny_encoders):
+    out = tmp_path / "run"
+    five_folds(out, five_fold_config(tmp_path, 2), tiny_encoders, log=lambda _: None)
+    assert {load_checkpoint(member_dir(out, m) / "checkpoints" / "last.pt")["epoch"] for m in range(1, 6)} == {2}
+    lines: list[str] = []
+    resumed = five_folds(out, five_fold_config(tmp_path, 4), tiny_encoders, resume=True, log=lines.append)
+    assert_same_as_straight(straight_four_epochs, resumed)
+    assert any("member 1/5: stopped early at epoch 2, so it stays stopped" in line for line in lines)
+    assert any("member 5/5: trained for 2 epochs earlier; continuing from epoch 2 to 4" in line for line in lines)
+    # The ensemble was reassembled from the continued members; a further resume leaves everything as it is.
+    assert pd.read_csv(out / "history.csv").groupby("member").size().tolist() == \
+        [m.metrics["training"]["epochs_run"] for m in straight_four_epochs.members]
+    again = five_folds(out, five_fold_config(tmp_path, 4), tiny_encoders, resume=True, log=lambda _: None)
+    assert [m.trained_now for m in again.members] == [False] * 5
+
+
+def test_resume_with_more_epochs_after_interruptions_mid_member_is_bit_identical(straight_four_epochs, tmp_path,
+                                                                                 tiny_encoders, monkeypatch):
+    from abag.train import RunFolder
+
+    out, original = tmp_path / "run", RunFolder.save_epoch
+    five_folds(out, five_fold_config(tmp_path, 2), tiny_encoders, log=lambda _: None)
+
+    def interrupt_after(member: int, epoch: int):
+        def save_then_interrupt(folder, state, improved):
+            original(folder, state, improved)
+            if folder.out_dir.name == f"member_{member}" and state.epoch == epoch:
+                raise KeyboardInterrupt  # Ctrl-C right after that epoch was saved
+        return save_then_interrupt
+
+    # Member 2's last epoch saved, its evaluation not yet run: its metrics.json still describes 2 epochs.
+    monkeypatch.setattr(RunFolder, "save_epoch", interrupt_after(2, 4))
+    with pytest.raises(TrainingInterrupted):
+        five_folds(out, five_fold_config(tmp_path, 4), tiny_encoders, resume=True, log=lambda _: None)
+    assert load_checkpoint(member_dir(out, 2) / "checkpoints" / "last.pt")["epoch"] == 4
+    assert json.loads((member_dir(out, 2) / "metrics.json").read_text())["training"]["epochs_run"] == 2
+    # The next resume evaluates member 2 from its last.pt, then Ctrl-C comes in the middle of member 3's epochs.
+    monkeypatch.setattr(RunFolder, "save_epoch", interrupt_after(3, 3))
+    lines: list[str] = []
+    with pytest.raises(TrainingInterrupted):
+        five_folds(out, five_fold_config(tmp_path, 4), tiny_encoders, resume=True, log=lines.append)
+    monkeypatch.undo()
+    assert any("member 2/5: its last.pt (epoch 4) is newer than its results" in line for line in lines)
+    assert [load_checkpoint(member_dir(out, m) / "checkpoints" / "last.pt")["epoch"] for m in (3, 4)] == [3, 2]
+    resumed = five_folds(out, five_fold_config(tmp_path, 4), tiny_encoders, resume=True, log=lambda _: None)
+    assert [m.trained_now for m in resumed.members] == [False, False, True, True, True]
+    assert_same_as_straight(straight_four_epochs, resumed)
+
+
 def test_resume_refuses_another_k_and_other_data(folds_run, tiny_encoders):
     frame, result, tmp_path, _ = folds_run
     with pytest.raises(CheckpointError, match="holds a 3-fold run; resume it with --folds 3"):
@@ -278,6 +435,11 @@ def test_cli_trains_folds_and_predicts_and_evaluates_with_the_ensemble(tmp_path,
     assert main([*train_args, "--folds", "3", "--resume"]) == 2 and "2-fold run" in capsys.readouterr().err
     assert main([*train_args, "--folds", "2", "--resume"]) == 0 and "not retrained" in capsys.readouterr().out
     assert main([*train_args, "--resume"]) == 0 and "not retrained" in capsys.readouterr().out  # keeps its kind
+    # More epochs on --resume: every member continues, and the ensemble is rebuilt from them.
+    assert main([*train_args, "--epochs", "2", "--resume"]) == 0
+    assert "continuing from epoch 1 to 2" in capsys.readouterr().out
+    assert [load_checkpoint(member_dir(out, m) / "checkpoints" / "last.pt")["epoch"] for m in (1, 2)] == [2, 2]
+    assert [m["epochs_run"] for m in json.loads((out / "metrics.json").read_text())["folds"]["members"]] == [2, 2]
     assert main([*train_args, "--out", str(tmp_path / "r"), "--folds", "2", "--split", "random"]) == 2
 
     new = synthetic_frame(n=12, seed=7).drop(columns=["pkd", "censored"])

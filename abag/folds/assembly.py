@@ -5,15 +5,18 @@ that held it out (out-of-fold predictions), fits the baselines out of fold too (
 that member's training folds), and writes `OUT/test_predictions.csv` (every row, with its member),
 `OUT/history.csv` (every member's epochs), `OUT/metrics.json` (schema v2.7: `test` = the pooled
 out-of-fold metrics, `val` = the mean of the members' validation metrics, plus a `folds` section) and
-the ensemble checkpoint `OUT/checkpoints/best.pt` (= `last.pt`): the model settings, every member's head
-weights, the fold assignment, and the prediction-interval calibration (`calibrate_folds`): each row's
-out-of-fold residual, scaled by its novelty (identities against its own member's training rows) and,
-in-domain, by the members' spread, in the applicability class of that row; with the training antigen and
-antibody references over all rows; and the ensemble's familiar-antigen correction (`abag.familiar_correction`,
-fitted on the out-of-fold residuals of the members' networks; each member's own correction, fitted on its
-training folds, made its out-of-fold predictions). The out-of-fold rows also early-stopped their member, so
-the out-of-fold metrics are slightly optimistic; metrics.json says so. May import from: baselines, checkpoint,
-distributed, ensemble, familiar_correction, inference, intervals, metrics, novelty, outputs, splits.
+the ensemble checkpoint `OUT/checkpoints/best.pt` (= `last.pt`; kind "fold_ensemble", for prediction only:
+no training state, which each member's own checkpoints hold): the model settings, every member's head
+weights, the fold assignment, and the
+prediction-interval calibration (`calibrate_folds`): each row's out-of-fold residual, scaled by its novelty
+(identities against its own member's training rows) and, in-domain, by the members' spread, in the
+applicability class of that row; with the training antigen and antibody references over all rows; and the
+ensemble's familiar-antigen correction (`abag.familiar_correction`, fitted on the out-of-fold residuals of the
+members' networks; each member's own correction, fitted on its training folds, made its out-of-fold
+predictions). The
+out-of-fold rows also early-stopped their member, so the out-of-fold metrics are slightly optimistic;
+metrics.json says so. May import from: baselines, checkpoint, distributed, ensemble, familiar_correction,
+inference, intervals, metrics, novelty, outputs, splits.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,7 @@ import pandas as pd
 import torch
 
 from abag import distributed
-from abag.checkpoint import capture_rng_state, save_checkpoint
+from abag.checkpoint import KIND_FOLD_ENSEMBLE, save_checkpoint
 from abag.data.splits import row_groups
 from abag.evaluation.baselines import fit_baselines
 from abag.evaluation.metrics import evaluate_predictions
@@ -99,7 +102,9 @@ def assemble(setup, members) -> FoldsReport:
         ensemble.familiar_correction.describe()
     comparison = format_comparison({"model": test, **baselines}, title=f"out of fold ({plan.protocol})")
     if distributed.is_main_process():
-        checkpoint = _ensemble_checkpoint(ensemble, loaded[0][1]["config"], plan, metrics, history)
+        # This run's training settings, not member 1's best.pt's: that file may predate a resume with more epochs.
+        settings = {**loaded[0][1]["config"], "train": asdict(config)}
+        checkpoint = _ensemble_checkpoint(ensemble, settings, plan, metrics)
         _write(setup.out_dir, predictions, history, metrics, checkpoint)
         setup.log(comparison)
     return FoldsReport(metrics, history, predictions, ensemble, comparison)
@@ -261,17 +266,13 @@ def _metrics_document(setup, members, test: dict, baselines: dict) -> dict:
     return document
 
 
-def _ensemble_checkpoint(ensemble: FoldEnsemble, member_config: dict, plan, metrics: dict,
-                         history: pd.DataFrame) -> dict:
-    """A weights_only-loadable checkpoint of the ensemble (it predicts; it is not resumed: folds.json is)."""
-    spearman = metrics["test"].get("spearman") if metrics.get("test") else None
+def _ensemble_checkpoint(ensemble: FoldEnsemble, settings: dict, plan, metrics: dict) -> dict:
+    """A weights_only-loadable checkpoint of the ensemble, kind "fold_ensemble": it predicts, and has no training
+    state (no epoch, optimizer, scheduler, RNG or history: no single training made it); the run resumes from
+    folds.json and each member's own last.pt."""
     checkpoint = {
-        "epoch": int(metrics["training"]["epochs_run"]), "model_state_dict": ensemble.trainable_state_dict(),
-        "optimizer_state_dict": {}, "scheduler_state_dict": {},
-        "best_spearman": float("nan") if spearman is None else float(spearman),
-        "history": history.astype(object).where(history.notna(), None).to_dict("records"),
-        "config": member_config, **capture_rng_state(),
-        "ensemble": {"kind": "fold_ensemble", "n_folds": plan.k, "grouping": plan.grouping,
+        "kind": KIND_FOLD_ENSEMBLE, "model_state_dict": ensemble.trainable_state_dict(), "config": settings,
+        "ensemble": {"kind": KIND_FOLD_ENSEMBLE, "n_folds": plan.k, "grouping": plan.grouping,
                      "protocol": plan.protocol, "members": metrics["folds"]["members"],
                      "member_of_row": torch.from_numpy(plan.member_of_row.astype(np.int64)),
                      "groups": torch.from_numpy(np.asarray(plan.groups).astype(np.int64))},

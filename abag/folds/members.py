@@ -10,9 +10,11 @@ scores every row with the member that held it out and writes the ensemble into `
 
 `OUT/folds.json`, written before the first member trains, records the plan and the settings. `resume=True`
 refuses a changed K or changed data, keeps the recorded settings (only epochs, device, progress and the
-cache folder may change, as for a single run), skips finished members and resumes the member in progress
-from its own `last.pt`. May import from: crossval, data_identity, distributed, encoders, errors, kfold_report,
-model, outputs, resume, splits, train, train_setup, version.
+cache folder may change, as for a single run), skips finished members, resumes the member in progress from its
+own `last.pt`, and continues finished members from theirs when the epochs were raised (bit for bit as a run
+trained that long from the start; an early-stopped member stays stopped), then reassembles the ensemble.
+May import from: checkpoint, crossval, data_identity, distributed, encoders, errors,
+kfold_report, model, outputs, resume, splits, train, train_setup, version.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ import numpy as np
 import pandas as pd
 
 from abag import distributed
+from abag.checkpoint import (
+    KIND_FOLD_ENSEMBLE,
+    checkpoint_kind,
+    ensemble_resume_message,
+    load_checkpoint,
+    resume_hint,
+)
 from abag.data.folds import make_folds
 from abag.data.splits import SplitResult, TooFewGroupsError
 from abag.encoding.loader import load_encoders
@@ -90,7 +99,7 @@ class MemberRun:
     member: int
     run_dir: Path
     metrics: dict = field(repr=False)
-    trained_now: bool            # False for a member finished before a --resume, which was not retrained
+    trained_now: bool            # False for a member finished before a --resume and left as it was
     seconds: float
 
 
@@ -205,7 +214,10 @@ def _settings(out_dir: Path, frame: pd.DataFrame, model_config: ModelConfig, con
     if not resume:
         return model_config, config, None
     if not path.exists():
-        if (out_dir / "checkpoints" / "last.pt").exists():
+        last = out_dir / "checkpoints" / "last.pt"
+        if last.exists() and _is_ensemble_file(last):  # copied here without its run folder
+            raise CheckpointError(ensemble_resume_message(last))
+        if last.exists():
             raise CheckpointError(f"{out_dir} holds a single-split training run, not a --folds run; resume it "
                                   f"without --folds, or choose a new --out folder")
         log(f"--resume: no {path}; starting a new {folds}-fold run")
@@ -228,6 +240,14 @@ def _settings(out_dir: Path, frame: pd.DataFrame, model_config: ModelConfig, con
                               f"run folder (--out)")
     log(f"resuming the {folds}-fold run in {out_dir}")
     return model_config, config, stored
+
+
+def _is_ensemble_file(path: Path) -> bool:
+    """Whether `path` is a fold ensemble's checkpoint (an unreadable file is not: the caller's message applies)."""
+    try:
+        return checkpoint_kind(load_checkpoint(path)) == KIND_FOLD_ENSEMBLE
+    except CheckpointError:
+        return False
 
 
 def _write_record(out_dir: Path, frame: pd.DataFrame, plan: FoldAssignment, model_config: ModelConfig,
@@ -260,13 +280,37 @@ def _finished(run_dir: Path, split: SplitResult) -> dict | None:
     return metrics if matches and (run_dir / "checkpoints" / "best.pt").is_file() else None
 
 
+def _continues(run_dir: Path, metrics: dict, epochs: int) -> str | None:
+    """Why a finished member must go through `abag.train` again on a resume (None: it is complete as it is).
+
+    It continues from its last.pt when asked for more epochs than it was trained for, or when its last.pt has
+    moved past its metrics.json (an earlier resume was interrupted before that member's evaluation).
+    """
+    training = metrics["training"]
+    trained_for = int(metrics.get("hyperparameters", {}).get("epochs", training["epochs_run"]))
+    last_path = run_dir / "checkpoints" / "last.pt"
+    last_epoch = int(load_checkpoint(last_path, hint=resume_hint(last_path), resumable=True)["epoch"]) \
+        if last_path.is_file() else int(training["epochs_run"])
+    if last_epoch != int(training["epochs_run"]):
+        return f"its last.pt (epoch {last_epoch}) is newer than its results; resuming it"
+    if trained_for >= epochs:
+        return None
+    if training["stopped_early"]:  # as a single run resumed with more epochs: stays stopped, is re-evaluated
+        return f"stopped early at epoch {last_epoch}, so it stays stopped (re-evaluated for --epochs {epochs})"
+    return f"trained for {trained_for} epochs earlier; continuing from epoch {last_epoch} to {epochs}"
+
+
 def _run_member(setup: _Setup, member: int, resume: bool) -> MemberRun:
-    """Train member `member` with `abag.train` on its split (resuming its own last.pt), or skip it if finished."""
+    """Train member `member` with `abag.train` on its split (resuming its own last.pt, also to more epochs), or
+    skip it if finished for this many epochs."""
     run_dir, split, k = member_dir(setup.out_dir, member), setup.plan.split(member), setup.plan.k
     finished = _finished(run_dir, split) if resume else None
     if finished is not None:
-        setup.log(f"member {member}/{k}: finished earlier ({run_dir}); not retrained")
-        return MemberRun(member, run_dir, finished, False, 0.0)
+        reason = _continues(run_dir, finished, setup.config.epochs)
+        if reason is None:
+            setup.log(f"member {member}/{k}: finished earlier ({run_dir}); not retrained")
+            return MemberRun(member, run_dir, finished, False, 0.0)
+        setup.log(f"member {member}/{k}: {reason}")
     sizes = split.sizes()
     setup.log(f"member {member}/{k}: {sizes['train']} training rows, {sizes['val']} held out (fold {member}: "
               f"validation and early stopping, then its out-of-fold predictions)")

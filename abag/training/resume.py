@@ -44,7 +44,7 @@ def open_resume(last_path: Path, requested: TrainConfig, frame: pd.DataFrame,
     if not last_path.exists():
         log(f"--resume: no checkpoint at {last_path}; starting a new run")
         return None
-    checkpoint = load_checkpoint(last_path, hint=resume_hint(last_path))
+    checkpoint = load_checkpoint(last_path, hint=resume_hint(last_path), resumable=True)
     model_config, config = saved_settings(checkpoint["config"], requested, last_path)
     rows = RowRecord.from_frame(frame, config.group_column)
     stored = _check_same_data(checkpoint, frame, rows, last_path)

@@ -16,7 +16,12 @@ from typing import Any
 import torch
 
 from abag import distributed
-from abag.checkpoint import capture_rng_state, load_model_weights, restore_rng_state
+from abag.checkpoint import (
+    KIND_SINGLE,
+    capture_rng_state,
+    load_model_weights,
+    restore_rng_state,
+)
 from abag.policy import Precision
 from abag.training.config import TrainConfig
 
@@ -79,7 +84,7 @@ class TrainingState:
     def to_checkpoint(self) -> dict:
         """The checkpoint dict (plain tensors, numbers, strings, lists and dicts: loads with weights_only)."""
         checkpoint = {
-            "epoch": self.epoch, "model_state_dict": self.model.trainable_state_dict(),
+            "kind": KIND_SINGLE, "epoch": self.epoch, "model_state_dict": self.model.trainable_state_dict(),
             "optimizer_state_dict": self.optimizer.state_dict(),
             "scheduler_state_dict": self.scheduler.state_dict(), "scaler_state_dict": self.scaler.state_dict(),
             "best_spearman": self.best_spearman, "best_epoch": self.best_epoch,
