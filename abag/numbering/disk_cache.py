@@ -1,8 +1,8 @@
 """Numbered chains kept on disk between runs: a folder of gzip JSON shards, one per batch written.
 
 The folder holds one subfolder per setting (library version and species), so an upgrade or another species list
-never reads old numbering. Each shard maps a hash of the sequence to its domains (or its failure); a record is
-about 200 bytes compressed, so 150k chains take a few tens of MB. Shards are written whole (temporary file, then
+never reads old numbering. Each shard maps a hash of the sequence to its domains (or its failure), compactly (the
+position numbers as hex bytes, insertion codes only where there are some). Shards are written whole (temporary file, then
 rename), so a killed run leaves no half shard; a shard that cannot be read is skipped with a warning and its
 chains are numbered again.
 

@@ -9,7 +9,7 @@ variants whose HCDR3 differ in length get rows that agree everywhere outside the
 Rules: a chain that is absent (None, e.g. no light chain) or has no domain of that side contributes zeros (and is
 counted in `missing_heavy` / `missing_light` when a chain was given); a residue at a position never seen in
 training is ignored and counted in `unseen`; an X residue sets no column. Rows are a `scipy.sparse` CSR matrix
-(one stored value per position and chain), so 500k pairs take about 1 GB in float32, less as uint8.
+with one stored value per learned position and chain (`dtype=np.uint8` stores a quarter of float32's values).
 
 May import: numpy, scipy, abag.policy, abag.numbering.chains, abag.numbering.imgt.
 """
