@@ -14,9 +14,10 @@ May import: anarcism (on first use), abag.errors, abag.numbering.imgt.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any
 
 from abag.errors import AbagError
 from abag.numbering.imgt import CDR_NAMES, REGION_NAMES, position_label, region_of

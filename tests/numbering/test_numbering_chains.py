@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from abag.numbering import REGION_NAMES, number_chain, position_key, region_of
-from numbering_sequences import (IGG1_CH1, KAPPA_CONSTANT, JUNK, LINKER, SCFV, TRASTUZUMAB_VH,
+from numbering_sequences import (IGG1_CH1, KAPPA_CONSTANT, JUNK, LINKER, TRASTUZUMAB_VH,
                                  TRASTUZUMAB_VH_LONG_CDR3, TRASTUZUMAB_VL, VHH)
 
 
@@ -19,7 +19,7 @@ def test_trastuzumab_heavy_and_light_get_their_chain_type_span_and_imgt_cdrs():
     assert light.domains[0].cdrs() == {"CDR1": "QDVNTA", "CDR2": "SAS", "CDR3": "QQHYTTPPT"}
     numbers = [n for n, _, _ in vh.positions()]
     assert numbers[0] == 1 and numbers[-1] == 128 and 104 in numbers and 23 in numbers  # the two cysteines
-    assert dict((n, aa) for n, code, aa in vh.positions() if not code)[104] == "C"
+    assert {n: aa for n, code, aa in vh.positions() if not code}[104] == "C"
 
 
 def test_a_fab_chain_is_cut_to_its_variable_domain():
