@@ -1,24 +1,22 @@
-"""Antibody numbering (the `abag.numbering` package): IMGT positions, regions and chain types from a field library.
+"""Antibody numbering: IMGT positions, regions and chain types from a field library.
 
-The rooms, each usable on its own:
+May import: abag.errors, abag.policy (and the numbering library). Its modules, each usable on its own:
 
 * `imgt` — the scheme: its seven regions (`REGIONS`, `region_of`) and the order of positions (`position_key`).
 * `chains` — one chain numbered (`number_chain`): its variable domains (`Domain`: chain type H/K/L, span in the
   input, IMGT positions, regions and CDRs), or the reason it could not be numbered (`NumberedChain.failure`).
 * `batch` — many chains (`number_chains`): each distinct sequence once, a per-chain cache, native threads.
 * `disk_cache` — the same cache in a folder (`NumberingDiskCache`).
-* `checks` — `check_chain_columns`: row problems for a light chain in `heavy`, swapped chains, an scFv in one
-  cell, a chain that cannot be numbered.
 * `onehot` — `AlignedOneHotEncoder`: VH and VL one-hot over the IMGT positions learned in training (sparse).
 
 The numbering library is `anarcism` (bench/numbering_choice.md says why); it is imported on first use, so
-importing this package has no cost. Nothing else in abag uses this package yet.
+importing this package has no cost.
+`abag.data.chain_checks` uses it to check that each column holds the chain it claims.
 """
 
 from abag.numbering.batch import NumberedChains, default_workers, number_chains
 from abag.numbering.chains import (SPECIES, Domain, NumberedChain, NumberingUnavailableError, number_chain,
                                    sequence_problem)
-from abag.numbering.checks import cell_problem, check_chain_columns
 from abag.numbering.disk_cache import NumberingDiskCache
 from abag.numbering.imgt import CDR_NAMES, REGION_NAMES, REGIONS, position_key, position_label, region_of
 from abag.numbering.onehot import AlignedOneHotEncoder, OneHotFeatures
@@ -26,7 +24,6 @@ from abag.numbering.onehot import AlignedOneHotEncoder, OneHotFeatures
 __all__ = [
     "SPECIES", "Domain", "NumberedChain", "NumberingUnavailableError", "number_chain", "sequence_problem",
     "NumberedChains", "number_chains", "default_workers", "NumberingDiskCache",
-    "check_chain_columns", "cell_problem",
     "REGIONS", "REGION_NAMES", "CDR_NAMES", "region_of", "position_key", "position_label",
     "AlignedOneHotEncoder", "OneHotFeatures",
 ]

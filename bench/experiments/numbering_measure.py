@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from abag.features import variable_domain
-from abag.numbering import AlignedOneHotEncoder, check_chain_columns, number_chains
+from abag.data.chain_checks import check_chain_columns
+from abag.numbering import AlignedOneHotEncoder, number_chains
 
 
 def _speed(chains: list[str]) -> dict[str, float]:

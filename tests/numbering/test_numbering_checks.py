@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abag.data.report import RowProblem
-from abag.numbering import check_chain_columns
+from abag.data.chain_checks import check_chain_columns
 from numbering_sequences import JUNK, PERTUZUMAB_VL, SCFV, TRASTUZUMAB_VH, TRASTUZUMAB_VL, VHH
 
 

@@ -5,8 +5,6 @@ finding, naming the row, the column and the reason: a light chain in the heavy c
 column, heavy and light swapped, several variable domains in one cell (an scFv: VH + linker + VL), or a chain that
 cannot be numbered. It raises nothing: the data pipeline decides what to do with the problems. Empty cells are
 not checked (a missing light chain is a single-domain antibody; a missing heavy chain is the row validator's).
-
-May import: abag.data.report, abag.numbering.chains, abag.numbering.batch.
 """
 
 from __future__ import annotations
