@@ -53,7 +53,7 @@ def workbook_table(raw: bytes, kind: str, source: str, sheet: str | None = None)
                                  "password, or as CSV UTF-8")
     if kind == "ods":
         raise file_error(source, "an OpenDocument spreadsheet (.ods): save it as .xlsx or as CSV UTF-8")
-    try:
+    try:  # lazy: openpyxl is an optional extra (abag[xlsx])
         import openpyxl
     except ImportError:
         raise file_error(source, f"reading Excel workbooks needs openpyxl: {INSTALL_HINT} (or save the sheet as "
