@@ -315,7 +315,7 @@ def test_fitting_200k_rows_stays_far_below_a_rows_x_features_matrix() -> None:
 
 
 def test_scale_benchmark_runs_and_agrees_with_the_direct_ridgecv(tmp_path) -> None:
-    script = Path(__file__).resolve().parents[1] / "bench" / "bench_baselines_scale.py"
+    script = Path(__file__).resolve().parents[2] / "bench" / "bench_baselines_scale.py"
     out = tmp_path / "scale.json"
     done = subprocess.run([sys.executable, str(script), "--rows", "1500", "--compare-direct", "--json", str(out)],
                           capture_output=True, text=True, timeout=300)

@@ -20,7 +20,7 @@ from abag.encoding.embedding_cache import CHAINS_PER_SHARD
 from abag.encoding.sequence_encoder import WindowSpec
 from abag.training.config import TrainConfig
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SAAINT = DATA / "saaintdb_dev.csv"
 PHILLIPS = DATA / "phillips2021_cr9114_cr6261.csv.gz"
 BUDGET = TrainConfig().token_budget  # the budget the cache uses in practice

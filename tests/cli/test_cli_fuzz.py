@@ -6,7 +6,7 @@ is ever dropped silently (with --skip-invalid, predictions + rejected rows = the
 their row numbers cover the data rows exactly once). Harmless variation (case, spaces, BOM, UTF-16, CRLF,
 quoting, column order and aliases) is accepted and gives the same predictions.
 
-The loader itself is fuzzed in tests/test_data_fuzz.py; this file goes through the CLI, with a tiny trained
+The loader itself is fuzzed in tests/data/test_data_fuzz.py; this file goes through the CLI, with a tiny trained
 checkpoint made once per module. ABAG_FUZZ_EXAMPLES scales the number of examples (default keeps the file
 well under a minute).
 """

@@ -27,7 +27,7 @@ from abag.data import (
     write_rejected,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path("/work/shared/data")
 EXAMPLE = REPO / "data" / "example_pairs.csv"
 

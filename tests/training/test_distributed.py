@@ -19,7 +19,7 @@ from abag.checkpoint import load_checkpoint
 from abag.encoding.embedding_cache import EmbeddingCache
 from abag.encoding.loader import load_tiny_encoder
 
-PROBE = Path(__file__).parent / "helpers" / "ddp_probe.py"
+PROBE = Path(__file__).resolve().parents[1] / "helpers" / "ddp_probe.py"
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
 
@@ -138,7 +138,7 @@ def test_resume_with_the_same_number_of_processes(ddp_runs, capsys):
 
 
 def test_encoding_bench_reports_the_process_ratio():
-    script = Path(__file__).resolve().parents[1] / "bench" / "bench_distributed_encoding.py"
+    script = Path(__file__).resolve().parents[2] / "bench" / "bench_distributed_encoding.py"
     result = subprocess.run([sys.executable, str(script), "--tiny"], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from test_suggest import toy_landscape
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 bench = pytest.importorskip("bench_suggest")
 
 
