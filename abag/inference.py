@@ -1,12 +1,12 @@
 """Use a trained checkpoint: rebuild the model, predict pKd and binder probability, evaluate.
 
 A fold-ensemble checkpoint (`abag train --folds K`, kind "fold_ensemble") is rebuilt
-as an `abag.ensemble.FoldEnsemble`: predictions are the members' mean, `pkd_std` their spread (0 for a single
+as an `abag.model.ensemble.FoldEnsemble`: predictions are the members' mean, `pkd_std` their spread (0 for a single
 model), and `predict_members` gives every member's pKd. The checkpoint's "intervals", "antigen_reference" and
-"antibody_reference" entries (`abag.intervals.PredictionSupport`) become `model.prediction_support`, from
+"antibody_reference" entries (`abag.posthoc.intervals.PredictionSupport`) become `model.prediction_support`, from
 which `predict_frame` adds `pkd_low`/`pkd_high` (a calibrated interval), the nearest training antigen and
 antibody identities and the `applicability` class. Its "familiar_correction" entry
-(`abag.familiar_correction`) becomes `model.familiar_correction`, which moves the predictions for antigens
+(`abag.posthoc.familiar_correction`) becomes `model.familiar_correction`, which moves the predictions for antigens
 the model has seen (every member by the same amount). Imports abag's checkpoint, ensemble, errors,
 familiar_correction, intervals, model, pair_embeddings and policy modules.
 """
@@ -105,7 +105,7 @@ def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Pat
     For a fold ensemble these are the members' mean pKd, mean binder probability and the standard deviation
     of their pKd (ddof 0); for a single model `pkd_std` is 0. With `coverage` (default 0.8) come `pkd_low`,
     `pkd_high`, `nearest_train_antigen_identity`, `nearest_train_antibody_identity` and `applicability`
-    (`abag.intervals`), from `model.prediction_support`; a model without it gets NaN and a warning. Every
+    (`abag.posthoc.intervals`), from `model.prediction_support`; a model without it gets NaN and a warning. Every
     distinct chain is encoded once (in `cache_dir` when the encoders are frozen, in memory when they were
     fine-tuned). A familiar-antigen correction (`model.familiar_correction`) moves every member's pKd and logit;
     the interval then spans the calibrated intervals around both the corrected and the network's own prediction.

@@ -143,7 +143,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _run_training(args: argparse.Namespace, frame, out: Path, model_config, config, data_info: dict):
-    """`abag.train` (one split), or `abag.kfold.train_folds` with --folds K."""
+    """`abag.train` (one split), or `abag.folds.members.train_folds` with --folds K."""
     def log(line: str) -> None:
         print(line, flush=True)
 

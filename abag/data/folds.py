@@ -14,7 +14,7 @@ def make_folds(frame: pd.DataFrame, folds: int | str = 5, *, group_column: str |
     """(group per row, test row indices per fold, description).
 
     `folds` is a number k (whole groups dealt to k folds, largest first, balancing rows; see
-    `abag.splits.group_kfold`) or "logo" (leave one group out: one fold per group, in order of first
+    `abag.data.splits.group_kfold`) or "logo" (leave one group out: one fold per group, in order of first
     appearance). Every row is in exactly one test fold; no group is split across folds.
     """
     grouping = fold_groups(frame, group_column=group_column, identity=identity)

@@ -2,15 +2,15 @@
 
 A random split puts near-identical complexes (the same antigen, often the
 same antibody family) on both sides and flatters every metric. abag's default
-split therefore clusters antigens by sequence identity (`abag.clustering`) and
+split therefore clusters antigens by sequence identity (`abag.identity.clustering`) and
 sends whole clusters to train, validation or test, so that test antigens are
 unseen.
 
 `row_groups` is the one place that maps a table and a grouping method
 ("antigen" clusters, values of a "group" column, or identical "antibody"
 chains) to a group label per row; `split_pairs`, `cluster_kfold` and
-`abag.crossval` (through `fold_groups`) all take their groups from it.
-Imports numpy, pandas and `abag.clustering` only; `cluster_antigens`,
+`abag.folds.crossval` (through `fold_groups`) all take their groups from it.
+Imports numpy, pandas and `abag.identity.clustering` only; `cluster_antigens`,
 `cluster_sequences` and `DEFAULT_IDENTITY` are re-exported from there.
 """
 

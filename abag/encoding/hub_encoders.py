@@ -10,7 +10,7 @@ tiktoken) is named with the pip command, and only a real network/cache problem g
 message. Known paired antibody models (one input holding heavy and light) warn, because abag encodes every
 chain on its own: their unpaired checkpoints are the ones made for that.
 
-Imports `abag.errors` and `abag.sequence_encoder` only.
+Imports `abag.errors` and `abag.encoding.sequence_encoder` only.
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ Registered names:
 |---|---|---|
 | `tiny` | seeded random 2-layer ESM, 32 wide: tests and CI | nothing |
 | `antiberty` | AntiBERTy (8 layers, 512 wide) from the `antiberty==0.1.3` wheel | `pip install "abag[offline]"` |
-| a hub id (`facebook/esm2_t33_650M_UR50D`, `Exscientia/IgT5_unpaired`, …) or a model folder | `abag.hub_encoders` | the hub or its cache |
+| a hub id (`facebook/esm2_t33_650M_UR50D`, `Exscientia/IgT5_unpaired`, …) or a model folder | `abag.encoding.hub_encoders` | the hub or its cache |
 
-Every encoder is a `SequenceEncoder` (`abag.sequence_encoder`): one masked mean vector per single chain.
+Every encoder is a `SequenceEncoder` (`abag.encoding.sequence_encoder`): one masked mean vector per single chain.
 The names other modules import from here (`SequenceEncoder`, `EncodedBatch`, `WindowSpec`, …) are
-re-exported from those two modules. Imports `abag.errors`, `abag.sequence_encoder`, `abag.hub_encoders`.
+re-exported from those two modules. Imports `abag.errors`, `abag.encoding.sequence_encoder`, `abag.encoding.hub_encoders`.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ limit is cut into overlapping windows; each residue is averaged over the windows
 is truncated. The model runs in the encoder's `Precision` (see `SequenceEncoder.use_precision`); pooling is
 always float32.
 
-This module knows nothing about where a model comes from (see `abag.encoders` and `abag.hub_encoders`).
-It imports only `abag.batching`, `abag.errors` and `abag.policy`.
+This module knows nothing about where a model comes from (see `abag.encoding.loader` and `abag.encoding.hub_encoders`).
+It imports only `abag.encoding.batching`, `abag.errors` and `abag.policy`.
 """
 
 from __future__ import annotations

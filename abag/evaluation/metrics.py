@@ -7,8 +7,8 @@ Beside the pooled metrics, two answers to "does it rank *within* an antigen
 cluster / an antibody?": `grouped_spearman` (mean Spearman over groups with
 enough rows) and the cluster bootstrap (`bootstrap_ci(..., groups=...)`), which
 resamples whole groups, because rows of one cluster are not independent.
-The printed comparison table is in `abag.metrics_report` (re-exported here). Imports numpy, pandas,
-scipy, scikit-learn, `abag.policy` and `abag.metrics_report` only.
+The printed comparison table is in `abag.evaluation.tables` (re-exported here). Imports numpy, pandas,
+scipy, scikit-learn, `abag.policy` and `abag.evaluation.tables` only.
 """
 
 from __future__ import annotations
@@ -448,7 +448,7 @@ def evaluate_predictions(
     Spearman over groups with >= ``min_group_size`` scored rows), ``n_groups_within`` and the other
     ``n_groups_*`` counts, and cluster-bootstrap intervals: ``spearman_within_group_ci95`` and
     ``spearman_ci95_cluster`` (pooled Spearman, whole groups resampled). ``antibody_groups`` (e.g.
-    ``abag.splits.row_groups(frame, "antibody").labels``) adds the same ``*_within_antibody`` keys.
+    ``abag.data.splits.row_groups(frame, "antibody").labels``) adds the same ``*_within_antibody`` keys.
     """
     t, p = _to_float(y_true), _to_float(pkd_pred)
     if t.shape != p.shape:

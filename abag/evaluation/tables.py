@@ -1,6 +1,6 @@
-"""The printed comparison table of several `abag.metrics.evaluate_predictions` results (model, baselines).
+"""The printed comparison table of several `abag.evaluation.metrics.evaluate_predictions` results (model, baselines).
 
-Formats plain dicts only: imports pandas and nothing from abag (`abag.metrics` re-exports `format_comparison`).
+Formats plain dicts only: imports pandas and nothing from abag (`abag.evaluation.metrics` re-exports `format_comparison`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The run folder of a fold ensemble (`abag.kfold`), once its members are trained.
+"""The run folder of a fold ensemble (`abag.folds.members`), once its members are trained.
 
 `assemble` loads every member's best epoch over the shared encoders, predicts each row with the member
 that held it out (out-of-fold predictions), fits the baselines out of fold too (each fold's baseline on
@@ -11,12 +11,11 @@ weights, the fold assignment, and the
 prediction-interval calibration (`calibrate_folds`): each row's out-of-fold residual, scaled by its novelty
 (identities against its own member's training rows) and, in-domain, by the members' spread, in the
 applicability class of that row; with the training antigen and antibody references over all rows; and the
-ensemble's familiar-antigen correction (`abag.familiar_correction`, fitted on the out-of-fold residuals of the
+ensemble's familiar-antigen correction (`abag.posthoc.familiar_correction`, fitted on the out-of-fold residuals of the
 members' networks; each member's own correction, fitted on its training folds, made its out-of-fold
 predictions). The
 out-of-fold rows also early-stopped their member, so the out-of-fold metrics are slightly optimistic;
-metrics.json says so. May import from: baselines, checkpoint, distributed, ensemble, familiar_correction,
-inference, intervals, metrics, novelty, outputs, splits.
+metrics.json says so.
 """
 
 from __future__ import annotations
@@ -72,7 +71,7 @@ class FoldsReport:
 def assemble(setup, members) -> FoldsReport:
     """Out-of-fold predictions and baselines, metrics, the ensemble model; writes them on process 0.
 
-    `setup` is `abag.kfold._Setup`, `members` the `abag.kfold.MemberRun`s in member order.
+    `setup` is `abag.folds.members._Setup`, `members` the `abag.folds.members.MemberRun`s in member order.
     """
     frame, plan, config = setup.frame, setup.plan, setup.config
     loaded = [load_trained_model(m.run_dir / "checkpoints" / "best.pt", config.device, encoders=setup.encoders)
@@ -147,7 +146,7 @@ def calibrate_folds(ensemble: FoldEnsemble, frame: pd.DataFrame, plan, predictio
 
     The members' spread scales in-domain rows only: K − 1 of the members trained on each out-of-fold row, which
     for a novel row (its cluster unseen by its own member alone) makes the spread track the row's residual, while
-    an in-domain row's relatives were seen by every member, as a new in-domain row's are (`abag.intervals`)."""
+    an in-domain row's relatives were seen by every member, as a new in-domain row's are (`abag.posthoc.intervals`)."""
     y = pd.to_numeric(frame["pkd"], errors="coerce").to_numpy(dtype=float)
     censored = frame["censored"].to_numpy(dtype=bool) if "censored" in frame else np.zeros(len(frame), bool)
     pred = predictions["pkd_pred"].to_numpy(dtype=float)

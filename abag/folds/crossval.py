@@ -1,7 +1,7 @@
 """Cross-validation over antigen clusters (or any groups): the model beside the baselines, fold by fold.
 
 `cross_validate(frame, model_config, train_config, folds=5)` clusters the antigens (40 % identity by
-default, see `abag.clustering`), deals whole clusters to `k` test folds (`folds="logo"`: one fold per group,
+default, see `abag.identity.clustering`), deals whole clusters to `k` test folds (`folds="logo"`: one fold per group,
 e.g. leave-one-complex-out with `group_column="skempi_complex"`), and for every fold
 
 1. takes a validation slice of *whole groups* from the training folds (for early stopping and the
@@ -11,22 +11,22 @@ e.g. leave-one-complex-out with `group_column="skempi_complex"`), and for every 
 3. fits the baselines (training mean, k-mer ridge) on exactly the same training rows, and
 4. scores model and baselines on the test fold: Spearman with a bootstrap 95 % interval, Pearson, RMSE, …,
    and the mean Spearman *within* groups (clusters with >= 5 scored rows) and within antibodies, with
-   cluster-bootstrap intervals (whole groups resampled; see `abag.metrics.grouped_spearman`).
+   cluster-bootstrap intervals (whole groups resampled; see `abag.evaluation.metrics.grouped_spearman`).
 
 The result holds per-fold metrics, their mean and SD over folds, metrics of the pooled out-of-fold
 predictions (every row is predicted exactly once, by the fold that held it out) and a paired bootstrap
 interval for "model minus k-mer ridge" on the pooled predictions. Censored rows are never scored as
-exact values (see `abag.metrics.evaluate_predictions`).
+exact values (see `abag.evaluation.metrics.evaluate_predictions`).
 
 Embeddings are encoded once for all folds: frozen encoders go through the on-disk embedding cache
-(`TrainConfig.cache_dir`; when it is None, `abag.embedding_cache.default_cache_dir()` is used), so the
+(`TrainConfig.cache_dir`; when it is None, `abag.encoding.embedding_cache.default_cache_dir()` is used), so the
 second fold onwards only reads the cache. Encoders are loaded once and shared by all folds.
 
 `cross_validate` is three steps: plan the folds (`FoldPlan`), run each fold (`_run_fold`: train the
 members, fit the baselines, score; predictions collect in `OutOfFold`), then summarise (pooled, mean over
-folds, model minus reference). The tables are in `abag.crossval_report`. Imports `abag.splits` (groups),
-`abag.metrics`, `abag.baselines`, `abag.model` at import time, and `abag.train`, `abag.inference`,
-`abag.encoders`, `abag.embedding_cache` and `abag.outputs` when it runs.
+folds, model minus reference). The tables are in `abag.folds.crossval_tables`. Imports `abag.data.splits` (groups),
+`abag.evaluation.metrics`, `abag.evaluation.baselines`, `abag.model` at import time, and `abag.train`, `abag.inference`,
+`abag.encoding.loader`, `abag.encoding.embedding_cache` and `abag.outputs` when it runs.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ __all__ = [
 
 MODEL = "model"
 NETWORK_ONLY = "network_only"
-"""The model without its familiar-antigen correction (`abag.familiar_correction`), when it has one."""
+"""The model without its familiar-antigen correction (`abag.posthoc.familiar_correction`), when it has one."""
 SUMMARY_METRICS = ("spearman", "pearson", "rmse", "mae", "r2", "spearman_within_group")
 
 
@@ -218,7 +218,7 @@ class CVSetup:
     groups: np.ndarray                   # the folds' groups (antigen clusters or `group_column` values)
     antibodies: np.ndarray               # identical heavy + light chains, for the within-antibody Spearman
     model_config: ModelConfig
-    train_config: Any                    # abag.train.TrainConfig
+    train_config: Any                    # abag.training.TrainConfig
     out_dir: Path
     encoders: dict
     baselines: Callable[[pd.DataFrame], dict[str, Any]] | None

@@ -2,10 +2,10 @@
 seen all the data.
 
 `train_folds` deals whole antigen clusters (or whole values of `group_column` with `split="group"`) to K
-folds with the planning cross-validation uses (`abag.crossval.make_folds`). Member k is an ordinary
+folds with the planning cross-validation uses (`abag.folds.crossval.make_folds`). Member k is an ordinary
 `abag.train` run in `OUT/members/member_k/`: it trains on the other folds and validates, and so
 early-stops, on fold k (no test part). Every member therefore keeps the v2.7 contract (loss, clamp,
-accumulation steps for its own training rows, checkpoint keys, exact resume). `abag.kfold_report` then
+accumulation steps for its own training rows, checkpoint keys, exact resume). `abag.folds.assembly` then
 scores every row with the member that held it out and writes the ensemble into `OUT`.
 
 `OUT/folds.json`, written before the first member trains, records the plan and the settings. `resume=True`
@@ -13,8 +13,6 @@ refuses a changed K or changed data, keeps the recorded settings (only epochs, d
 cache folder may change, as for a single run), skips finished members, resumes the member in progress from its
 own `last.pt`, and continues finished members from theirs when the epochs were raised (bit for bit as a run
 trained that long from the start; an early-stopped member stays stopped), then reassembles the ensemble.
-May import from: checkpoint, crossval, data_identity, distributed, encoders, errors,
-kfold_report, model, outputs, resume, splits, train, train_setup, version.
 """
 
 from __future__ import annotations
@@ -111,7 +109,7 @@ class FoldsResult:
     history: pd.DataFrame                 # every member's epochs, with a `member` column
     out_dir: Path
     best_checkpoint: Path                 # the ensemble checkpoint (OUT/checkpoints/best.pt)
-    model: object = field(repr=False)     # abag.ensemble.FoldEnsemble
+    model: object = field(repr=False)     # abag.model.ensemble.FoldEnsemble
     predictions: pd.DataFrame = field(repr=False)   # every row, predicted out of fold (test_predictions.csv)
     member_of_row: np.ndarray = field(repr=False)   # 1..K per row
     members: list[MemberRun] = field(repr=False)

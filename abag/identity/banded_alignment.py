@@ -3,9 +3,9 @@
 A banded Smith-Waterman (match +5, mismatch -1, gap open -10, extend -1) runs over many pairs at once in
 numpy; the band covers the diagonals on which the two chains share seeds, plus 16 residues of drift.
 Identity = identical residues in the best local alignment / max(shorter length, 30); the definition and
-its calibration are in `abag.clustering`.
+its calibration are in `abag.identity.clustering`.
 
-Imports numpy and `abag.seed_search` only.
+Imports numpy and `abag.identity.seed_search` only.
 """
 
 from __future__ import annotations

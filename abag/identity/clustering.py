@@ -1,8 +1,8 @@
 """Sequence-identity clustering of antigens: which antigens count as "the same" for a leak-free split.
 
-`cluster_antigens` gives every antigen a cluster id; `abag.splits` sends whole clusters to train,
-validation or test, and `abag.crossval` to cross-validation folds. The seed prefilter lives in
-`abag.seed_search` and the banded alignment in `abag.banded_alignment`; this module turns their
+`cluster_antigens` gives every antigen a cluster id; `abag.data.splits` sends whole clusters to train,
+validation or test, and `abag.folds.crossval` to cross-validation folds. The seed prefilter lives in
+`abag.identity.seed_search` and the banded alignment in `abag.identity.banded_alignment`; this module turns their
 candidates and identities into clusters (union-find). Imports numpy, scipy, pandas and those two
 modules only.
 
@@ -29,7 +29,7 @@ How pairs are found (``cluster_sequences``)
 -------------------------------------------
 1. Exact duplicates collapse to one chain (identical sequences always share a
    cluster).
-2. Seed prefilter (`abag.seed_search`): every chain becomes its set of weight-6 seeds (contiguous
+2. Seed prefilter (`abag.identity.seed_search`): every chain becomes its set of weight-6 seeds (contiguous
    6-mers and three spaced patterns, which stay sensitive when substitutions
    are dense); seeds starting in a low-complexity stretch (<= 2 residue types
    in 8: His tags, GS linkers) are ignored. One sparse matrix product counts
@@ -40,7 +40,7 @@ How pairs are found (``cluster_sequences``)
    are linked without alignment: random substitutions leave half of the
    6-residue seeds intact only above ~89 % identity (0.89**6 = 0.5), and a
    substring shares all of them.
-4. The other candidates are aligned (`abag.banded_alignment`: batched numpy
+4. The other candidates are aligned (`abag.identity.banded_alignment`: batched numpy
    DP), strongest first, skipping pairs whose clusters were joined meanwhile.
 5. Union-find over the accepted links gives the clusters.
 

@@ -1,8 +1,8 @@
 """Nearest reference chain of each query chain, in time and memory that grow with the data, not its square.
 
 `nearest_chain_identity(references, queries)` gives, per query chain, the clustering's identity (banded local
-alignment, `abag.banded_alignment`) to its best reference chain. Exact copies score 1 without alignment. For the
-rest, candidates come from shared seeds (`abag.seed_search`: weight-6 spaced seeds, low-complexity stretches
+alignment, `abag.identity.banded_alignment`) to its best reference chain. Exact copies score 1 without alignment. For the
+rest, candidates come from shared seeds (`abag.identity.seed_search`: weight-6 spaced seeds, low-complexity stretches
 ignored), as in the clustering, with limits that bound the work. A query chain looks up the seeds it shares with
 at most `COMMON_SEED_LIMIT` reference chains, plus its `RAREST_SEEDS` rarest shared seeds whatever their counts;
 such a common seed is expanded to `COMMON_SEED_HOLDERS` of its holders (a hash-ordered choice). Seeds nearly

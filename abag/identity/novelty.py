@@ -4,7 +4,7 @@ The familiar-antigen correction (`abag.posthoc.familiar_correction`) weighs its 
 *antigen weight*, from here: the sequence identity of the query antigen to its nearest training antigen, mapped
 through a ramp (`antigen_weight_from_identity`):
 
-    identity <= 0.40 (the antigen-split threshold, `abag.clustering.DEFAULT_IDENTITY`)  ->  w = 0
+    identity <= 0.40 (the antigen-split threshold, `abag.identity.clustering.DEFAULT_IDENTITY`)  ->  w = 0
     0.40 .. 0.90                                                                         ->  linear
     identity >= 0.90 (point mutants, close variants, fragments of a training antigen)   ->  w = 1
 
@@ -12,10 +12,10 @@ so an antigen from an unseen cluster gets the network's antibody-only prediction
 antigen the full antigen-aware one.
 
 Identity is the clustering's: identical residues in the best banded local alignment / max(shorter length,
-30) (`abag.banded_alignment`). A multi-chain antigen ("A|B") scores the residue-weighted mean of its chains'
+30) (`abag.identity.banded_alignment`). A multi-chain antigen ("A|B") scores the residue-weighted mean of its chains'
 best identities, so a complex whose only familiar chain is a small shared one (beta-2-microglobulin) stays
 mostly novel. The search for each query chain's nearest training chain (exact copies, then rare shared
-seeds and banded alignment of the best candidates, in bounded time and memory) is `abag.nearest_chains`.
+seeds and banded alignment of the best candidates, in bounded time and memory) is `abag.identity.nearest_chains`.
 
 `NoveltyReference` holds the deduplicated training chains and the ramp; `to_state()` is plain data for a
 checkpoint, so predicting needs no training table. Imports numpy and abag's `clustering` (the threshold) and

@@ -3,7 +3,7 @@
 Every chain becomes its set of weight-6 seeds (contiguous 6-mers and three spaced patterns); seeds that
 start in a low-complexity stretch are ignored; one sparse matrix product counts the seeds every pair of
 chains shares, and a Poisson model of chance matches (the data's own amino-acid composition) keeps the
-pairs worth a closer look. `abag.clustering` explains how these candidates become clusters.
+pairs worth a closer look. `abag.identity.clustering` explains how these candidates become clusters.
 
 Imports numpy, scipy and `abag.policy` only.
 """

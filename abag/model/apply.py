@@ -2,7 +2,7 @@
 
 `build_part_data` encodes every distinct chain once (through the embedding cache) when the encoders are
 frozen, or keeps raw sequences when they are fine-tuned or the cache is off; `predict_data` runs the model
-over a part in eval mode. May import from: distributed, pair_embeddings, policy.
+over a part in eval mode.
 """
 
 from __future__ import annotations

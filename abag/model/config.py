@@ -31,9 +31,9 @@ class ModelConfig:
     input_dropout: float = 0.3    # dropout on the (normalised) chain vectors entering the head (0 when dropout is 0)
     # Independently initialised head copies trained together through one loss on their mean prediction.
     n_members: int = 5
-    # The antigen-aware part of the default (abag.familiar_correction): a k-mer ridge on the network's training
+    # The antigen-aware part of the default (abag.posthoc.familiar_correction): a k-mer ridge on the network's training
     # residuals, added in proportion to the query antigen's familiarity w (0 for an unseen antigen cluster), and
-    # the antigen construct's effect learned within antigen clusters (abag.antigen_context), added by 1 − w.
+    # the antigen construct's effect learned within antigen clusters (abag.posthoc.antigen_context), added by 1 − w.
     # "kmer_ridge": the k-mer ridge alone (an unseen antigen then gets the network's prediction exactly);
     # "none": the network alone, as before.
     familiar_correction: str = "kmer_ridge_context"
@@ -99,5 +99,5 @@ FUSIONS = ("interaction", "antibody_only")
 
 CORRECTIONS = ("kmer_ridge", "kmer_ridge_context", "none")
 """`ModelConfig.familiar_correction` values: the residual k-mer ridge; the same with the antigen construct term
-for unfamiliar antigens (`abag.antigen_context`: the construct's effect within families; the default); or no
+for unfamiliar antigens (`abag.posthoc.antigen_context`: the construct's effect within families; the default); or no
 correction."""

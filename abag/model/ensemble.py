@@ -1,11 +1,10 @@
 """A fold ensemble as one model: the K heads of `abag train --folds K` over one shared pair of encoders.
 
-Each member of a fold ensemble (`abag.kfold`) is an ordinary `AbAgModel` trained on K−1 folds. The saved
+Each member of a fold ensemble (`abag.folds.members`) is an ordinary `AbAgModel` trained on K−1 folds. The saved
 ensemble keeps every member's head and rebuilds them over a single set of encoders (an ESM-2 650M is
 loaded once, never K times; fold ensembles need frozen encoders for that reason). `FoldEnsemble` predicts
 the mean pKd and the mean binder probability of its members; `FoldEnsemble.member(k)` is member k on its
 own, which `abag.inference` uses for the per-member predictions (`predict_members`, the `pkd_std` column).
-May import from: encoders, model.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Censored rows (true pKd at most the reported bound, e.g. an assay floor) are one-sided in both terms: the
 squared error counts only above the bound, and the binder label is used only where the bound settles it
-(bound below the threshold: certainly not a binder). May import from: policy.
+(bound below the threshold: certainly not a binder).
 """
 
 from __future__ import annotations

@@ -124,8 +124,8 @@ class AbAgModel(nn.Module):
 
     `forward` takes either `PairSequences` (encodes on the fly) or `PairEmbeddings` (from the embedding
     cache) and returns `(pkd_pred, class_logits)`, both (B,); pkd_pred always lies in [pkd_min, pkd_max].
-    `familiar_correction` (`abag.familiar_correction`, fitted after training when `config.familiar_correction`
-    asks for it) is applied to the outputs by `abag.inference` and `abag.finalize`, not by `forward`, which is
+    `familiar_correction` (`abag.posthoc.familiar_correction`, fitted after training when `config.familiar_correction`
+    asks for it) is applied to the outputs by `abag.inference` and `abag.training.finalize`, not by `forward`, which is
     the network alone.
     """
 
@@ -140,7 +140,7 @@ class AbAgModel(nn.Module):
         antibody_encoder.freeze(config.finetune_layers)
         if antigen_encoder is not antibody_encoder:  # an antigen encoder the head ignores has nothing to learn
             antigen_encoder.freeze(config.finetune_layers if self.head.uses_antigen else 0)
-        self.familiar_correction = None  # abag.familiar_correction.FamiliarCorrection, fitted after training
+        self.familiar_correction = None  # abag.posthoc.familiar_correction.FamiliarCorrection, fitted after training
 
     def train(self, mode: bool = True) -> "AbAgModel":
         """Frozen encoders stay in eval mode (no dropout), so cached and on-the-fly embeddings agree."""

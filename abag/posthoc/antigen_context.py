@@ -1,6 +1,6 @@
 """What an antigen entry says about a measured pKd beyond its family: two descriptors, learned within families.
 
-The familiar-antigen correction (`abag.familiar_correction`) trusts an antigen's k-mers only where the antigen is
+The familiar-antigen correction (`abag.posthoc.familiar_correction`) trusts an antigen's k-mers only where the antigen is
 familiar, so on an antigen from a cluster the model never saw it adds nothing. Two properties of an antigen entry
 are not family-specific:
 
@@ -9,7 +9,7 @@ are not family-specific:
 
 They describe what was measured (the construct) as much as what binds, and antigens of one cluster differ in them
 (an RBD against a whole spike, one chain against a complex). `AntigenContext` learns their effect *within* antigen
-clusters: descriptors and pKd are centred on their cluster's mean (`abag.clustering.cluster_antigens` at 40 %
+clusters: descriptors and pKd are centred on their cluster's mean (`abag.identity.clustering.cluster_antigens` at 40 %
 identity) and a ridge without intercept (`sklearn.linear_model.Ridge`) is fitted to what is left. Its penalty is
 chosen by cross-validation over whole clusters (`sklearn.model_selection.GroupKFold`, up to 10 folds): the effect
 must predict the within-cluster differences of clusters it was not fitted on, and an infinite penalty (no term at

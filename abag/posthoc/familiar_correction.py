@@ -5,20 +5,20 @@ the model has seen.
     r = r0 + r_antigen + v(antibody) · r_antibody
 
 `a` is the network's prediction (the default head, `fusion="antibody_only"`, which ignores the antigen).
-`c` (`abag.antigen_context`, default `familiar_correction="kmer_ridge_context"`; 0 with `"kmer_ridge"`) is the
+`c` (`abag.posthoc.antigen_context`, default `familiar_correction="kmer_ridge_context"`; 0 with `"kmer_ridge"`) is the
 effect of the antigen entry's chain count and size learned *within* antigen clusters (how an RBD and a whole
 spike of one family differ), centred on the training antigens, so it reorders rows within a family more than it
 moves families. It stands in for what is known about an antigen where nothing family-specific is: it counts by
 1 − w, fully for an antigen from an unseen cluster, not at all for a training antigen, whose own k-mers (in r)
 already carry its construct. `r` is a ridge regression on the 1- and 2-mer composition of all three chains
-(`abag.baselines.KmerRidgeBaseline`) fitted to the network's residuals y − a on its own training rows, with
+(`abag.evaluation.baselines.KmerRidgeBaseline`) fitted to the network's residuals y − a on its own training rows, with
 the penalty chosen by leave-one-out (GCV above 20,000 rows). A single model uses its in-sample residuals; a
-fold ensemble (`abag.kfold_report`) the out-of-fold ones, which also carry what the network cannot learn about
-an antigen from its antibodies, such as the antigen's level. `w` is the novelty ramp of `abag.novelty`: the
+fold ensemble (`abag.folds.assembly`) the out-of-fold ones, which also carry what the network cannot learn about
+an antigen from its antibodies, such as the antigen's level. `w` is the novelty ramp of `abag.identity.novelty`: the
 identity of the query antigen to its nearest training antigen, 0 at or below the 40 % split threshold and 1 at
 90 % or more. The ridge is a sum over chains (its intercept r0 and the heavy, light and antigen terms), and
 the antibody's terms count by `v`, the same kind of ramp on the antibody's identity to its nearest training
-antibody (variable domains): 0 below 80 % (a new lineage, `abag.intervals.ANTIBODY_NOVEL_BELOW`), 1 at 90 %.
+antibody (variable domains): 0 below 80 % (a new lineage, `abag.posthoc.intervals.ANTIBODY_NOVEL_BELOW`), 1 at 90 %.
 Each chain's learned effect is trusted only where that chain is familiar: on SKEMPI, k-mer terms learned from
 other lineages moved a new antibody's level by up to 5 pKd. r is held inside the range it spanned on its
 training rows, since a new antibody's k-mers can otherwise send a ridge far beyond any pKd it was fitted to. So:
@@ -39,7 +39,7 @@ k-mer ridge on familiar antigens (bench/RESULTS.md), while a ridge on residuals 
 term whole.
 
 `FamiliarCorrection.to_state()` is plain data for a checkpoint; it uses the checkpoint's training antigen and
-antibody references (`abag.intervals.PredictionSupport`) instead of storing the sequences twice. Imports
+antibody references (`abag.posthoc.intervals.PredictionSupport`) instead of storing the sequences twice. Imports
 numpy, pandas and abag's antigen_context, baselines, intervals and novelty.
 """
 

@@ -33,8 +33,8 @@ Applicability compares each query with the training set: `nearest_train_antigen_
 `ANTIGEN_NOVEL_BELOW` (the 40% clustering threshold: the antigen belongs to no training cluster) makes it a
 novel antigen; `nearest_train_antibody_identity` below `ANTIBODY_NOVEL_BELOW` (80% over the variable domains:
 no training antibody of the same lineage) a novel antibody. Antibodies are compared as their variable
-domains ("heavy|light", `abag.features.variable_domain`) with the same chain identity as antigens
-(`abag.novelty.NoveltyReference`).
+domains ("heavy|light", `abag.encoding.features.variable_domain`) with the same chain identity as antigens
+(`abag.identity.novelty.NoveltyReference`).
 
 `PredictionSupport` is what a checkpoint carries for all this (the calibration table and the training
 antigen and antibody references, as plain data), and `PredictionSupport.annotate` adds the columns
@@ -386,7 +386,7 @@ class PredictionSupport:
         """`predicted` (with pkd_pred, pkd_std) plus the identity, applicability and interval columns.
 
         `also_cover`: a second prediction per row whose calibrated interval the reported one must contain too
-        (the network's own, where `abag.familiar_correction` moved it: the calibration never saw those moves)."""
+        (the network's own, where `abag.posthoc.familiar_correction` moved it: the calibration never saw those moves)."""
         out = predicted.copy()
         if self.antigen_reference is not None and self.antibody_reference is not None:
             antigen, antibody = nearest_identities(out, self.antigen_reference, self.antibody_reference)

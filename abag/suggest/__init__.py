@@ -16,7 +16,7 @@ Modules, one job each (a module imports only those above it in this list):
 - `candidates`: single mutants of a parent, combinations of helpful mutations, cleaning;
 - `checkpoint_inputs`: embeddings and the pKd prior of a trained abag model;
 - `pipeline`: `suggest_batch`, `SuggestResult`, `SuggestReport`;
-- `command`: the `abag suggest` command (its options are built in `abag.suggest_cli`).
+- `command`: the `abag suggest` command (its options are built in `abag.cli.suggest`).
 """
 
 from abag.suggest.candidates import (

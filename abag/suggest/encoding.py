@@ -8,7 +8,7 @@ diversity rule's Hamming distance.
 When a chain's length differs between rows (insertions or deletions), positions no longer face each other:
 the features fall back to the k-mer composition (k = 1, 2) of the antibody chains, and the distance to the
 Hamming distance after padding each chain at its end, which is an upper bound of the edit distance.
-`VariantEncoding.note` says which was used. Imports numpy, pandas, abag.policy and abag.baselines.
+`VariantEncoding.note` says which was used. Imports numpy, pandas, abag.policy and abag.evaluation.baselines.
 """
 
 from __future__ import annotations

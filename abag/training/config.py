@@ -2,7 +2,7 @@
 
 `TrainConfig` is saved in every checkpoint (as a plain dict) and restored on `--resume`; `RunInputs` is what
 `abag.train` hands to `fit` and `finalize`: the table, the split, each part's rows and the device and
-precision. May import from: policy.
+precision.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class TrainConfig:
     grad_clip_norm: float = 1.0
     mse_weight: float = 0.7
     class_weight: float = 0.3
-    # Optional pairwise ranking term within antigen clusters (abag.ranking); 0 = the v2.7 loss alone.
+    # Optional pairwise ranking term within antigen clusters (abag.model.ranking); 0 = the v2.7 loss alone.
     ranking_weight: float = 0.0
     ranking_rows_per_group: int = 4  # with ranking on: micro-batches hold runs of this many rows of one cluster
     binder_threshold: float = BINDER_THRESHOLD
@@ -38,7 +38,7 @@ class TrainConfig:
     early_stopping_patience: int = 15
     overfit_warning_ratio: float = 3.0
     # Share of validation predictions within `SATURATION_MARGIN` of either output bound above which the
-    # epoch line warns that the head is saturating (see abag.monitors).
+    # epoch line warns that the head is saturating (see abag.training.monitors).
     saturation_warning_share: float = 0.10
     seed: int = 0
     split: str = "antigen"
@@ -63,9 +63,9 @@ class RunInputs:
     """Everything fixed for the length of a run: data, split, per-part rows, device and precision."""
 
     frame: pd.DataFrame = field(repr=False)
-    split: object                          # abag.splits.SplitResult
+    split: object                          # abag.data.splits.SplitResult
     parts: dict[str, np.ndarray] = field(repr=False)
-    data: dict = field(repr=False)         # part name -> abag.pair_data.PairData
+    data: dict = field(repr=False)         # part name -> abag.model.apply.PairData
     config: TrainConfig
     model_config: object                   # abag.model.ModelConfig
     device: torch.device

@@ -5,7 +5,7 @@
 split part it was assigned to. Its `to_checkpoint()` is tensors and strings only (it loads with
 `torch.load(weights_only=True)`), 26 to 42 bytes per row (at most 7 MB for 160k pairs). `differences()` names what
 changed between the checkpoint's data and this data. `data_fingerprint` is the one-string summary saved
-in the checkpoint's config. May import from: nothing in abag.
+in the checkpoint's config.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """After the epoch loop: reload the best epoch's weights, evaluate them on validation and test beside the
 baselines, and assemble what the run folder gets (metrics.json, history.csv, test_predictions.csv).
 
-It also calibrates the prediction intervals on the validation part (`abag.intervals`: residuals of the best
+It also calibrates the prediction intervals on the validation part (`abag.posthoc.intervals`: residuals of the best
 epoch, pkd_std = 0 for one model, applicability against the training part) and adds the calibration and the
 training antigen/antibody references to best.pt and last.pt (`store_support`: the only file this module
 writes; everything else `abag.train` writes). Before any of that it fits the familiar-antigen correction
-(`abag.familiar_correction`) on the best epoch's in-sample outputs over the training part, so the validation
-and test metrics are those of the model as saved. May import from: splits, baselines, checkpoint, distributed,
-familiar_correction, intervals, metrics, metrics_document, pair_data, train_setup, training_state.
+(`abag.posthoc.familiar_correction`) on the best epoch's in-sample outputs over the training part, so the validation
+and test metrics are those of the model as saved.
 """
 
 from __future__ import annotations
@@ -112,7 +111,7 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
 
 
 def fit_correction(state: TrainingState, run: RunInputs, support: PredictionSupport, clusters: np.ndarray):
-    """The familiar-antigen correction (`abag.familiar_correction`) on the best epoch's in-sample outputs over
+    """The familiar-antigen correction (`abag.posthoc.familiar_correction`) on the best epoch's in-sample outputs over
     the training part (`clusters`: its rows' antigen clusters); None when the model config turns it off."""
     if state.model.config.familiar_correction == "none" or len(run.data["train"]) == 0:
         return None

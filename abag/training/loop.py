@@ -3,8 +3,7 @@
 `_train_epoch` is the inner loop, in the order a reader expects: forward, loss, NaN/Inf check, backward of
 the scaled loss (micro-batches skip DDP's all-reduce), and once per accumulation group: unscale, clip,
 check the gradient norm, optimizer step, zero the gradients. Saving is the caller's (`save`), so this
-module never touches files. May import from: checkpoint, distributed, errors, losses, metrics, monitors,
-pair_data, policy, ranking, train_setup, training_state.
+module never touches files.
 """
 
 from __future__ import annotations
@@ -151,7 +150,7 @@ def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Op
     counts for its rows only. Under DDP each process holds an equal share of every group (see
     `shard_for_process`), so the all-reduced average of the processes' gradients is the mean over all rows.
     With `clusters` (each training row's group code) the loss adds `config.ranking_weight` x the pairwise
-    ranking term (`abag.ranking`).
+    ranking term (`abag.model.ranking`).
     """
     net.train()
     order = shard_for_process(epoch_order(len(data), config.seed, epoch, clusters, config.ranking_rows_per_group))

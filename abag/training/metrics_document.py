@@ -1,6 +1,4 @@
 """The metrics.json document (schema v2.7): metrics, baselines, hyperparameters, improvements, data, encoder.
-
-May import from: distributed, monitors, train_setup, version.
 """
 
 from __future__ import annotations

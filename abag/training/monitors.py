@@ -5,7 +5,7 @@ output saturation: the share of validation predictions within `SATURATION_MARGIN
 the model's output range. The output is a scaled sigmoid, so it can never leave the range; a head pushed
 into the flat ends of the sigmoid instead piles predictions up at the bounds, where their gradient is
 below 2% of its peak. A tenth of the predictions there (`TrainConfig.saturation_warning_share`, 0.10) is
-far more than labels near the bounds explain, so the line warns. May import from: policy, train_setup.
+far more than labels near the bounds explain, so the line warns.
 """
 
 from __future__ import annotations

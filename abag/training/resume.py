@@ -1,7 +1,5 @@
 """`--resume`: open last.pt, check that it may continue on this data and this many processes, and take the
 run's settings from it (only where the run goes, how long it trains and how it reports may change).
-
-May import from: checkpoint, data_identity, distributed, errors, model, train_setup.
 """
 
 from __future__ import annotations

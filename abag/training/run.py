@@ -1,10 +1,9 @@
 """Train a model and write its run folder: prepare → fit → finalize.
 
 `train()` reads top to bottom: take the settings (from last.pt on `--resume`), split the data, build the
-model and its inputs, build or restore the `TrainingState`, run the epoch loop (`abag.fit.fit`), then
-evaluate the best epoch (`abag.finalize.finalize`) and write the results. `RunFolder` is the only writer
-of the run folder. May import from: checkpoint, distributed, errors, finalize, fit, losses, model,
-outputs, pair_data, policy, resume, splits, train_setup, training_state, data_identity, version.
+model and its inputs, build or restore the `TrainingState`, run the epoch loop (`abag.training.loop.fit`), then
+evaluate the best epoch (`abag.training.finalize.finalize`) and write the results. `RunFolder` is the only writer
+of the run folder.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `TrainingState` holds the model, optimizer, scheduler, GradScaler, the epoch history and the counters
 (epoch, best validation Spearman and its epoch, epochs without improvement). `to_checkpoint()` adds the
 RNG states (torch, CUDA, NumPy, Python) at the moment of saving; `restore()` loads all of it back, RNG last,
-so a resumed run continues bit for bit. May import from: checkpoint, distributed, policy, train_setup.
+so a resumed run continues bit for bit.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class TrainingState:
     scaler: torch.amp.GradScaler = field(repr=False)
     run_config: dict = field(repr=False)          # the checkpoint's "config": model and train settings, data id
     seed: int = 0
-    split: dict | None = field(default=None, repr=False)  # abag.data_identity.RowRecord.to_checkpoint()
+    split: dict | None = field(default=None, repr=False)  # abag.training.data_identity.RowRecord.to_checkpoint()
     history: list[dict] = field(default_factory=list, repr=False)
     epoch: int = 0
     best_spearman: float = -math.inf
