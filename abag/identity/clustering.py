@@ -1,79 +1,11 @@
 """Sequence-identity clustering of antigens: which antigens count as "the same" for a leak-free split.
 
-`cluster_antigens` gives every antigen a cluster id; `abag.data.splits` sends whole clusters to train,
-validation or test, and `abag.folds.crossval` to cross-validation folds. The seed prefilter lives in
-`abag.identity.seed_search` and the banded alignment in `abag.identity.banded_alignment`; this module turns their
-candidates and identities into clusters (union-find). Imports numpy, scipy, pandas and those two
-modules only.
-
-Similarity definition
----------------------
-Two chains ``a`` and ``b`` are *similar* when
-
-    identity(a, b) = identical residues in their best local alignment
-                     / max(min(len(a), len(b)), 30)   >=   identity
-
-The alignment is a banded Smith-Waterman (match +5, mismatch -1, gap open
--10, extend -1) whose band covers the diagonals on which the chains share
-seeds, plus 16 residues of drift. Dividing by the *shorter* chain is the
-CD-HIT convention: a fragment (an RBD cut from a full spike, a domain of a
-multi-domain protein) is 100 % identical to its parent. The floor of 30
-residues keeps a short peptide from joining a protein on a chance match of a
-few residues (it needs >= 12 identical aligned residues; exact copies of
->= 8 residues still link, see step 3). Default threshold: 40 %
-(``DEFAULT_IDENTITY``). Clusters are single-linkage (connected components of
-the "similar" graph), so two members of a cluster may be less than 40 %
-identical to each other; for leakage control that errs on the safe side.
-
-How pairs are found (``cluster_sequences``)
--------------------------------------------
-1. Exact duplicates collapse to one chain (identical sequences always share a
-   cluster).
-2. Seed prefilter (`abag.identity.seed_search`): every chain becomes its set of weight-6 seeds (contiguous
-   6-mers and three spaced patterns, which stay sensitive when substitutions
-   are dense); seeds starting in a low-complexity stretch (<= 2 residue types
-   in 8: His tags, GS linkers) are ignored. One sparse matrix product counts
-   shared seeds for all pairs. A pair becomes a *candidate* when it shares
-   more seeds than chance explains (Poisson model with the data's amino-acid
-   composition; threshold set so that ~1,000 random pairs pass per call).
-3. Candidates sharing >= 3 seeds and >= half of the shorter chain's seeds
-   are linked without alignment: random substitutions leave half of the
-   6-residue seeds intact only above ~89 % identity (0.89**6 = 0.5), and a
-   substring shares all of them.
-4. The other candidates are aligned (`abag.identity.banded_alignment`: batched numpy
-   DP), strongest first, skipping pairs whose clusters were joined meanwhile.
-5. Union-find over the accepted links gives the clusters.
-
-Calibration and limits (measured on synthetic pairs; see tests)
----------------------------------------------------------------
-* Given the right band, the identity is that of a real alignment: pairs made
-  at 30/40/50/70 % identity (random substitutions plus short indels) score
-  0.29/0.40/0.50/0.70 on average. Near the threshold, about half of the pairs
-  made at exactly 40 % fall on either side.
-* The seed prefilter is the sensitivity bottleneck: a 40 %-identical pair keeps
-  only 0.4**6 = 0.4 % of its seeds. Pairs at 40 % are found in ~20-50 % of
-  cases below 200 aa and always from ~400 aa; at 50 %, from ~100 aa almost
-  always. Point mutants, near-identical variants and fragments (>= 8 aa exact,
-  >= 50 aa with mutations) are found at any length.
-* Pairs sharing seeds only on widely spread diagonals get a band of at most
-  +-384; rearranged domains (circular permutations) are underestimated.
-* Against exhaustive (unbanded) local alignment of all 160k chain pairs of
-  saaintdb_dev.csv, one cross-cluster pair reaches 40 % (0.445, two
-  hydrophobic membrane-protein chains).
-* Speed (2-core CPU, numpy/scipy only): 10,000 distinct chains of 50-1,500 aa
-  in 2,000 families cluster in ~12-16 s CPU time; saaintdb_dev's 565 antigen
-  chains take ~0.5 s. Cost grows with the square of the number of *near-
-  identical* chains (2,000 point mutants of one 220-aa domain: ~5 s).
-* Scaling (antigens of 100-600 aa in families of 10, CPU time / peak memory
-  above the input): 5k 3.2 s / 0.27 GB, 10k 6.1 s / 0.43 GB, 20k 10.1 s /
-  0.73 GB, 40k 21.7 s / 1.45 GB. Memory is linear in residues (seed arrays).
-  One term is quadratic: pairs sharing a single chance seed all pass through
-  the sparse product (1.5M pairs at 20k, 5.9M at 40k; 1.1 s and 3.5 s), so
-  beyond ~100k chains it dominates.
-
-Multi-chain antigens (``"A|B"``) are clustered chain by chain; two antigens
-are linked when any of their chains are similar (union-find), so a shared
-chain (e.g. beta-2-microglobulin in MHC complexes) puts them in one cluster.
+Two chains are similar when their banded local alignment (`abag.identity.banded_alignment`) has identical
+residues ≥ `DEFAULT_IDENTITY` (40 %) of max(the shorter length, 30): the CD-HIT convention, so a fragment (an RBD
+of a spike) is identical to its parent. Candidate pairs come from shared seeds (`abag.identity.seed_search`);
+near-identical candidates link without alignment, the rest are aligned strongest first; union-find gives
+single-linkage clusters. A multi-chain antigen ("A|B") links to another when any of their chains are similar.
+Sensitivity, limits and speed are measured in the tests and bench/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -1,46 +1,12 @@
-"""The antigen-aware part of the default model: the antigen construct's effect, and a correction for antigens
-the model has seen.
+"""The antigen terms fitted after the network: pKd = a(antibody) + (1 − w)·c(antigen) + w·r(heavy, light, antigen).
 
-    pKd = a(antibody) + (1 − w(antigen)) · c(antigen) + w(antigen) · r(heavy, light, antigen),
-    r = r0 + r_antigen + v(antibody) · r_antibody
-
-`a` is the network's prediction (the default head, `fusion="antibody_only"`, which ignores the antigen).
-`c` (`abag.posthoc.antigen_context`, default `familiar_correction="kmer_ridge_context"`; 0 with `"kmer_ridge"`) is the
-effect of the antigen entry's chain count and size learned *within* antigen clusters (how an RBD and a whole
-spike of one family differ), centred on the training antigens, so it reorders rows within a family more than it
-moves families. It stands in for what is known about an antigen where nothing family-specific is: it counts by
-1 − w, fully for an antigen from an unseen cluster, not at all for a training antigen, whose own k-mers (in r)
-already carry its construct. `r` is a ridge regression on the 1- and 2-mer composition of all three chains
-(`abag.evaluation.baselines.KmerRidgeBaseline`) fitted to the network's residuals y − a on its own training rows, with
-the penalty chosen by leave-one-out (GCV above 20,000 rows). A single model uses its in-sample residuals; a
-fold ensemble (`abag.folds.assembly`) the out-of-fold ones, which also carry what the network cannot learn about
-an antigen from its antibodies, such as the antigen's level. `w` is the novelty ramp of `abag.identity.novelty`: the
-identity of the query antigen to its nearest training antigen, 0 at or below the 40 % split threshold and 1 at
-90 % or more. The ridge is a sum over chains (its intercept r0 and the heavy, light and antigen terms), and
-the antibody's terms count by `v`, the same kind of ramp on the antibody's identity to its nearest training
-antibody (variable domains): 0 below 80 % (a new lineage, `abag.posthoc.intervals.ANTIBODY_NOVEL_BELOW`), 1 at 90 %.
-Each chain's learned effect is trusted only where that chain is familiar: on SKEMPI, k-mer terms learned from
-other lineages moved a new antibody's level by up to 5 pKd. r is held inside the range it spanned on its
-training rows, since a new antibody's k-mers can otherwise send a ridge far beyond any pKd it was fitted to. So:
-
-- an antigen from a cluster the model never saw (w = 0) gets the network's prediction plus c, which only
-  knows how constructs of a family differ (with `"kmer_ridge"`: the network's prediction exactly);
-- a training antigen, or a point mutant of one (w = 1), gets the corrected prediction: the same antibody
-  scores differently against two training antigens, and a mutation of the antigen moves the prediction
-  through its k-mers.
-
-The binder logit moves with the pKd at the network's own rate (the least-squares slope of its logit on its
-pKd over the training rows, never negative), so `binder_prob` agrees with the corrected `pkd_pred`. The sum
-stays clamped to [pkd_min, pkd_max]. Censored rows (bounds, not values) do not enter the ridge.
-
-Why a closed-form ridge and not more network: on the measured sets the neural antigen branches (an additive
-antigen head, since removed, and `fusion="interaction"`) lost to antibody-only on unseen clusters and to the
-k-mer ridge on familiar antigens (bench/RESULTS.md), while a ridge on residuals keeps the network's antibody
-term whole.
-
-`FamiliarCorrection.to_state()` is plain data for a checkpoint; it uses the checkpoint's training antigen and
-antibody references (`abag.posthoc.intervals.PredictionSupport`) instead of storing the sequences twice. Imports
-numpy, pandas and abag's antigen_context, baselines, intervals and novelty.
+`a` is the network; `c` the antigen construct term (`abag.posthoc.antigen_context`); `r` a k-mer ridge
+(`KmerRidgeBaseline`) on the network's residuals on its training rows (out of fold for a fold ensemble), whose
+antibody terms count by the antibody's familiarity v. `w` and `v` ramp with the identity to the nearest training
+antigen (0 at 40 %, 1 at 90 %) and antibody (0 below 80 %, 1 at 90 %). `r` is held inside the range it spanned in
+training, the binder logit moves with the pKd at the network's own rate, and the sum is clamped to [4, 14].
+`FamiliarCorrection.to_state()` is plain data for a checkpoint. Why and how well: docs/intervals.md,
+bench/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -1,46 +1,14 @@
-"""Prediction intervals and applicability: conformal calibration on out-of-fold residuals.
+"""Prediction intervals and the applicability class of each row.
 
-A row's interval is `pkd_pred ± q · scale(row)`. `scale` (`IntervalScale`) is the expected size of the row's
-error, fitted on the calibration rows as a non-negative linear function of the member spread `pkd_std` and of
-the row's novelty, the distances 1 − nearest training antigen identity and 1 − nearest training antibody
-identity (rows further from every training antigen or antibody err more; the fit decides by how much). `q` is
-the conformal quantile of the calibration rows' normalised residuals |y − ŷ| / scale, taken separately for each
-applicability class (Mondrian conformal prediction). A class with too few calibration rows uses the quantile of
-all rows; since the scale already carries the continuous novelty, the pooled normalised residuals stand in for
-a sparse class far better than the raw ones did.
-
-What the calibration must respect, learned from the first nested cross-validation (bench/RESULTS.md):
-- Every part of the scale must be measured on calibration rows as it is on new rows. The spread of a fold
-  ensemble's members on a novel out-of-fold row is not: K − 1 of them trained on that row's antigen cluster and
-  one did not, so their spread tracks that row's residual (Spearman 0.63 on saaintdb_dev, against −0.01 on new
-  clusters) and the quantile of |y − ŷ| / (spread + floor) came out too small (80 %: 76 % covered, 90 %: 82 %,
-  95 %: 87 %). For an in-domain out-of-fold row, every member saw its close relatives, so it stands to the
-  members as a new in-domain row does, and its spread is a fair measurement (on Phillips variants it tracks the
-  error: Spearman 0.39). Fold ensembles therefore calibrate with `spread_classes=("in-domain",)`: the spread
-  scales in-domain rows only, at calibration and at prediction alike.
-- The novelty terms never extrapolate: distances are clipped to the range seen in calibration, so rows more
-  familiar than any calibration row (in-domain rows after antigen-cluster CV) get the scale of the most
-  familiar calibration rows, not a narrower guess.
-- Fewer than `SCALE_MIN_ROWS` calibration rows fit no scale: the scale is then `pkd_std + floor` (floor = the
-  median positive spread, or 1), as before.
-Measured by nested cross-validation (bench/bench_intervals.py), the 80/90/95 % intervals then covered 80/92/96 %
-of unseen-cluster rows of saaintdb_dev (novel-both: 82/91/95 %; before: 76/82/87 %, novel-both 66 % at 80 %)
-and 79/90/94 % of in-domain Phillips variants. Fitting the scale on the rows that also give the quantile costs a
-little of the finite-sample guarantee (a few parameters against hundreds of rows). Calibration rows must be scored by a model that never saw their antigen
-cluster (the out-of-fold predictions of `abag train --folds K`), so their residuals are honest.
-
-Applicability compares each query with the training set: `nearest_train_antigen_identity` below
-`ANTIGEN_NOVEL_BELOW` (the 40% clustering threshold: the antigen belongs to no training cluster) makes it a
-novel antigen; `nearest_train_antibody_identity` below `ANTIBODY_NOVEL_BELOW` (80% over the variable domains:
-no training antibody of the same lineage) a novel antibody. Antibodies are compared as their variable
-domains ("heavy|light", `abag.encoding.features.variable_domain`) with the same chain identity as antigens
-(`abag.identity.novelty.NoveltyReference`).
-
-`PredictionSupport` is what a checkpoint carries for all this (the calibration table and the training
-antigen and antibody references, as plain data), and `PredictionSupport.annotate` adds the columns
-`nearest_train_antigen_identity`, `nearest_train_antibody_identity`, `applicability`, `pkd_low` and
-`pkd_high` to a table of predictions. Imports numpy, pandas, scipy, sklearn and abag's features and novelty
-modules only.
+A row's interval is `pkd_pred ± q · scale(row)`. `scale` (`IntervalScale`) is a non-negative linear fit of the
+error size on the member spread and the row's novelty (1 − identity to the nearest training antigen and
+antibody, clipped to the calibration range, so never extrapolated); `q` is the split-conformal quantile of the
+held-out residuals / scale, one per applicability class (Mondrian). Calibration rows must be scored by a model
+that never saw their antigen cluster; a fold ensemble lets the spread scale in-domain rows only (on a novel
+out-of-fold row most members trained on its cluster). Classes: `in-domain`, `novel-antigen` (nearest training
+antigen under 40 %, the clustering threshold), `novel-antibody` (under 80 % over the variable domains),
+`novel-both`. `PredictionSupport` is what a checkpoint carries for this. Method: docs/intervals.md; measured
+coverage: bench/RESULTS.md.
 """
 
 from __future__ import annotations
