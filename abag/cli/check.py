@@ -26,6 +26,9 @@ def add_check_parser(commands) -> argparse.ArgumentParser:
     check.add_argument("--rejected", metavar="CSV", help="also write every rejected row with its reason to CSV")
     check.add_argument("--replicates", choices=("keep", "mean", "flag"), default="keep",
                        help="rows with the same heavy, light and antigen: keep all (default), average, or flag")
+    check.add_argument("--no-check-chains", dest="check_chains", action="store_false",
+                       help="skip numbering the antibody chains (IMGT), which finds a light chain in the heavy "
+                            "column, swapped chains and scFvs in one cell")
     add_antigen_option(check)
     check.set_defaults(handler=run_check)
     return check
@@ -35,7 +38,7 @@ def run_check(args: argparse.Namespace) -> int:
     """Print the load summary (abag.data.check); exit 2 when a row or the whole file has a problem."""
 
     result = check_file(args.data, require_pkd=args.purpose != "predict", replicates=args.replicates,
-                        antigen=args.antigen)
+                        antigen=args.antigen, check_chains=args.check_chains)
     print(result.text)
     if args.rejected and result.report is not None:
         write_rejected(result.report, args.rejected)

@@ -89,12 +89,17 @@ def add_data_options(parser: argparse.ArgumentParser, skip_flag: str | None, ski
     if skip_flag:
         parser.add_argument(skip_flag, dest="skip_invalid", action="store_true", help=skip_help)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--check-chains", action="store_true",
+                        help="number every antibody chain (IMGT) and reject rows whose columns do not hold the chain "
+                             "they claim (a light chain in heavy, swapped chains, an scFv in one cell); abag check "
+                             "does this by default")
     add_antigen_option(parser)
 
 
 def load_table(args: argparse.Namespace, require_pkd: bool):
     """Read `--data` with the command's replicate and skip options; print the load summary."""
     frame, report = load_pairs(args.data, require_pkd=require_pkd, antigen=getattr(args, "antigen", None),
+                               check_chains=getattr(args, "check_chains", False),
                                drop_invalid=getattr(args, "skip_invalid", False), replicates=args.replicates)
     if is_main_process():
         print(report.summary(), file=sys.stderr)

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from abag.cli.common import (
     UsageError,
     add_cache_options,
@@ -22,6 +24,7 @@ from abag.cli.common import (
 )
 from abag.data.columns import free_column_name
 from abag.inference import evaluate_frame, predict_frame
+from abag.numbering import annotate
 from abag.outputs import ensure_writable_file, json_text, write_csv_atomic
 from abag.posthoc.intervals import (
     CALIBRATED_COVERAGES,
@@ -69,6 +72,9 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
     predict.add_argument("--coverage", type=coverage_option, default=DEFAULT_COVERAGE,
                          help=f"share of true pKd values the pkd_low..pkd_high interval should hold, any of 0.05, "
                               f"0.10, …, 0.95 (default: {DEFAULT_COVERAGE:g})")
+    predict.add_argument("--annotate", action="store_true",
+                         help="add each row's IMGT annotation: heavy_domain, cdr_h1..cdr_h3, light_domain, "
+                              "cdr_l1..cdr_l3 (numbered with anarcism)")
     predict.add_argument("--rejected", help="where --skip-invalid writes rejected rows (default: OUT.rejected.csv)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     add_cache_options(predict, default_on=False)
@@ -120,6 +126,10 @@ def run_predict(args: argparse.Namespace) -> int:
     predicted = predict_frame(model, frame, cache_dir=args.embedding_cache, progress=show_progress(args),
                               coverage=args.coverage)
     predicted = predicted.drop(columns=[c for c in ("censored",) if c in predicted and not predicted[c].any()])
+    if args.annotate:
+        annotation = annotate(predicted["heavy"].tolist(), predicted["light"].tolist())
+        annotation.columns = [free_column_name(c, predicted.columns) for c in annotation.columns]
+        predicted = pd.concat([predicted.reset_index(drop=True), annotation], axis=1)
     if rejected is not None:
         write_csv_atomic(rejected, report.rejected_frame())
     write_csv_atomic(out, predicted)

@@ -26,10 +26,14 @@ def _type_name(chain: NumberedChain) -> str:
     return CHAIN_NAMES.get(chain.domains[0].chain_type, chain.domains[0].chain_type)
 
 
+UNNUMBERED = "cannot be numbered as an antibody variable domain"
+"""How a cell-problem reason starts when the numbering could not read the chain at all."""
+
+
 def cell_problem(chain: NumberedChain, kind: str) -> str:
     """Why one numbered cell does not hold a single `kind` ('heavy' or 'light') domain; '' when it does."""
     if not chain.ok:
-        return f"cannot be numbered as an antibody variable domain: {chain.failure}"
+        return f"{UNNUMBERED}: {chain.failure}"
     if chain.is_multi_domain:
         parts = " + ".join(d.describe() for d in chain.domains)
         return (f"holds {len(chain.domains)} variable domains ({parts}): an scFv or another multi-domain "

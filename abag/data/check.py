@@ -35,13 +35,14 @@ def check_file(
     replicates: str = "keep",
     antigen: str | None = None,
     sheet: str | None = None,
+    check_chains: bool = True,
 ) -> CheckResult:
     """Load `path` as training (`require_pkd=True`) or prediction would, listing every invalid row; never raises
     `DataValidationError` (its message becomes the text)."""
     use = "training and evaluation" if require_pkd else "prediction"
     try:
         frame, report = load_pairs(path, require_pkd=require_pkd, drop_invalid=True, replicates=replicates,
-                                   antigen=antigen, sheet=sheet)
+                                   antigen=antigen, sheet=sheet, check_chains=check_chains)
     except DataValidationError as exc:
         return CheckResult(f"{exc}\nResult: {path} cannot be used for {use} as it is.", False, None)
     lines = [report.summary()]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from abag.data.cells import SHORT_CHAIN_RESIDUES
+from abag.data.chain_checks import UNNUMBERED, check_chain_columns
 from abag.data.columns import (
     OUTPUT_COLUMNS,
     ColumnPlan,
@@ -119,20 +120,25 @@ def prepare_pairs(
     drop_invalid: bool = False,
     replicates: str = "keep",
     binder_threshold: float = 9.0,
+    check_chains: bool = False,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """Validate and canonicalise a table of antibody–antigen pairs (the rules: see `abag.data`).
 
     Raises `DataValidationError` listing every problem, unless `drop_invalid=True`, in which case
     invalid rows are dropped and listed in the report. `replicates`: "keep", "mean" or "flag".
+    `check_chains`: number every antibody chain (IMGT) and reject rows whose columns do not hold the chain they
+    claim (a light chain in `heavy`, swapped chains, an scFv in one cell); chains that cannot be numbered are
+    kept and named in a warning.
     """
     _check_arguments(df, replicates, binder_threshold)
     with gc_paused():
-        return _prepare_pairs(df, source, require_pkd, drop_invalid, replicates, binder_threshold)
+        return _prepare_pairs(df, source, require_pkd, drop_invalid, replicates, binder_threshold,
+                              check_chains=check_chains)
 
 
 def _prepare_pairs(
     df: pd.DataFrame, source: str, require_pkd: bool, drop_invalid: bool, replicates: str, binder_threshold: float,
-    input_rows: list[int] | None = None,
+    input_rows: list[int] | None = None, check_chains: bool = False,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """`prepare_pairs`; `input_rows[i]`, when given, is how messages that quote row numbers show row i + 1."""
     problems = _duplicate_column_problems(df)
@@ -152,6 +158,8 @@ def _prepare_pairs(
     warnings += _check_labels(df, plan, values, positions, require_pkd, source, input_rows)
     warnings += [f"column {column!r} ignored (no labels are needed here; it is passed through unchanged): {reason}"
                  for column, reason in plan.ignored.items()]
+    if check_chains:
+        warnings += _check_chain_columns(plan, values)
     keep, rejected = _keep_or_raise(values.problems, positions, drop_invalid, source)
     reserved = set(OUTPUT_COLUMNS) | ({"replicate"} if replicates == "flag" else set())
     out, clash_warnings = _output_frame(df, plan, values, positions, keep, reserved)
@@ -161,6 +169,21 @@ def _prepare_pairs(
     report.ignored_columns = dict(plan.ignored)
     report.warnings = warnings + clash_warnings + report.warnings
     return out, report
+
+
+def _check_chain_columns(plan: ColumnPlan, values: RowValues) -> list[str]:
+    """Add chain-column problems (IMGT numbering) to the row problems; warn about chains it cannot number."""
+    found = check_chain_columns(values.heavy, values.light, heavy_column=str(plan.heavy),
+                                light_column=str(plan.light if plan.light is not None else "light"),
+                                rows=[position + 1 for position in range(len(values.heavy))])
+    unnumbered = [p for p in found if p.reason.startswith(UNNUMBERED)]
+    values.problems = sorted(values.problems + [p for p in found if not p.reason.startswith(UNNUMBERED)],
+                             key=lambda p: p.row)
+    if not unnumbered:
+        return []
+    rows = ", ".join(str(p.row) for p in unnumbered[:5])
+    return [f"{len(unnumbered)} antibody chain cell(s) could not be numbered as variable domains and are used as "
+            f"given (rows {rows}{', …' if len(unnumbered) > 5 else ''}): check that they are antibody chains"]
 
 
 def _check_labels(
@@ -308,6 +331,7 @@ def prepare_input(
     drop_invalid: bool = False,
     replicates: str = "keep",
     binder_threshold: float = 9.0,
+    check_chains: bool = False,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """`prepare_pairs` on a table read from a file: rows renumbered and problems located as in the file."""
     _check_arguments(table.frame, replicates, binder_threshold)
@@ -317,7 +341,7 @@ def prepare_input(
     try:
         with gc_paused():
             out, report = _prepare_pairs(table.frame, source, require_pkd, drop_invalid, replicates,
-                                         binder_threshold, table.source_rows)
+                                         binder_threshold, table.source_rows, check_chains=check_chains)
     except DataValidationError as exc:
         where = f"{source} (read as {table.note})" if table.note else source
         raise DataValidationError(table.locate(exc.problems) + table.problems, where) from None

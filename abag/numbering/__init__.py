@@ -7,6 +7,7 @@ May import: abag.errors, abag.policy (and the numbering library). Its modules, e
   input, IMGT positions, regions and CDRs), or the reason it could not be numbered (`NumberedChain.failure`).
 * `batch` — many chains (`number_chains`): each distinct sequence once, a per-chain cache, native threads.
 * `disk_cache` — the same cache in a folder (`NumberingDiskCache`).
+* `annotate` — `annotate(heavy, light)`: each pair's domains and IMGT CDRs as table columns.
 * `onehot` — `AlignedOneHotEncoder`: VH and VL one-hot over the IMGT positions learned in training (sparse).
 
 The numbering library is `anarcism` (bench/numbering_choice.md says why); it is imported on first use, so
@@ -14,16 +15,30 @@ importing this package has no cost.
 `abag.data.chain_checks` uses it to check that each column holds the chain it claims.
 """
 
+from abag.numbering.annotate import ANNOTATION_COLUMNS, annotate
 from abag.numbering.batch import NumberedChains, default_workers, number_chains
-from abag.numbering.chains import (SPECIES, Domain, NumberedChain, NumberingUnavailableError, number_chain,
-                                   sequence_problem)
+from abag.numbering.chains import (
+                                   SPECIES,
+                                   Domain,
+                                   NumberedChain,
+                                   NumberingUnavailableError,
+                                   number_chain,
+                                   sequence_problem,
+)
 from abag.numbering.disk_cache import NumberingDiskCache
-from abag.numbering.imgt import CDR_NAMES, REGION_NAMES, REGIONS, position_key, position_label, region_of
+from abag.numbering.imgt import (
+                                   CDR_NAMES,
+                                   REGION_NAMES,
+                                   REGIONS,
+                                   position_key,
+                                   position_label,
+                                   region_of,
+)
 from abag.numbering.onehot import AlignedOneHotEncoder, OneHotFeatures
 
 __all__ = [
     "SPECIES", "Domain", "NumberedChain", "NumberingUnavailableError", "number_chain", "sequence_problem",
     "NumberedChains", "number_chains", "default_workers", "NumberingDiskCache",
     "REGIONS", "REGION_NAMES", "CDR_NAMES", "region_of", "position_key", "position_label",
-    "AlignedOneHotEncoder", "OneHotFeatures",
+    "AlignedOneHotEncoder", "OneHotFeatures", "annotate", "ANNOTATION_COLUMNS",
 ]

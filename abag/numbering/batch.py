@@ -17,8 +17,15 @@ import time
 from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
-from abag.numbering.chains import (CHAIN_TYPES, SPECIES, NumberedChain, chain_from_result, number_chain,
-                                   numbering_library, sequence_problem)
+from abag.numbering.chains import (
+    CHAIN_TYPES,
+    SPECIES,
+    NumberedChain,
+    chain_from_result,
+    number_chain,
+    numbering_library,
+    sequence_problem,
+)
 from abag.numbering.disk_cache import NumberingDiskCache
 
 __all__ = ["NumberedChains", "number_chains", "default_workers", "PARALLEL_MIN_CHAINS", "BATCH_SIZE"]

@@ -205,3 +205,18 @@ def test_model_options_out_of_range_are_usage_errors(tmp_path, csv_path, flag, v
     err = capsys.readouterr().err
     assert flag in err and "Traceback" not in err
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_predict_annotate_adds_imgt_domains_and_cdrs(trained, tmp_path):
+    vh = ("EVQLVESGGGLVQPGGSLRLSCAASGFNIKDTYIHWVRQAPGKGLEWVARIYPTNGYTRYADSVKGRFTISADTSKNTAYLQMNSLRAEDTAVYYCSRWGGDG"
+          "FYAMDYWGQGTLVTVSS")
+    data = tmp_path / "one.csv"
+    pd.DataFrame({"heavy": [vh, "ACDEFGHIKLMNPQRSTVWY" * 4], "light": ["", ""],
+                  "antigen": ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"] * 2}).to_csv(data, index=False)
+    out = tmp_path / "annotated.csv"
+    assert main(["predict", "--checkpoint", str(trained / "checkpoints" / "best.pt"), "--data", str(data),
+                 "--out", str(out), "--annotate", "--quiet"]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table["cdr_h3"]) == ["SRWGGDGFYAMDY", ""]
+    assert table["heavy_domain"][0].startswith("heavy") and table["heavy_domain"][1].startswith("not numbered")
+    assert list(table["pkd_pred"].between(4, 14)) == [True, True]
