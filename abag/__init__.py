@@ -10,6 +10,7 @@ from abag.errors import AbagError
 from abag.folds import CVResult, FoldsResult, cross_validate, train_folds
 from abag.inference import evaluate_frame, load_trained_model, predict_frame
 from abag.model import ModelConfig
+from abag.pretrained import load_pretrained
 from abag.suggest import SuggestConfig, SuggestResult, suggest_batch
 from abag.training import TrainConfig, TrainResult, train
 from abag.version import __version__
@@ -20,7 +21,7 @@ __all__ = [
     "load_pairs", "LoadReport", "DataValidationError", "datasets",
     "ModelConfig", "TrainConfig",
     "train", "TrainResult", "train_folds", "FoldsResult", "cross_validate", "CVResult",
-    "load_trained_model", "predict_frame", "evaluate_frame",
+    "load_trained_model", "load_pretrained", "predict_frame", "evaluate_frame",
     "suggest_batch", "SuggestConfig", "SuggestResult",
     "AbagError", "__version__",
 ]

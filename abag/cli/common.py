@@ -15,6 +15,7 @@ from abag.data import load_pairs
 from abag.distributed import is_main_process
 from abag.errors import AbagError, CheckpointError
 from abag.inference import load_trained_model
+from abag.pretrained import PRETRAINED_NAME, pretrained_path
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -107,7 +108,12 @@ def load_table(args: argparse.Namespace, require_pkd: bool):
 
 
 def load_model(args: argparse.Namespace):
-    """The checkpoint's model, or a `CheckpointError`/`EncoderUnavailableError` saying why not."""
+    """The checkpoint's model (the shipped one without --checkpoint), or a `CheckpointError` /
+    `EncoderUnavailableError` saying why not."""
+    if args.checkpoint is None:
+        args.checkpoint = str(pretrained_path())
+        print(f"abag: using the pretrained model {PRETRAINED_NAME} (abag info describes it; --checkpoint uses "
+              f"your own)", file=sys.stderr)
     try:
         return load_trained_model(args.checkpoint, device=args.device)
     except CheckpointError as exc:

@@ -18,6 +18,7 @@ from abag.cli.common import (
     Parser,
     UsageError,
 )
+from abag.cli.info import add_info_parser
 from abag.cli.predict import add_predict_parsers
 from abag.cli.suggest import add_suggest_parser
 from abag.cli.train import Interrupted, add_train_parser, resume_command
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_parsers(commands)
     add_suggest_parser(commands)
     add_check_parser(commands)
+    add_info_parser(commands)
     return parser
 
 

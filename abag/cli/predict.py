@@ -65,7 +65,8 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                     "interval, calibrated on held-out residuals), nearest_train_antigen_identity, "
                     "nearest_train_antibody_identity and applicability (in-domain, novel-antigen, "
                     "novel-antibody or novel-both).")
-    predict.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by abag train")
+    predict.add_argument("--checkpoint", default=None,
+                         help="a best.pt written by abag train (default: the pretrained model, see abag info)")
     predict.add_argument("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen "
                                                        "(labels optional; docs/data-format.md)")
     predict.add_argument("--out", required=True, help="output CSV")
@@ -86,7 +87,8 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                                    description="Metrics of the checkpoint on the file, and under 'intervals' the "
                                                "observed coverage and mean width of the --coverage interval per "
                                                "applicability class.")
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--checkpoint", default=None,
+                          help="a best.pt written by abag train (default: the pretrained model, see abag info)")
     evaluate.add_argument("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen, "
                                                          "pkd (docs/data-format.md)")
     evaluate.add_argument("--coverage", type=coverage_option, default=DEFAULT_COVERAGE,

@@ -21,7 +21,8 @@ def add_suggest_parser(commands) -> argparse.ArgumentParser:
         description="Rank candidate variants with a model fitted on your measured variants (chosen by "
                     "cross-validation; the checkpoint adds embeddings and a pKd prior) and write a batch of N "
                     "distinct candidates with pkd_pred, pkd_std, acquisition and pick (the pick order).")
-    suggest.add_argument("--checkpoint", required=True, help="a best.pt or last.pt written by abag train")
+    suggest.add_argument("--checkpoint", default=None,
+                         help="a best.pt written by abag train (default: the pretrained model, see abag info)")
     suggest.add_argument("--candidates", help="CSV of candidate variants (heavy, light, antigen; other columns kept)")
     suggest.add_argument("--measured", help="CSV of measured variants with pkd (replicates are averaged)")
     suggest.add_argument("--n", type=whole_number(1), required=True, help="batch size")
