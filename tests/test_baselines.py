@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -91,8 +92,18 @@ def _messy(df: pd.DataFrame) -> pd.DataFrame:
 def _direct_ridgecv(train: pd.DataFrame, ks=(1, 2)):
     """The earlier implementation: StandardScaler + sklearn RidgeCV on the dense pair features."""
     rows = training_rows(train)
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, store_cv_results=True))
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, **{_STORE_CV: True}))
     return model.fit(pair_features(rows, ks), rows["pkd"].to_numpy(dtype=float))
+
+
+# scikit-learn 1.5 renamed store_cv_values / cv_values_ to store_cv_results / cv_results_ (the old names are gone
+# in 1.7); the declared floor is 1.3.
+_STORE_CV = "store_cv_results" if "store_cv_results" in inspect.signature(RidgeCV).parameters else "store_cv_values"
+
+
+def _cv_squared_errors(ridge: RidgeCV) -> np.ndarray:
+    """RidgeCV's leave-one-out squared errors, (rows, alphas)."""
+    return ridge.cv_results_ if _STORE_CV == "store_cv_results" else ridge.cv_values_
 
 
 def _ridge_rtol(x: np.ndarray, alphas) -> np.ndarray:
@@ -242,7 +253,7 @@ def test_ridge_matches_sklearn_ridgecv(rows, heavy, light, antigens, noise) -> N
         rtol = _ridge_rtol(direct[0].transform(pair_features(training_rows(train))), RIDGE_ALPHAS)
     ours = KmerRidgeBaseline().fit(train)
     ridge = direct[-1]
-    expected = ridge.cv_results_.mean(axis=0)
+    expected = _cv_squared_errors(ridge).mean(axis=0)
     assert RIDGE_ALPHAS[0] < ours.alpha_ < RIDGE_ALPHAS[-1]  # the comparison is not decided at a grid edge
     _assert_close(ours.fit_.cv_error, expected, rtol)
     best, runner_up = np.sort(expected)[:2]
