@@ -153,9 +153,10 @@ def test_bootstrap_spearman_matches_naive_resampling() -> None:
 
 def test_bootstrap_fast_on_10k_rows() -> None:
     y, p = _correlated(10_000)
-    start = time.perf_counter()
+    start = time.process_time()
     bootstrap_ci(y, p, "spearman", n_boot=1000)
-    assert time.perf_counter() - start < 2.0
+    # CPU time, not wall time: 0.8 s of CPU took 3.1 s of wall on a busy shared 2-core machine.
+    assert time.process_time() - start < 2.0
 
 
 def test_bootstrap_bad_metric() -> None:
