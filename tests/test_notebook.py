@@ -105,7 +105,7 @@ def test_notebook_defines_no_model_loss_or_training_loop():
 def test_notebook_drives_abag():
     sources = "\n".join(code_cells(read_notebook()))
     assert re.search(r"^\s*import abag\b", sources, re.MULTILINE)
-    for call in ("abag.load_pairs(", "abag.training.run(", "abag.ModelConfig(", "abag.TrainConfig(", "abag.predict_frame(",
+    for call in ("abag.load_pairs(", "abag.train(", "abag.ModelConfig(", "abag.TrainConfig(", "abag.predict_frame(",
                  "abag.evaluation.format_comparison(", "plot_training_curves(", "plot_predicted_vs_measured(",
                  "plot_pkd_histogram("):
         assert call in sources, call

@@ -206,7 +206,8 @@ def versus_single(out_root: Path, table: pd.DataFrame, seed: int, antibodies: np
 def library_digest() -> dict:
     """sha1 of the modules whose defaults others were changing while this ran (which code was in force)."""
     return {name: hashlib.sha1((LIBRARY / name).read_bytes()).hexdigest()[:12]
-            for name in ("model.py", "losses.py", "fit.py", "kfold.py", "train_setup.py")}
+            for name in ("model/network.py", "model/losses.py", "training/loop.py", "folds/members.py",
+                         "training/config.py")}
 
 
 def main(argv: list[str] | None = None) -> dict:

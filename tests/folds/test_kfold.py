@@ -357,7 +357,7 @@ def test_resume_with_more_epochs_continues_finished_members_bit_identically(stra
 
 def test_resume_with_more_epochs_after_interruptions_mid_member_is_bit_identical(straight_four_epochs, tmp_path,
                                                                                  tiny_encoders, monkeypatch):
-    from abag.train import RunFolder
+    from abag.training.run import RunFolder
 
     out, original = tmp_path / "run", RunFolder.save_epoch
     five_folds(out, five_fold_config(tmp_path, 2), tiny_encoders, log=lambda _: None)

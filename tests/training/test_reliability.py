@@ -544,7 +544,7 @@ def test_skip_invalid_accounts_for_every_input_row(trained, tmp_path):
     frame = synthetic_frame(n=30, seed=9).drop(columns=["censored"]).astype({"pkd": object})
     frame.loc[2, "heavy"] = "EVQLX1"              # bad residue
     frame.loc[7, "antigen"] = ""                 # missing antigen
-    frame.loc[11, "pkd"] = "abc"                 # bad number (pkd is optional for predict, but checked)
+    frame.loc[11, "pkd"] = "abc"                 # bad number: predict needs no labels, so the column is ignored
     frame.loc[12, "light"] = "ACD*"              # stop codon
     frame.loc[20, "heavy"] = "A" * 30_000        # huge field
     frame.loc[25, "heavy"] = " evql vqsg "       # harmless: lower case and spaces
@@ -558,7 +558,7 @@ def test_skip_invalid_accounts_for_every_input_row(trained, tmp_path):
     rejected = pd.read_csv(tmp_path / "pred.csv.rejected.csv", keep_default_na=False)
     assert len(predicted) + len(rejected) == len(frame)
     assert sorted(list(predicted["source_row"]) + list(rejected["row"])) == list(range(1, len(frame) + 1))
-    assert set(rejected["row"]) == {3, 8, 12, 13, 21}
+    assert set(rejected["row"]) == {3, 8, 13, 21}  # row 12's bad pKd only makes predict ignore the pkd column
     assert rejected["reason"].str.len().min() > 0 and set(rejected["column"]) == {"heavy", "antigen", "pkd", "light"}
     assert "25 valid + 5 rejected = 30 data rows" in err
 
