@@ -24,6 +24,14 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 # `abag train`'s default number of folds where folds apply: 5 beat one split on SAAINT-DB (lower RMSE in every
 # seed, a third of the seed-to-seed spread; bench/RESULTS.md, "Which abag train default").
 DEFAULT_FOLDS = 5
+# ... on tables with fewer rows than this; from here on the default is one split. What the members remove is the
+# noise of one small validation part choosing the epoch: with one split of SAAINT-DB (713 training rows, so ~71
+# validation rows) pooled Spearman spread 0.09-0.16 from seed to seed, with 5 folds 0.03-0.05 (bench/RESULTS.md,
+# "Which abag train default"). That noise shrinks like 1/sqrt(validation rows), so one split's 10 % reaches the
+# 5-fold spread at ~7,000 rows (0.125 * sqrt(71 / 700) = 0.04); 20,000 leaves a factor of 3 because rows of one
+# antigen cluster are not independent. Above it the members would cost ~4.5x for noise that is no longer there
+# (100k rows, tiny encoder: 146 s against 31.5 s; 500k: over 15 min against under 3).
+FOLDS_MAX_ROWS = 20_000
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -147,9 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train K members, each on K-1 folds of whole antigen clusters (or --split group "
                             "groups) and early-stopped on its own held-out fold; metrics come from out-of-fold "
                             f"predictions and the saved model averages the members. Default {DEFAULT_FOLDS} with "
-                            "--split antigen or group and frozen encoders (one split when the data has too few "
-                            "clusters), else one split; --folds 1 = one train/val/test split (the v2.7 recipe); "
-                            "--resume keeps the run's own kind")
+                            f"--split antigen or group, frozen encoders and fewer than {FOLDS_MAX_ROWS:,} rows (one "
+                            "split when the data has too few clusters), else one split; --folds 1 = one "
+                            "train/val/test split (the v2.7 recipe); --resume keeps the run's own kind")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     train.add_argument("--no-mixed-precision", action="store_true", help="fp32 everywhere (encoders, head, cache)")
     train.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
@@ -241,7 +249,8 @@ def _resolve_folds(args: argparse.Namespace) -> None:
     """Turn `--folds` into K >= 2 or None (one split), and note whether K is the default (`args.folds_default`).
 
     Unset: a resumed run keeps its own kind (folds.json holds K); otherwise `DEFAULT_FOLDS` where folds apply
-    (antigen or group split, frozen encoders), else one split. `--folds 1` asks for one split."""
+    (antigen or group split, frozen encoders), else one split; `_folds_for_size` then turns a default K into one
+    split on a table of `FOLDS_MAX_ROWS` rows or more. `--folds 1` asks for one split."""
     args.folds_default = args.folds is None
     if args.folds is None:
         record = Path(args.out) / "folds.json"
@@ -251,6 +260,19 @@ def _resolve_folds(args: argparse.Namespace) -> None:
             args.folds = DEFAULT_FOLDS
     if args.folds == 1:
         args.folds = None
+
+
+def _folds_for_size(args: argparse.Namespace, n_rows: int) -> str | None:
+    """The default's size rule: one split from `FOLDS_MAX_ROWS` rows on (changes `args.folds`); the log line saying
+    the rule and the choice, or None when `--folds` was given, the run resumes, or folds do not apply."""
+    if not args.folds_default or args.resume or args.folds is None:
+        return None
+    if n_rows < FOLDS_MAX_ROWS:
+        return f"folds: {args.folds} members (default below {FOLDS_MAX_ROWS:,} rows; this table has {n_rows:,})"
+    line = (f"folds: one train/val/test split (default from {FOLDS_MAX_ROWS:,} rows; this table has {n_rows:,}; "
+            f"--folds {args.folds} trains {args.folds} members)")
+    args.folds = None
+    return line
 
 
 def _recorded_folds(record: Path) -> int | None:
@@ -299,10 +321,8 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 def run_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .embedding_cache import default_cache_dir
-    from .model import ModelConfig
-    from .outputs import ensure_writable_folder, write_csv_atomic
-    from .train import TrainConfig
+    from .outputs import ensure_writable_folder
+    from .stage_times import recording
 
     _resolve_folds(args)
     _check_train_options(args)
@@ -313,8 +333,30 @@ def run_train(args: argparse.Namespace) -> int:
     last = out / "checkpoints" / "last.pt"
     _check_run_folder(args, out)
     distributed.init_from_environment()
+    with recording() as times:
+        result, main_process = _train_command(args, out, last)
+    if main_process:
+        print(times.summary(), flush=True)
+        print(f"wrote {out / 'metrics.json'}, {out / 'history.csv'}, {result.best_checkpoint}")
+    return 0
+
+
+def _train_command(args: argparse.Namespace, out: Path, last: Path):
+    """Load, train and write the run folder (each step a stage of `abag.stage_times`); the result, and whether
+    this is the main process."""
+    from . import distributed
+    from .embedding_cache import default_cache_dir
+    from .model import ModelConfig
+    from .outputs import write_csv_atomic
+    from .stage_times import stage
+    from .train import TrainConfig
+
     try:
-        frame, report = _load(args, require_pkd=True)
+        with stage("load"):
+            frame, report = _load(args, require_pkd=True)
+        folds_line = _folds_for_size(args, len(frame))
+        if folds_line and distributed.is_main_process():
+            print(folds_line, flush=True)
         if args.group_column and args.group_column not in frame.columns:
             extras = [str(c) for c in frame.columns if c not in ("censored", "source_row")]
             raise UsageError(f"--group-column {args.group_column!r} is not a column of {args.data} "
@@ -347,9 +389,7 @@ def run_train(args: argparse.Namespace) -> int:
             distributed.shutdown()
     except KeyboardInterrupt:  # outside the epoch loop (loading, encoding, final evaluation)
         raise _Interrupted(_interrupt_message(last, args)) from None
-    if main_process:
-        print(f"wrote {out / 'metrics.json'}, {out / 'history.csv'}, {result.best_checkpoint}")
-    return 0
+    return result, main_process
 
 
 def _run_training(args: argparse.Namespace, frame, out: Path, model_config, config, data_info: dict):

@@ -33,6 +33,7 @@ from .outputs import ensure_writable_folder, write_csv_atomic, write_json_atomic
 from .pair_data import PairData, build_part_data, predict_data, sigmoid
 from .policy import PKD_RANGE, choose_precision
 from .resume import ResumePoint, open_resume
+from .stage_times import stage
 from .train_setup import RunInputs, TrainConfig
 from .training_state import TrainingState
 from .version import __version__
@@ -141,9 +142,11 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
         model_config, config = point.model_config, point.config
 
     seed_everything(config.seed)
-    split = _split(frame, config, split, point)
+    with stage("split"):
+        split = _split(frame, config, split, point)
     log(f"split: {split.description}")
-    run, model = _prepare(frame, split, model_config, config, point, encoders, log, data_info or {})
+    with stage("encode"):
+        run, model = _prepare(frame, split, model_config, config, point, encoders, log, data_info or {})
     run_config = {"model": dataclasses.asdict(run.model_config), "train": dataclasses.asdict(config),
                   "data_fingerprint": data_fingerprint(frame, config.group_column), "abag_version": __version__}
     rows = (point.rows if point else RowRecord.from_frame(frame, config.group_column)).with_split(split)
@@ -155,11 +158,13 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
                                               run_config, rows.to_checkpoint(), hint=resume_hint(point.path))
 
     criterion = StableCombinedLoss(config.mse_weight, config.class_weight, config.binder_threshold)
-    stopped_early = fit(state, run, criterion, folder.save_epoch, log, folder.last)
-    distributed.barrier()
+    with stage("train"):
+        stopped_early = fit(state, run, criterion, folder.save_epoch, log, folder.last)
+        distributed.barrier()
 
     report = finalize(state, run, folder.best, stopped_early)
-    folder.write_results(report, log)
+    with stage("write"):
+        folder.write_results(report, log)
     return TrainResult(report.metrics, report.history, folder.out_dir, folder.best, model,
                        np.asarray(split.assignment))
 
