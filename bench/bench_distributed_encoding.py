@@ -25,8 +25,8 @@ from bench_common import machine
 WORKER = """
 import json, sys, time
 from abag import distributed
-from abag.embedding_cache import EmbeddingCache
-from abag.encoders import load_encoder
+from abag.encoding.embedding_cache import EmbeddingCache
+from abag.encoding.loader import load_encoder
 distributed.init_from_environment()
 encoder = load_encoder(sys.argv[1]).to(distributed.local_device())
 chains = open(sys.argv[3]).read().split()

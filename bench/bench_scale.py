@@ -17,6 +17,12 @@ It prints one markdown table per size (and `--out FILE` writes them, `--json FIL
 
     python bench/bench_scale.py --rows 100000 500000 1000000 --work /tmp/scale --out /tmp/scale/tables.md
     python bench/bench_scale.py --rows 2000 --threads 1            # a quick check
+
+`--fc-fusions N …` adds the antigen clustering of N antigens that share one domain (`fc_fusions`: an Fc fusion,
+a common tag or carrier protein), each size in its own process: clusters, the chain pairs whose shared seeds
+were counted (all N (N - 1) / 2 of them before common seeds were bounded), CPU and wall time, peak RSS:
+
+    python bench/bench_scale.py --fc-fusions 5000 20000 --threads 1    # the shared-domain case alone
 """
 
 from __future__ import annotations
@@ -123,6 +129,24 @@ def synthetic_pairs(mix: SyntheticMix) -> pd.DataFrame:
                          "pkd": np.round(np.clip(pkd, 4.0, 14.0), 3), "censored": rng.random(mix.rows) < 0.02})
 
 
+def fc_fusions(count: int, seed: int = 0, fc_length: int = 220) -> list[str]:
+    """`count` distinct antigens that share one domain: a variable part of 100-300 random residues followed by a
+    common `fc_length`-residue "Fc" (random, drawn once) carrying 0-3 substitutions (allotypes, silencing
+    mutations). Every pair is >= 40 % identical through the Fc (220 / at most 520 residues), so single linkage
+    puts them all in one antigen cluster; the Fc's seeds are each held by (nearly) every antigen, the shape that
+    made the seed search compare every pair (issue 24)."""
+    rng = np.random.default_rng(seed)
+    fc = np.frombuffer(random_chains(rng, np.array([fc_length]))[0].encode(), dtype=np.uint8)
+    variable = random_chains(rng, rng.integers(100, 301, size=count))
+    out = []
+    for part in variable:
+        domain = fc.copy()
+        sites = rng.choice(fc_length, size=int(rng.integers(0, 4)), replace=False)
+        domain[sites] = LETTERS[rng.choice(20, size=len(sites), p=BACKGROUND)]
+        out.append(part + domain.tobytes().decode())
+    return out
+
+
 # ------------------------------------------------------------------------------------------- measuring
 
 def resident_bytes(pid: int | None = None) -> int:
@@ -215,6 +239,43 @@ class StageRecorder:
 
 
 # ------------------------------------------------------------------------------------------- the stages
+
+def cluster_fc_fusions(count: int, seed: int = 0) -> dict:
+    """Cluster `fc_fusions(count)` in this process: clusters, compared pairs, CPU and wall seconds, peak RSS."""
+    from abag.identity import seed_search
+    from abag.identity.clustering import cluster_antigens
+
+    antigens = fc_fusions(count, seed)
+    compared, counts = [], seed_search._shared_counts
+
+    def counting(*args):
+        for block in counts(*args):
+            compared.append(len(block[0]))
+            yield block
+
+    seed_search._shared_counts = counting
+    recorder = StageRecorder()
+    try:
+        with recorder.stage("cluster"):
+            clusters = cluster_antigens(antigens)
+    finally:
+        seed_search._shared_counts = counts
+        recorder.close()
+    [result] = recorder.results
+    return {"antigens": count, "clusters": int(clusters.max()) + 1, "compared_pairs": int(sum(compared)),
+            "all_pairs": count * (count - 1) // 2, "seconds": result.seconds, "cpu_seconds": result.cpu_seconds,
+            "peak_gib": result.peak_gib}
+
+
+def fc_table(results: list[dict]) -> str:
+    lines = ["### Antigen clustering, antigens sharing one domain (`fc_fusions`)", "",
+             "| antigens | clusters | pairs compared (per antigen) | all pairs | CPU s | wall s | peak RSS (GiB) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['antigens']:,} | {r['clusters']:,} | {r['compared_pairs']:,} "
+              f"({r['compared_pairs'] / r['antigens']:.0f}) | {r['all_pairs']:,} | {r['cpu_seconds']:.1f} | "
+              f"{r['seconds']:.1f} | {r['peak_gib']:.2f} |" for r in results]
+    return "\n".join(lines) + "\n"
+
 
 def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResult]:
     """The stages of `abag train --encoder tiny --epochs 1` (then `abag predict` on the same file), in order."""
@@ -480,7 +541,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     stages.add_argument("--work", type=Path, required=True)
     stages.add_argument("--json", type=Path, required=True)
     stages.add_argument("--limit-gib", type=float, default=12.0)
-    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 500_000])
+    fc = sub.add_parser("fc", help="(internal) cluster N shared-domain antigens, write the numbers as JSON")
+    fc.add_argument("--count", type=int, required=True)
+    fc.add_argument("--seed", type=int, default=0)
+    fc.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--rows", type=int, nargs="+",
+                        help="pair-table sizes (default 100000 500000, none when only --fc-fusions is given)")
+    parser.add_argument("--fc-fusions", type=int, nargs="+", default=[], metavar="N",
+                        help="also cluster N antigens that share one domain (see fc_fusions)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, help="folder for the CSVs, caches and runs (default: a temporary one)")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the abag train / abag predict commands")
@@ -503,17 +571,28 @@ def main(argv=None) -> list[dict]:
         recorder.close()
         args.json.write_text(json.dumps([asdict(s) for s in recorder.results], indent=2))
         return []
+    if args.mode == "fc":
+        args.json.write_text(json.dumps(cluster_fc_fusions(args.count, args.seed)))
+        return []
+    rows = args.rows if args.rows is not None else ([] if args.fc_fusions else [100_000, 500_000])
     work = args.work or Path(tempfile.mkdtemp(prefix="abag-scale-"))
-    sizes = []
-    for rows in args.rows:
-        sizes.append(measure_size(rows, work, args.seed, not args.no_end_to_end, args.threads, args.limit_gib))
+    sizes, fc = [], []
+    for n in rows:
+        sizes.append(measure_size(n, work, args.seed, not args.no_end_to_end, args.threads, args.limit_gib))
         print(markdown_table(sizes[-1]), flush=True)
-    text = f"machine: {machine()}\n\n" + "\n".join(markdown_table(s) for s in sizes)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    for count in args.fc_fusions:  # each in a fresh process: its own peak RSS
+        work.mkdir(parents=True, exist_ok=True)
+        numbers = work / f"fc{count}.json"
+        _self(["fc", "--count", str(count), "--seed", str(args.seed), "--json", str(numbers)], env)
+        fc.append(json.loads(numbers.read_text()))
+        print(fc_table(fc[-1:]), flush=True)
+    text = f"machine: {machine()}\n\n" + "\n".join(markdown_table(s) for s in sizes) + (fc_table(fc) if fc else "")
     if args.out:
         args.out.write_text(text)
     if args.json:
-        args.json.write_text(json.dumps(sizes, indent=2))
-    return sizes
+        args.json.write_text(json.dumps(sizes + [{"fc_fusions": r} for r in fc], indent=2))
+    return sizes + [{"fc_fusions": r} for r in fc]
 
 
 if __name__ == "__main__":

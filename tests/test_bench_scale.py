@@ -71,6 +71,29 @@ def test_family_members_are_80_to_95_percent_identical_and_cluster_by_family():
     assert pd.crosstab(clusters, family).astype(bool).sum(axis=1).eq(1).all()
 
 
+def test_fc_fusions_share_one_domain_and_nothing_else():
+    antigens = bench_scale.fc_fusions(40, seed=2, fc_length=220)
+    assert len(set(antigens)) == 40
+    domains = [a[-220:] for a in antigens]
+    mismatches = [sum(x != y for x, y in zip(domains[0], d)) for d in domains[1:]]
+    assert max(mismatches) <= 6  # 0-3 substitutions each
+    assert all(100 <= len(a) - 220 <= 300 for a in antigens)
+    assert len({a[:20] for a in antigens}) == 40  # the variable parts are unrelated
+
+
+def test_fc_fusion_mode_clusters_the_family_in_one_cluster_and_counts_pairs(tmp_path):
+    raw = tmp_path / "fc.json"
+    done = subprocess.run([sys.executable, str(BENCH / "bench_scale.py"), "--fc-fusions", "600", "--work",
+                           str(tmp_path), "--threads", "1", "--json", str(raw)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [entry] = json.loads(raw.read_text())
+    result = entry["fc_fusions"]
+    assert result["antigens"] == 600 and result["clusters"] == 1 and result["all_pairs"] == 600 * 599 // 2
+    assert 0 < result["compared_pairs"] and result["cpu_seconds"] > 0 and result["peak_gib"] > 0
+    assert "| 600 | 1 |" in done.stdout
+
+
 # ------------------------------------------------------------------------------------------- measuring
 
 def test_stage_recorder_sees_memory_allocated_inside_a_stage():

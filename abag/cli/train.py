@@ -30,10 +30,18 @@ from abag.folds.members import TooFewFoldGroupsError, train_folds
 from abag.model.config import CORRECTIONS, FUSIONS, ModelConfig
 from abag.outputs import ensure_writable_folder, write_csv_atomic
 from abag.policy import PRECISION_CHOICES
+from abag.stage_times import recording, stage
 from abag.training.config import TrainConfig
 from abag.training.run import train
 
 DEFAULT_FOLDS = 5
+# ... on tables with fewer rows than this; from here on the default is one split. What the members remove is the
+# noise of one small validation part choosing the epoch: with one split of SAAINT-DB (713 training rows, so ~71
+# validation rows) pooled Spearman spread 0.09-0.16 from seed to seed, with 5 folds 0.03-0.05 (bench/RESULTS.md,
+# "Which abag train default"). That noise shrinks like 1/sqrt(validation rows), so one split's 10 % reaches the
+# 5-fold spread at ~7,000 rows (0.125 * sqrt(71 / 700) = 0.04); 20,000 leaves a factor of 3 because rows of one
+# antigen cluster are not independent. Above it the members would cost ~4.5x for noise that is no longer there.
+FOLDS_MAX_ROWS = 20_000
 
 
 class Interrupted(Exception):
@@ -61,6 +69,19 @@ def _resolve_folds(args: argparse.Namespace) -> None:
             args.folds = DEFAULT_FOLDS
     if args.folds == 1:
         args.folds = None
+
+
+def _folds_for_size(args: argparse.Namespace, n_rows: int) -> str | None:
+    """The default's size rule: one split from `FOLDS_MAX_ROWS` rows on (changes `args.folds`); the log line saying
+    the rule and the choice, or None when `--folds` was given, the run resumes, or folds do not apply."""
+    if not args.folds_default or args.resume or args.folds is None:
+        return None
+    if n_rows < FOLDS_MAX_ROWS:
+        return f"folds: {args.folds} members (default below {FOLDS_MAX_ROWS:,} rows; this table has {n_rows:,})"
+    line = (f"folds: one train/val/test split (default from {FOLDS_MAX_ROWS:,} rows; this table has {n_rows:,}; "
+            f"--folds {args.folds} trains {args.folds} members)")
+    args.folds = None
+    return line
 
 
 def _recorded_folds(record: Path) -> int | None:
@@ -101,7 +122,7 @@ def _check_run_folder(args: argparse.Namespace, out: Path) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-
+    """`abag train`: check the options and the run folder, load, train, and print each stage's time at the end."""
     _resolve_folds(args)
     _check_train_options(args)
     out = Path(args.out)
@@ -111,8 +132,23 @@ def run_train(args: argparse.Namespace) -> int:
     last = out / "checkpoints" / "last.pt"
     _check_run_folder(args, out)
     distributed.init_from_environment()
+    with recording() as times:
+        result, main_process = _train_command(args, out, last)
+    if main_process:
+        print(times.summary(), flush=True)
+        print(f"wrote {out / 'metrics.json'}, {out / 'history.csv'}, {result.best_checkpoint}")
+    return 0
+
+
+def _train_command(args: argparse.Namespace, out: Path, last: Path):
+    """Load, train and write the run folder (each step a stage of `abag.stage_times`); the result, and whether
+    this is the main process."""
     try:
-        frame, report = load_table(args, require_pkd=True)
+        with stage("load"):
+            frame, report = load_table(args, require_pkd=True)
+        folds_line = _folds_for_size(args, len(frame))
+        if folds_line and distributed.is_main_process():
+            print(folds_line, flush=True)
         if args.group_column and args.group_column not in frame.columns:
             extras = [str(c) for c in frame.columns if c not in ("censored", "source_row")]
             raise UsageError(f"--group-column {args.group_column!r} is not a column of {args.data} "
@@ -137,9 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
             distributed.shutdown()
     except KeyboardInterrupt:  # outside the epoch loop (loading, encoding, final evaluation)
         raise Interrupted(_interrupt_message(last, args)) from None
-    if main_process:
-        print(f"wrote {out / 'metrics.json'}, {out / 'history.csv'}, {result.best_checkpoint}")
-    return 0
+    return result, main_process
 
 
 def _run_training(args: argparse.Namespace, frame, out: Path, model_config, config, data_info: dict):
@@ -246,9 +280,9 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
     add("--folds", type=whole_number(1), default=None, metavar="K",
         help=f"train K members, each on K-1 folds of whole antigen clusters (or --split group groups) and "
              f"early-stopped on its own held-out fold; metrics come from out-of-fold predictions and the saved "
-             f"model averages the members (default: {DEFAULT_FOLDS} with --split antigen or group and frozen "
-             f"encoders, one split when the data has too few clusters; --folds 1 = one train/val/test split, "
-             f"the v2.7 recipe; --resume keeps the run's own kind)")
+             f"model averages the members (default: {DEFAULT_FOLDS} with --split antigen or group, frozen "
+             f"encoders and fewer than {FOLDS_MAX_ROWS:,} rows, one split when the data has too few clusters; "
+             f"--folds 1 = one train/val/test split, the v2.7 recipe; --resume keeps the run's own kind)")
     config_option(train_parser, "--device", TrainConfig, "device", "auto, cpu, cuda, cuda:1 …")
     config_option(train_parser, "--no-mixed-precision", TrainConfig, "mixed_precision",
                   "fp32 everywhere (encoders, head, cache)")

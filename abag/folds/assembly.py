@@ -49,6 +49,7 @@ from abag.posthoc.intervals import (
     applicability,
     interval_report,
 )
+from abag.stage_times import stage
 
 __all__ = ["FoldsReport", "assemble", "OPTIMISM_NOTE"]
 
@@ -74,37 +75,42 @@ def assemble(setup, members) -> FoldsReport:
     `setup` is `abag.folds.members._Setup`, `members` the `abag.folds.members.MemberRun`s in member order.
     """
     frame, plan, config = setup.frame, setup.plan, setup.config
-    loaded = [load_trained_model(m.run_dir / "checkpoints" / "best.pt", config.device, encoders=setup.encoders)
-              for m in members]
-    models = [model for model, _ in loaded]
-    cache_dir = config.cache_dir if config.embedding_cache else None
-    predictions, network = _out_of_fold(frame, plan, models, cache_dir)
-    clusters = plan.groups if plan.grouping == "antigen" else \
-        row_groups(frame, "antigen", identity=config.split_identity).labels
-    score = _scorer(frame, config, np.asarray(clusters), np.asarray(row_groups(frame, "antibody").labels))
-    test = score(predictions["pkd_pred"].to_numpy(), predictions["binder_prob"].to_numpy())
-    baselines = {name: {**score(column, None), "method": method}
-                 for name, (column, method) in _out_of_fold_baselines(frame, plan).items()}
+    with stage("evaluate"):
+        loaded = [load_trained_model(m.run_dir / "checkpoints" / "best.pt", config.device, encoders=setup.encoders)
+                  for m in members]
+        models = [model for model, _ in loaded]
+        cache_dir = config.cache_dir if config.embedding_cache else None
+        predictions, network = _out_of_fold(frame, plan, models, cache_dir)
+        clusters = plan.groups if plan.grouping == "antigen" else \
+            row_groups(frame, "antigen", identity=config.split_identity).labels
+        score = _scorer(frame, config, np.asarray(clusters), np.asarray(row_groups(frame, "antibody").labels))
+        test = score(predictions["pkd_pred"].to_numpy(), predictions["binder_prob"].to_numpy())
+    with stage("baselines"):
+        baselines = {name: {**score(column, None), "method": method}
+                     for name, (column, method) in _out_of_fold_baselines(frame, plan).items()}
     history = pd.concat([pd.read_csv(m.run_dir / "history.csv").assign(member=m.member) for m in members],
                         ignore_index=True)
     history = history[["member", *[c for c in history.columns if c != "member"]]]
     metrics = _metrics_document(setup, members, test, baselines)
     ensemble = FoldEnsemble.from_members(models)
-    ensemble.prediction_support, metrics["intervals"], predictions = calibrate_folds(
-        ensemble, frame, plan, predictions, cache_dir)
+    with stage("intervals"):
+        ensemble.prediction_support, metrics["intervals"], predictions = calibrate_folds(
+            ensemble, frame, plan, predictions, cache_dir)
     # The familiar-antigen correction on out-of-fold residuals (each row against the network of the member that
     # held it out): in-sample residuals would hide what the network cannot learn about an antigen, such as its
     # level, because it has fitted its training rows through their antibodies.
-    ensemble.familiar_correction = fit_for_model(ensemble, frame, *network, ensemble.prediction_support,
-                                                 np.asarray(clusters))
+    with stage("familiar correction"):
+        ensemble.familiar_correction = fit_for_model(ensemble, frame, *network, ensemble.prediction_support,
+                                                     np.asarray(clusters))
     metrics["familiar_correction"] = None if ensemble.familiar_correction is None else \
         ensemble.familiar_correction.describe()
     comparison = format_comparison({"model": test, **baselines}, title=f"out of fold ({plan.protocol})")
     if distributed.is_main_process():
         # This run's training settings, not member 1's best.pt's: that file may predate a resume with more epochs.
         settings = {**loaded[0][1]["config"], "train": asdict(config)}
-        checkpoint = _ensemble_checkpoint(ensemble, settings, plan, metrics)
-        _write(setup.out_dir, predictions, history, metrics, checkpoint)
+        with stage("write"):
+            checkpoint = _ensemble_checkpoint(ensemble, settings, plan, metrics)
+            _write(setup.out_dir, predictions, history, metrics, checkpoint)
         setup.log(comparison)
     return FoldsReport(metrics, history, predictions, ensemble, comparison)
 

@@ -42,6 +42,7 @@ from abag.errors import CheckpointError
 from abag.folds.assembly import assemble
 from abag.model.config import ModelConfig
 from abag.outputs import ensure_writable_folder, write_json_atomic
+from abag.stage_times import stage
 from abag.training.config import TrainConfig
 from abag.training.data_identity import data_fingerprint
 from abag.training.resume import saved_settings
@@ -182,14 +183,16 @@ def train_folds(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelCon
     if distributed.is_main_process():
         ensure_writable_folder(out_dir)
     model_config, config, stored = _settings(out_dir, frame, model_config, config, int(folds), resume, log)
-    plan = plan_folds(frame, config, int(folds))
+    with stage("split"):
+        plan = plan_folds(frame, config, int(folds))
     if stored is not None and stored.get("members") != plan.record():
         raise CheckpointError(f"{out_dir / FOLDS_FILE} records other folds than this data and these settings give; "
                               f"resume with the same data, or start a new run folder (--out)")
     _write_record(out_dir, frame, plan, model_config, config)
     log(f"{plan.k}-fold ensemble: {plan.protocol}; {len(frame)} rows; member k early-stops on fold k")
-    setup = _Setup(frame, plan, model_config, config, out_dir, _shared_encoders(model_config, encoders),
-                   dict(data_info or {}), log)
+    with stage("encode"):
+        shared = _shared_encoders(model_config, encoders)
+    setup = _Setup(frame, plan, model_config, config, out_dir, shared, dict(data_info or {}), log)
     members = [_run_member(setup, member, resume) for member in range(1, plan.k + 1)]
     report = assemble(setup, members)
     seconds = time.perf_counter() - started

@@ -6,6 +6,9 @@ of a spike) is identical to its parent. Candidate pairs come from shared seeds (
 near-identical candidates link without alignment, the rest are aligned strongest first; union-find gives
 single-linkage clusters. A multi-chain antigen ("A|B") links to another when any of their chains are similar.
 Sensitivity, limits and speed are measured in the tests and bench/RESULTS.md.
+A seed held by more than `COMMON_SEED_LIMIT` chains (a domain thousands of antigens share: an Fc, a tag, a
+carrier protein) pairs each holder only with the seed's few shortest holders, so a family costs pairs in
+proportion to its size, not its square.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from scipy.stats import poisson
 
 from abag.policy import residue_codes
 
-__all__ = ["SEED_PATTERNS", "encode_chain", "chain_seeds", "pattern_seed_codes", "seed_hash", "distinct_sorted",
-           "candidate_pairs"]
+__all__ = ["SEED_PATTERNS", "COMMON_SEED_LIMIT", "COMMON_SEED_HUBS", "encode_chain", "chain_seeds",
+           "pattern_seed_codes", "seed_hash", "distinct_sorted", "candidate_pairs"]
 
 # Seeds: four weight-6 patterns (contiguous and spaced). Weight 5 was tried
 # first: with 10k chains its 3.2M codes are so crowded that most random pairs
@@ -33,6 +33,15 @@ _HASH_MULTIPLIER = 2654435761  # Knuth's multiplicative hash
 _CHANCE_CANDIDATES = 1000.0
 _MIN_SHARED_SEEDS = 1
 _BLOCK_ROWS = 2000
+# A seed held by more chains than this is *common* (a domain thousands of antigens share: an Fc, a tag, a carrier
+# protein): its holders are not all paired with each other, which would make clustering quadratic in the family's
+# size, but each with the `COMMON_SEED_HUBS` shortest holders (ties by index) of that seed, its hubs. Single
+# linkage needs connectivity, not every pair: two holders linked through a shared domain are, as a rule, both
+# linked to its shortest holder (identity divides by the shorter chain, so the shortest holder of a shared stretch
+# scores at least what the longer partner did), and near-identical members all are. Seeds held by at most this
+# many chains pair all their holders, as before. No real set has such a seed (SAAINT-DB: 162 holders at most).
+COMMON_SEED_LIMIT = 256
+COMMON_SEED_HUBS = 8
 
 
 def encode_chain(sequence: str) -> np.ndarray:
@@ -183,7 +192,10 @@ def candidate_pairs(encoded: list[np.ndarray]):
     """Pairs (i < j) sharing more seeds than chance explains, strongest first.
 
     Returns i, j, the number of shared seeds and their fraction of the
-    smaller seed set.
+    smaller seed set. Pairs are looked for through seeds held by at most
+    `COMMON_SEED_LIMIT` chains, and between every chain and the hubs of the
+    common seeds it holds (see `COMMON_SEED_HUBS`); a pair with a hub counts
+    all its shared seeds, any other pair only those below the limit.
     """
     n_chains = len(encoded)
     matrix, n_distinct = _shared_seed_matrix(encoded)
@@ -191,18 +203,53 @@ def candidate_pairs(encoded: list[np.ndarray]):
     chance = _chance_seed_match(encoded)
     n_pairs = max(n_chains * (n_chains - 1) / 2, 1.0)
     p_threshold = min(1e-2, _CHANCE_CANDIDATES / n_pairs)
-    transposed = matrix.T.tocsr()
     found = []
-    for start in range(0, n_chains, _BLOCK_ROWS):
-        block = (matrix[start : start + _BLOCK_ROWS] @ transposed).tocoo()
-        i = block.row + start
-        keep = (block.col > i) & (block.data >= _MIN_SHARED_SEEDS)
-        i, j, shared = i[keep], block.col[keep], block.data[keep]
+    for i, j, shared in _shared_counts(matrix, np.array([len(c) for c in encoded])):
+        keep = shared >= _MIN_SHARED_SEEDS
+        i, j, shared = i[keep], j[keep], shared[keep]
         # Only same-pattern seeds can match, hence the division by the pattern count.
         expected = n_seeds[i] * n_seeds[j] * chance / len(SEED_PATTERNS)
         significant = poisson.sf(shared - 1, expected) <= p_threshold
         found.append((i[significant], j[significant], shared[significant]))
-    i, j, shared = (np.concatenate([f[k] for f in found]) for k in range(3))
+    i, j, shared = (np.concatenate([f[k] for f in found]) if found else np.zeros(0, np.int64) for k in range(3))
     fraction = shared / np.maximum(np.minimum(n_seeds[i], n_seeds[j]), 1)
     order = np.lexsort((j, i, -fraction))  # strongest first, deterministic ties
     return i[order], j[order], shared[order], fraction[order]
+
+
+def _shared_counts(matrix: sparse.csr_matrix, lengths: np.ndarray):
+    """Blocks of (i, j, shared seeds) with i < j for every pair sharing a seed held by at most `COMMON_SEED_LIMIT`
+    chains, or a common seed of which one of the two is a hub; the count is of those seeds."""
+    n_chains = matrix.shape[0]
+    holders = np.bincount(matrix.indices, minlength=matrix.shape[1])
+    common = holders > COMMON_SEED_LIMIT
+    rare = matrix[:, np.flatnonzero(~common)].tocsr() if common.any() else matrix
+    rare_t = rare.T.tocsr()
+    if common.any():
+        # The common seeds' holders: hubs (per seed, the COMMON_SEED_HUBS shortest) and the others.
+        held = matrix[:, np.flatnonzero(common)].tocsr()
+        hub = _hub_entries(held, lengths)
+        held_hub_t, held_other_t = hub.T.tocsr(), (held - hub).T.tocsr()
+    for start in range(0, n_chains, _BLOCK_ROWS):
+        rows = slice(start, start + _BLOCK_ROWS)
+        block = rare[rows] @ rare_t
+        if common.any():  # common seeds held by both, one of them a hub of it (each seed counted once)
+            block = block + held[rows] @ held_hub_t + hub[rows] @ held_other_t
+        block = block.tocoo()
+        i, j = block.row.astype(np.int64) + start, block.col.astype(np.int64)
+        keep = j > i
+        yield i[keep], j[keep], block.data[keep]
+
+
+def _hub_entries(held: sparse.csr_matrix, lengths: np.ndarray) -> sparse.csr_matrix:
+    """The entries of `held` (chains x common seeds) whose chain is among the `COMMON_SEED_HUBS` shortest holders
+    of the seed (ties by chain index)."""
+    by_length = np.lexsort((np.arange(len(lengths)), lengths))
+    columns = held[by_length].tocsc()  # rows in length order: each column's first entries are its hubs
+    columns.sort_indices()
+    first = np.minimum(np.diff(columns.indptr), COMMON_SEED_HUBS)
+    column = np.repeat(np.arange(held.shape[1]), first)
+    position = np.repeat(columns.indptr[:-1], first) + np.arange(len(column)) - np.repeat(np.cumsum(first) - first,
+                                                                                         first)
+    chain = by_length[columns.indices[position]]
+    return sparse.csr_matrix((np.ones(len(chain), held.dtype), (chain, column)), shape=held.shape)

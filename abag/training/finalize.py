@@ -34,6 +34,7 @@ from abag.posthoc.intervals import (
     interval_report,
     nearest_identities,
 )
+from abag.stage_times import stage
 from abag.training.config import RunInputs
 from abag.training.metrics_document import build_metrics
 from abag.training.state import TrainingState
@@ -71,34 +72,40 @@ def evaluation_groups(run: RunInputs) -> tuple[np.ndarray, np.ndarray]:
 def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_early: bool) -> FinalReport:
     """Evaluate the best epoch on validation and test, with the baselines on the same split."""
 
-    reload_best(state, best_path)
     config, frame, parts = run.config, run.frame, run.parts
-    support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
-    clusters, antibodies = evaluation_groups(run)
-    state.model.familiar_correction = fit_correction(state, run, support, clusters[parts["train"]])
+    with stage("evaluate"):
+        reload_best(state, best_path)
+        support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
+        clusters, antibodies = evaluation_groups(run)
+    with stage("familiar correction"):
+        state.model.familiar_correction = fit_correction(state, run, support, clusters[parts["train"]])
     results, predictions = {}, {}
-    for name in ("val", "test"):
-        data = run.data[name]
-        if len(data) == 0:
-            results[name] = None
-            continue
-        pkd, logits = predict_data(state.model, data, run.device, precision=run.precision)
-        pkd, logits = corrected(state.model, data.frame, pkd, logits)
-        predictions[name] = (pkd, sigmoid(logits))
-        results[name] = evaluate_predictions(data.target.numpy(), pkd, sigmoid(logits),
-                                             censored=data.censored.numpy(), threshold=config.binder_threshold,
-                                             seed=config.seed, groups=clusters[parts[name]],
-                                             antibody_groups=antibodies[parts[name]])
+    with stage("evaluate"):
+        for name in ("val", "test"):
+            data = run.data[name]
+            if len(data) == 0:
+                results[name] = None
+                continue
+            pkd, logits = predict_data(state.model, data, run.device, precision=run.precision)
+            with stage("familiar correction"):
+                pkd, logits = corrected(state.model, data.frame, pkd, logits)
+            predictions[name] = (pkd, sigmoid(logits))
+            results[name] = evaluate_predictions(data.target.numpy(), pkd, sigmoid(logits),
+                                                 censored=data.censored.numpy(), threshold=config.binder_threshold,
+                                                 seed=config.seed, groups=clusters[parts[name]],
+                                                 antibody_groups=antibodies[parts[name]])
     baselines = {}
     if len(run.data["test"]):
-        baselines = evaluate_baselines(frame.iloc[parts["train"]], frame.iloc[parts["test"]],
-                                       threshold=config.binder_threshold, seed=config.seed,
-                                       groups=clusters[parts["test"]], antibody_groups=antibodies[parts["test"]])
+        with stage("baselines"):
+            baselines = evaluate_baselines(frame.iloc[parts["train"]], frame.iloc[parts["test"]],
+                                           threshold=config.binder_threshold, seed=config.seed,
+                                           groups=clusters[parts["test"]], antibody_groups=antibodies[parts["test"]])
     metrics = build_metrics(state.model, run, results, baselines, state.history, state.best_epoch, stopped_early)
-    metrics["intervals"] = calibrate_single_split(run, predictions, state.best_epoch, support)
-    state.model.prediction_support = support
-    if distributed.is_main_process():
-        store_support(support, [best_path, best_path.with_name("last.pt")], state.model.familiar_correction)
+    with stage("intervals"):
+        metrics["intervals"] = calibrate_single_split(run, predictions, state.best_epoch, support)
+        state.model.prediction_support = support
+        if distributed.is_main_process():
+            store_support(support, [best_path, best_path.with_name("last.pt")], state.model.familiar_correction)
     test_predictions = None
     if "test" in predictions:
         test_predictions = frame.iloc[parts["test"]].copy()

@@ -29,6 +29,7 @@ from abag.model.losses import StableCombinedLoss
 from abag.model.network import AbAgModel, build_model
 from abag.outputs import ensure_writable_folder, write_csv_atomic, write_json_atomic
 from abag.policy import PKD_RANGE, choose_precision
+from abag.stage_times import stage
 from abag.training.config import RunInputs, TrainConfig
 from abag.training.data_identity import RowRecord, data_fingerprint
 from abag.training.finalize import FinalReport, finalize
@@ -138,9 +139,11 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
         model_config, config = point.model_config, point.config
 
     seed_everything(config.seed)
-    split = _split(frame, config, split, point)
+    with stage("split"):
+        split = _split(frame, config, split, point)
     log(f"split: {split.description}")
-    run, model = _prepare(frame, split, model_config, config, point, encoders, log, data_info or {})
+    with stage("encode"):
+        run, model = _prepare(frame, split, model_config, config, point, encoders, log, data_info or {})
     run_config = {"model": dataclasses.asdict(run.model_config), "train": dataclasses.asdict(config),
                   "data_fingerprint": data_fingerprint(frame, config.group_column), "abag_version": __version__}
     rows = (point.rows if point else RowRecord.from_frame(frame, config.group_column)).with_split(split)
@@ -152,11 +155,13 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
                                               run_config, rows.to_checkpoint(), hint=resume_hint(point.path))
 
     criterion = StableCombinedLoss(config.mse_weight, config.class_weight, config.binder_threshold)
-    stopped_early = fit(state, run, criterion, folder.save_epoch, log, folder.last)
-    distributed.barrier()
+    with stage("train"):
+        stopped_early = fit(state, run, criterion, folder.save_epoch, log, folder.last)
+        distributed.barrier()
 
     report = finalize(state, run, folder.best, stopped_early)
-    folder.write_results(report, log)
+    with stage("write"):
+        folder.write_results(report, log)
     return TrainResult(report.metrics, report.history, folder.out_dir, folder.best, model,
                        np.asarray(split.assignment))
 

@@ -220,3 +220,50 @@ def test_predict_annotate_adds_imgt_domains_and_cdrs(trained, tmp_path):
     assert list(table["cdr_h3"]) == ["SRWGGDGFYAMDY", ""]
     assert table["heavy_domain"][0].startswith("heavy") and table["heavy_domain"][1].startswith("not numbered")
     assert list(table["pkd_pred"].between(4, 14)) == [True, True]
+
+
+# ----------------------------------------------------------------------------------------------- folds default by size
+
+STAGES = ("load", "split", "encode", "train", "evaluate", "familiar correction", "baselines", "intervals", "write")
+
+
+def _stage_names(out: str) -> list[str]:
+    [line] = [line for line in out.splitlines() if line.startswith("stage times: ")]
+    return [part.rsplit(" ", 2)[0] for part in line.removeprefix("stage times: ").split(" (other")[0].split(", ")]
+
+
+def test_folds_default_is_one_split_from_the_row_threshold_and_the_log_says_so(tmp_path, monkeypatch, capsys):
+    import abag.cli.train as train_cli
+
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    data = write_csv(synthetic_frame(n=60, n_antigens=7), tmp_path / "pairs.csv")
+    common = ["--data", data, "--encoder", "tiny", "--epochs", "1", "--quiet", "--hidden-dim", "16"]
+    monkeypatch.setattr(train_cli, "FOLDS_MAX_ROWS", 60)
+    assert main(["train", "--out", str(tmp_path / "big"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "folds: one train/val/test split (default from 60 rows; this table has 60; --folds 5 trains 5 members)" \
+        in out.splitlines()
+    assert "folds" not in json.loads((tmp_path / "big" / "metrics.json").read_text())
+    assert not (tmp_path / "big" / "folds.json").exists()
+    assert _stage_names(out) == list(STAGES)  # printed at the end, every stage of a single split
+    # An explicit --folds K is never changed by the size rule, and a resumed fold run keeps its kind.
+    assert main(["train", "--out", str(tmp_path / "k2"), *common, "--folds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "folds: " not in out and json.loads((tmp_path / "k2" / "metrics.json").read_text())["folds"]["k"] == 2
+    assert sorted(_stage_names(out)) == sorted(STAGES)  # the members' stages add up with the ensemble's
+    assert main(["train", "--out", str(tmp_path / "k2"), *common, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "not retrained" in out and "folds: " not in out and "stage times: " in out
+    monkeypatch.setattr(train_cli, "FOLDS_MAX_ROWS", 61)
+    args = __import__('abag.cli', fromlist=['build_parser']).build_parser().parse_args(["train", "--out", str(tmp_path / "small"), *common])
+    train_cli._resolve_folds(args)
+    assert train_cli._folds_for_size(args, 60) == "folds: 5 members (default below 61 rows; this table has 60)"
+    assert args.folds == 5
+
+
+def test_folds_default_threshold_is_one_named_constant_in_the_help():
+    import abag.cli.train as train_cli
+
+    assert train_cli.FOLDS_MAX_ROWS == 20_000 and train_cli.DEFAULT_FOLDS == 5
+    help_text = " ".join(__import__('abag.cli', fromlist=['build_parser']).build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    assert "fewer than 20,000 rows" in help_text

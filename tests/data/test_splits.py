@@ -1,4 +1,4 @@
-"""Tests for abag.clustering (antigen clustering) and abag.splits (row groups, leakage-free splits)."""
+"""Tests for abag.identity.clustering (antigen clustering) and abag.data.splits (row groups, leakage-free splits)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from abag.data.splits import (
     row_groups,
     split_pairs,
 )
+from abag.identity import seed_search
 from abag.identity.clustering import (
     DEFAULT_IDENTITY,
     cluster_antigens,
@@ -505,6 +506,89 @@ def test_ten_thousand_antigens_cluster_quickly():
     assert cpu < 60
     assert whole >= 0.95
     assert mixed <= 10
+
+
+def fc_fusions(rng: np.random.Generator, n: int, fc: str) -> list[str]:
+    """`n` antigens sharing one domain: a random variable part of 100-300 residues, then `fc` with 0-2 point
+    mutations (every pair >= 40 % identical through the shared domain)."""
+    return [random_protein(rng, int(rng.integers(100, 301))) + point_mutant(rng, fc, int(rng.integers(0, 3)))
+            for _ in range(n)]
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return len(set(zip(a, b))) == len(set(a)) == len(set(b))
+
+
+@pytest.fixture
+def compared_pairs(monkeypatch):
+    """The number of chain pairs whose shared seeds the clustering counts (what was quadratic in a family)."""
+    counted = []
+    blocks = seed_search._shared_counts
+
+    def counting(*args):
+        for block in blocks(*args):
+            counted.append(len(block[0]))
+            yield block
+
+    monkeypatch.setattr(seed_search, "_shared_counts", counting)
+    return counted
+
+
+@pytest.fixture
+def unbounded(monkeypatch):
+    """Clusters with every holder of every seed paired, as before common seeds were bounded."""
+    def run(function, sequences, *args):
+        with monkeypatch.context() as patch:
+            patch.setattr(seed_search, "COMMON_SEED_LIMIT", 10**9)
+            return function(sequences, *args)
+    return run
+
+
+@pytest.mark.slow
+def test_a_domain_shared_by_thousands_of_antigens_is_not_compared_pair_by_pair(compared_pairs):
+    """6,000 Fc-fusion-like antigens: every one holds the shared domain's ~850 seeds. Pairing all holders of a
+    seed compared all 18M pairs (3,000 per antigen); hubs keep it linear, and the family stays one cluster."""
+    rng = np.random.default_rng(5)
+    n = 6000
+    antigens = fc_fusions(rng, n, random_protein(rng, 220))
+    cpu = time.process_time()
+    clusters = cluster_antigens(antigens)
+    cpu = time.process_time() - cpu
+    compared = sum(compared_pairs)
+    print(f"\n{n:,} antigens sharing one domain: {compared:,} pairs compared ({compared / n:.0f} per antigen), "
+          f"{cpu:.1f} s CPU")
+    assert clusters.max() == 0
+    assert compared < 400 * n  # all pairs: n (n - 1) / 2, 3,000 per antigen
+    assert cpu < 60
+
+
+def test_common_seed_hubs_keep_every_family_connected(monkeypatch, unbounded):
+    """With the limit lowered so that families exceed it: point-mutant families, a shared-domain family and
+    unrelated chains cluster as when every holder is paired."""
+    rng = np.random.default_rng(6)
+    parents = [random_protein(rng, int(rng.integers(120, 300))) for _ in range(4)]
+    mutants = [point_mutant(rng, parent, int(rng.integers(1, 15))) for parent in parents for _ in range(40)]
+    sequences = mutants + fc_fusions(rng, 60, random_protein(rng, 220)) + [random_protein(rng, 200)
+                                                                             for _ in range(20)]
+    monkeypatch.setattr(seed_search, "COMMON_SEED_LIMIT", 8)
+    for identity in (DEFAULT_IDENTITY, 0.9):
+        bounded = cluster_sequences(sequences, identity)
+        assert same_partition(bounded, unbounded(cluster_sequences, sequences, identity))
+    bounded = cluster_sequences(sequences)
+    assert [len(set(bounded[k:k + 40])) for k in range(0, 160, 40)] == [1, 1, 1, 1]
+    assert len(set(bounded[160:220])) == 1 and len(set(bounded)) == 4 + 1 + 20
+
+
+@pytest.mark.skipif(not SAAINTDB.exists(), reason="real data not available")
+@pytest.mark.parametrize("name", ["saaintdb_dev.csv", "skempi2_ab_ag.csv"])
+def test_real_antigen_clusters_do_not_change_when_every_seed_is_common(monkeypatch, unbounded, name):
+    """No seed of these sets reaches the shipped limit (SAAINT-DB: 162 holders at most); with the limit at 8 most
+    families go through hubs, and the clusters are still the same."""
+    antigens = pd.read_csv(SAAINTDB.with_name(name))["antigen"].dropna().astype(str).unique().tolist()
+    reference = unbounded(cluster_antigens, antigens)
+    assert same_partition(cluster_antigens(antigens), reference)
+    monkeypatch.setattr(seed_search, "COMMON_SEED_LIMIT", 8)
+    assert same_partition(cluster_antigens(antigens), reference)
 
 
 @pytest.mark.skipif(not SAAINTDB.exists(), reason="real data not available")

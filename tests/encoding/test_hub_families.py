@@ -208,7 +208,7 @@ def install_in_hub_cache(repo: Path, hub_cache: Path, repo_id: str, commit: str)
 HUB_RUN = textwrap.dedent("""
     import json, sys, warnings
     from abag.cli import main
-    from abag.encoders import load_encoder
+    from abag.encoding.loader import load_encoder
     data, run, new, pred = sys.argv[1:5]
     assert main(["train", "--data", data, "--out", run, "--encoder", "Exscientia/IgT5_unpaired", "--epochs", "2",
                  "--split", "random", "--quiet"]) == 0
@@ -284,8 +284,8 @@ def test_missing_protobuf_in_a_fresh_process_is_named(t5_folder):
     script = textwrap.dedent(f"""
         import sys
         sys.modules["google.protobuf"] = None
-        from abag.encoders import load_encoder
-        from abag.hub_encoders import TokenizerDependencyError
+        from abag.encoding.loader import load_encoder
+        from abag.encoding.hub_encoders import TokenizerDependencyError
         try:
             load_encoder({str(t5_folder)!r})
         except TokenizerDependencyError as exc:
