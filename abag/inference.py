@@ -52,8 +52,12 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
     except EncoderUnavailableError as exc:
         raise EncoderUnavailableError(f"cannot use checkpoint {checkpoint}: its encoder is unavailable here — "
                                       f"{exc}") from None
+    weights = state["model_state_dict"]
+    if model.antigen_encoder is None and isinstance(weights, dict):
+        # Checkpoints from before 2.7.x could hold fine-tuned copies of an antigen encoder the head ignores.
+        weights = {k: v for k, v in weights.items() if not k.startswith("antigen_encoder.")}
     try:
-        missing, unexpected = model.load_state_dict(state["model_state_dict"], strict=False)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:  # shape mismatches: weights from another architecture
         raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes: "
                               f"{str(exc).splitlines()[0][:200]}") from None

@@ -203,7 +203,9 @@ def test_a_head_that_ignores_the_antigen_never_encodes_it(monkeypatch):
     _antigen_encoder_that_must_not_run(monkeypatch, antigen_encoder)
     model = AbAgModel(dataclasses.replace(TINY, finetune_layers=1), antibody_encoder, antigen_encoder).eval()
     assert TINY.fusion == "antibody_only" and not model.uses_antigen
-    assert antibody_encoder.is_trainable and not antigen_encoder.is_trainable  # nothing to learn there
+    assert antibody_encoder.is_trainable and model.antigen_encoder is None  # the model keeps no unused encoder
+    assert model.encoders == [antibody_encoder] and all(not k.startswith("antigen_encoder.")
+                                                        for k in model.state_dict())
     with torch.no_grad():
         direct, _ = model(batch)
     cached = embed_pairs(frame, *make_caches(model, None))
@@ -216,3 +218,42 @@ def test_a_head_that_ignores_the_antigen_never_encodes_it(monkeypatch):
     aware = AbAgModel(dataclasses.replace(TINY, fusion="interaction"), antibody_encoder, antigen_encoder).eval()
     with pytest.raises(AssertionError, match="antigen encoder ran"):
         aware(batch)
+
+
+def test_an_antibody_only_model_never_loads_its_antigen_encoder(tmp_path, monkeypatch, tiny_encoders):
+    """Colab's default: IgT5 for the antibody, ESM-2 650M named for the antigen. The antibody-only head never
+    reads the antigen, so the antigen encoder is never loaded, in training, fold ensembles or prediction."""
+    import abag
+    import abag.encoding.loader as loader
+    import abag.model.ensemble as ensemble
+    import abag.model.network as network
+    from abag.inference import load_trained_model, predict_frame
+    from conftest import synthetic_frame
+
+    loads = []
+
+    def load(name, *args, **kwargs):
+        loads.append(name)
+        if name != "tiny":
+            raise AssertionError(f"loaded {name}, which the model does not use")
+        return tiny_encoders["tiny"]
+
+    for module in (loader, network, ensemble):
+        monkeypatch.setattr(module, "load_encoder", load)
+    config = dataclasses.replace(TINY, antigen_encoder="facebook/esm2_t33_650M_UR50D")
+    assert config.fusion == "antibody_only" and network.encoder_names(config) == ["tiny"]
+    model = build_model(config)
+    assert model.antigen_encoder is None and model.encoders == [tiny_encoders["tiny"]] and model.encoders_frozen
+    frame = synthetic_frame(n=40, n_antigens=6)
+    quiet = abag.TrainConfig(epochs=1, progress=False, cache_dir=str(tmp_path / "cache"))
+    single = abag.train(frame, tmp_path / "single", config, quiet)
+    folds = abag.train_folds(frame, tmp_path / "folds", config, quiet, folds=2)
+    assert single.metrics["encoder"]["antigen_revision"] is None
+    for checkpoint in (single.best_checkpoint, folds.best_checkpoint):
+        loaded, _ = load_trained_model(checkpoint)
+        assert loaded.antigen_encoder is None
+        assert predict_frame(loaded, frame.head(5), cache_dir=tmp_path / "cache")["pkd_pred"].between(4, 14).all()
+    assert set(loads) == {"tiny"}
+    # A head that reads the antigen does load it (so the check above can fail).
+    with pytest.raises(AssertionError, match="loaded facebook/esm2_t33_650M_UR50D"):
+        build_model(dataclasses.replace(config, fusion="interaction"))

@@ -75,7 +75,7 @@ class SpecCache:
 
 def make_caches(model, cache_dir: str | Path | None, token_budget: int = 8192, progress: bool = True):
     """One cache per distinct encoder object of `model` (an `abag.model.AbAgModel`; shared when antibody and
-    antigen use the same encoder).
+    antigen use the same encoder). The antigen cache is None when the model has no antigen encoder.
 
     The caches carry the model's `InputSpec`, so `embed_pairs` trims chains as the model expects.
     """
@@ -87,8 +87,11 @@ def make_caches(model, cache_dir: str | Path | None, token_budget: int = 8192, p
         return SpecCache(EmbeddingCache(encoder, cache_dir, token_budget, progress), spec)
 
     antibody_cache = cache_for(model.antibody_encoder)
-    same = model.antigen_encoder is model.antibody_encoder
-    return antibody_cache, (antibody_cache if same else cache_for(model.antigen_encoder))
+    antigen_encoder = getattr(model, "antigen_encoder", None)
+    if antigen_encoder is None:  # a head that ignores the antigen has no antigen encoder: no antigen cache
+        return antibody_cache, None
+    same = antigen_encoder is model.antibody_encoder
+    return antibody_cache, (antibody_cache if same else cache_for(antigen_encoder))
 
 
 def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedPairs:

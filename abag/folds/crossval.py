@@ -56,6 +56,7 @@ from abag.folds.crossval_tables import (
 from abag.identity.clustering import DEFAULT_IDENTITY
 from abag.inference import member_outputs
 from abag.model.config import ModelConfig
+from abag.model.network import encoder_names
 from abag.outputs import write_json_atomic
 from abag.training.config import TrainConfig
 from abag.training.run import train
@@ -250,7 +251,7 @@ class OutOfFold:
 
 def _load_encoders(model_config: ModelConfig, encoders: dict | None) -> dict:
 
-    return load_encoders((model_config.antibody_encoder, model_config.antigen_encoder), encoders)
+    return load_encoders(encoder_names(model_config), encoders)  # an unused antigen encoder is not loaded
 
 
 def _labels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

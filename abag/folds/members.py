@@ -41,6 +41,7 @@ from abag.encoding.loader import load_encoders
 from abag.errors import CheckpointError
 from abag.folds.assembly import assemble
 from abag.model.config import ModelConfig
+from abag.model.network import encoder_names
 from abag.outputs import ensure_writable_folder, write_json_atomic
 from abag.stage_times import stage
 from abag.training.config import TrainConfig
@@ -204,7 +205,7 @@ def train_folds(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelCon
 def _shared_encoders(model_config: ModelConfig, encoders: dict | None) -> dict:
     """The run's encoders, loaded once for all members."""
 
-    return load_encoders((model_config.antibody_encoder, model_config.antigen_encoder), encoders)
+    return load_encoders(encoder_names(model_config), encoders)  # an unused antigen encoder is not loaded
 
 
 def _settings(out_dir: Path, frame: pd.DataFrame, model_config: ModelConfig, config: TrainConfig, folds: int,

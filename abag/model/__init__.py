@@ -7,7 +7,7 @@ May import: abag.encoding and the rooms below it.
 from abag.model.config import ModelConfig
 from abag.model.ensemble import FoldEnsemble
 from abag.model.losses import StableCombinedLoss, check_loss_validity
-from abag.model.network import AbAgModel, AffinityHead, build_model
+from abag.model.network import AbAgModel, AffinityHead, build_model, encoder_names
 
-__all__ = ["ModelConfig", "build_model", "AbAgModel", "AffinityHead", "FoldEnsemble", "StableCombinedLoss",
+__all__ = ["ModelConfig", "build_model", "encoder_names", "AbAgModel", "AffinityHead", "FoldEnsemble", "StableCombinedLoss",
            "check_loss_validity"]

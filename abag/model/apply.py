@@ -55,7 +55,7 @@ def build_part_data(frame: pd.DataFrame, parts: dict[str, np.ndarray], model, co
     antibody_cache, antigen_cache = make_caches(model, config.cache_dir, config.token_budget, config.progress)
     started = time.perf_counter()
     embedded = embed_pairs(frame, antibody_cache, antigen_cache)
-    caches = {id(antibody_cache): antibody_cache, id(antigen_cache): antigen_cache}.values()
+    caches = {id(c): c for c in (antibody_cache, antigen_cache) if c is not None}.values()
     # Under torchrun each process encodes a share; report the totals.
     counts = distributed.all_gather_objects((sum(c.stats.encoded for c in caches), sum(c.stats.reused for c in caches)))
     encoded = sum(c[0] for c in counts)

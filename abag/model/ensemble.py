@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from abag.encoding.batches import PairEmbeddings, PairSequences
+from abag.encoding.features import InputSpec
 from abag.encoding.loader import load_encoder
 from abag.encoding.sequence_encoder import SequenceEncoder
 from abag.model.config import ModelConfig
-from abag.model.network import AbAgModel, AffinityHead
+from abag.model.network import AbAgModel, AffinityHead, encoder_names
 
 __all__ = ["FoldHeads", "FoldEnsemble", "build_fold_ensemble"]
 
@@ -68,15 +69,15 @@ class FoldEnsemble(AbAgModel):
     unchanged.
     """
 
-    def __init__(self, config: ModelConfig, antibody_encoder: SequenceEncoder, antigen_encoder: SequenceEncoder,
-                 n_folds: int):
+    def __init__(self, config: ModelConfig, antibody_encoder: SequenceEncoder,
+                 antigen_encoder: SequenceEncoder | None, n_folds: int):
         super().__init__(config, antibody_encoder, antigen_encoder)
         if n_folds < 1:
             raise ValueError(f"n_folds must be at least 1, got {n_folds}")
         if not self.encoders_frozen:
             raise ValueError("a fold ensemble shares one set of frozen encoders; fine-tuned encoders "
                              "(finetune_layers > 0) cannot be shared")
-        heads = [self.head] + [AffinityHead(antibody_encoder.hidden_size, antigen_encoder.hidden_size, config)
+        heads = [self.head] + [AffinityHead(antibody_encoder.hidden_size, self.antigen_dim, config)
                                for _ in range(n_folds - 1)]
         self.head = FoldHeads(heads)
 
@@ -109,7 +110,8 @@ def build_fold_ensemble(config: ModelConfig, n_folds: int,
     """Load the named encoders once (as `abag.model.build_model` does) and build an untrained ensemble."""
 
     encoders = dict(encoders or {})
-    for name in (config.antibody_encoder, config.antigen_encoder):
+    for name in encoder_names(config):  # an antigen encoder the head ignores is never loaded
         if name not in encoders:
             encoders[name] = load_encoder(name)
-    return FoldEnsemble(config, encoders[config.antibody_encoder], encoders[config.antigen_encoder], n_folds)
+    antigen = encoders[config.antigen_encoder] if InputSpec.from_config(config).uses_antigen else None
+    return FoldEnsemble(config, encoders[config.antibody_encoder], antigen, n_folds)

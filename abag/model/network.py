@@ -122,6 +122,8 @@ class AffinityHead(nn.Module):
 class AbAgModel(nn.Module):
     """Dual encoder: antibody LM for heavy/light chains, antigen LM for the antigen, and an `AffinityHead`.
 
+    `antigen_encoder` is None when the head ignores the antigen (`fusion="antibody_only"`, the default).
+
     `forward` takes either `PairSequences` (encodes on the fly) or `PairEmbeddings` (from the embedding
     cache) and returns `(pkd_pred, class_logits)`, both (B,); pkd_pred always lies in [pkd_min, pkd_max].
     `familiar_correction` (`abag.posthoc.familiar_correction`, fitted after training when `config.familiar_correction`
@@ -129,30 +131,48 @@ class AbAgModel(nn.Module):
     the network alone.
     """
 
-    def __init__(self, config: ModelConfig, antibody_encoder: SequenceEncoder, antigen_encoder: SequenceEncoder):
+    def __init__(self, config: ModelConfig, antibody_encoder: SequenceEncoder,
+                 antigen_encoder: SequenceEncoder | None = None):
         super().__init__()
         if config.familiar_correction not in CORRECTIONS:
             raise ValueError(f"unknown familiar_correction {config.familiar_correction!r}; choose one of {CORRECTIONS}")
         self.config = config
+        uses_antigen = InputSpec.from_config(config).uses_antigen
+        if uses_antigen and antigen_encoder is None:
+            raise ValueError(f"fusion {config.fusion!r} reads the antigen: it needs an antigen encoder")
         self.antibody_encoder = antibody_encoder
-        self.antigen_encoder = antigen_encoder
-        self.head = AffinityHead(antibody_encoder.hidden_size, antigen_encoder.hidden_size, config)
+        # A head that ignores the antigen keeps no antigen encoder (None): nothing loads, moves or stores one.
+        self.antigen_encoder = antigen_encoder if uses_antigen else None
+        self.head = AffinityHead(antibody_encoder.hidden_size, self.antigen_dim, config)
         antibody_encoder.freeze(config.finetune_layers)
-        if antigen_encoder is not antibody_encoder:  # an antigen encoder the head ignores has nothing to learn
-            antigen_encoder.freeze(config.finetune_layers if self.head.uses_antigen else 0)
+        if self.antigen_encoder is not None and self.antigen_encoder is not antibody_encoder:
+            self.antigen_encoder.freeze(config.finetune_layers)
         self.familiar_correction = None  # abag.posthoc.familiar_correction.FamiliarCorrection, fitted after training
+
+    @property
+    def encoders(self) -> list[SequenceEncoder]:
+        """The distinct encoder objects the model holds (one when both sides share it or the antigen is unused)."""
+        found = [self.antibody_encoder]
+        if self.antigen_encoder is not None and self.antigen_encoder is not self.antibody_encoder:
+            found.append(self.antigen_encoder)
+        return found
+
+    @property
+    def antigen_dim(self) -> int:
+        """The antigen encoder's width; 0 when the model has none (its head ignores the antigen)."""
+        return 0 if self.antigen_encoder is None else self.antigen_encoder.hidden_size
 
     def train(self, mode: bool = True) -> "AbAgModel":
         """Frozen encoders stay in eval mode (no dropout), so cached and on-the-fly embeddings agree."""
         super().train(mode)
-        for encoder in (self.antibody_encoder, self.antigen_encoder):
+        for encoder in self.encoders:
             if not encoder.is_trainable:
                 encoder.eval()
         return self
 
     @property
     def encoders_frozen(self) -> bool:
-        return not (self.antibody_encoder.is_trainable or self.antigen_encoder.is_trainable)
+        return not any(encoder.is_trainable for encoder in self.encoders)
 
     @property
     def uses_antigen(self) -> bool:
@@ -160,10 +180,9 @@ class AbAgModel(nn.Module):
         return self.head.uses_antigen
 
     def use_precision(self, precision) -> "AbAgModel":
-        """Run both encoders in `precision` (an `abag.policy.Precision`); the cache key follows."""
-        self.antibody_encoder.use_precision(precision)
-        if self.antigen_encoder is not self.antibody_encoder:
-            self.antigen_encoder.use_precision(precision)
+        """Run the model's encoders in `precision` (an `abag.policy.Precision`); the cache key follows."""
+        for encoder in self.encoders:
+            encoder.use_precision(precision)
         return self
 
     def embed(self, batch: PairSequences) -> PairEmbeddings:
@@ -210,11 +229,22 @@ class AbAgModel(nn.Module):
         return state
 
 
+def encoder_names(config: ModelConfig) -> list[str]:
+    """The encoders a model built from `config` loads: the antibody encoder, and the antigen encoder only when
+    the head reads the antigen (not for `fusion="antibody_only"`); each name once."""
+    names = [config.antibody_encoder]
+    if InputSpec.from_config(config).uses_antigen:
+        names.append(config.antigen_encoder)
+    return list(dict.fromkeys(names))
+
+
 def build_model(config: ModelConfig, encoders: dict[str, SequenceEncoder] | None = None) -> AbAgModel:
-    """Load the named encoders (reusing one object when both sides use the same encoder) and build the model."""
+    """Load the encoders the model uses (`encoder_names`; one object when both sides use the same encoder)
+    and build the model. An antigen encoder the head ignores is never loaded."""
 
     encoders = dict(encoders or {})
-    for name in (config.antibody_encoder, config.antigen_encoder):
+    for name in encoder_names(config):
         if name not in encoders:
             encoders[name] = load_encoder(name)
-    return AbAgModel(config, encoders[config.antibody_encoder], encoders[config.antigen_encoder])
+    antigen = encoders[config.antigen_encoder] if InputSpec.from_config(config).uses_antigen else None
+    return AbAgModel(config, encoders[config.antibody_encoder], antigen)

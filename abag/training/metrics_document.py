@@ -113,7 +113,7 @@ def build_metrics(model, run: RunInputs, results: dict, baselines: dict, history
             "antibody": model_config.antibody_encoder,
             "antigen": model_config.antigen_encoder,
             "antibody_revision": model.antibody_encoder.revision,
-            "antigen_revision": model.antigen_encoder.revision,
+            "antigen_revision": None if model.antigen_encoder is None else model.antigen_encoder.revision,
             "frozen": model.encoders_frozen,
             "embedding_cache": config.embedding_cache and model.encoders_frozen,
         },

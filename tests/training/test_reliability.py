@@ -526,7 +526,9 @@ def test_predict_refuses_a_checkpoint_whose_encoder_package_is_missing(trained, 
 
 def test_predict_refuses_a_hub_encoder_offline(trained, quick_csv, tmp_path, workdir):
     state = torch.load(trained / "checkpoints" / "best.pt", weights_only=True)
-    state["config"]["model"]["antigen_encoder"] = "org/unavailable-model"
+    # The antibody encoder: the default antibody-only head never loads its antigen encoder, so an unavailable
+    # one there does not stop predict (tests/test_generalisation.py checks that it is never loaded).
+    state["config"]["model"]["antibody_encoder"] = "org/unavailable-model"
     checkpoint = tmp_path / "hub.pt"
     torch.save(state, checkpoint)
     env = {**subprocess_env(workdir), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
