@@ -47,7 +47,7 @@ from abag.stage_times import stage
 from abag.training.config import TrainConfig
 from abag.training.data_identity import data_fingerprint
 from abag.training.resume import saved_settings
-from abag.training.run import SplitError, train
+from abag.training.run import SplitError, default_log, train
 from abag.version import METRICS_VERSION, __version__
 
 __all__ = ["FOLDS_FILE", "FoldAssignment", "MemberRun", "FoldsResult", "plan_folds", "train_folds"]
@@ -163,19 +163,21 @@ def plan_folds(frame: pd.DataFrame, config: TrainConfig, k: int) -> FoldAssignme
 
 def train_folds(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | None = None,
                 config: TrainConfig | None = None, *, folds: int = 5, resume: bool = False,
-                encoders: dict | None = None, log: Callable[[str], None] = print,
+                encoders: dict | None = None, log: Callable[[str], None] | None = None,
                 data_info: dict | None = None) -> FoldsResult:
     """Train `folds` members on folds of antigen clusters and write the ensemble's run folder `out_dir`.
 
     Member k trains on the other folds and early-stops on fold k (`out_dir/members/member_k/`). The saved
     model (`checkpoints/best.pt`) averages the members; `metrics.json` (schema v2.7) reports out-of-fold
     metrics beside out-of-fold baselines; `test_predictions.csv` has every row with its out-of-fold
-    prediction and the member that made it. Needs frozen encoders (the members share them).
+    prediction and the member that made it. Needs frozen encoders (the members share them). Lines go to `log`;
+    without one, as in `abag.train`: printed with `config.progress` on, only the warnings with it off.
     """
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
     model_config, config = model_config or ModelConfig(), config or TrainConfig()
+    log = log if log is not None else default_log(config.progress)
     if int(folds) < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
     if model_config.finetune_layers > 0:

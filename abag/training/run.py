@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,7 +40,7 @@ from abag.training.resume import ResumePoint, open_resume
 from abag.training.state import TrainingState
 from abag.version import __version__
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "SplitError", "train", "seed_everything",
+__all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "SplitError", "train", "seed_everything", "default_log",
            "resolve_device", "PairData", "predict_data", "sigmoid", "EpochRecord", "format_epoch",
            "data_fingerprint", "epoch_order", "shard_for_process"]
 
@@ -68,6 +69,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def default_log(progress: bool) -> Callable[[str], None]:
+    """Where a run's lines go when the caller passes no `log`: `print` with `progress` on; with it off, only
+    the lines that warn (overfitting, saturated output, …), on stderr."""
+    return print if progress else warnings_only
+
+
+def warnings_only(message: str) -> None:
+    """Print the WARNING lines of `message` (to stderr) and nothing else."""
+    for line in str(message).splitlines():
+        if "WARNING" in line:
+            print(line.strip(), file=sys.stderr)
 
 
 @dataclass
@@ -124,16 +136,19 @@ class RunFolder:
 
 def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | None = None,
           config: TrainConfig | None = None, *, resume: bool = False, encoders: dict | None = None,
-          log: Callable[[str], None] = print, data_info: dict | None = None, split=None) -> TrainResult:
+          log: Callable[[str], None] | None = None, data_info: dict | None = None, split=None) -> TrainResult:
     """Split `frame`, train, checkpoint every epoch, evaluate the best model and write the run folder.
 
     `frame` is a validated table (see `abag.data.load_pairs`). `split` (a `SplitResult`) overrides the
     configured split, e.g. for cross-validation folds. Writes `metrics.json`, `history.csv`,
-    `test_predictions.csv` and `checkpoints/{last,best}.pt` under `out_dir`.
+    `test_predictions.csv` and `checkpoints/{last,best}.pt` under `out_dir`. The run's lines (split, epochs,
+    the comparison table) go to `log`; without one they are printed when `config.progress` is on, and only
+    the warnings (to stderr) when it is off.
     """
     folder = RunFolder.prepare(out_dir)
-    log = log if folder.main else _silent  # one voice per run: only process 0 prints
     model_config, config = model_config or ModelConfig(), config or TrainConfig()
+    log = log if log is not None else default_log(config.progress)
+    log = log if folder.main else _silent  # one voice per run: only process 0 prints
     point = open_resume(folder.last, config, frame, log) if resume else None
     if point is not None:
         model_config, config = point.model_config, point.config

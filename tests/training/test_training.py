@@ -265,3 +265,26 @@ def test_resuming_an_early_stopped_run_trains_nothing_more(tmp_path, tiny_encode
                   resume=True, encoders=tiny_encoders, log=lambda line: None)
     after = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert len(again.history) == len(first.history) == before["epoch"] == after["epoch"]
+
+
+# ----------------------------------------------------------------------------- what a run prints
+
+def test_progress_off_prints_nothing_but_warnings(tmp_path, capsys, tiny_encoders):
+    """`TrainConfig(progress=False)` with no `log`: no epoch lines, splits or tables; warnings still reach
+    stderr. `log=print` (what the notebook passes) brings every line back."""
+    from abag import train_folds
+
+    frame = synthetic_frame(n=40, n_antigens=6)
+    calm = dict(overfit_warning_ratio=1e9, saturation_warning_share=1.0)  # nothing to warn about
+    train(frame, tmp_path / "one", TINY, quick_config(tmp_path, split="antigen", **calm), encoders=tiny_encoders)
+    train_folds(frame, tmp_path / "folds", TINY, quick_config(tmp_path, split="antigen", **calm), folds=2,
+                encoders=tiny_encoders)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    train(frame, tmp_path / "warns", TINY, quick_config(tmp_path, overfit_warning_ratio=1e-9),
+          encoders=tiny_encoders)
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == "" and len(lines) == 2 and all(line.startswith("WARNING: overfitting") for line in lines)
+    train(frame, tmp_path / "loud", TINY, quick_config(tmp_path, **calm), encoders=tiny_encoders, log=print)
+    assert "epoch   2 |" in capsys.readouterr().out
