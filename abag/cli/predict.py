@@ -3,7 +3,9 @@
 Both use a trained checkpoint (`abag.inference`); `predict` writes every input row with `pkd_pred`,
 `binder_prob`, `pkd_std`, the `--coverage` interval `pkd_low`/`pkd_high`, the nearest training antigen and
 antibody identities and the `applicability` class, and prints one or two lines on what the interval means and
-how many rows are novel.
+how many rows are novel. `evaluate` prints the comparison table `abag train` prints (the model beside the
+checkpoint's training mean, the one baseline a checkpoint carries) and the interval coverage, and writes the
+metrics as JSON with `--out` (or prints them with `--json`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from abag.cli.common import (
@@ -23,9 +26,11 @@ from abag.cli.common import (
     show_progress,
 )
 from abag.data.columns import free_column_name
+from abag.evaluation.metrics import evaluate_predictions
+from abag.evaluation.tables import format_comparison
 from abag.inference import evaluate_frame, predict_frame
 from abag.numbering import annotate
-from abag.outputs import ensure_writable_file, json_text, write_csv_atomic
+from abag.outputs import ensure_writable_file, json_text, write_csv_atomic, write_json_atomic
 from abag.posthoc.intervals import (
     CALIBRATED_COVERAGES,
     DEFAULT_COVERAGE,
@@ -83,14 +88,22 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                      skip_help="predict the valid rows; write rejected rows with reasons to --rejected")
     predict.set_defaults(handler=run_predict)
 
-    evaluate = commands.add_parser("evaluate", help="print metrics of a checkpoint on a labelled CSV as JSON",
-                                   description="Metrics of the checkpoint on the file, and under 'intervals' the "
-                                               "observed coverage and mean width of the --coverage interval per "
-                                               "applicability class.")
+    evaluate = commands.add_parser(
+        "evaluate", help="score a checkpoint on a labelled file: the table abag train prints, JSON with --out",
+        description="Prints the comparison table that abag train prints (n, Spearman with its bootstrap 95% CI, "
+                    "Pearson, RMSE, MAE, R², binder AUROC) for the checkpoint on the file, and the observed coverage "
+                    "of its --coverage interval per applicability class. Baselines: a checkpoint keeps no training "
+                    "rows, so the k-mer ridge of abag train cannot be refitted here; the table shows train_mean, "
+                    "the training mean pKd the checkpoint records, predicted for every row (RMSE, MAE and R² to "
+                    "beat; a constant has no Spearman, shown as n/a). The full metrics (with per-class intervals "
+                    "and the train_mean reference under 'baselines') go to --out as JSON, or to stdout with --json.")
     evaluate.add_argument("--checkpoint", default=None,
                           help="a best.pt written by abag train (default: the pretrained model, see abag info)")
     evaluate.add_argument("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen, "
                                                          "pkd (docs/data-format.md)")
+    evaluate.add_argument("--out", metavar="FILE", help="also write the metrics as JSON to FILE (default: not written)")
+    evaluate.add_argument("--json", action="store_true",
+                          help="print the metrics as JSON on stdout instead of the table (for scripts)")
     evaluate.add_argument("--coverage", type=coverage_option, default=DEFAULT_COVERAGE,
                           help=f"nominal coverage of the interval to check (default: {DEFAULT_COVERAGE:g})")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
@@ -147,10 +160,53 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
 
+    if args.out:  # fail before loading anything when the results cannot be written
+        ensure_writable_file(args.out, "--out")
     model, state = load_model(args)
     frame, _ = load_table(args, require_pkd=True)
     threshold = state["config"]["train"].get("binder_threshold", 9.0)
     metrics = evaluate_frame(model, frame, binder_threshold=threshold, cache_dir=args.embedding_cache,
                              coverage=args.coverage)
-    sys.stdout.write(json_text(metrics))
+    reference = _training_mean_reference(state, frame, threshold)
+    metrics["baselines"] = {} if reference is None else {"train_mean": reference}
+    if args.out:
+        write_json_atomic(args.out, metrics)
+    if args.json:
+        sys.stdout.write(json_text(metrics))
+    else:
+        print(evaluation_text(metrics, f"{args.data} ({len(frame)} rows)"))
+    if args.out:
+        print(f"wrote the metrics (JSON) to {args.out}", file=sys.stderr)
     return 0
+
+
+def _training_mean_reference(state: dict, frame, threshold: float) -> dict | None:
+    """train_mean on this file: the training mean pKd the checkpoint records (`initial_pkd`, set to the mean of
+    the training rows when the run started), predicted for every row. None for a checkpoint without it."""
+    model_settings = state["config"].get("model", {}) if isinstance(state.get("config"), dict) else {}
+    mean = model_settings.get("initial_pkd") if isinstance(model_settings, dict) else None
+    if not isinstance(mean, (int, float)) or not np.isfinite(mean):
+        return None
+    censored = frame["censored"].to_numpy(dtype=bool) if "censored" in frame else None
+    result = evaluate_predictions(frame["pkd"].to_numpy(dtype=float), np.full(len(frame), float(mean)), None,
+                                  censored=censored, threshold=threshold, ci=False)
+    return {**result, "method": f"training mean pKd recorded in the checkpoint ({float(mean):.3f}), every row",
+            "constant": True}
+
+
+def evaluation_text(metrics: dict, title: str) -> str:
+    """The comparison table (model, then the reference rows) and the interval coverage per applicability class."""
+    lines = [format_comparison({"model": metrics, **metrics.get("baselines", {})}, title=title)]
+    intervals = metrics.get("intervals")
+    if intervals:
+        nominal = intervals["nominal_coverage"]
+        parts = [f"{name} {_share(entry['coverage'])} of {entry['n']}"
+                 for name, entry in intervals["coverage"].items() if entry.get("n")]
+        lines.append(f"\n{nominal:.0%} interval, share of true pKd inside: " + "; ".join(parts))
+    else:
+        lines.append("\nno interval check: the checkpoint has no interval calibration")
+    return "\n".join(lines)
+
+
+def _share(value) -> str:
+    return "n/a" if value is None else f"{value:.0%}"

@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import synthetic_frame, write_csv
 
 from abag.cli import main
@@ -52,10 +54,35 @@ def test_predict_echoes_input_columns_and_adds_predictions(trained, tmp_path):
     assert predicted["pkd_pred"].between(4, 14).all() and predicted["binder_prob"].between(0, 1).all()
 
 
-def test_evaluate_prints_metrics_json(trained, csv_path, capsys):
-    assert main(["evaluate", "--checkpoint", str(trained / "checkpoints" / "best.pt"), "--data", csv_path]) == 0
-    metrics = json.loads(capsys.readouterr().out)
+def test_evaluate_prints_the_table_of_train_and_writes_json_with_out(trained, csv_path, tmp_path, capsys):
+    checkpoint = str(trained / "checkpoints" / "best.pt")
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", csv_path, "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr()
+    lines = printed.out.splitlines()
+    assert lines[0] == f"{csv_path} (96 rows)" and set(lines[1]) == {"="}
+    header = lines[2].split()
+    assert header[:4] == ["n", "spearman", "[95%", "CI]"] and {"rmse", "mae", "r2", "auroc"} <= set(header)
+    model = next(line for line in lines if line.split()[:2] == ["model", "96"])
+    mean = next(line for line in lines if line.startswith("train_mean "))
+    assert "n/a" not in model and "n/a*" in mean  # a constant has no Spearman …
+    assert any(line.startswith("* n/a: train_mean predicts the same pKd") for line in lines)  # … and says why
+    assert any(line.startswith("80% interval, share of true pKd inside: all ") for line in lines)
+    assert len(lines) < 15 and "{" not in printed.out  # a table, not 65 lines of JSON
+    assert f"wrote the metrics (JSON) to {out}" in printed.err
+    metrics = json.loads(out.read_text())
     assert metrics["n"] == 96 and "spearman" in metrics and "auroc" in metrics["binder"]
+    saved = torch.load(checkpoint, weights_only=True)["config"]["model"]["initial_pkd"]
+    reference = metrics["baselines"]["train_mean"]
+    assert reference["constant"] and f"({saved:.3f})" in reference["method"]
+    assert reference["rmse"] == pytest.approx(float(np.sqrt(np.mean((synthetic_frame()["pkd"] - saved) ** 2))))
+    assert f"{reference['rmse']:.3f}" in mean
+    # --json: the same metrics on stdout, for scripts
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", csv_path, "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out) == metrics
+    # an --out that cannot be written fails before anything is loaded
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", csv_path, "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_predict_ignores_a_kd_column_without_unit_that_evaluate_refuses(trained, tmp_path, capsys):

@@ -216,7 +216,7 @@ def test_random_tables_succeed_or_fail_cleanly_and_never_drop_rows_silently(chec
         source.write_bytes(serialise(header, rows, fmt))
         out = Path(folder) / "p.csv"
         skip = command == "predict-skip"
-        args = ["evaluate"] if command == "evaluate" else ["predict", "--out", str(out)]
+        args = ["evaluate", "--json"] if command == "evaluate" else ["predict", "--out", str(out)]
         code, err, stdout = run_cli([*args, *(["--skip-invalid"] if skip else []), "--checkpoint", checkpoint,
                                      "--data", str(source), "--quiet"])
         assert_clean(code, err)

@@ -218,6 +218,24 @@ def test_format_comparison() -> None:
         assert col in text
 
 
+def test_a_constant_baseline_shows_no_spearman_and_a_footnote_says_why() -> None:
+    """Pooled over folds, train_mean is one constant per fold: its "Spearman" (here -0.45) only measures how the
+    fold means differ, which a reader takes for a bug. The table says n/a and why."""
+    y, p, groups = _offsets_only()
+    folds_means = np.where(groups % 2 == 0, 8.0, 7.0)  # two folds, two training means
+    results = {"model": evaluate_predictions(y, p, n_boot=100, groups=groups),
+               "train_mean": evaluate_predictions(y, folds_means, n_boot=100, groups=groups)}
+    assert results["train_mean"]["spearman"] is not None  # a number, but a meaningless one
+    text = format_comparison(results, title="out of fold")
+    row = next(line for line in text.splitlines() if line.startswith("train_mean"))
+    assert row.count("n/a*") == 4 and f"{results['train_mean']['rmse']:.3f}" in row
+    assert f"{results['train_mean']['spearman']:.3f}" not in row
+    model_row = next(line for line in text.splitlines() if line.startswith("model "))
+    assert "n/a" not in model_row
+    assert text.splitlines()[-1].startswith("* n/a: train_mean predicts the same pKd for every row")
+    assert "n/a" not in format_comparison({"model": results["model"]})  # no constant, no footnote
+
+
 # --------------------------------------------------------------------------- within groups, cluster bootstrap
 def test_binder_threshold_is_the_policy_one() -> None:
     assert BINDER_THRESHOLD is policy.BINDER_THRESHOLD

@@ -450,7 +450,7 @@ def test_cli_trains_folds_and_predicts_and_evaluates_with_the_ensemble(tmp_path,
     predicted = pd.read_csv(predictions)
     assert len(predicted) == 12 and (predicted["pkd_std"] > 0).all() and predicted["pkd_pred"].between(4, 14).all()
     capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data", data]) == 0
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data", data, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 60
 
 

@@ -182,7 +182,7 @@ def test_evaluate_reports_interval_coverage_per_class(fold_run, tmp_path, capsys
     frame, result, cache = fold_run
     data = write_csv(frame.head(40), tmp_path / "e.csv")
     code = main(["evaluate", "--checkpoint", str(result.best_checkpoint), "--data", data,
-                 "--embedding-cache", str(cache / "cache"), "--quiet"])
+                 "--embedding-cache", str(cache / "cache"), "--quiet", "--json"])
     assert code == 0
     metrics = json.loads(capsys.readouterr().out)
     coverage = metrics["intervals"]["coverage"]
