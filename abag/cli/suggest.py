@@ -37,8 +37,11 @@ def add_suggest_parser(commands) -> argparse.ArgumentParser:
                   "diversity: picks differ at >= this many positions (1: off; 2: no two picks differ by a single "
                   "residue)", type=whole_number(1))
     suggest.add_argument("--parent", help="CSV with one row (heavy, light, antigen): enumerate its variants")
-    suggest.add_argument("--positions", help="with --parent: all single mutants at these positions, e.g. "
-                                             "H31,H50-H58,L94 (1-based; a bare number is a heavy position)")
+    suggest.add_argument("--positions", help="with --parent: all single mutants at these positions, in IMGT "
+                                             "numbering of the parent's variable domains: H105-H117 (CDR-H3), "
+                                             "H111A (insertion codes), L27-L38, or regions H:CDR3, L:CDR1, H:FR2 "
+                                             "(a bare number is a heavy position). seq:H31,H50-H58 counts residues "
+                                             "along the chain from 1 instead")
     suggest.add_argument("--max-order", type=whole_number(2), default=3,
                          help="with --parent and --measured: combine up to this many helpful mutations (default 3)")
     suggest.add_argument("--report", help="write the round's report (model choice, CV scores) as JSON here")

@@ -22,6 +22,7 @@ Modules, one job each (a module imports only those above it in this list):
 from abag.suggest.candidates import (
            combine_helpful,
            mutation_names,
+           parent_from_measured,
            parse_positions,
            single_mutants,
 )
@@ -29,4 +30,5 @@ from abag.suggest.config import MODEL_NAMES, STRATEGIES, SuggestConfig, SuggestE
 from abag.suggest.pipeline import SuggestReport, SuggestResult, suggest_batch
 
 __all__ = ["MODEL_NAMES", "STRATEGIES", "SuggestConfig", "SuggestError", "SuggestReport", "SuggestResult",
-           "combine_helpful", "mutation_names", "parse_positions", "single_mutants", "suggest_batch"]
+           "combine_helpful", "mutation_names", "parent_from_measured", "parse_positions", "single_mutants",
+           "suggest_batch"]

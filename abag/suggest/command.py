@@ -63,7 +63,7 @@ def read_inputs(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame | 
     if args.parent:
         parent = _parent(args.parent)
         if args.positions:
-            parts.append(single_mutants(parent, parse_positions(args.positions)))
+            parts.append(single_mutants(parent, parse_positions(args.positions, parent)))
         if measured is not None:
             parts.append(combine_helpful(parent, measured, args.max_order))
         if parts and "mutations" not in parts[0]:

@@ -72,13 +72,31 @@ def test_without_measured_variants_the_checkpoint_ranks_and_says_it_has_no_uncer
 
 def test_parent_and_positions_enumerate_single_mutants_and_helpful_combinations(files, tmp_path, capsys):
     out = tmp_path / "batch.csv"
-    assert main(suggest(files, "--parent", str(files["parent"]), "--positions", "H10,H20-H21",
+    assert main(suggest(files, "--parent", str(files["parent"]), "--positions", "seq:H10,H20-H21",
                         "--measured", str(files["measured"]), "--n", "12", "--out", str(out))) == 0, \
         capsys.readouterr().err
     batch = pd.read_csv(out, keep_default_na=False)
     singles = batch[~batch["mutations"].str.contains(";")]
     assert len(batch) == 12 and batch["mutations"].str.len().gt(0).all()
     assert set(singles["mutations"].str.extract(r"H:.(\d+)")[0]) <= {"10", "20", "21"}
+
+
+def test_positions_are_imgt_positions_of_an_antibody_parent(files, tmp_path, capsys):
+    import abag
+
+    parent = tmp_path / "parent.csv"
+    abag.datasets.example_pairs().iloc[[0]][["heavy", "light", "antigen"]].to_csv(parent, index=False)
+    out = tmp_path / "batch.csv"
+    assert main(suggest(files, "--parent", str(parent), "--positions", "H:CDR3,L27-L38", "--n", "200",
+                        "--out", str(out))) == 0, capsys.readouterr().err
+    batch = pd.read_csv(out, keep_default_na=False)
+    assert len(batch) == 200  # of (7 + 6) x 19 = 247 single mutants: CDR-H3 SRWGGDG and CDR-L1 QGIRNC
+    positions = set(batch["mutations"].str.extract(r"^([HL]):.(\d+[A-Z]?).$").agg("".join, axis=1))
+    assert positions <= {f"H{p}" for p in (105, 106, 107, 108, 115, 116, 117)} | \
+        {f"L{p}" for p in (27, 28, 29, 36, 37, 38)} and len(positions) == 13
+    assert main(suggest(files, "--parent", str(parent), "--positions", "H111A", "--n", "3",
+                        "--out", str(out))) == 2
+    assert "position H111A: the parent's heavy chain has no IMGT position 111A" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -104,9 +122,12 @@ def test_a_batch_larger_than_the_candidates_is_a_clean_error(files, tmp_path, ca
 
 
 def test_bad_positions_and_an_unwritable_output_fail_before_work(files, tmp_path, capsys):
-    code = main(suggest(files, "--parent", str(files["parent"]), "--positions", "H999", "--n", "3",
+    code = main(suggest(files, "--parent", str(files["parent"]), "--positions", "seq:H999", "--n", "3",
                         "--out", str(tmp_path / "b.csv")))
-    assert code == 2 and "position H999: the parent's heavy chain has 60 residues" in capsys.readouterr().err
+    assert code == 2 and "position seq:H999: the parent's heavy chain has 60 residues" in capsys.readouterr().err
+    code = main(suggest(files, "--parent", str(files["parent"]), "--positions", "H10", "--n", "3",
+                        "--out", str(tmp_path / "b.csv")))
+    assert code == 2 and "heavy chain cannot be numbered in IMGT" in capsys.readouterr().err
     (tmp_path / "folder.csv").mkdir()
     code = main(suggest(files, "--candidates", str(files["candidates"]), "--n", "3",
                         "--out", str(tmp_path / "folder.csv")))
