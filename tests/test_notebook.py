@@ -1,24 +1,29 @@
-"""The Colab notebook: committed clean, drives abag without a model or loop of its own, and runs end to end.
+"""The Colab notebook: runs in a fresh Colab without edits, drives abag without a model or loop of its own, runs end
+to end, and is committed with the outputs of that run.
 
 The run uses smoke mode (ABAG_SMOKE=1: tiny encoders, 120 example rows, 2 epochs on CPU) in a kernel started
-from this interpreter, so it works in a fresh venv without a registered Jupyter kernel.
+from this interpreter, so it works in a fresh venv without a registered Jupyter kernel (tests/notebook_outputs.py,
+which also writes the committed outputs).
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import copy
+import dataclasses
 import io
 import json
-import os
 import re
 import sys
+import types
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from conftest import synthetic_frame
+from notebook_outputs import REPO, RUN_FOLDER, execute, kernel_manager, printed_lines, sanitise  # noqa: F401
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -81,11 +86,23 @@ def test_notebook_is_valid_nbformat_4_with_a_python3_kernel():
     assert notebook.metadata.kernelspec.name == "python3"
 
 
-def test_notebook_is_committed_without_outputs():
-    for cell in read_notebook().cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [], f"cell {cell.get('id')} has outputs"
-            assert cell.execution_count is None, f"cell {cell.get('id')} has an execution count"
+def committed_from_a_smoke_run(notebook, images: list[str]) -> None:
+    """Every code cell ran once, in order, without an error; the plots are saved; no path of the machine that ran it."""
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    assert sum(bool(cell.outputs) for cell in code) >= len(code) - 2  # all but the settings (and folders) print
+    assert not [o for cell in code for o in cell.outputs if o.output_type == "error"]
+    assert [cell.get("id") for cell in code for o in cell.outputs if "image/png" in o.get("data", {})] == images
+    text = json.dumps([cell.outputs for cell in code])
+    assert str(REPO) not in text and "/tmp/" not in text and "site-packages/" not in text
+    assert all("execution" not in cell.metadata for cell in code)
+
+
+def test_notebook_is_committed_with_the_outputs_of_a_smoke_run():
+    notebook = read_notebook()
+    committed_from_a_smoke_run(notebook, ["histogram", "curves", "scatter", "calibration"])
+    assert "smoke test: 120 rows" in "".join(o.get("text", "") for c in notebook.cells if c.get("id") == "load-data"
+                                             for o in c.outputs)
 
 
 def test_every_code_cell_parses_as_ipython():
@@ -105,7 +122,8 @@ def test_notebook_defines_no_model_loss_or_training_loop():
 def test_notebook_drives_abag():
     sources = "\n".join(code_cells(read_notebook()))
     assert re.search(r"^\s*import abag\b", sources, re.MULTILINE)
-    for call in ("abag.load_pairs(", "abag.train(", "abag.ModelConfig(", "abag.TrainConfig(", "abag.predict_frame(",
+    for call in ("abag.load_pairs(", "abag.train(", "abag.train_folds(", "abag.ModelConfig(", "abag.TrainConfig(",
+                 "abag.predict_frame(",
                  "abag.evaluation.format_comparison(", "plot_training_curves(", "plot_predicted_vs_measured(",
                  "plot_pkd_histogram("):
         assert call in sources, call
@@ -125,42 +143,127 @@ def test_colab_only_code_is_guarded():
     assert not re.search(r"install[^\n]*\btorch\b", sources), "the notebook must not (re)install torch"
 
 
-def test_each_section_has_a_markdown_cell_and_the_title_links_back():
+def test_each_section_has_a_markdown_cell_and_the_first_is_a_user_guide():
     notebook = read_notebook()
     markdown = [cell.source for cell in notebook.cells if cell.cell_type == "markdown"]
     assert markdown[0].startswith("# Antibody–Antigen Binding Prediction — v2.7 (stable)")
-    for link in ("../README.md", "../CHANGELOG.md"):
-        assert f"]({link})" in markdown[0]
-        assert (NOTEBOOKS / link).resolve().is_file(), link
+    for part in ("**What this notebook does.**", "**How to run it**", "**What to expect.**",
+                 "**How long, how much space**", "Runtime → Run all", "Cancel upload", "4.8 GB", "smoke run"):
+        assert part in markdown[0], part
+    assert "key improvements" not in markdown[0]  # a guide, not a changelog
     headings = [line for text in markdown for line in text.splitlines() if line.startswith("## ")]
     assert headings == ["## 1. Setup", "## 2. Data", "## 3. Model and hyperparameters", "## 4. Train",
                         "## 5. Evaluate", "## 6. Export"]
 
 
+NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_links_work_in_colab_and_nothing_is_a_placeholder(path):
+    """Colab opens a notebook alone: a relative link (../README.md) leads nowhere there. No <owner>/<repo> left."""
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            targets = re.findall(r"\]\(([^)]*)\)", cell.source)
+            assert all(t.startswith("https://") for t in targets), (cell.get("id"), targets)
+        assert "<owner>" not in cell.source and "<repo>" not in cell.source
+    for document in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        assert "<owner>" not in document.read_text(), document
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_abag_installs_from_one_marked_variable_with_a_working_default(path):
+    first = next(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
+    assignments = [line for line in first.splitlines() if line.startswith("ABAG_SOURCE =")]
+    assert len(assignments) == 1
+    source = ast.literal_eval(assignments[0].split("=", 1)[1].split("#")[0].strip())
+    assert re.fullmatch(r"git\+https://github\.com/[\w.-]+/[\w.-]+\.git", source)
+    banner = first.splitlines()[first.splitlines().index(assignments[0]) - 1]
+    assert banner.startswith("# ──") and "installs abag" in banner  # clearly marked, at the top
+    sources = {nb.name: next(c.source for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code")
+               for nb in NOTEBOOK_FILES}
+    assert len({re.search(r"^ABAG_SOURCE = (.*?)\s", s, re.M).group(1) for s in sources.values()}) == 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_notebooks_import_public_names_only(path):
+    """`abag`, its public names and room-level modules (`abag.plots`, `abag.suggest`, `abag.policy`…), never a
+    module inside a room such as `abag.folds.members`."""
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(python_source(cell.source))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                assert not (name.startswith("abag.") and name.count(".") > 1), (cell.get("id"), name)
+        assert not re.search(r"\babag\.[a-z_]+\.[a-z_]+\.\w", cell.source), cell.get("id")  # abag.room.module.x
+
+
+def fake_colab(monkeypatch, upload=None):
+    """`google.colab` as Colab has it: `drive.mount` recorded, `files.upload` returning `upload`."""
+    calls = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=lambda *a, **k: calls.append(("mount", a)))
+    colab.files = types.SimpleNamespace(upload=lambda: calls.append(("upload",)) or dict(upload or {}))
+    google = types.ModuleType("google")
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    return calls
+
+
+def test_in_a_fresh_colab_run_all_asks_for_no_drive_and_offers_an_upload(monkeypatch, tmp_path):
+    calls = fake_colab(monkeypatch, upload={"my pairs.csv": b"heavy,light,antigen,pkd\n"})
+    namespace = {"__name__": "nb"}
+    printed = run_cells(["settings", "drive"], namespace)
+    assert namespace["IN_COLAB"] and not namespace["USE_DRIVE"]  # no Drive mounted yet: no auth popup
+    assert calls == [] and "Google Drive: not used" in printed
+    namespace.update(WORK_DIR=tmp_path)
+    printed = run_cells(["upload"], namespace)
+    assert calls == [("upload",)] and namespace["DATA_PATH"] == str(tmp_path / "my pairs.csv")
+    assert (tmp_path / "my pairs.csv").read_bytes() == b"heavy,light,antigen,pkd\n" and "uploaded my pairs.csv" in printed
+    calls.clear()
+    fake_colab(monkeypatch, upload={})  # Cancel upload: the packaged example
+    namespace.update(DATA_PATH="")
+    run_cells(["upload"], namespace)
+    assert namespace["DATA_PATH"] == ""
+    namespace["USE_DRIVE"] = True  # asked for: then Drive is mounted
+    drive_calls = fake_colab(monkeypatch)
+    run_cells(["drive"], namespace)
+    assert drive_calls == [("mount", ("/content/drive",))]
+
+
+def test_outside_colab_the_upload_is_skipped_and_the_example_ships_with_abag():
+    import abag
+
+    namespace = {"__name__": "nb", "abag": abag}
+    printed = run_cells(["settings", "upload", "find-data"], namespace)
+    assert not namespace["IN_COLAB"] and not namespace["USE_DRIVE"]
+    assert "upload: skipped (not running in Colab)" in printed
+    assert namespace["DATA_FILE"] == abag.datasets.example_pairs_path()
+
+
+def test_a_failed_install_prints_what_to_do(monkeypatch):
+    fake_colab(monkeypatch)
+    magics = []
+    shell = types.SimpleNamespace(run_line_magic=lambda *args: magics.append(args))
+    monkeypatch.setitem(sys.modules, "abag", None)  # `import abag` fails, as before the install in a fresh runtime
+    namespace = {"__name__": "nb", "get_ipython": lambda: shell}
+    with pytest.raises(ImportError):
+        run_cells(["settings", "install"], namespace)
+    (magic,) = magics
+    assert magic[0] == "pip" and "git+https://github.com/" in magic[1]
+    (line,) = namespace["_printed"].splitlines()
+    assert line.startswith("abag could not be installed from ABAG_SOURCE = 'git+https://github.com/") and \
+        "set ABAG_SOURCE in the first code cell" in line
+
+
 # ----------------------------------------------------------------------------------------------- execution
 
-def kernel_manager(folder: Path):
-    """A kernel running this very interpreter, from a kernelspec that exists only for this test."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-
-    spec = folder / "kernels" / "abag-test"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "abag test", "language": "python"}))
-    return KernelManager(kernel_name="abag-test",
-                         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(folder / "kernels")]))
-
-
 def execute_notebook(run_dir: Path, folder: Path):
-    notebook = read_notebook()
-    env = {**os.environ, "ABAG_SMOKE": "1", "ABAG_RUN_DIR": str(run_dir)}
-    env.pop("ABAG_CACHE_DIR", None)  # the notebook puts the smoke cache inside the run folder
-    client = nbclient.NotebookClient(notebook, km=kernel_manager(folder), timeout=600,
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute(env=env)
-    return notebook
+    return execute(NOTEBOOK, run_dir, folder)
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +312,13 @@ def test_smoke_run_prints_reports_and_shows_three_figures(executed):
     assert not errors
 
 
+def test_the_committed_outputs_are_what_a_fresh_run_prints(executed):
+    """The saved outputs come from this code: a fresh smoke run prints the same lines (numbers aside)."""
+    notebook, run_dir, _ = executed
+    fresh = sanitise(copy.deepcopy(notebook), run_dir, NOTEBOOK.name)
+    assert printed_lines(read_notebook()) == printed_lines(fresh)
+
+
 def test_smoke_run_exports_predictions(executed):
     _, run_dir, _ = executed
     test_predictions = pd.read_csv(run_dir / "test_predictions.csv")
@@ -232,12 +342,16 @@ def test_running_all_again_resumes_instead_of_retraining(executed):
 # ----------------------------------------------------------------------------------------------- cells run in-process
 
 def run_cells(cell_ids: list[str], namespace: dict) -> str:
-    """Execute the named code cells, in order, in `namespace` (as the kernel would); returns what they printed."""
+    """Execute the named code cells, in order, in `namespace` (as the kernel would); returns what they printed
+    (also kept in namespace["_printed"], for a cell that raises)."""
     sources = {cell.get("id"): cell.source for cell in read_notebook().cells if cell.cell_type == "code"}
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        for cell_id in cell_ids:
-            exec(compile(python_source(sources[cell_id]), f"<cell {cell_id}>", "exec"), namespace)
+    try:
+        with contextlib.redirect_stdout(printed):
+            for cell_id in cell_ids:
+                exec(compile(python_source(sources[cell_id]), f"<cell {cell_id}>", "exec"), namespace)
+    finally:
+        namespace["_printed"] = printed.getvalue()
     return printed.getvalue()
 
 
@@ -245,7 +359,7 @@ def config_namespace(*, gpu: bool, in_colab: bool) -> dict:
     import abag
 
     return {"abag": abag, "torch": torch, "pd": pd, "SMOKE": False, "IN_COLAB": in_colab, "USE_DRIVE": in_colab,
-            "GPU": gpu, "frame": synthetic_frame(n=48, n_antigens=4)}
+            "GPU": gpu, "frame": synthetic_frame(n=48, n_antigens=4), "__name__": "nb"}
 
 
 @pytest.fixture
@@ -268,7 +382,6 @@ def test_the_precision_comes_from_the_policy_not_from_is_bf16_supported():
 
 
 @pytest.mark.parametrize("name, capability, says", [
-    ("Tesla T4", (7, 5), "abag trains in fp16 with a gradient scaler"),
     ("NVIDIA A100-SXM4-40GB", (8, 0), "abag trains in bf16"),
     ("NVIDIA H100 80GB HBM3", (9, 0), "abag trains in bf16"),
 ])
@@ -277,11 +390,39 @@ def test_on_a_gpu_the_notebook_says_the_precision_it_trains_in(fake_gpu, name, c
     namespace = config_namespace(gpu=True, in_colab=True)
     printed = run_cells(["config"], namespace)
     assert says in printed and name in printed
-    assert namespace["PRECISION"].name == ("fp16" if capability < (8, 0) else "bf16")
-    assert namespace["PRECISION"].needs_scaler == (capability < (8, 0))
+    assert namespace["PRECISION"].name == "bf16" and not namespace["PRECISION"].needs_scaler
     assert (namespace["ANTIBODY_ENCODER"], namespace["ANTIGEN_ENCODER"]) == \
         ("Exscientia/IgT5_unpaired", "facebook/esm2_t33_650M_UR50D")
-    assert "NOTE" not in printed
+    assert namespace["ENCODERS"] == ["Exscientia/IgT5_unpaired"]  # the antibody-only head loads no antigen encoder
+    assert "antigen encoder: none (the antibody_only head does not read the antigen" in printed
+    assert "NOTE" not in printed and "WARNING" not in printed
+
+
+def test_a_t4_with_a_t5_encoder_warns_and_trains_in_fp32_before_any_download(fake_gpu, monkeypatch):
+    fake_gpu("Tesla T4", (7, 5))
+    namespace = config_namespace(gpu=True, in_colab=True)
+    printed = run_cells(["config"], namespace)
+    warning = printed.splitlines()[0]
+    assert warning.startswith("WARNING: Exscientia/IgT5_unpaired is a T5 encoder, and T5 encoders overflow in fp16")
+    assert "trains in fp32 instead" in warning and "facebook/esm2_t33_650M_UR50D" in warning
+    assert "Nothing has been downloaded yet" in warning
+    assert namespace["PRECISION"].name == "fp32" and namespace["train_config"].mixed_precision is False
+    assert "abag trains in fp32 on the Tesla T4" in printed
+    # An ESM-2 antibody encoder keeps fp16 with a gradient scaler on the same GPU.
+    source = dict((c.get("id"), c.source) for c in read_notebook().cells)["config"]
+    monkeypatch.setattr(sys.modules[__name__], "read_notebook", lambda: _with_cell(
+        "config", source.replace('ANTIBODY_ENCODER = "Exscientia/IgT5_unpaired"',
+                                 'ANTIBODY_ENCODER = "facebook/esm2_t33_650M_UR50D"')))
+    namespace = config_namespace(gpu=True, in_colab=True)
+    printed = run_cells(["config"], namespace)
+    assert "WARNING" not in printed and "abag trains in fp16 with a gradient scaler" in printed
+    assert namespace["PRECISION"].name == "fp16" and namespace["PRECISION"].needs_scaler
+
+
+def _with_cell(cell_id: str, source: str):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    next(cell for cell in notebook.cells if cell.get("id") == cell_id).source = source
+    return notebook
 
 
 def test_colab_without_a_gpu_falls_back_to_antiberty_and_says_so():
@@ -313,17 +454,26 @@ def test_colab_without_a_gpu_installs_the_offline_extra():
     assert namespace["pip_requirement"]("git+https://github.com/lab/abag.git") == "git+https://github.com/lab/abag.git"
 
 
-def test_the_drive_estimate_counts_models_and_one_vector_per_distinct_chain(fake_gpu):
+def test_the_drive_estimate_counts_the_encoders_the_head_reads_and_one_vector_per_distinct_chain(fake_gpu):
     fake_gpu("Tesla T4", (7, 5))
     namespace = config_namespace(gpu=True, in_colab=True)
-    run_cells(["config", "storage"], namespace)
+    printed = run_cells(["config", "storage"], namespace)
     space, frame = namespace["space"], namespace["frame"]
-    assert space.loc["models (HF_HOME)", "bytes"] == pytest.approx((1.21e9 + 0.65e9) * 4)  # IgT5 + ESM-2 650M, fp32
     antibody = set(frame["heavy"]) | {c for c in frame["light"] if c}
     antigen = {c for a in frame["antigen"] for c in a.split("|")}
-    assert space.loc["embedding cache", "bytes"] == (len(antibody) * 1024 + len(antigen) * 1280) * 4
-    assert space.loc["models (HF_HOME)", "size"] == "7.4 GB"
+    # The default antibody-only head: IgT5 alone (fp32), no antigen encoder, no antigen chains in the cache.
+    assert space.loc["models (HF_HOME)", "bytes"] == pytest.approx(1.21e9 * 4)
+    assert space.loc["models (HF_HOME)", "size"] == "4.8 GB"
+    assert space.loc["embedding cache", "bytes"] == len(antibody) * 1024 * 4
+    assert "models to download: Exscientia/IgT5_unpaired\n" in printed
     assert set(space["where"]) == {"Google Drive"}
+    # A head that reads the antigen adds ESM-2 650M and the antigen chains.
+    namespace["model_config"] = dataclasses.replace(namespace["model_config"], fusion="interaction")
+    run_cells(["storage"], namespace)
+    space = namespace["space"]
+    assert space.loc["models (HF_HOME)", "bytes"] == pytest.approx((1.21e9 + 0.65e9) * 4)
+    assert space.loc["models (HF_HOME)", "size"] == "7.4 GB"
+    assert space.loc["embedding cache", "bytes"] == (len(antibody) * 1024 + len(antigen) * 1280) * 4
 
 
 # ----------------------------------------------------------------------------------------------- export edge cases

@@ -5,6 +5,6 @@ May import: abag.training, abag.inference and the rooms below them.
 """
 
 from abag.folds.crossval import CVResult, cross_validate
-from abag.folds.members import FoldsResult, train_folds
+from abag.folds.members import FoldsResult, TooFewFoldGroupsError, train_folds
 
-__all__ = ["train_folds", "FoldsResult", "cross_validate", "CVResult"]
+__all__ = ["train_folds", "FoldsResult", "TooFewFoldGroupsError", "cross_validate", "CVResult"]
