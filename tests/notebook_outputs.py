@@ -76,8 +76,7 @@ def sanitise_text(text: str, run_dir: Path, name: str) -> str:
         text = text.replace(real, RUN_FOLDER[name])
     for packages in _site_packages():
         text = text.replace(packages, "<site-packages>")
-    text = text.replace(f"{REPO}/", "").replace(str(REPO), ".")
-    return text
+    return text.replace(str(REPO), ".")
 
 
 def sanitise(notebook, run_dir: Path, name: str):
