@@ -41,7 +41,6 @@ def test_the_encoder_option_defaults_to_the_model_config_encoder():
 
 @pytest.mark.parametrize("command", ["train", "predict", "evaluate", "suggest"])
 def test_help_shows_every_default(command):
-    parser = _subparsers(build_parser())[command]
     missing = []
     for action in _options(command):
         if action.required or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,

@@ -89,9 +89,19 @@ def test_the_parts_sum_to_the_prediction_of_one_model(trained):
     frame, result, _ = trained
     predicted = predict_frame(result.model, frame, coverage=None)
     wide, deep = predicted["pkd_wide"].to_numpy(), predicted["pkd_deep"].to_numpy()
-    assert predicted["pkd_deep"].abs().max() > 1e-3  # training moved the deep part off zero
+    assert predicted["pkd_deep"].abs().max() > 0  # training moved the deep part off zero
     assert np.array_equal(predicted["pkd_pred"].to_numpy(), np.clip(wide + deep, 4.0, 14.0))
     assert np.allclose(wide, result.model.wide_part().predict(frame), atol=1e-5)
+
+
+def test_the_deep_part_is_centred_on_the_training_rows_and_best_pt_holds_it(trained, tiny_encoders):
+    frame, result, _ = trained
+    train_rows = frame.iloc[np.flatnonzero(result.split_assignment == "train")]
+    deep = predict_frame(result.model, train_rows, coverage=None)["pkd_deep"].to_numpy()
+    assert abs(deep.astype(np.float64).mean()) < 1e-5 and result.metrics["wide"]["deep_shift"] != 0.0
+    shift = load_checkpoint(result.best_checkpoint)["model_state_dict"]["head.deep_shift"]
+    assert shift.item() == pytest.approx(result.metrics["wide"]["deep_shift"])
+    assert load_checkpoint(result.best_checkpoint.with_name("last.pt"))["model_state_dict"]["head.deep_shift"] == 0
 
 
 def test_the_gradient_still_reaches_the_deep_part_beyond_the_clamp():

@@ -116,6 +116,9 @@ class AffinityHead(nn.Module):
         else:  # deep(x) = 0 before training: an untrained model predicts the wide part exactly
             nn.init.zeros_(self.pkd_out.weight)
             nn.init.zeros_(self.pkd_out.bias)
+            # Set once after training (`abag.model.apply.centre_deep`): the deep part's mean over the exact training
+            # rows is pinned to 0, since the level is the wide part's (0 while training).
+            self.register_buffer("deep_shift", torch.zeros((), dtype=torch.float32))
 
     def _linear(self, n_in: int, n_out: int) -> nn.Module:
         if self.n_members == 1:
@@ -171,6 +174,7 @@ class AffinityHead(nn.Module):
         deep, logits = z.float(), logits.float()
         if self.n_members > 1:  # (M, B) -> (B,): the copies' mean residual
             deep, logits = deep.mean(0), logits.mean(0)
+        deep = deep + self.deep_shift
         return deep, inward_clamp(x.offset.to(deep.dtype) + deep, self.pkd_min, self.pkd_max), logits
 
 
