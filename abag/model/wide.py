@@ -61,8 +61,8 @@ WIDE_SPECS = {"kmer_ridge": WideSpec()}
 
 HEAVY_BLOCK_MAX_CHAINS = 3000
 """The heavy 3-mer block is solved over distinct heavy chains (an eigendecomposition of their kernel, cubic in
-their number); above this many it is fitted on a fixed sample of them (the first in sorted order after a seeded
-shuffle), which still gives every 3-mer of those chains a weight."""
+their number); above this many it is fitted on a seeded sample of them (drawn over the chains in sorted order, so
+the row order does not matter), which still gives every 3-mer of those chains a weight."""
 
 HEAVY_BLOCK_ALPHAS = (np.inf, *np.logspace(-3, 3, 13))
 """Penalties of the heavy block relative to its kernel's mean diagonal; np.inf (no block) first, so it wins ties."""

@@ -4,14 +4,15 @@ the model has seen.
     pKd = a(antibody) + (1 − w(antigen)) · c(antigen) + w(antigen) · r(heavy, light, antigen),
     r = r0 + r_antigen + v(antibody) · r_antibody
 
-`a` is the network's prediction (the default head, `fusion="antibody_only"`, which ignores the antigen).
+`a` is the model's own prediction: clamp(wide + deep) with a wide part (`abag.model.wide`), else the network's
+(the default head, `fusion="antibody_only"`, ignores the antigen).
 `c` (`abag.antigen_context`, default `familiar_correction="kmer_ridge_context"`; 0 with `"kmer_ridge"`) is the
 effect of the antigen entry's chain count and size learned *within* antigen clusters (how an RBD and a whole
 spike of one family differ), centred on the training antigens, so it reorders rows within a family more than it
 moves families. It stands in for what is known about an antigen where nothing family-specific is: it counts by
 1 − w, fully for an antigen from an unseen cluster, not at all for a training antigen, whose own k-mers (in r)
 already carry its construct. `r` is a ridge regression on the 1- and 2-mer composition of all three chains
-(`abag.baselines.KmerRidgeBaseline`) fitted to the network's residuals y − a on its own training rows, with
+(`abag.model.ridge.KmerRidgeBaseline`) fitted to the network's residuals y − a on its own training rows, with
 the penalty chosen by leave-one-out (GCV above 20,000 rows). A single model uses its in-sample residuals; a
 fold ensemble (`abag.kfold_report`) the out-of-fold ones, which also carry what the network cannot learn about
 an antigen from its antibodies, such as the antigen's level. `w` is the novelty ramp of `abag.novelty`: the
@@ -40,7 +41,7 @@ term whole.
 
 `FamiliarCorrection.to_state()` is plain data for a checkpoint; it uses the checkpoint's training antigen and
 antibody references (`abag.intervals.PredictionSupport`) instead of storing the sequences twice. Imports
-numpy, pandas and abag's antigen_context, baselines, intervals and novelty.
+numpy, pandas and abag's antigen_context, model.ridge, intervals and novelty.
 """
 
 from __future__ import annotations
