@@ -5,7 +5,9 @@ as an `abag.model.ensemble.FoldEnsemble`: predictions are the members' mean, `pk
 model), and `predict_members` gives every member's pKd. The checkpoint's "intervals", "antigen_reference" and
 "antibody_reference" entries (`abag.posthoc.intervals.PredictionSupport`) become `model.prediction_support`, from
 which `predict_frame` adds `pkd_low`/`pkd_high` (a calibrated interval), the nearest training antigen and
-antibody identities and the `applicability` class. Its "familiar_correction" entry
+antibody identities and the `applicability` class. A model with a wide part (`abag.model.wide`) holds it in its
+head's weights (each fold member its own); `predict_frame` shows it and the deep part as columns. Its
+"familiar_correction" entry
 (`abag.posthoc.familiar_correction`) becomes `model.familiar_correction`, which moves the predictions for antigens
 the model has seen (every member by the same amount). Imports abag's checkpoint, ensemble, errors,
 familiar_correction, intervals, model, pair_embeddings and policy modules.
@@ -24,7 +26,7 @@ from abag.distributed import resolve_device
 from abag.encoding.pair_embeddings import EmbeddedPairs, embed_pairs, make_caches
 from abag.errors import CheckpointError, EncoderUnavailableError
 from abag.evaluation.metrics import evaluate_predictions
-from abag.model.apply import PairData, predict_data, sigmoid
+from abag.model.apply import PairData, predict_parts, sigmoid
 from abag.model.config import ModelConfig
 from abag.model.ensemble import FoldEnsemble, build_fold_ensemble
 from abag.model.network import AbAgModel, build_model
@@ -104,9 +106,17 @@ def _trained_precision(device, train_settings: dict):
 def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Path | None = None,
                   batch_size: int = 256, progress: bool = False, coverage: float | None = DEFAULT_COVERAGE
                   ) -> pd.DataFrame:
-    """`frame` plus `pkd_pred`, `binder_prob`, `pkd_std` and (unless `coverage` is None) the interval columns.
+    """`frame` plus `pkd_pred`, `binder_prob`, `pkd_std`, the parts `pkd_wide` and `pkd_deep`, and (unless
+    `coverage` is None) the interval columns. What `pkd_pred` is, over the K members (K = 1 for one model):
 
-    For a fold ensemble these are the members' mean pKd, mean binder probability and the standard deviation
+        pkd_pred = mean_k clamp[4, 14](wide_k(x) + deep_k(x)) (+ the familiar-antigen correction, if any)
+        pkd_wide = mean_k wide_k(x)   (the ridge on explicit sequence features; 0 with wide="none")
+        pkd_deep = mean_k deep_k(x)   (the head over the language-model vectors, before the clamp)
+
+    so for one model pkd_pred = clamp(pkd_wide + pkd_deep); `pkd_correction` (only when the model has a
+    familiar-antigen correction) is what that correction added, per row.
+
+    For a fold ensemble `pkd_pred` and `binder_prob` are the members' means and `pkd_std` the standard deviation
     of their pKd (ddof 0); for a single model `pkd_std` is 0. With `coverage` (default 0.8) come `pkd_low`,
     `pkd_high`, `nearest_train_antigen_identity`, `nearest_train_antibody_identity` and `applicability`
     (`abag.posthoc.intervals`), from `model.prediction_support`; a model without it gets NaN and a warning. Every
@@ -119,11 +129,16 @@ def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Pat
     out["pkd_pred"] = outputs.pkd.mean(axis=0)
     out["binder_prob"] = outputs.binder_prob.mean(axis=0)
     out["pkd_std"] = outputs.pkd.std(axis=0)
+    out["pkd_wide"] = outputs.wide.mean(axis=0)
+    out["pkd_deep"] = outputs.deep.mean(axis=0)
+    if outputs.corrected:
+        out["pkd_correction"] = (outputs.pkd - outputs.network_pkd).mean(axis=0)
     if coverage is None:
         return out
     support = getattr(model, "prediction_support", None) or PredictionSupport(None, None, None)
-    # The calibration measured the network's residuals; where the correction moved a prediction, the interval
-    # also covers the network's own (`PredictionSupport.annotate`).
+    # The calibration measured the residuals of the model's pKd (wide + deep, clamped, corrected where the model
+    # has a correction: finalize and the fold assembly calibrate on those); where the correction moved a
+    # prediction, the interval also covers the uncorrected one (`PredictionSupport.annotate`).
     moved = outputs.network_pkd.mean(axis=0) if outputs.corrected else None
     return support.annotate(out, coverage, also_cover=moved)
 
@@ -136,14 +151,17 @@ def predict_members(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | P
 
 @dataclass
 class MemberOutputs:
-    """Every member's outputs for every row, each (K, n): the network's, and the model's (the network's moved by
-    `model.familiar_correction`; the same arrays when there is no correction)."""
+    """Every member's outputs for every row, each (K, n): the network's (with its wide part: clamp(wide + deep)),
+    and the model's (the network's moved by `model.familiar_correction`; the same arrays when there is no
+    correction), and the parts: `wide` (0 without a wide part) and `deep` (before the clamp)."""
 
     network_pkd: np.ndarray
     network_logits: np.ndarray
     pkd: np.ndarray
     logits: np.ndarray
     corrected: bool   # whether a familiar-antigen correction was applied
+    wide: np.ndarray | None = None
+    deep: np.ndarray | None = None
 
     @property
     def binder_prob(self) -> np.ndarray:
@@ -157,12 +175,20 @@ def member_outputs(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Pa
     members = [model.member(k) for k in range(model.n_folds)] if isinstance(model, FoldEnsemble) else [model]
     if len(frame) == 0:
         empty = np.zeros((len(members), 0), np.float32)
-        return MemberOutputs(empty, empty, empty, empty, model.familiar_correction is not None)
+        return MemberOutputs(empty, empty, empty, empty, model.familiar_correction is not None, empty, empty)
     data = _prepared_data(model, frame.reset_index(drop=True), cache_dir, progress)
     device = next(model.head.parameters()).device
-    results = [predict_data(member, data, device, batch_size=batch_size) for member in members]
-    pkd, logits = np.stack([p for p, _ in results]), np.stack([g for _, g in results])
-    return MemberOutputs(pkd, logits, *corrected(model, data.frame, pkd, logits), model.familiar_correction is not None)
+    wides, deeps, pkds, logits = [], [], [], []
+    for member in members:  # each member adds its own wide part (fitted on its own training rows)
+        offset = member.wide_offsets(data.frame) if model.has_wide else None
+        deep, pkd, logit = predict_parts(member, data.with_offset(offset), device, batch_size=batch_size)
+        wides.append(np.zeros(len(data), np.float32) if offset is None else offset)
+        deeps.append(deep)
+        pkds.append(pkd)
+        logits.append(logit)
+    pkd, logit = np.stack(pkds), np.stack(logits)
+    return MemberOutputs(pkd, logit, *corrected(model, data.frame, pkd, logit), model.familiar_correction is not None,
+                         np.stack(wides), np.stack(deeps))
 
 
 def embed_frame(model: AbAgModel, frame: pd.DataFrame, cache_dir: str | Path | None = None,

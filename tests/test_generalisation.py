@@ -223,12 +223,13 @@ def test_a_head_that_ignores_the_antigen_never_encodes_it(monkeypatch):
 def test_an_antibody_only_model_never_loads_its_antigen_encoder(tmp_path, monkeypatch, tiny_encoders):
     """Colab's default: IgT5 for the antibody, ESM-2 650M named for the antigen. The antibody-only head never
     reads the antigen, so the antigen encoder is never loaded, in training, fold ensembles or prediction."""
+    from conftest import synthetic_frame
+
     import abag
     import abag.encoding.loader as loader
     import abag.model.ensemble as ensemble
     import abag.model.network as network
     from abag.inference import load_trained_model, predict_frame
-    from conftest import synthetic_frame
 
     loads = []
 

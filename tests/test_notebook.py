@@ -23,7 +23,14 @@ import pandas as pd
 import pytest
 import torch
 from conftest import synthetic_frame
-from notebook_outputs import REPO, RUN_FOLDER, execute, kernel_manager, printed_lines, sanitise  # noqa: F401
+from notebook_outputs import (  # noqa: F401
+    REPO,
+    RUN_FOLDER,
+    execute,
+    kernel_manager,
+    printed_lines,
+    sanitise,
+)
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -1,11 +1,12 @@
 """`abag predict` and `abag evaluate`: their options and what they run.
 
 Both use a trained checkpoint (`abag.inference`); `predict` writes every input row with `pkd_pred`,
-`binder_prob`, `pkd_std`, the `--coverage` interval `pkd_low`/`pkd_high`, the nearest training antigen and
-antibody identities and the `applicability` class, and prints one or two lines on what the interval means and
-how many rows are novel. `evaluate` prints the comparison table `abag train` prints (the model beside the
-checkpoint's training mean, the one baseline a checkpoint carries) and the interval coverage, and writes the
-metrics as JSON with `--out` (or prints them with `--json`).
+`binder_prob`, `pkd_std`, the parts `pkd_wide` and `pkd_deep` (`abag.inference.predict_frame`), the
+`--coverage` interval `pkd_low`/`pkd_high`, the nearest training antigen and antibody identities and the
+`applicability` class, and prints one or two lines on what the interval means and how many rows are novel.
+`evaluate` prints the comparison table `abag train` prints (the model beside the checkpoint's training mean, the
+one baseline a checkpoint carries) and the interval coverage, and writes the metrics as JSON with `--out` (or
+prints them with `--json`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ from abag.evaluation.metrics import evaluate_predictions
 from abag.evaluation.tables import format_comparison
 from abag.inference import evaluate_frame, predict_frame
 from abag.numbering import annotate
-from abag.outputs import ensure_writable_file, json_text, write_csv_atomic, write_json_atomic
+from abag.outputs import (
+    ensure_writable_file,
+    json_text,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from abag.posthoc.intervals import (
     CALIBRATED_COVERAGES,
     DEFAULT_COVERAGE,
@@ -39,8 +45,8 @@ from abag.posthoc.intervals import (
 
 __all__ = ["add_predict_parsers", "run_predict", "run_evaluate", "coverage_option"]
 
-OUTPUT_COLUMNS = ("pkd_pred", "binder_prob", "pkd_std", "pkd_low", "pkd_high", "nearest_train_antigen_identity",
-                  "nearest_train_antibody_identity", "applicability")
+OUTPUT_COLUMNS = ("pkd_pred", "binder_prob", "pkd_std", "pkd_wide", "pkd_deep", "pkd_correction", "pkd_low", "pkd_high",
+                  "nearest_train_antigen_identity", "nearest_train_antibody_identity", "applicability")
 
 
 def coverage_option(text: str) -> float:
@@ -66,7 +72,8 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
     predict = commands.add_parser(
         "predict", help="predict pKd, an interval and an applicability flag for a CSV",
         description="Writes the input columns plus source_row, pkd_pred, binder_prob, pkd_std (the spread of a "
-                    "--folds ensemble's members; 0 for a single model), pkd_low and pkd_high (the --coverage "
+                    "--folds ensemble's members; 0 for a single model), pkd_wide and pkd_deep (the parts: pkd_pred "
+                    "is the members' mean of clamp(wide + deep)), pkd_low and pkd_high (the --coverage "
                     "interval, calibrated on held-out residuals), nearest_train_antigen_identity, "
                     "nearest_train_antibody_identity and applicability (in-domain, novel-antigen, "
                     "novel-antibody or novel-both).")

@@ -27,7 +27,7 @@ from abag.data.splits import SPLIT_METHODS
 from abag.encoding.embedding_cache import default_cache_dir
 from abag.errors import AbagError, OutputNotWritableError
 from abag.folds.members import TooFewFoldGroupsError, train_folds
-from abag.model.config import CORRECTIONS, FUSIONS, ModelConfig
+from abag.model.config import CORRECTIONS, FUSIONS, WIDES, ModelConfig
 from abag.outputs import ensure_writable_folder, write_csv_atomic
 from abag.policy import PRECISION_CHOICES
 from abag.stage_times import recording, stage
@@ -257,6 +257,10 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
                   "in proportion to how familiar each query antigen is, and in the remaining proportion a term for "
                   "the antigen construct (its chain count and residues, learned within antigen clusters); "
                   "kmer_ridge: the k-mer ridge alone; none: the network alone", choices=CORRECTIONS)
+    config_option(train_parser, "--wide", ModelConfig, "wide",
+                  "kmer_ridge: pKd = clamp(wide + deep), the wide part a k-mer ridge (1-2-mers of heavy, light and "
+                  "antigen, plus a heavy-chain 3-mer block) fitted on the training rows before the network, which "
+                  "learns the residual; none: the network alone", choices=WIDES)
     config_option(train_parser, "--no-trim-antibody", ModelConfig, "trim_antibody",
                   "encode whole heavy/light chains (v2.7) instead of their variable domains")
     config_option(train_parser, "--head-members", ModelConfig, "n_members",

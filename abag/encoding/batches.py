@@ -1,4 +1,7 @@
-"""What flows from encoding into the model: a batch of complexes as sequences or as pooled chain embeddings."""
+"""What flows from encoding into the model: a batch of complexes as sequences or as pooled chain embeddings.
+
+Both may carry `offset`, each row's wide-part prediction (`abag.model.wide`), which the head adds to its own
+output before the clamp: (B,) for one model, (K, B) for the K members of a fold ensemble; None without one."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ class PairSequences:
     heavy: list[str]
     light: list[str]
     antigen: list[str]
+    offset: torch.Tensor | None = None  # (B,) or (K, B): the wide part's prediction per row (see the module)
 
 
 @dataclass
@@ -28,7 +32,9 @@ class PairEmbeddings:
     light: torch.Tensor          # (B, d_antibody); rows without a light chain are ignored
     light_present: torch.Tensor  # (B,) bool
     antigen: torch.Tensor        # (B, d_antigen), or (B, 0) when not used
+    offset: torch.Tensor | None = None  # (B,) or (K, B): the wide part's prediction per row (see the module)
 
     def to(self, device: torch.device) -> "PairEmbeddings":
         return PairEmbeddings(self.heavy.to(device), self.light.to(device),
-                              self.light_present.to(device), self.antigen.to(device))
+                              self.light_present.to(device), self.antigen.to(device),
+                              None if self.offset is None else self.offset.to(device))

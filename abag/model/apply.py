@@ -1,13 +1,16 @@
 """Rows of a split part served to the model, and predictions over them.
 
 `build_part_data` encodes every distinct chain once (through the embedding cache) when the encoders are
-frozen, or keeps raw sequences when they are fine-tuned or the cache is off; `predict_data` runs the model
-over a part in eval mode.
+frozen, or keeps raw sequences when they are fine-tuned or the cache is off, and attaches each row's wide-part
+prediction (`abag.model.wide`, computed once per run; `prepare_wide` fits it first); `predict_data` runs the
+model over a part in eval mode (`predict_parts` also returns the deep part).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import time
 from typing import Callable, Iterator
 
@@ -22,15 +25,20 @@ from abag.encoding.pair_embeddings import (
     make_caches,
     sequences_batch,
 )
+from abag.model.wide import CROSS_FIT_FOLDS, cross_fitted, fit_wide
 from abag.policy import Precision
 
 
 class PairData:
-    """Rows of one split part, served either from the embedding tables or as raw sequences."""
+    """Rows of one split part, served either from the embedding tables or as raw sequences, with each row's
+    wide-part prediction (`offset`: (n,), or (K, n) for the K members of a fold ensemble; None without one)."""
 
-    def __init__(self, frame: pd.DataFrame, embedded: EmbeddedPairs | None):
+    def __init__(self, frame: pd.DataFrame, embedded: EmbeddedPairs | None, offset: np.ndarray | None = None):
         self.frame = frame.reset_index(drop=True)
         self.embedded = embedded
+        self.offset = None if offset is None else np.ascontiguousarray(offset, dtype=np.float32)
+        if self.offset is not None and self.offset.shape[-1] != len(self.frame):
+            raise ValueError(f"{len(self.frame)} rows but {self.offset.shape[-1]} wide offsets")
         self.target = torch.tensor(self.frame["pkd"].to_numpy(dtype=np.float32))
         self.censored = torch.tensor(self.frame["censored"].to_numpy(dtype=bool)) \
             if "censored" in self.frame else torch.zeros(len(self.frame), dtype=torch.bool)
@@ -38,20 +46,83 @@ class PairData:
     def __len__(self) -> int:
         return len(self.frame)
 
+    def with_offset(self, offset: np.ndarray | None) -> "PairData":
+        """The same rows and embeddings with other wide offsets (another member's)."""
+        data = copy.copy(self)
+        data.offset = None if offset is None else np.ascontiguousarray(offset, dtype=np.float32)
+        return data
+
     def inputs(self, rows: np.ndarray, device: torch.device):
+        offset = None if self.offset is None else torch.from_numpy(self.offset[..., rows])
         if self.embedded is not None:
-            return self.embedded.batch(rows).to(device)
-        return sequences_batch(self.frame, rows)
+            return dataclasses.replace(self.embedded.batch(rows), offset=offset).to(device)
+        return dataclasses.replace(sequences_batch(self.frame, rows), offset=offset)
+
+
+def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.ndarray | None,
+                 saved_weights: dict | None, log: Callable[[str], None]) -> np.ndarray | None:
+    """Give `model` its wide part before training and return every row's offset (None without a wide part).
+
+    The part is fitted on the training rows (on resume: read from the checkpoint's weights, `saved_weights`).
+    Training rows get cross-fitted offsets (`abag.model.wide.cross_fitted`, folds of `groups` where the split
+    has them), so the network learns what the part misses on rows it did not see; the others, the full part's."""
+    if not model.has_wide:
+        return None
+    started = time.perf_counter()
+    kind = model.config.wide
+    train_frame = frame.iloc[train_rows]
+    if saved_weights is not None:
+        prefix = "head.wide."
+        model.head.wide.load_state_dict({k[len(prefix):]: v for k, v in saved_weights.items() if k.startswith(prefix)})
+        model.wide_part()  # ValueError when the checkpoint holds no fitted part
+        source = "read from the checkpoint"
+    else:
+        model.set_wide(fit_wide(train_frame, kind))
+        source = "fitted on the training rows"
+    offset = model.wide_offsets(frame)
+    offset[train_rows] = cross_fitted(train_frame, kind, None if groups is None else np.asarray(groups)[train_rows])
+    part = model.wide_part()
+    heavy = part.describe()["heavy_block"]
+    block = "" if heavy is None else f"; heavy {heavy['k']}-mer block " + (
+        f"alpha {heavy['alpha']:g}" if heavy["alpha"] is not None else "unused (no gain on held-out heavy chains)")
+    log(f"wide part ({kind}, {source}): {part.ridge.method}{block}; the network trains against {CROSS_FIT_FOLDS}-fold "
+        f"cross-fitted predictions ({time.perf_counter() - started:.1f}s)")
+    return offset
+
+
+def centre_deep(model, data: PairData, device: torch.device, precision: Precision | None = None) -> float | None:
+    """After training: shift the deep part so that its mean over `data`'s rows with an exact pKd (the training
+    rows) is 0, and return the shift (None without a wide part).
+
+    The wide part holds the level (its intercept fits the training mean); the deep part's is not identified by
+    the loss at the early-stopped epoch, which is chosen by validation Spearman (blind to level): on 5 random
+    folds of CR9114 it drifted by up to ±0.27 pKd between folds, which cost 0.04 of pooled Spearman. The shift
+    is recomputed from 0, so finalizing twice gives the same model."""
+    if not model.has_wide:
+        return None
+    with torch.no_grad():
+        model.head.deep_shift.zero_()
+    deep, _, _ = predict_parts(model, data, device, precision=precision)
+    exact = ~data.censored.numpy() & np.isfinite(data.target.numpy())
+    shift = -float(np.mean(deep[exact], dtype=np.float64)) if exact.any() else 0.0
+    with torch.no_grad():
+        model.head.deep_shift.fill_(shift)
+    return shift
 
 
 def build_part_data(frame: pd.DataFrame, parts: dict[str, np.ndarray], model, config,
-                    log: Callable[[str], None]) -> dict[str, PairData]:
-    """Embed every distinct chain once (cached path) or keep sequences (fine-tuning / --no-embedding-cache)."""
+                    log: Callable[[str], None], offset: np.ndarray | None = None) -> dict[str, PairData]:
+    """Embed every distinct chain once (cached path) or keep sequences (fine-tuning / --no-embedding-cache);
+    `offset` (from `prepare_wide`) is every row's wide prediction, computed once per run (the full part's when a
+    model with a wide part is given none)."""
     use_cache = config.embedding_cache and model.encoders_frozen
+    if offset is None and model.has_wide:
+        offset = model.wide_offsets(frame)
     if config.embedding_cache and not model.encoders_frozen:
         log("embedding cache: off (encoder layers are fine-tuned, so embeddings change during training)")
     if not use_cache:
-        return {name: PairData(frame.iloc[rows], None) for name, rows in parts.items()}
+        return {name: PairData(frame.iloc[rows], None, None if offset is None else offset[rows])
+                for name, rows in parts.items()}
     antibody_cache, antigen_cache = make_caches(model, config.cache_dir, config.token_budget, config.progress)
     started = time.perf_counter()
     embedded = embed_pairs(frame, antibody_cache, antigen_cache)
@@ -63,7 +134,8 @@ def build_part_data(frame: pd.DataFrame, parts: dict[str, np.ndarray], model, co
     where = config.cache_dir or "memory only"
     log(f"embedding cache ({where}): {encoded} chains encoded, {reused} reused "
         f"in {time.perf_counter() - started:.1f}s" + (" — nothing to encode" if encoded == 0 else ""))
-    return {name: PairData(frame.iloc[rows], embedded.subset(rows)) for name, rows in parts.items()}
+    return {name: PairData(frame.iloc[rows], embedded.subset(rows), None if offset is None else offset[rows])
+            for name, rows in parts.items()}
 
 
 @contextlib.contextmanager
@@ -93,24 +165,38 @@ def autocast(device: torch.device, precision: Precision | None):
     return precision.autocast(device)
 
 
-@torch.no_grad()
 def predict_data(model: torch.nn.Module, data: PairData, device: torch.device, batch_size: int = 256,
                  precision: Precision | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pKd predictions, binder logits) for every row of `data`, in order, in eval mode."""
+    _, pkd, logits = predict_parts(model, data, device, batch_size, precision)
+    return pkd, logits
+
+
+@torch.no_grad()
+def predict_parts(model: torch.nn.Module, data: PairData, device: torch.device, batch_size: int = 256,
+                  precision: Precision | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(deep part, pKd, binder logits) for every row of `data`, in order, in eval mode (`AffinityHead.parts`:
+    pKd = clamp(offset + deep) with a wide part; deep = pKd without one)."""
     was_training = model.training
     model.eval()
-    preds, logits = [], []
+    deeps, preds, logits = [], [], []
     with head_threads(data, device):
         for start in range(0, len(data), batch_size):
             rows = np.arange(start, min(start + batch_size, len(data)))
             with autocast(device, precision):
-                pkd, logit = model(data.inputs(rows, device))
+                if hasattr(model, "parts"):
+                    deep, pkd, logit = model.parts(data.inputs(rows, device))
+                else:  # any other (pKd, logit) module: no parts to show
+                    pkd, logit = model(data.inputs(rows, device))
+                    deep = pkd
+            deeps.append(deep.float().cpu())
             preds.append(pkd.float().cpu())
             logits.append(logit.float().cpu())
     model.train(was_training)
     if not preds:
-        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
-    return torch.cat(preds).numpy(), torch.cat(logits).numpy()
+        empty = np.zeros(0, dtype=np.float32)
+        return empty, empty, empty
+    return torch.cat(deeps).numpy(), torch.cat(preds).numpy(), torch.cat(logits).numpy()
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

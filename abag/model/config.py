@@ -37,6 +37,11 @@ class ModelConfig:
     # "kmer_ridge": the k-mer ridge alone (an unseen antigen then gets the network's prediction exactly);
     # "none": the network alone, as before.
     familiar_correction: str = "kmer_ridge_context"
+    # The wide part (abag.model.wide): pKd = clamp(wide(x) + deep(x)), with wide(x) a closed-form ridge on explicit
+    # sequence features fitted on the training rows before the network trains, and deep(x) the head above, which
+    # learns the residual. "kmer_ridge": the 1–2-mer pair ridge plus a heavy-chain 3-mer block; "none": the
+    # network alone (wide = 0), as before.
+    wide: str = "kmer_ridge"
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
@@ -65,7 +70,7 @@ class ModelConfig:
 
 # Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
 LEGACY_FIELD_VALUES = {"trim_antibody": False, "fusion": "interaction", "input_dropout": 0.0, "n_members": 1,
-                       "familiar_correction": "none"}
+                       "familiar_correction": "none", "wide": "none"}
 
 
 LAST_VERSION_WITH_REMOVED_OPTIONS = "2.7.0"
@@ -101,3 +106,8 @@ CORRECTIONS = ("kmer_ridge", "kmer_ridge_context", "none")
 """`ModelConfig.familiar_correction` values: the residual k-mer ridge; the same with the antigen construct term
 for unfamiliar antigens (`abag.posthoc.antigen_context`: the construct's effect within families; the default); or no
 correction."""
+
+
+WIDES = ("kmer_ridge", "none")
+"""`ModelConfig.wide` values: abag's k-mer ridge with a heavy-chain 3-mer block as the wide part (the default;
+`abag.model.wide`), or no wide part (the network alone)."""

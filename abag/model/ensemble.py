@@ -5,12 +5,17 @@ ensemble keeps every member's head and rebuilds them over a single set of encode
 loaded once, never K times; fold ensembles need frozen encoders for that reason). `FoldEnsemble` predicts
 the mean pKd and the mean binder probability of its members; `FoldEnsemble.member(k)` is member k on its
 own, which `abag.inference` uses for the per-member predictions (`predict_members`, the `pkd_std` column).
+With a wide part (`abag.model.wide`) every member's head holds the wide part of its own training folds: member k
+predicts clamp(wide_k + deep_k), and the ensemble the mean of those.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -39,13 +44,29 @@ class FoldHeads(nn.Module):
         return self.fold_heads[0].uses_antigen
 
     def each(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pKd, binder logit) of every member, each of shape (K, B)."""
-        outputs = [head(x) for head in self.fold_heads]
+        """(pKd, binder logit) of every member, each of shape (K, B); `x.offset`, when the members have wide
+        parts, is (K, B): member k adds row k."""
+        outputs = [head(self._for_member(x, k)) for k, head in enumerate(self.fold_heads)]
         return torch.stack([pkd for pkd, _ in outputs]), torch.stack([logit for _, logit in outputs])
 
+    def _for_member(self, x: PairEmbeddings, k: int) -> PairEmbeddings:
+        if x.offset is None:
+            return x
+        if x.offset.dim() != 2 or x.offset.shape[0] != len(self.fold_heads):
+            raise ValueError(f"a fold ensemble with wide parts needs one offset row per member, shape "
+                             f"({len(self.fold_heads)}, B); got {tuple(x.offset.shape)}")
+        return replace(x, offset=x.offset[k])
+
     def forward(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
-        pkd, logits = self.each(x)
-        return pkd.mean(0), torch.logit(torch.sigmoid(logits).mean(0))
+        _, pkd, logits = self.parts(x)
+        return pkd, logits
+
+    def parts(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The members' mean deep part, mean pKd (each member's clamped sum) and the logit of their mean binder
+        probability, each (B,)."""
+        outputs = [head.parts(self._for_member(x, k)) for k, head in enumerate(self.fold_heads)]
+        deep, pkd, logits = (torch.stack(part) for part in zip(*outputs))
+        return deep.mean(0), pkd.mean(0), torch.logit(torch.sigmoid(logits).mean(0))
 
 
 class _Member(nn.Module):
@@ -56,10 +77,36 @@ class _Member(nn.Module):
         self.ensemble = ensemble
         self.index = index
 
-    def forward(self, batch: PairSequences | PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def config(self):
+        return self.ensemble.config
+
+    @property
+    def has_wide(self) -> bool:
+        return self.ensemble.has_wide
+
+    def wide_part(self):
+        """This member's wide part (fitted on its own training folds), or None."""
+        return self.ensemble.head.fold_heads[self.index].wide.part() if self.has_wide else None
+
+    def wide_offsets(self, frame: pd.DataFrame) -> np.ndarray | None:
+        part = self.wide_part()
+        return None if part is None else part.predict(frame).astype(np.float32)
+
+    def _embedded(self, batch: PairSequences | PairEmbeddings) -> PairEmbeddings:
         if isinstance(batch, PairSequences):
+            if self.has_wide and batch.offset is None:
+                frame = pd.DataFrame({"heavy": batch.heavy, "light": batch.light, "antigen": batch.antigen})
+                batch = replace(batch, offset=torch.from_numpy(self.wide_offsets(frame)))
             batch = self.ensemble.embed(batch)
-        return self.ensemble.head.fold_heads[self.index](batch)
+        return batch
+
+    def forward(self, batch: PairSequences | PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ensemble.head.fold_heads[self.index](self._embedded(batch))
+
+    def parts(self, batch: PairSequences | PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(deep, pKd, binder logit) of this member (`AffinityHead.parts`)."""
+        return self.ensemble.head.fold_heads[self.index].parts(self._embedded(batch))
 
 
 class FoldEnsemble(AbAgModel):
@@ -84,6 +131,19 @@ class FoldEnsemble(AbAgModel):
     @property
     def n_folds(self) -> int:
         return len(self.head.fold_heads)
+
+    def wide_part(self):
+        """A fold ensemble has one wide part per member (`member(k).wide_part()`), not one of its own."""
+        raise AttributeError("a fold ensemble has one wide part per member: use member(k).wide_part()")
+
+    def set_wide(self, part) -> None:
+        raise AttributeError("a fold ensemble has one wide part per member; each is fitted by its member's run")
+
+    def wide_offsets(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Every member's wide(x) per row, (K, n) float32; None without wide parts."""
+        if not self.has_wide:
+            return None
+        return np.stack([self.member(k).wide_offsets(frame) for k in range(self.n_folds)])
 
     def member(self, index: int) -> nn.Module:
         """Member `index` (0-based) alone: same inputs as the ensemble, that member's (pKd, logit)."""

@@ -1,8 +1,10 @@
 """The dual-encoder affinity model: chain embeddings → fusion head → pKd (bounded to [4, 14]) and binder logit.
 
 `AffinityHead` serves the fusions "antibody_only" (the default) and "interaction" (v2.7). A head whose fusion
-ignores the antigen never has it encoded (`InputSpec.uses_antigen`).
-Imports torch and abag's `encoding` and `model.config` modules only.
+ignores the antigen never has it encoded (`InputSpec.uses_antigen`). With a wide part (`ModelConfig.wide`,
+`abag.model.wide`) the head's pKd output is an unbounded residual deep(x), and the head returns
+clamp(wide(x) + deep(x)), wide(x) arriving per row as the batch's `offset`; without one (`wide="none"`) it is
+the v2.7 bounded output. Imports torch and abag's `encoding` and `model` (config, wide) modules only.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -17,13 +21,39 @@ from abag.encoding.batches import PairEmbeddings, PairSequences
 from abag.encoding.features import InputSpec
 from abag.encoding.loader import load_encoder
 from abag.encoding.sequence_encoder import SequenceEncoder
-from abag.model.config import CORRECTIONS, FUSIONS, ModelConfig
+from abag.model.config import CORRECTIONS, FUSIONS, WIDES, ModelConfig
+from abag.model.wide import WidePart, WideSlot
 
 
 def combine_chains(chain_vectors: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
     """Mean over all residues of a multi-chain antigen: chain means weighted by chain length."""
     weights = torch.tensor(lengths, dtype=chain_vectors.dtype, device=chain_vectors.device)
     return (chain_vectors * weights.unsqueeze(1)).sum(0) / weights.sum()
+
+
+class _InwardClamp(torch.autograd.Function):
+    """clamp(x, low, high) whose gradient still flows where a step would move x back toward the range.
+
+    A bare clamp has no gradient outside its bounds, so a wide part that puts a row beyond them would leave the
+    deep part nothing to learn from on that row; a straight-through clamp would let it push further out."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.bounds = (low, high)
+        return x.clamp(low, high)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        low, high = ctx.bounds
+        outward = ((x < low) & (grad > 0)) | ((x > high) & (grad < 0))  # descent moves x by −grad
+        return grad.masked_fill(outward, 0.0), None, None
+
+
+def inward_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """`x` clamped to [low, high]; its gradient outside the range only pulls back toward it (`_InwardClamp`)."""
+    return _InwardClamp.apply(x, low, high)
 
 
 class MemberLinear(nn.Module):
@@ -49,6 +79,8 @@ class AffinityHead(nn.Module):
     `antibody_dim`/`antigen_dim` are the encoder widths. With `n_members > 1` every layer is `n_members`
     independently initialised copies (with independent dropout masks), trained through one loss on their mean:
     the head returns the mean of their bounded pKd predictions and of their binder logits, (B,).
+    With a wide part (`config.wide`, kept in `self.wide`) the pKd layer starts at zero and its output is the
+    residual deep(x) (the copies' mean), and the pKd is clamp(x.offset + deep(x)).
     """
 
     def __init__(self, antibody_dim: int, antigen_dim: int, config: ModelConfig):
@@ -60,6 +92,8 @@ class AffinityHead(nn.Module):
             raise ValueError(f"n_members must be >= 1, got {config.n_members}")
         if config.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {config.fusion!r}; choose one of {FUSIONS}")
+        if config.wide not in WIDES:
+            raise ValueError(f"unknown wide part {config.wide!r}; choose one of {WIDES}")
         self.fusion_mode = config.fusion
         self.uses_antigen = InputSpec.from_config(config).uses_antigen
         self.no_light = nn.Parameter(torch.zeros(antibody_dim))
@@ -76,7 +110,15 @@ class AffinityHead(nn.Module):
         self.fusion = nn.Sequential(self._linear(width, h), nn.GELU(), nn.Dropout(p))
         self.pkd_out = self._linear(h, 1)
         self.class_out = self._linear(h, 1)
-        self._start_at(config.initial_pkd)
+        self.wide = None if config.wide == "none" else WideSlot(config.wide)
+        if self.wide is None:
+            self._start_at(config.initial_pkd)
+        else:  # deep(x) = 0 before training: an untrained model predicts the wide part exactly
+            nn.init.zeros_(self.pkd_out.weight)
+            nn.init.zeros_(self.pkd_out.bias)
+            # Set once after training (`abag.model.apply.centre_deep`): the deep part's mean over the exact training
+            # rows is pinned to 0, since the level is the wide part's (0 while training).
+            self.register_buffer("deep_shift", torch.zeros((), dtype=torch.float32))
 
     def _linear(self, n_in: int, n_out: int) -> nn.Module:
         if self.n_members == 1:
@@ -110,13 +152,30 @@ class AffinityHead(nn.Module):
         return pkd.clamp(self.pkd_min, self.pkd_max), logits
 
     def forward(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
+        _, pkd, logits = self.parts(x)
+        return pkd, logits
+
+    def parts(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(deep, pKd, binder logit) per row, each (B,): pKd = clamp(x.offset + deep) with a wide part; without
+        one, deep is the bounded network output and equals the pKd."""
         antibody = self.antibody_proj(self._members(self._antibody_input(x)))
         if not self.uses_antigen:
             fused = self.fusion(antibody)
         else:
             antigen = self.antigen_proj(self._members(self.antigen_norm(x.antigen)))
             fused = self.fusion(torch.cat([antibody, antigen, antibody * antigen], dim=-1))
-        return self._bounded(self.pkd_out(fused).squeeze(-1), self.class_out(fused).squeeze(-1))
+        z, logits = self.pkd_out(fused).squeeze(-1), self.class_out(fused).squeeze(-1)
+        if self.wide is None:
+            pkd, logits = self._bounded(z, logits)
+            return pkd, pkd, logits
+        if x.offset is None or x.offset.dim() != 1:
+            raise ValueError("a head with a wide part needs each row's wide prediction (the batch's `offset`, "
+                             "shape (B,))")
+        deep, logits = z.float(), logits.float()
+        if self.n_members > 1:  # (M, B) -> (B,): the copies' mean residual
+            deep, logits = deep.mean(0), logits.mean(0)
+        deep = deep + self.deep_shift
+        return deep, inward_clamp(x.offset.to(deep.dtype) + deep, self.pkd_min, self.pkd_max), logits
 
 
 class AbAgModel(nn.Module):
@@ -126,9 +185,11 @@ class AbAgModel(nn.Module):
 
     `forward` takes either `PairSequences` (encodes on the fly) or `PairEmbeddings` (from the embedding
     cache) and returns `(pkd_pred, class_logits)`, both (B,); pkd_pred always lies in [pkd_min, pkd_max].
+    With a wide part, pkd_pred = clamp(wide(x) + deep(x)): `wide_offsets(frame)` gives wide(x) per row, which the
+    batch carries as `offset` (computed here from the sequences when a `PairSequences` batch has none).
     `familiar_correction` (`abag.posthoc.familiar_correction`, fitted after training when `config.familiar_correction`
     asks for it) is applied to the outputs by `abag.inference` and `abag.training.finalize`, not by `forward`, which is
-    the network alone.
+    the model without it.
     """
 
     def __init__(self, config: ModelConfig, antibody_encoder: SequenceEncoder,
@@ -179,6 +240,32 @@ class AbAgModel(nn.Module):
         """False for heads that ignore the antigen (it is then never encoded)."""
         return self.head.uses_antigen
 
+    @property
+    def has_wide(self) -> bool:
+        """Whether the model adds a wide part (`config.wide` other than "none")."""
+        return self.config.wide != "none"
+
+    def wide_part(self) -> WidePart | None:
+        """The fitted wide part (None without one); ValueError if it was never fitted."""
+        return self.head.wide.part() if self.has_wide else None
+
+    def set_wide(self, part: WidePart) -> None:
+        """Store a fitted wide part in the head (its buffers: it travels with the weights)."""
+        self.head.wide.store(part)
+
+    def wide_offsets(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """wide(x) per row of `frame` as float32 (the dtype the head adds), or None without a wide part."""
+        part = self.wide_part()
+        return None if part is None else part.predict(frame).astype(np.float32)
+
+    def _with_offset(self, batch: PairSequences) -> PairSequences:
+        """A sequence batch with its wide offsets (computed from its sequences when it has none)."""
+        if not self.has_wide or batch.offset is not None:
+            return batch
+        frame = pd.DataFrame({"heavy": batch.heavy, "light": batch.light, "antigen": batch.antigen})
+        offset = torch.from_numpy(self.wide_offsets(frame))
+        return PairSequences(batch.heavy, batch.light, batch.antigen, offset)
+
     def use_precision(self, precision) -> "AbAgModel":
         """Run the model's encoders in `precision` (an `abag.policy.Precision`); the cache key follows."""
         for encoder in self.encoders:
@@ -204,7 +291,8 @@ class AbAgModel(nn.Module):
             antigen = self._embed_antigens(batch.antigen)
         else:
             antigen = antibody.new_zeros((len(batch.heavy), 0))
-        return PairEmbeddings(heavy, light, light_present, antigen)
+        offset = None if batch.offset is None else batch.offset.to(antibody.device)
+        return PairEmbeddings(heavy, light, light_present, antigen, offset)
 
     def _embed_antigens(self, antigens: list[str]) -> torch.Tensor:
         chains = list(dict.fromkeys(c for a in antigens for c in a.split("|")))
@@ -218,8 +306,14 @@ class AbAgModel(nn.Module):
     def forward(self, batch: PairSequences | PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
         """(pKd, binder logit) per row."""
         if isinstance(batch, PairSequences):
-            batch = self.embed(batch)
+            batch = self.embed(self._with_offset(batch))
         return self.head(batch)
+
+    def parts(self, batch: PairSequences | PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(deep, pKd, binder logit) per row (`AffinityHead.parts`)."""
+        if isinstance(batch, PairSequences):
+            batch = self.embed(self._with_offset(batch))
+        return self.head.parts(batch)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights a checkpoint must hold: the head, plus encoder weights only when they are fine-tuned."""

@@ -1,7 +1,7 @@
 """The antigen terms fitted after the network: pKd = a(antibody) + (1 − w)·c(antigen) + w·r(heavy, light, antigen).
 
-`a` is the network; `c` the antigen construct term (`abag.posthoc.antigen_context`); `r` a k-mer ridge
-(`KmerRidgeBaseline`) on the network's residuals on its training rows (out of fold for a fold ensemble), whose
+`a` is the model's own prediction (clamp(wide + deep) with a wide part, `abag.model.wide`); `c` the antigen construct term (`abag.posthoc.antigen_context`); `r` a k-mer ridge
+(`abag.model.ridge.KmerRidgeBaseline`) on the network's residuals on its training rows (out of fold for a fold ensemble), whose
 antibody terms count by the antibody's familiarity v. `w` and `v` ramp with the identity to the nearest training
 antigen (0 at 40 %, 1 at 90 %) and antibody (0 below 80 %, 1 at 90 %). `r` is held inside the range it spanned in
 training, the binder logit moves with the pKd at the network's own rate, and the sum is clamped to [4, 14].
@@ -17,18 +17,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from abag.evaluation.baselines import (
-    KmerRidgeBaseline,
-    RidgeFit,
-    feature_width,
-    training_rows,
-)
 from abag.identity.novelty import (
     NOVELTY_RAMP,
     NoveltyReference,
     antigen_weight_from_identity,
 )
 from abag.model.config import CORRECTIONS
+from abag.model.ridge import (
+    KmerRidgeBaseline,
+    ridge_from_state,
+    ridge_to_state,
+    training_rows,
+)
 from abag.posthoc.antigen_context import AntigenContext
 from abag.posthoc.intervals import (
     ANTIBODY_NOVEL_BELOW,
@@ -153,33 +153,6 @@ class FamiliarCorrection:
         context = None if state.get("context") is None else AntigenContext.from_state(state["context"])
         return cls(ridge_from_state(state.get("ridge")), support.antigen_reference, support.antibody_reference, rate,
                    (low, high), (ridge_low, ridge_high), context)
-
-
-def ridge_to_state(ridge: KmerRidgeBaseline) -> dict[str, Any]:
-    """A fitted k-mer ridge as plain data (lists and floats) for a checkpoint; `ridge_from_state` inverts it."""
-    fit = ridge.fit_
-    if fit is None:
-        raise ValueError("the k-mer ridge is not fitted")
-    return {"ks": list(ridge.ks), "alpha": fit.alpha, "selection": fit.selection, "rows": fit.rows,
-            "coef": fit.coef.tolist(), "mean": fit.mean.tolist(), "scale": fit.scale.tolist(),
-            "intercept": fit.intercept, "distinct_chains": dict(ridge.distinct_chains_)}
-
-
-def ridge_from_state(state: Any) -> KmerRidgeBaseline:
-    """A fitted k-mer ridge from `ridge_to_state` data; a malformed entry raises ValueError saying what is wrong."""
-    try:
-        ridge = KmerRidgeBaseline(ks=[int(k) for k in state["ks"]])
-        coef, mean, scale = (np.asarray(state[key], dtype=float) for key in ("coef", "mean", "scale"))
-        alpha, intercept, rows = float(state["alpha"]), float(state["intercept"]), int(state["rows"])
-        selection = str(state["selection"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"k-mer ridge state is unusable ({exc!r})") from None
-    width = feature_width(ridge.ks)
-    if not coef.shape == mean.shape == scale.shape == (width,):
-        raise ValueError(f"k-mer ridge state has {coef.shape} coefficients for {width} features")
-    ridge.fit_ = RidgeFit(alpha, selection, np.array([alpha]), np.array([np.nan]), coef, mean, scale, intercept, rows)
-    ridge.distinct_chains_ = {str(k): int(v) for k, v in dict(state.get("distinct_chains", {})).items()}
-    return ridge
 
 
 def _logit_rate(pkd_pred: np.ndarray, logits: np.ndarray) -> float:

@@ -4,7 +4,8 @@ baselines, and assemble what the run folder gets (metrics.json, history.csv, tes
 It also calibrates the prediction intervals on the validation part (`abag.posthoc.intervals`: residuals of the best
 epoch, pkd_std = 0 for one model, applicability against the training part) and adds the calibration and the
 training antigen/antibody references to best.pt and last.pt (`store_support`: the only file this module
-writes; everything else `abag.train` writes). Before any of that it fits the familiar-antigen correction
+writes, with best.pt's weights once the deep part of a wide model is centred: `abag.model.apply.centre_deep`;
+everything else `abag.train` writes). Before any of that it fits the familiar-antigen correction
 (`abag.posthoc.familiar_correction`) on the best epoch's in-sample outputs over the training part, so the validation
 and test metrics are those of the model as saved.
 """
@@ -23,7 +24,7 @@ from abag.data.splits import row_groups
 from abag.evaluation.baselines import evaluate_baselines
 from abag.evaluation.metrics import evaluate_predictions
 from abag.evaluation.tables import format_comparison
-from abag.model.apply import predict_data, sigmoid
+from abag.model.apply import centre_deep, predict_data, sigmoid
 from abag.posthoc.familiar_correction import corrected, fit_for_model
 from abag.posthoc.intervals import (
     DEFAULT_COVERAGE,
@@ -75,6 +76,7 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
     config, frame, parts = run.config, run.frame, run.parts
     with stage("evaluate"):
         reload_best(state, best_path)
+        deep_shift = centre_deep(state.model, run.data["train"], run.device, run.precision)  # None without wide
         support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
         clusters, antibodies = evaluation_groups(run)
     with stage("familiar correction"):
@@ -105,7 +107,12 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
         metrics["intervals"] = calibrate_single_split(run, predictions, state.best_epoch, support)
         state.model.prediction_support = support
         if distributed.is_main_process():
+            if deep_shift is not None:  # best.pt predicts as the model evaluated here (last.pt keeps training's 0)
+                save_checkpoint({**load_checkpoint(best_path), "model_state_dict": state.model.trainable_state_dict()},
+                                best_path)
             store_support(support, [best_path, best_path.with_name("last.pt")], state.model.familiar_correction)
+    if deep_shift is not None:
+        metrics["wide"]["deep_shift"] = deep_shift
     test_predictions = None
     if "test" in predictions:
         test_predictions = frame.iloc[parts["test"]].copy()

@@ -24,7 +24,13 @@ from abag.checkpoint import resume_hint, save_checkpoint
 from abag.data.splits import SplitResult, split_pairs
 from abag.distributed import resolve_device
 from abag.errors import AbagError, CheckpointError, InvalidSettingError
-from abag.model.apply import PairData, build_part_data, predict_data, sigmoid
+from abag.model.apply import (
+    PairData,
+    build_part_data,
+    predict_data,
+    prepare_wide,
+    sigmoid,
+)
 from abag.model.config import ModelConfig
 from abag.model.losses import StableCombinedLoss
 from abag.model.network import AbAgModel, build_model
@@ -215,7 +221,8 @@ def _split(frame: pd.DataFrame, config: TrainConfig, given, point: ResumePoint |
 def _prepare(frame: pd.DataFrame, split, model_config: ModelConfig, config: TrainConfig,
              point: ResumePoint | None, encoders: dict | None, log: Callable[[str], None],
              data_info: dict) -> tuple[RunInputs, AbAgModel]:
-    """Rows per part, the model (its output starts at the training mean pKd) and its inputs."""
+    """Rows per part, the model (its output starts at the training mean pKd, or at its wide part fitted on the
+    training rows) and its inputs."""
     parts = {name: split.indices(name) for name in ("train", "val", "test")}
     if len(parts["train"]) == 0 or len(parts["val"]) == 0:
         raise SplitError(f"the {split.method} split left an empty training or validation set "
@@ -230,5 +237,11 @@ def _prepare(frame: pd.DataFrame, split, model_config: ModelConfig, config: Trai
     except ValueError as exc:
         raise InvalidSettingError(str(exc)) from None
     model.use_precision(precision)  # encoders, head and cache key agree on one precision
-    data = build_part_data(frame, parts, model, config, log)
+    # The wide part is fitted on the training rows before the network trains (on resume: read from last.pt).
+    try:
+        offset = prepare_wide(model, frame, parts["train"], split.groups,
+                              point.checkpoint["model_state_dict"] if point else None, log)
+    except ValueError as exc:
+        raise InvalidSettingError(str(exc)) from None
+    data = build_part_data(frame, parts, model, config, log, offset)
     return RunInputs(frame, split, parts, data, config, model_config, device, precision, data_info), model

@@ -16,6 +16,7 @@ from abag.encoding.pair_embeddings import embed_pairs, make_caches
 from abag.inference import load_trained_model, predict_frame
 from abag.model.config import ModelConfig
 from abag.model.network import build_model
+from abag.model.wide import WidePart
 from abag.training.config import TrainConfig
 from abag.training.run import train
 
@@ -68,6 +69,8 @@ def test_cached_and_uncached_inputs_agree_with_trimming(tiny_encoders):
     # Trimming happened: row 0's heavy chain is encoded as its variable domain only.
     only_fv = tiny_encoders["tiny"]([VH])[0]
     torch.testing.assert_close(cached.heavy[0], only_fv, rtol=1e-4, atol=1e-5)
+    model.set_wide(WidePart.fit(frame))  # the sequence path computes the wide offsets itself
+    cached = dataclasses.replace(cached, offset=torch.from_numpy(model.wide_offsets(frame)))
     with torch.no_grad():
         pkd_cached, _ = model(cached)
         pkd_direct, _ = model(PairSequences(list(frame.heavy), list(frame.light), list(frame.antigen)))

@@ -6,9 +6,9 @@ import gzip
 
 import anarcism
 import pytest
+from numbering_sequences import JUNK, SCFV, TRASTUZUMAB_VH, TRASTUZUMAB_VL, VHH
 
 from abag.numbering import NumberingDiskCache, number_chain, number_chains
-from numbering_sequences import JUNK, SCFV, TRASTUZUMAB_VH, TRASTUZUMAB_VL, VHH
 
 AMINO = "ACDEFGHIKLMNPQRSTVWY"
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from numbering_sequences import (
+    IGG1_CH1,
+    JUNK,
+    KAPPA_CONSTANT,
+    LINKER,
+    TRASTUZUMAB_VH,
+    TRASTUZUMAB_VH_LONG_CDR3,
+    TRASTUZUMAB_VL,
+    VHH,
+)
 
 from abag.numbering import REGION_NAMES, number_chain, position_key, region_of
-from numbering_sequences import (IGG1_CH1, KAPPA_CONSTANT, JUNK, LINKER, TRASTUZUMAB_VH,
-                                 TRASTUZUMAB_VH_LONG_CDR3, TRASTUZUMAB_VL, VHH)
 
 
 def test_trastuzumab_heavy_and_light_get_their_chain_type_span_and_imgt_cdrs():

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from abag.data.report import RowProblem
+from numbering_sequences import (
+    JUNK,
+    PERTUZUMAB_VL,
+    SCFV,
+    TRASTUZUMAB_VH,
+    TRASTUZUMAB_VL,
+    VHH,
+)
+
 from abag.data.chain_checks import check_chain_columns
-from numbering_sequences import JUNK, PERTUZUMAB_VL, SCFV, TRASTUZUMAB_VH, TRASTUZUMAB_VL, VHH
+from abag.data.report import RowProblem
 
 
 def test_correct_columns_and_a_vhh_without_light_chain_raise_no_problem():

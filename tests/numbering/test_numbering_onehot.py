@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from numbering_sequences import (
+    JUNK,
+    PERTUZUMAB_VL,
+    TRASTUZUMAB_VH,
+    TRASTUZUMAB_VH_LONG_CDR3,
+    TRASTUZUMAB_VL,
+    VHH,
+)
 
 from abag.numbering import AlignedOneHotEncoder, number_chain, number_chains
-from numbering_sequences import (JUNK, PERTUZUMAB_VL, TRASTUZUMAB_VH, TRASTUZUMAB_VH_LONG_CDR3, TRASTUZUMAB_VL,
-                                 VHH)
 
 
 def _fitted():

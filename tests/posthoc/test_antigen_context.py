@@ -122,7 +122,7 @@ def test_training_with_the_context_option_saves_and_reloads_it(tmp_path, tiny_en
     frame = context_table(seed=2, families=15)
     config = TrainConfig(epochs=1, progress=False, split="random", cache_dir=str(tmp_path / "cache"))
     model_config = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16,
-                               familiar_correction="kmer_ridge_context")
+                               familiar_correction="kmer_ridge_context", wide="none")  # the antigen-blind network
     result = train(frame, tmp_path / "run", model_config, config, encoders=tiny_encoders, log=lambda line: None)
     assert result.metrics["familiar_correction"]["antigen_context"] is not None
     assert load_checkpoint(result.best_checkpoint)["familiar_correction"]["context"]["version"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -91,8 +92,11 @@ def test_predictions_stay_in_range_when_labels_span_0_to_18(tmp_path, tiny_encod
 
 
 def make_and_embed(model, frame):
+    """`frame` embedded as one batch, with the model's wide part per row (`offset`) when it has one."""
     antibody, antigen = make_caches(model, None)
-    return embed_pairs(frame, antibody, antigen).batch(np.arange(len(frame)))
+    batch = embed_pairs(frame, antibody, antigen).batch(np.arange(len(frame)))
+    offset = model.wide_offsets(frame)
+    return batch if offset is None else dataclasses.replace(batch, offset=torch.from_numpy(offset))
 
 
 def test_masked_pooling_ignores_padding(tiny_encoders):

@@ -1,0 +1,244 @@
+"""The wide part: pKd = clamp(wide(x) + deep(x)), the ridge fitted before the network and kept in its head."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import synthetic_frame
+
+from abag.checkpoint import load_checkpoint, save_checkpoint
+from abag.folds.members import train_folds
+from abag.inference import load_trained_model, member_outputs, predict_frame
+from abag.model.config import LEGACY_FIELD_VALUES, ModelConfig
+from abag.model.network import build_model
+from abag.model.ridge import KmerRidgeBaseline
+from abag.model.wide import HeavyKmerBlock, WidePart
+from abag.training.config import TrainConfig
+from abag.training.run import train
+
+TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, familiar_correction="none")
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def quick(tmp_path, **overrides) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "progress": False, "cache_dir": str(tmp_path / "cache"), **overrides})
+
+
+def fit(frame, tmp_path, name="run", model_config=TINY, encoders=None, **overrides):
+    return train(frame, tmp_path / name, model_config, quick(tmp_path, **overrides), encoders=encoders,
+                 log=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_encoders):
+    tmp_path = tmp_path_factory.mktemp("wide")
+    frame = synthetic_frame(n=96)
+    return frame, fit(frame, tmp_path, encoders=tiny_encoders), tmp_path
+
+
+# ----------------------------------------------------------------------------------------------- the part
+
+def test_the_wide_part_is_the_kmer_ridge_plus_a_heavy_block_fitted_to_its_residual():
+    frame = synthetic_frame(n=120, seed=2)
+    part = WidePart.fit(frame)
+    ridge = KmerRidgeBaseline().fit(frame)
+    residual = frame["pkd"].to_numpy() - ridge.predict(frame)
+    block = HeavyKmerBlock.fit(frame["heavy"].tolist(), residual)
+    assert np.allclose(part.predict(frame), ridge.predict(frame) + block.predict(frame["heavy"].tolist()))
+    restored = WidePart.from_state(part.to_state())
+    assert np.array_equal(restored.predict(frame), part.predict(frame))
+    assert all(isinstance(v, torch.Tensor) for v in part.to_state().values())  # plain tensors, no pickle
+
+
+def test_the_heavy_block_is_dropped_when_it_does_not_predict_held_out_chains():
+    frame = synthetic_frame(n=80, seed=4)
+    block = HeavyKmerBlock.fit(frame["heavy"].tolist(), np.zeros(len(frame)))  # nothing left: ties go to no block
+    assert np.isinf(block.alpha) and not np.any(block.predict(frame["heavy"].tolist()))
+    signal = frame["heavy"].str.count("W").to_numpy(float)  # a heavy-chain k-mer effect: the block takes it
+    block = HeavyKmerBlock.fit(frame["heavy"].tolist(), signal - signal.mean())
+    assert np.isfinite(block.alpha) and np.corrcoef(block.predict(frame["heavy"].tolist()), signal)[0, 1] > 0.9
+
+
+def test_censored_rows_do_not_enter_the_wide_part():
+    frame = synthetic_frame(n=80)
+    censored = frame.assign(censored=np.arange(len(frame)) % 4 == 0)
+    moved = censored.assign(pkd=np.where(censored["censored"], 4.0, censored["pkd"]))
+    assert np.array_equal(WidePart.fit(censored).predict(frame), WidePart.fit(moved).predict(frame))
+
+
+# ----------------------------------------------------------------------------------------------- the model
+
+def test_an_untrained_model_predicts_exactly_the_clamped_wide_part(tiny_encoders):
+    frame = synthetic_frame(n=60)
+    frame.loc[:4, "pkd"] = 25.0  # the ridge overshoots on these rows: the clamp must hold them
+    model = build_model(TINY, tiny_encoders)
+    model.set_wide(WidePart.fit(frame))
+    wide = WidePart.fit(frame).predict(frame).astype(np.float32)
+    assert wide.max() > 14.0
+    predicted = predict_frame(model, frame, coverage=None)
+    assert np.array_equal(predicted["pkd_pred"].to_numpy(), np.clip(wide, 4.0, 14.0))
+    assert np.array_equal(predicted["pkd_wide"].to_numpy(), wide) and not predicted["pkd_deep"].any()
+
+
+def test_the_parts_sum_to_the_prediction_of_one_model(trained):
+    frame, result, _ = trained
+    predicted = predict_frame(result.model, frame, coverage=None)
+    wide, deep = predicted["pkd_wide"].to_numpy(), predicted["pkd_deep"].to_numpy()
+    assert predicted["pkd_deep"].abs().max() > 0  # training moved the deep part off zero
+    assert np.array_equal(predicted["pkd_pred"].to_numpy(), np.clip(wide + deep, 4.0, 14.0))
+    assert np.allclose(wide, result.model.wide_part().predict(frame), atol=1e-5)
+
+
+def test_the_deep_part_is_centred_on_the_training_rows_and_best_pt_holds_it(trained, tiny_encoders):
+    frame, result, _ = trained
+    train_rows = frame.iloc[np.flatnonzero(result.split_assignment == "train")]
+    deep = predict_frame(result.model, train_rows, coverage=None)["pkd_deep"].to_numpy()
+    assert abs(deep.astype(np.float64).mean()) < 1e-5 and result.metrics["wide"]["deep_shift"] != 0.0
+    shift = load_checkpoint(result.best_checkpoint)["model_state_dict"]["head.deep_shift"]
+    assert shift.item() == pytest.approx(result.metrics["wide"]["deep_shift"])
+    assert load_checkpoint(result.best_checkpoint.with_name("last.pt"))["model_state_dict"]["head.deep_shift"] == 0
+
+
+def test_the_gradient_still_reaches_the_deep_part_beyond_the_clamp():
+    from abag.model.network import inward_clamp
+
+    x = torch.tensor([15.0, 15.0, 3.0, 3.0, 9.0], requires_grad=True)
+    target = torch.tensor([13.0, 14.0, 5.0, 4.0, 8.0])
+    ((inward_clamp(x, 4.0, 14.0) - target) ** 2).sum().backward()
+    # rows above 14 and below 4 are pulled back in; a target at the bound gives no gradient (nothing to fix)
+    assert x.grad.tolist() == [2.0, 0.0, -2.0, 0.0, 2.0]
+    y = torch.tensor([15.0, 3.0], requires_grad=True)
+    clamped = inward_clamp(y, 4.0, 14.0)
+    (clamped[1] - clamped[0]).backward()  # a loss that would push both further out: no gradient
+    assert y.grad.tolist() == [0.0, 0.0]
+
+
+def test_checkpoint_round_trip_reproduces_the_predictions_and_the_wide_part(trained, tiny_encoders):
+    frame, result, _ = trained
+    state = load_checkpoint(result.best_checkpoint)
+    assert state["model_state_dict"]["head.wide.fitted"].item() == 1.0
+    assert result.metrics["wide"]["kind"] == "kmer_ridge"
+    loaded, _ = load_trained_model(result.best_checkpoint, encoders=tiny_encoders)
+    before = predict_frame(result.model, frame.head(20), coverage=None)
+    after = predict_frame(loaded, frame.head(20), coverage=None)
+    for column in ("pkd_pred", "pkd_wide", "pkd_deep", "binder_prob"):
+        assert np.array_equal(before[column].to_numpy(), after[column].to_numpy())
+    train_rows = frame.iloc[np.flatnonzero(result.split_assignment == "train")]
+    assert np.array_equal(loaded.wide_part().predict(frame), WidePart.fit(train_rows).predict(frame))
+
+
+def test_the_wide_part_is_fitted_on_the_training_rows_only(trained):
+    frame, result, _ = trained
+    train_rows = np.flatnonzero(result.split_assignment == "train")
+    assert len(train_rows) < len(frame)
+    assert np.array_equal(result.model.wide_part().predict(frame), WidePart.fit(frame.iloc[train_rows]).predict(frame))
+    assert not np.allclose(result.model.wide_part().predict(frame), WidePart.fit(frame).predict(frame))
+
+
+def test_resume_reads_the_wide_part_back_and_stays_bit_identical(tmp_path, tiny_encoders, monkeypatch):
+    import abag.model.apply as apply
+
+    frame = synthetic_frame(n=96)
+    straight = fit(frame, tmp_path, "straight", encoders=tiny_encoders, epochs=3)
+    fit(frame, tmp_path, "resumed", encoders=tiny_encoders, epochs=1)
+    monkeypatch.setattr(apply, "fit_wide", lambda *a, **k: pytest.fail("resume refitted the wide part"))
+    resumed = train(frame, tmp_path / "resumed", TINY, quick(tmp_path, epochs=3), resume=True,
+                    encoders=tiny_encoders, log=lambda line: None)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model_state_dict"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["model_state_dict"]
+    assert a.keys() == b.keys() and "head.wide.ridge_coef" in a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert list(straight.history["train_loss"]) == list(resumed.history["train_loss"])
+
+
+# ----------------------------------------------------------------------------------------------- wide = none
+
+# `wide="none"` with correction none, synthetic_frame(n=96), hidden 16, 2 epochs: the pKd of the first six rows
+# as abag computed them before the wide part existed (commit 7deefeb), to float32 precision.
+BEFORE_THE_WIDE_PART = [9.425077438354492, 9.595372200012207, 9.611787796020508, 9.604059219360352,
+                        9.592034339904785, 9.599882125854492]
+
+
+def test_wide_none_is_the_old_network_exactly(tmp_path, tiny_encoders):
+    frame = synthetic_frame(n=96)
+    result = fit(frame, tmp_path, model_config=dataclasses.replace(TINY, wide="none"), encoders=tiny_encoders)
+    assert not any(".wide." in key for key in result.model.state_dict())
+    predicted = predict_frame(result.model, frame.head(6), coverage=None)
+    assert np.allclose(predicted["pkd_pred"].to_numpy(), BEFORE_THE_WIDE_PART, rtol=0, atol=1e-5)
+    assert not predicted["pkd_wide"].any() and np.array_equal(predicted["pkd_deep"], predicted["pkd_pred"])
+    assert result.metrics["wide"] is None
+
+
+def test_a_config_saved_before_the_wide_part_loads_as_none(trained, tmp_path, tiny_encoders):
+    assert LEGACY_FIELD_VALUES["wide"] == "none" and ModelConfig().wide == "kmer_ridge"
+    saved = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "wide"}
+    assert ModelConfig.from_dict(saved).wide == "none"
+    frame, _, _ = trained
+    result = fit(frame, tmp_path, model_config=dataclasses.replace(TINY, wide="none"), encoders=tiny_encoders,
+                 epochs=1)
+    state = load_checkpoint(result.best_checkpoint)
+    del state["config"]["model"]["wide"]
+    old = tmp_path / "old.pt"
+    save_checkpoint(state, old)
+    model, _ = load_trained_model(old, encoders=tiny_encoders)
+    assert model.config.wide == "none" and model.wide_part() is None
+    assert not predict_frame(model, frame.head(4), coverage=None)["pkd_wide"].any()
+
+
+def test_unknown_wide_kind_is_refused(tiny_encoders):
+    with pytest.raises(ValueError, match="unknown wide part"):
+        build_model(dataclasses.replace(TINY, wide="onehot"), tiny_encoders)
+
+
+# ----------------------------------------------------------------------------------------------- fold ensembles
+
+def fold_frame() -> pd.DataFrame:
+    frame = synthetic_frame(n=120, n_antigens=6, seed=5)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory, tiny_encoders):
+    tmp_path = tmp_path_factory.mktemp("wide_folds")
+    frame = fold_frame()
+    result = train_folds(frame, tmp_path / "run", TINY, quick(tmp_path, epochs=1), folds=3, encoders=tiny_encoders,
+                         log=lambda line: None)
+    return frame, result, tmp_path
+
+
+def test_an_ensemble_predicts_the_mean_of_its_members_clamped_sums(folds, tiny_encoders):
+    frame, result, tmp_path = folds
+    ensemble, _ = load_trained_model(result.best_checkpoint, encoders=tiny_encoders)
+    query = synthetic_frame(n=15, seed=8)
+    outputs = member_outputs(ensemble, query, cache_dir=tmp_path / "cache")
+    predicted = predict_frame(ensemble, query, cache_dir=tmp_path / "cache", coverage=None)
+    assert outputs.wide.shape == (3, len(query)) and not np.allclose(outputs.wide[0], outputs.wide[1])
+    assert np.allclose(predicted["pkd_pred"], np.clip(outputs.wide + outputs.deep, 4, 14).mean(0), atol=1e-6)
+    assert np.allclose(predicted["pkd_wide"], outputs.wide.mean(0)) and np.allclose(predicted["pkd_deep"],
+                                                                                    outputs.deep.mean(0))
+    for k, member in enumerate(result.members):  # the checkpoint keeps each member's own wide part
+        own, _ = load_trained_model(member.run_dir / "checkpoints" / "best.pt", encoders=tiny_encoders)
+        assert np.array_equal(ensemble.member(k).wide_part().predict(query), own.wide_part().predict(query))
+
+
+def test_a_members_wide_part_never_sees_the_fold_it_scores(folds, tiny_encoders, tmp_path):
+    frame, result, _ = folds
+    member_of_row = result.member_of_row
+    ensemble = result.model
+    for k in range(3):
+        others = frame.iloc[np.flatnonzero(member_of_row != k + 1)]
+        assert np.array_equal(ensemble.member(k).wide_part().predict(frame), WidePart.fit(others).predict(frame))
+    # Shift the labels of fold 1: member 1's out-of-fold predictions (wide part and network) do not move.
+    shifted = frame.assign(pkd=np.where(member_of_row == 1, frame["pkd"] + 2.0, frame["pkd"]))
+    again = train_folds(shifted, tmp_path / "shifted", TINY, quick(tmp_path, epochs=1), folds=3,
+                        encoders=tiny_encoders, log=lambda line: None)
+    assert np.array_equal(again.member_of_row, member_of_row)
+    rows = member_of_row == 1
+    assert np.array_equal(again.predictions["pkd_pred"].to_numpy()[rows], result.predictions["pkd_pred"].to_numpy()[rows])
+    assert not np.allclose(again.predictions["pkd_pred"].to_numpy()[~rows],
+                           result.predictions["pkd_pred"].to_numpy()[~rows])
