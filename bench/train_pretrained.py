@@ -150,7 +150,8 @@ The model that ships inside abag: what it was trained on, how well it works, and
 
 Within one SKEMPI complex (its antibody's mutants against one antigen), mean Spearman
 {card['skempi_spearman_within_complex']}; within one Phillips antibody's variants (zero-shot),
-{card['phillips_spearman_within_antibody']}. Protocols: bench/train_pretrained.py; every other measurement:
+{card['phillips_spearman_within_antibody'] if card['phillips_spearman_within_antibody'] is not None else
+ 'not measured (the script did not keep the antibody column through prediction)'}. Protocols: bench/train_pretrained.py; every other measurement:
 [bench/RESULTS.md](../bench/RESULTS.md).
 
 ## Intended use
