@@ -40,8 +40,9 @@ class ModelConfig:
     # The wide part (abag.model.wide): pKd = clamp(wide(x) + deep(x)), with wide(x) a closed-form ridge on explicit
     # sequence features fitted on the training rows before the network trains, and deep(x) the head above, which
     # learns the residual. "kmer_ridge": the 1–2-mer pair ridge plus a heavy-chain 3-mer block; "none": the
-    # network alone (wide = 0), as before.
-    wide: str = "kmer_ridge"
+    # network alone (wide = 0), as before. Not yet the default: measured with one seed it led on CR9114 and pooled
+    # SAAINT-DB but trailed within clusters and in RMSE there (bench/RESULTS.md, "Wide and deep: one model").
+    wide: str = "none"
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":

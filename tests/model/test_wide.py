@@ -20,7 +20,8 @@ from abag.model.wide import HeavyKmerBlock, WidePart
 from abag.training.config import TrainConfig
 from abag.training.run import train
 
-TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, familiar_correction="none")
+TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, familiar_correction="none",
+                  wide="kmer_ridge")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -175,7 +176,7 @@ def test_wide_none_is_the_old_network_exactly(tmp_path, tiny_encoders):
 
 
 def test_a_config_saved_before_the_wide_part_loads_as_none(trained, tmp_path, tiny_encoders):
-    assert LEGACY_FIELD_VALUES["wide"] == "none" and ModelConfig().wide == "kmer_ridge"
+    assert LEGACY_FIELD_VALUES["wide"] == "none" and TINY.wide == "kmer_ridge"
     saved = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "wide"}
     assert ModelConfig.from_dict(saved).wide == "none"
     frame, _, _ = trained
