@@ -562,12 +562,12 @@ def test_skip_invalid_accounts_for_every_input_row(trained, tmp_path):
     assert sorted(list(predicted["source_row"]) + list(rejected["row"])) == list(range(1, len(frame) + 1))
     assert set(rejected["row"]) == {3, 8, 13, 21}  # row 12's bad pKd only makes predict ignore the pkd column
     assert rejected["reason"].str.len().min() > 0 and set(rejected["column"]) == {"heavy", "antigen", "light"}
-    assert "25 valid + 5 rejected = 30 data rows" in err
+    assert "26 valid + 4 rejected = 30 data rows" in err
 
     custom = tmp_path / "elsewhere" / "bad.csv"
     code, err = quiet_main(["predict", "--checkpoint", str(trained / "checkpoints" / "best.pt"),
                             "--data", str(source), "--out", str(out), "--skip-invalid", "--rejected", str(custom)])
-    assert code == 0 and len(pd.read_csv(custom)) == 5
+    assert code == 0 and len(pd.read_csv(custom)) == 4
 
 
 def test_invalid_rows_without_skip_invalid_fail_with_row_column_reason_and_a_hint(trained, tmp_path):
