@@ -26,12 +26,8 @@ import numpy as np
 import pandas as pd
 from bench_common import machine  # noqa: E402 - bench/ is on sys.path when run as a script
 
-from abag.evaluation.baselines import (
-    RIDGE_ALPHAS,
-    fit_baselines,
-    pair_features,
-    training_rows,
-)
+from abag.evaluation.baselines import fit_baselines
+from abag.model.ridge import RIDGE_ALPHAS, pair_features, training_rows
 from abag.policy import AMINO_ACIDS
 
 LETTERS = np.frombuffer(AMINO_ACIDS.encode(), dtype=np.uint8)

@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from abag.data.columns import KD_UNITS_TEXT, kd_unit_exponent
 from abag.policy import AMINO_ACIDS
 
@@ -191,3 +194,13 @@ def parse_censored_flag(text: str) -> bool | None:
         return False
     return None
 
+
+def bool_mask(values: Any, n: int) -> np.ndarray:
+    """1-D bool mask of length `n` from a column of flags: None -> all False, a missing value -> False."""
+    if values is None:
+        return np.zeros(n, dtype=bool)
+    values = np.ravel(np.asarray(values, dtype=object))
+    present = pd.notna(values)
+    mask = np.zeros(values.size, dtype=bool)
+    mask[present] = values[present].astype(bool)
+    return mask

@@ -1,10 +1,8 @@
 """Simple sequence baselines (training mean, k-mer composition ridge) for pKd, at any number of rows.
 
 Fit on the same training split as the model so every evaluation can report model vs baselines. Rows used
-for fitting: finite ``pkd`` and not ``censored``. The k-mer ridge itself lives in `abag.model.ridge` (the
-model's wide part is one); it is re-exported here, where the baselines always were.
-
-Imports from abag: ``model.ridge`` (the ridge) and ``metrics`` (evaluation).
+for fitting: finite ``pkd`` and not ``censored``. The k-mer ridge itself, and its features, live in
+`abag.model.ridge` (the model's wide part is one).
 """
 
 from __future__ import annotations
@@ -16,37 +14,9 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from abag.evaluation.metrics import evaluate_predictions
-from abag.model.ridge import (
-    AMINO_ACIDS,
-    CHAINS,
-    LOO_MAX_ROWS,
-    RIDGE_ALPHAS,
-    ChainTable,
-    KmerRidgeBaseline,
-    RidgeFit,
-    _targets,
-    chain_table,
-    feature_width,
-    pair_features,
-    training_rows,
-)
+from abag.model.ridge import KmerRidgeBaseline, _targets, training_rows
 
-__all__ = [
-    "AMINO_ACIDS",
-    "CHAINS",
-    "RIDGE_ALPHAS",
-    "LOO_MAX_ROWS",
-    "pair_features",
-    "feature_width",
-    "training_rows",
-    "ChainTable",
-    "chain_table",
-    "RidgeFit",
-    "MeanBaseline",
-    "KmerRidgeBaseline",
-    "fit_baselines",
-    "evaluate_baselines",
-]
+__all__ = ["MeanBaseline", "KmerRidgeBaseline", "fit_baselines", "evaluate_baselines"]
 
 
 # --------------------------------------------------------------------------- models

@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import stats
 from sklearn import metrics as skm
 
+from abag.data.cells import bool_mask
 from abag.evaluation.tables import format_comparison
 from abag.policy import BINDER_THRESHOLD
 
@@ -64,15 +65,6 @@ def _to_float(x: Any) -> np.ndarray:
     return np.ravel(np.asarray(x, dtype=float))
 
 
-def _to_bool(x: Any, n: int) -> np.ndarray:
-    """1-D bool mask of length ``n``; ``None`` -> all False, missing -> False."""
-    if x is None:
-        return np.zeros(n, dtype=bool)
-    values = np.ravel(np.asarray(x, dtype=object))
-    present = pd.notna(values)
-    mask = np.zeros(values.size, dtype=bool)
-    mask[present] = values[present].astype(bool)
-    return mask
 
 
 def _finite_or_none(x: Any) -> float | None:
@@ -453,7 +445,7 @@ def evaluate_predictions(
     t, p = _to_float(y_true), _to_float(pkd_pred)
     if t.shape != p.shape:
         raise ValueError(f"length mismatch: {t.size} targets vs {p.size} predictions")
-    cens = _to_bool(censored, t.size)
+    cens = bool_mask(censored, t.size)
     if cens.size != t.size:
         raise ValueError("censored must have one entry per row")
     labeled = np.isfinite(t)

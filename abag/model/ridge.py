@@ -27,6 +27,7 @@ from scipy import linalg, sparse
 from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
+from abag.data.cells import bool_mask
 from abag.encoding.kmers import _clean, _encode, _kmer_frequencies
 from abag.policy import AMINO_ACIDS
 
@@ -136,22 +137,13 @@ def training_rows(df: pd.DataFrame) -> pd.DataFrame:
     pkd = pd.to_numeric(df["pkd"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     keep = np.isfinite(pkd)
     if "censored" in df:
-        keep &= ~_to_bool(df["censored"], len(df))
+        keep &= ~bool_mask(df["censored"], len(df))
     rows = df.loc[keep]
     if rows.empty:
         raise ValueError("no training rows with finite, uncensored pkd")
     return rows
 
 
-def _to_bool(x: Any, n: int) -> np.ndarray:
-    """1-D bool mask of length ``n``; ``None`` -> all False, missing -> False (as `abag.evaluation.metrics`)."""
-    if x is None:
-        return np.zeros(n, dtype=bool)
-    values = np.ravel(np.asarray(x, dtype=object))
-    present = pd.notna(values)
-    mask = np.zeros(values.size, dtype=bool)
-    mask[present] = values[present].astype(bool)
-    return mask
 
 
 def _targets(df: pd.DataFrame) -> np.ndarray:

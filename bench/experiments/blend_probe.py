@@ -20,7 +20,7 @@ from abag.data.folds import fold_split
 from abag.encoding.embedding_cache import EmbeddingCache, default_cache_dir
 from abag.encoding.features import trim_antibody_chains
 from abag.encoding.loader import load_antiberty_encoder
-from abag.evaluation.baselines import RIDGE_ALPHAS, pair_features
+from abag.model.ridge import RIDGE_ALPHAS, pair_features
 
 frame, _ = load_pairs("/work/shared/data/saaintdb_dev.csv")
 fz = json.loads(Path(__file__).with_name("saaintdb_folds.json").read_text())

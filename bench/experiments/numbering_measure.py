@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from abag.encoding.features import variable_domain
 from abag.data.chain_checks import check_chain_columns
+from abag.encoding.features import variable_domain
 from abag.numbering import AlignedOneHotEncoder, number_chains
 
 

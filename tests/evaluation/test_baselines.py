@@ -21,15 +21,13 @@ from threadpoolctl import threadpool_limits
 
 from abag.encoding.kmers import kmer_composition
 from abag.evaluation.baselines import (
-    RIDGE_ALPHAS,
     KmerRidgeBaseline,
     MeanBaseline,
     evaluate_baselines,
     fit_baselines,
-    pair_features,
-    training_rows,
 )
 from abag.evaluation.tables import format_comparison
+from abag.model.ridge import RIDGE_ALPHAS, pair_features, training_rows
 from abag.policy import AMINO_ACIDS
 
 
