@@ -77,6 +77,13 @@ def add_cache_options(parser: argparse.ArgumentParser, default_on: bool = True) 
                             help="encode every batch instead (the slow, pre-cache behaviour)")
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """`--checkpoint` (the pretrained model when not given) and `--device`, for commands that use a trained model."""
+    parser.add_argument("--checkpoint", default=None,
+                        help="a best.pt written by abag train (default: the pretrained model, see abag info)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
+
+
 def add_antigen_option(parser: argparse.ArgumentParser) -> None:
     """Add `--antigen SEQUENCE_OR_FASTA` (load_pairs' `antigen=`) to a command that reads --data."""
     parser.add_argument("--antigen", metavar="SEQUENCE_OR_FASTA",

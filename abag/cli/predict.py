@@ -22,6 +22,7 @@ from abag.cli.common import (
     UsageError,
     add_cache_options,
     add_data_options,
+    add_model_options,
     load_model,
     load_table,
     show_progress,
@@ -77,8 +78,7 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                     "interval, calibrated on held-out residuals), nearest_train_antigen_identity, "
                     "nearest_train_antibody_identity and applicability (in-domain, novel-antigen, "
                     "novel-antibody or novel-both).")
-    predict.add_argument("--checkpoint", default=None,
-                         help="a best.pt written by abag train (default: the pretrained model, see abag info)")
+    add_model_options(predict)
     predict.add_argument("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen "
                                                        "(labels optional; docs/data-format.md)")
     predict.add_argument("--out", required=True, help="output CSV")
@@ -89,7 +89,6 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                          help="add each row's IMGT annotation: heavy_domain, cdr_h1..cdr_h3, light_domain, "
                               "cdr_l1..cdr_l3 (numbered with anarcism)")
     predict.add_argument("--rejected", help="where --skip-invalid writes rejected rows (default: OUT.rejected.csv)")
-    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     add_cache_options(predict, default_on=False)
     add_data_options(predict, skip_flag="--skip-invalid",
                      skip_help="predict the valid rows; write rejected rows with reasons to --rejected")
@@ -104,8 +103,7 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                     "the training mean pKd the checkpoint records, predicted for every row (RMSE, MAE and R² to "
                     "beat; a constant has no Spearman, shown as n/a). The full metrics (with per-class intervals "
                     "and the train_mean reference under 'baselines') go to --out as JSON, or to stdout with --json.")
-    evaluate.add_argument("--checkpoint", default=None,
-                          help="a best.pt written by abag train (default: the pretrained model, see abag info)")
+    add_model_options(evaluate)
     evaluate.add_argument("--data", required=True, help="CSV/TSV, .xlsx, FASTA or AIRR TSV with heavy, light, antigen, "
                                                          "pkd (docs/data-format.md)")
     evaluate.add_argument("--out", metavar="FILE", help="also write the metrics as JSON to FILE (default: not written)")
@@ -113,7 +111,6 @@ def add_predict_parsers(commands) -> tuple[argparse.ArgumentParser, argparse.Arg
                           help="print the metrics as JSON on stdout instead of the table (for scripts)")
     evaluate.add_argument("--coverage", type=coverage_option, default=DEFAULT_COVERAGE,
                           help=f"nominal coverage of the interval to check (default: {DEFAULT_COVERAGE:g})")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     add_cache_options(evaluate, default_on=False)
     add_data_options(evaluate, skip_flag=None, skip_help="")
     evaluate.set_defaults(handler=run_evaluate)

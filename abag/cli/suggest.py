@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from abag.cli.common import UsageError, config_option, load_model, number, whole_number
+from abag.cli.common import (
+    UsageError,
+    add_model_options,
+    config_option,
+    load_model,
+    number,
+    whole_number,
+)
 from abag.suggest.command import check_outputs, run_suggest_command
 from abag.suggest.config import STRATEGIES
 from abag.suggest.config import SuggestConfig as Defaults
@@ -21,8 +28,7 @@ def add_suggest_parser(commands) -> argparse.ArgumentParser:
         description="Rank candidate variants with a model fitted on your measured variants (chosen by "
                     "cross-validation; the checkpoint adds embeddings and a pKd prior) and write a batch of N "
                     "distinct candidates with pkd_pred, pkd_std, acquisition and pick (the pick order).")
-    suggest.add_argument("--checkpoint", default=None,
-                         help="a best.pt written by abag train (default: the pretrained model, see abag info)")
+    add_model_options(suggest)
     suggest.add_argument("--candidates", help="CSV of candidate variants (heavy, light, antigen; other columns kept)")
     suggest.add_argument("--measured", help="CSV of measured variants with pkd (replicates are averaged)")
     suggest.add_argument("--n", type=whole_number(1), required=True, help="batch size")
@@ -45,7 +51,6 @@ def add_suggest_parser(commands) -> argparse.ArgumentParser:
     suggest.add_argument("--max-order", type=whole_number(2), default=3,
                          help="with --parent and --measured: combine up to this many helpful mutations (default 3)")
     suggest.add_argument("--report", help="write the round's report (model choice, CV scores) as JSON here")
-    suggest.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
     suggest.add_argument("--embedding-cache", metavar="DIR", help="reuse/extend an on-disk embedding cache "
                                                                   "(default: a temporary one for this run)")
     suggest.add_argument("--quiet", action="store_true", help="no progress bars")
