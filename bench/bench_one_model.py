@@ -277,8 +277,10 @@ def alphaseq_antibody(args) -> Protocol:
         within, n = _mean_within(t, antibody[t["row"].to_numpy()], 5)
         return {"Spearman within antibody (mean)": within, "antibodies scored": n}
 
-    return Protocol("alphaseq_antibody", f"AlphaSeq 2022 (20 antibodies × 37 RBD variants), {what} (4 antibodies "
-                    f"per fold); Spearman across antigens within each held-out antibody; {args.epochs or 100} epochs",
+    n_antibodies, n_antigens = len(set(antibody)), frame["antigen"].nunique()
+    return Protocol("alphaseq_antibody", f"AlphaSeq 2022 ({n_antibodies} antibodies × {n_antigens} RBD variants), "
+                    f"{what} ({n_antibodies // 5} antibodies per fold); Spearman across antigens within each held-out "
+                    f"antibody; {args.epochs or 100} epochs",
                     [Part("all", frame, tests, "antibody_name", {"antigen_mean": AntigenMeanBaseline})], score,
                     {"epochs": args.epochs})
 

@@ -369,4 +369,3 @@ def test_scale_benchmark_runs_and_agrees_with_the_direct_ridgecv(tmp_path) -> No
     assert "exact leave-one-out" in result["method"] and result["direct"]["alpha"] == result["alpha"]
     assert result["direct"]["max_abs_gap"] < 1e-6 and result["traced_peak_mb"] > 0
     assert "fit " in done.stdout and "peak RSS" in done.stdout
-
