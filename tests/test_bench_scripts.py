@@ -236,3 +236,90 @@ def test_folds_default_experiment_scores_both_arms_on_the_same_frozen_folds(tmp_
             ensemble["per_seed"][seed]["spearman"] - single["per_seed"][seed]["spearman"])
     other = run("--folds", "2", "--seeds", "0", extra=["epochs=1"])
     assert "skipped" in other["versus_single"]["0"]  # trained with other settings: no paired difference
+
+
+def alphaseq_like(n_antibodies: int = 10, n_antigens: int = 8, seed: int = 4) -> pd.DataFrame:
+    """Every antibody against every antigen variant (an AlphaSeq stand-in): pKd = antigen effect + antibody effect."""
+    rng = np.random.default_rng(seed)
+    antigen = random_sequence(rng, 60)
+    antigens = [antigen[:10 + i] + "A" + antigen[11 + i:] for i in range(n_antigens)]
+    escape = rng.normal(0, 1, n_antigens)
+    heavy, light = random_sequence(rng, 60), random_sequence(rng, 50)
+    rows = []
+    for a in range(n_antibodies):
+        chain = heavy[:a] + "W" + heavy[a + 1:]
+        for g in range(n_antigens):
+            rows.append({"heavy": chain, "light": light, "antigen": antigens[g], "antibody_name": f"ab{a}",
+                         "pkd": 7 + escape[g] + 0.3 * a / n_antibodies + rng.normal(0, 0.1),
+                         "censored": a == 0 and g == 0})
+    return pd.DataFrame(rows)
+
+
+def test_one_model_bench_runs_every_protocol_and_adds_a_column_on_rerun(tmp_path):
+    """bench_one_model.py on synthetic stand-ins of the four files (tiny encoder, 1 epoch, 1 seed), then a rerun
+    that adds one model column to the same results (what the wide+deep model's measurement does)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    saaint = synthetic_frame(n=60, n_antigens=10, seed=1).drop(columns="censored")
+    saaint.to_csv(data / "saaintdb_dev.csv", index=False)
+    groups = [i % 10 for i in range(len(saaint))]
+    tests = [[r for r in range(len(saaint)) if groups[r] % 5 == k] for k in range(5)]
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"protocol": "5 folds", "groups": groups, "tests": tests}))
+    skempi = synthetic_frame(n=40, n_antigens=4, seed=2).drop(columns="censored")
+    skempi["skempi_complex"] = [f"C{i % 4}" for i in range(len(skempi))]
+    skempi.to_csv(data / "skempi2_ab_ag.csv", index=False)
+    phillips_like().to_csv(data / "phillips2021_cr9114_cr6261.csv.gz", index=False)
+    alphaseq_like().to_csv(data / "alphaseq2022_cov2_dev.csv", index=False)
+
+    out = tmp_path / "out"
+    common = [sys.executable, str(BENCH / "bench_one_model.py"), "--data-dir", str(data), "--out", str(out),
+              "--work", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache"), "--saaintdb-folds",
+              str(folds), "--saaintdb-random-folds", "3", "--seeds", "0",
+              "--epochs", "1", "--phillips-epochs", "1", "--phillips-per-antibody", "30",
+              "--extrapolation-min-train", "15", "--extrapolation-test", "12", "--extrapolation-test-censored", "4",
+              "--extrapolation-train-censored", "3", "--base-config", "antibody_encoder=tiny", "antigen_encoder=tiny"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(common, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    protocols = results["protocols"]
+    assert set(protocols) == {"phillips_random", "phillips_extrapolation", "skempi_loco", "saaintdb_cluster",
+                              "saaintdb_random10", "alphaseq_antibody"}
+    ridges = {"kmer_ridge", "heavy_kmer123_ridge", "onehot_ridge"}
+    for name, entry in protocols.items():
+        assert {"network", "model"} | ridges <= set(entry["predictors"]), name
+        assert entry["predictors"]["network"]["per_seed"].keys() == {"0"}
+        assert entry["predictors"]["kmer_ridge"]["deterministic"] is True
+    assert "antigen_mean" in protocols["alphaseq_antibody"]["predictors"]
+    assert "mutation_count" in protocols["phillips_extrapolation"]["predictors"]
+    alphaseq = protocols["alphaseq_antibody"]["predictors"]
+    assert alphaseq["antigen_mean"]["per_seed"]["deterministic"]["antibodies scored"] == 10
+    assert alphaseq["antigen_mean"]["summary"]["Spearman within antibody (mean)"]["mean"] > 0.8  # the escape effect
+    skempi_metrics = protocols["skempi_loco"]["predictors"]["model"]["per_seed"]["0"]
+    assert {"Spearman per complex (mean)", "pooled Spearman", "RMSE"} <= set(skempi_metrics)
+    assert "within-cluster Spearman" in protocols["saaintdb_cluster"]["predictors"]["network"]["per_seed"]["0"]
+    assert protocols["saaintdb_random10"]["notes"]["abaffinity_random10_spearman"] == 0.844
+    table = pd.read_csv(tmp_path / "work" / "alphaseq_antibody" / "predictions_all.csv")
+    assert {"network@0", "model@0", "onehot_ridge@deterministic"} <= set(table.columns)
+    assert sorted(table["row"]) == list(range(80))  # every row predicted once, out of fold
+
+    rerun = [*common, "--protocols", "alphaseq_antibody", "--predictors", "model", "--label", "other",
+             "--model-config", "hidden_dim=16", "familiar_correction=none"]
+    done = subprocess.run(rerun, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    again = json.loads((out / "results.json").read_text())
+    columns = again["protocols"]["alphaseq_antibody"]["predictors"]
+    assert {"network", "model", "other", "antigen_mean"} <= set(columns)  # the earlier columns stay
+    assert columns["network"] == protocols["alphaseq_antibody"]["predictors"]["network"]
+    assert columns["other"]["model_config"]["hidden_dim"] == 16
+    assert len(again["runs"]) == 2
+    text = (out / "table.md").read_text()
+    assert "**alphaseq_antibody**" in text and "`other`" in text and "`heavy_kmer123_ridge`" in text
+    assert "other@0" in pd.read_csv(tmp_path / "work" / "alphaseq_antibody" / "predictions_all.csv").columns
+    assert not (tmp_path / "work" / "runs" / "alphaseq_antibody" / "other" / "seed_0" / "all" / "fold_0").exists()
+    rescore = [*common, "--protocols", "alphaseq_antibody", "--rescore"]  # metrics again from the saved predictions
+    done = subprocess.run(rescore, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    rescored = json.loads((out / "results.json").read_text())["protocols"]["alphaseq_antibody"]["predictors"]
+    assert {name: c["per_seed"] for name, c in rescored.items()} == {name: c["per_seed"] for name, c in columns.items()}

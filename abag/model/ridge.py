@@ -11,6 +11,9 @@ O(distinct chains x features²); memory is O(distinct chains x features) plus O(
 eigendecomposition of XᵀX: exact leave-one-out (what RidgeCV computes) up to ``loo_max_rows`` training rows,
 generalised cross-validation (GCV) above, where the two agree because rows far outnumber features.
 `ridge_to_state` / `ridge_from_state` turn a fitted ridge into plain data for a checkpoint and back.
+``KmerRidgeBaseline(chains=...)`` fits a subset of the three chains (the heavy 1–3-mer ridge of
+`abag.evaluation.variant_baselines`); with fewer training rows than features the spectrum comes from the rows x
+rows kernel, and for wide feature sets (that ridge's 8,421) the features x features Gram is then never formed.
 
 Imports from abag: ``encoding.kmers`` (k-mer counting) and ``policy`` (residue alphabet).
 """
@@ -53,6 +56,9 @@ LOO_MAX_ROWS = 20_000
 """Up to this many training rows alpha is chosen by exact leave-one-out; above, by GCV."""
 
 _BLOCK = 4096  # chains or rows per block: every temporary stays at a few tens of MB
+_GRAM_MAX_FEATURES = 2048
+"""Up to this many features the d x d Gram is always formed (cheap); above it only when rows >= features (the
+heavy 1–3-mer ridge's 8,421 features would need 570 MB for a Gram the kernel path never reads)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,8 @@ def _chain_features(sequences: Sequence[str], name: str, ks: Sequence[int]) -> n
     return out
 
 
-def _chain_widths(ks: Sequence[int]) -> list[int]:
-    return [_chain_width(name, ks) for name in CHAINS]
+def _chain_widths(ks: Sequence[int], chains: Sequence[str] = CHAINS) -> list[int]:
+    return [_chain_width(name, ks) for name in chains]
 
 
 def feature_width(ks: Sequence[int] = (1, 2)) -> int:
@@ -177,7 +183,7 @@ class _RidgeStatistics:
     rows: int
     mean: np.ndarray          # (d,) feature means over the rows
     scale: np.ndarray         # (d,) feature standard deviations (1 where constant), as StandardScaler
-    gram: np.ndarray          # (d, d) sum of x xᵀ over the centred, standardised rows
+    gram: np.ndarray | None   # (d, d) sum of x xᵀ over the centred, standardised rows (None: not formed)
     xty: np.ndarray           # (d,) sum of x (y - ȳ)
     y_mean: float
     yty: float                # sum of (y - ȳ)²
@@ -216,27 +222,34 @@ def _constant(variance: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
 
 
 def _ridge_statistics(chains: Sequence[_CentredChains], y: np.ndarray) -> _RidgeStatistics:
-    """The standardised XᵀX, Xᵀy of the rows whose chains are ``chains`` (block layout), without X."""
+    """The standardised XᵀX, Xᵀy of the rows whose chains are ``chains`` (block layout), without X.
+    With fewer rows than features, and more than ``_GRAM_MAX_FEATURES`` features, the d x d XᵀX (which
+    `_spectrum` then does not need) is not formed: ``gram`` is None."""
     widths = [c.values.shape[1] for c in chains]
     edges = np.cumsum([0] + widths)
     spans = [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
     n, y_mean = y.size, float(np.mean(y))
     centred_y = y - y_mean
-    gram, xty = np.zeros((edges[-1], edges[-1])), np.zeros(edges[-1])
+    with_gram = n >= edges[-1] or edges[-1] <= _GRAM_MAX_FEATURES
+    gram = np.zeros((edges[-1], edges[-1])) if with_gram else None
+    xty, squares = np.zeros(edges[-1]), np.zeros(edges[-1])
     for i, a in enumerate(chains):
-        gram[spans[i], spans[i]] = _weighted_gram(a.values, a.counts)
         xty[spans[i]] = np.bincount(a.index, weights=centred_y, minlength=len(a.values)) @ a.values
+        if not with_gram:
+            squares[spans[i]] = a.counts @ a.values**2
+            continue
+        gram[spans[i], spans[i]] = _weighted_gram(a.values, a.counts)
         for j in range(i + 1, len(chains)):
             gram[spans[i], spans[j]] = _cross_gram(a, chains[j])
             gram[spans[j], spans[i]] = gram[spans[i], spans[j]].T
     mean = np.concatenate([c.mean for c in chains])
-    variance = np.diag(gram) / n
+    variance = (np.diag(gram) if with_gram else squares) / n
     scale = np.where(_constant(variance, mean, n), 1.0, np.sqrt(variance))
-    gram /= np.outer(scale, scale)
+    if with_gram:
+        gram /= np.outer(scale, scale)
     return _RidgeStatistics(n, mean, scale, gram, xty / scale, y_mean, float(centred_y @ centred_y))
 
 
-# --------------------------------------------------------------------------- ridge solve and alpha
 @dataclass(frozen=True)
 class _Spectrum:
     """Eigenpairs of the standardised XᵀX (all of them, or the nonzero ones) and Xᵀ(y - ȳ) in that basis."""
@@ -258,7 +271,7 @@ def _standardised_rows(chains: Sequence[_CentredChains], scale: np.ndarray, bloc
 def _spectrum(chains: Sequence[_CentredChains], stats: _RidgeStatistics) -> _Spectrum:
     """Eigendecomposition of the standardised XᵀX: of the d x d Gram, or, with fewer rows than features, of
     the rows x rows kernel X Xᵀ (same nonzero spectrum, cheaper; X is then at most d x d)."""
-    if stats.rows >= len(stats.gram):
+    if stats.rows >= len(stats.mean):
         values, vectors = linalg.eigh(stats.gram)
         values = np.maximum(values, 0.0)
     else:
@@ -345,16 +358,23 @@ class KmerRidgeBaseline:
 
     Alpha (among ``alphas``) by exact efficient leave-one-out CV on the training rows, as sklearn's RidgeCV,
     when there are at most ``loo_max_rows`` of them, else by generalised cross-validation.
+
+    ``chains``: the chain columns whose features enter (default heavy, light and antigen: :func:`pair_features`);
+    a subset keeps each chain's block (its compositions, the light-present flag for light, its log1p length).
     """
 
     name = "kmer_ridge"
 
     def __init__(self, ks: Sequence[int] = (1, 2), alphas: Sequence[float] = tuple(RIDGE_ALPHAS),
-                 loo_max_rows: int = LOO_MAX_ROWS) -> None:
+                 loo_max_rows: int = LOO_MAX_ROWS, chains: Sequence[str] = CHAINS) -> None:
         if not ks or any(int(k) < 1 for k in ks):
             raise ValueError(f"ks must be a non-empty list of k-mer sizes >= 1, got {ks!r}")
         if not len(alphas) or any(a <= 0 for a in alphas):
             raise ValueError(f"alphas must be positive, got {alphas!r}")
+        chains = tuple(chains)
+        if not chains or len(set(chains)) != len(chains) or any(c not in CHAINS for c in chains):
+            raise ValueError(f"chains must be distinct names among {CHAINS}, got {chains!r}")
+        self.chains = tuple(c for c in CHAINS if c in chains)  # the block layout's order
         self.ks = tuple(int(k) for k in ks)
         self.alphas = np.asarray(alphas, dtype=float)
         self.loo_max_rows = int(loo_max_rows)
@@ -369,8 +389,8 @@ class KmerRidgeBaseline:
     def fit(self, df: pd.DataFrame) -> KmerRidgeBaseline:
         rows = training_rows(df)
         with _one_blas_thread():
-            chains = [_centred_chains(rows, name, self.ks) for name in CHAINS]
-            self.distinct_chains_ = {name: int((c.counts > 0).sum()) for name, c in zip(CHAINS, chains)}
+            chains = [_centred_chains(rows, name, self.ks) for name in self.chains]
+            self.distinct_chains_ = {name: int((c.counts > 0).sum()) for name, c in zip(self.chains, chains)}
             self.fit_ = _fit_ridge(chains, _targets(rows), self.alphas, self.loo_max_rows)
         return self
 
@@ -381,15 +401,18 @@ class KmerRidgeBaseline:
 
     @property
     def coef_(self) -> np.ndarray:
-        """Coefficients of the standardised features, in :func:`pair_features` column order."""
-        return self._fitted().coef[_pair_order(self.ks)]
+        """Coefficients of the standardised features, in :func:`pair_features` column order (with a chain
+        subset: the per-chain blocks in ``chains`` order)."""
+        coef = self._fitted().coef
+        return coef[_pair_order(self.ks)] if self.chains == CHAINS else coef
 
     @property
     def method(self) -> str:
         """What was fitted and how alpha was chosen, for reports."""
         fit = self._fitted()
         chains = sum(self.distinct_chains_.values())
-        return (f"ridge on standardised {_ks_label(self.ks)} composition ({fit.coef.size:,} features), "
+        which = "" if self.chains == CHAINS else f" of the {' + '.join(self.chains)} chain{'s' * (len(self.chains) > 1)}"
+        return (f"ridge on standardised {_ks_label(self.ks)} composition{which} ({fit.coef.size:,} features), "
                 f"sufficient statistics of {fit.rows:,} rows ({chains:,} distinct chains), "
                 f"alpha {fit.alpha:g} by {'exact leave-one-out' if fit.selection == 'leave-one-out' else 'GCV'}")
 
@@ -398,10 +421,10 @@ class KmerRidgeBaseline:
         return self._fitted().intercept + sum(self.chain_contributions(df).values())
 
     def chain_contributions(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Per chain ("heavy", "light", "antigen"), its term of each row's prediction (predict = intercept + sum)."""
-        fit, edges, out = self._fitted(), np.cumsum([0] + _chain_widths(self.ks)), {}
+        """Per chain of ``chains``, its term of each row's prediction (predict = intercept + sum)."""
+        fit, edges, out = self._fitted(), np.cumsum([0] + _chain_widths(self.ks, self.chains)), {}
         weights = fit.coef / fit.scale
-        for name, lo, hi in zip(CHAINS, edges[:-1], edges[1:]):
+        for name, lo, hi in zip(self.chains, edges[:-1], edges[1:]):
             table = chain_table(df, name)
             with _one_blas_thread():
                 out[name] = np.concatenate([_chain_features(table.sequences[block], name, self.ks) @ weights[lo:hi]
@@ -417,19 +440,20 @@ def ridge_to_state(ridge: KmerRidgeBaseline) -> dict[str, Any]:
         raise ValueError("the k-mer ridge is not fitted")
     return {"ks": list(ridge.ks), "alpha": fit.alpha, "selection": fit.selection, "rows": fit.rows,
             "coef": fit.coef.tolist(), "mean": fit.mean.tolist(), "scale": fit.scale.tolist(),
-            "intercept": fit.intercept, "distinct_chains": dict(ridge.distinct_chains_)}
+            "intercept": fit.intercept, "distinct_chains": dict(ridge.distinct_chains_),
+            **({} if ridge.chains == CHAINS else {"chains": list(ridge.chains)})}  # a subset only: old states load
 
 
 def ridge_from_state(state: Any) -> KmerRidgeBaseline:
     """A fitted k-mer ridge from `ridge_to_state` data; a malformed entry raises ValueError saying what is wrong."""
     try:
-        ridge = KmerRidgeBaseline(ks=[int(k) for k in state["ks"]])
+        ridge = KmerRidgeBaseline(ks=[int(k) for k in state["ks"]], chains=tuple(state.get("chains", CHAINS)))
         coef, mean, scale = (np.asarray(state[key], dtype=float) for key in ("coef", "mean", "scale"))
         alpha, intercept, rows = float(state["alpha"]), float(state["intercept"]), int(state["rows"])
         selection = str(state["selection"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"k-mer ridge state is unusable ({exc!r})") from None
-    width = feature_width(ridge.ks)
+    width = sum(_chain_widths(ridge.ks, ridge.chains))
     if not coef.shape == mean.shape == scale.shape == (width,):
         raise ValueError(f"k-mer ridge state has {coef.shape} coefficients for {width} features")
     ridge.fit_ = RidgeFit(alpha, selection, np.array([alpha]), np.array([np.nan]), coef, mean, scale, intercept, rows)
