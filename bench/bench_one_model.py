@@ -68,10 +68,14 @@ from bench_common import machine as host_machine  # noqa: E402
 from abag.data.folds import fold_split, make_folds  # noqa: E402
 from abag.data.pipeline import load_pairs  # noqa: E402
 from abag.data.splits import fold_groups  # noqa: E402
-from abag.evaluation.baselines import KmerRidgeBaseline, MeanBaseline, training_rows  # noqa: E402
-from abag.evaluation.variant_baselines import HeavyKmerRidgeBaseline, OneHotRidgeBaseline  # noqa: E402
+from abag.evaluation.baselines import MeanBaseline  # noqa: E402
+from abag.evaluation.variant_baselines import (  # noqa: E402
+    HeavyKmerRidgeBaseline,
+    OneHotRidgeBaseline,
+)
 from abag.folds.crossval import cross_validate  # noqa: E402
 from abag.model.config import ModelConfig  # noqa: E402
+from abag.model.ridge import KmerRidgeBaseline, training_rows  # noqa: E402
 from abag.training.config import TrainConfig  # noqa: E402
 
 PROTOCOLS = ("phillips_random", "phillips_extrapolation", "skempi_loco", "saaintdb_cluster", "saaintdb_random10",

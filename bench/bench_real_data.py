@@ -52,18 +52,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_common import machine as host_machine  # noqa: E402
+from bench_common import machine as host_machine
 
-from abag.data.folds import fold_split  # noqa: E402
-from abag.data.pipeline import load_pairs  # noqa: E402
-from abag.encoding.embedding_cache import default_cache_dir  # noqa: E402
-from abag.encoding.loader import load_encoder  # noqa: E402
-from abag.evaluation.baselines import RIDGE_ALPHAS, fit_baselines, training_rows  # noqa: E402
-from abag.evaluation.metrics import evaluate_predictions  # noqa: E402
+from abag.data.folds import fold_split
+from abag.data.pipeline import load_pairs
+from abag.encoding.embedding_cache import default_cache_dir
+from abag.encoding.loader import load_encoder
+from abag.evaluation.baselines import fit_baselines
+from abag.evaluation.metrics import evaluate_predictions
 from abag.folds.crossval import cross_validate
 from abag.folds.crossval_tables import format_cv_markdown, format_cv_summary
-from abag.identity.novelty import NoveltyReference  # noqa: E402
+from abag.identity.novelty import NoveltyReference
 from abag.model.config import ModelConfig
+from abag.model.ridge import RIDGE_ALPHAS, training_rows
 from abag.training.config import TrainConfig
 
 SETS = ("saaintdb", "skempi", "phillips", "phillips_extrapolation")
@@ -213,7 +214,7 @@ def run_phillips(args, encoders, model_config, train_config) -> dict:
     full["n_mutations"] = germline_distance(full)  # for the mutation-count line
     frame = phillips_subsample(full, args.phillips_per_antibody, seed=0)
     frame["variant"] = frame["antibody"] + ":" + frame["genotype"].astype(str)
-    counts = {ab: {"rows": int(len(g)), "censored": int(g["censored"].sum()),
+    counts = {ab: {"rows": len(g), "censored": int(g["censored"].sum()),
                    "available": int((full["antibody"] == ab).sum()),
                    "available_censored": int(full.loc[full["antibody"] == ab, "censored"].sum())}
               for ab, g in frame.groupby("antibody")}
@@ -271,7 +272,7 @@ class OneHotRidgeBaseline:
 
     name = "onehot_ridge"
 
-    def fit(self, df: pd.DataFrame) -> "OneHotRidgeBaseline":
+    def fit(self, df: pd.DataFrame) -> OneHotRidgeBaseline:
         from sklearn.linear_model import RidgeCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import OneHotEncoder
@@ -300,7 +301,7 @@ class MutationCountBaseline:
 
     name = "mutation_count"
 
-    def fit(self, df: pd.DataFrame) -> "MutationCountBaseline":
+    def fit(self, df: pd.DataFrame) -> MutationCountBaseline:
         from sklearn.linear_model import LinearRegression
 
         rows = training_rows(df)

@@ -317,6 +317,8 @@ def bootstrap_ci(
     code = None if groups is None else group_codes(groups, t.size)[0]
     if t.size < _MIN_N[metric]:
         return None, None
+    if metric in _CORRELATIONS and (_is_constant(t) or _is_constant(p)):
+        return None, None  # undefined in every resample (a constant baseline): skip drawing them
     rng = np.random.default_rng(seed)
     ranked_t, ranked_p = _DenseRanks.of(t), _DenseRanks.of(p)  # once, not once per chunk of resamples
     if code is None:

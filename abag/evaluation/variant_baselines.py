@@ -27,8 +27,14 @@ from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import RidgeCV
 
 from abag.evaluation.baselines import MeanBaseline
-from abag.model.ridge import (LOO_MAX_ROWS, RIDGE_ALPHAS, KmerRidgeBaseline, _one_blas_thread, _targets,
-                              training_rows)
+from abag.model.ridge import (
+    LOO_MAX_ROWS,
+    RIDGE_ALPHAS,
+    KmerRidgeBaseline,
+    _one_blas_thread,
+    _targets,
+    training_rows,
+)
 from abag.numbering import AlignedOneHotEncoder, NumberingDiskCache, number_chains
 
 __all__ = ["HeavyKmerRidgeBaseline", "OneHotRidgeBaseline", "BASELINES", "fit_named_baselines"]

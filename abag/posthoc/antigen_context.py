@@ -44,11 +44,13 @@ STATE_VERSION = 1
 
 
 def antigen_descriptors(antigens: Sequence[str]) -> np.ndarray:
-    """(n, 2): the number of chains ("|"-joined) and log10 of the residue count of each antigen entry."""
-    chains = [split_antigen_chains(a) for a in antigens]
+    """(n, 2): the number of chains ("|"-joined) and log10 of the residue count of each antigen entry (each
+    distinct entry computed once)."""
+    codes, distinct = pd.factorize(pd.Series(list(antigens), dtype=object).astype(str))
+    chains = [split_antigen_chains(a) for a in distinct]
     n_chains = np.array([max(1, len(c)) for c in chains], dtype=float)
     residues = np.array([max(1, sum(len(x) for x in c)) for c in chains], dtype=float)
-    return np.column_stack([n_chains, np.log10(residues)])
+    return np.column_stack([n_chains, np.log10(residues)]).reshape(-1, 2)[codes]
 
 
 def _centred_on_groups(values: np.ndarray, groups: np.ndarray) -> np.ndarray:

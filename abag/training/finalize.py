@@ -79,6 +79,12 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
         deep_shift = centre_deep(state.model, run.data["train"], run.device, run.precision)  # None without wide
         support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
         clusters, antibodies = evaluation_groups(run)
+    with stage("intervals"):
+        # The validation and test rows' nearest training antigens and antibodies in one search per reference (a
+        # search first collects the training chains' seeds): the correction and the calibration then read them from
+        # the references' memo instead of searching the two parts apart.
+        nearest_identities(frame.iloc[np.concatenate([parts["val"], parts["test"]])], support.antigen_reference,
+                           support.antibody_reference)
     with stage("familiar correction"):
         state.model.familiar_correction = fit_correction(state, run, support, clusters[parts["train"]])
     results, predictions = {}, {}

@@ -56,7 +56,7 @@ def test_cached_and_uncached_inputs_agree_with_trimming(tiny_encoders):
     frame.loc[0, "heavy"] = VH + CH1
     frame.loc[0, "light"] = VL + CL
     frame.loc[1, "antigen"] = frame.antigen[1] + "|" + frame.antigen[2][:30]  # a two-chain antigen
-    model = build_model(dataclasses.replace(RICH, fusion="interaction"), tiny_encoders).eval()
+    model = build_model(dataclasses.replace(RICH, fusion="interaction", wide="kmer_ridge"), tiny_encoders).eval()
     antibody, antigen = make_caches(model, None)
     cached = embed_pairs(frame, antibody, antigen).batch(np.arange(len(frame)))
     direct = model.embed(PairSequences(list(frame.heavy), list(frame.light), list(frame.antigen)))

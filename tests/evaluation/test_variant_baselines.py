@@ -12,9 +12,14 @@ from sklearn.preprocessing import StandardScaler
 from test_baselines import _shared_chains
 from threadpoolctl import threadpool_limits
 
-from abag.evaluation.baselines import RIDGE_ALPHAS, KmerRidgeBaseline, fit_baselines, pair_features
-from abag.evaluation.variant_baselines import (BASELINES, HeavyKmerRidgeBaseline, OneHotRidgeBaseline,
-                                               fit_named_baselines)
+from abag.evaluation.baselines import fit_baselines
+from abag.evaluation.variant_baselines import (
+    BASELINES,
+    HeavyKmerRidgeBaseline,
+    OneHotRidgeBaseline,
+    fit_named_baselines,
+)
+from abag.model.ridge import RIDGE_ALPHAS, KmerRidgeBaseline, pair_features
 from abag.policy import AMINO_ACIDS
 
 TRASTUZUMAB_VH = ("EVQLVESGGGLVQPGGSLRLSCAASGFNIKDTYIHWVRQAPGKGLEWVARIYPTNGYTRYADSVKGRFTISADTSKNTAYLQMNSLRAEDTAVYYC"
