@@ -53,6 +53,9 @@ def describe() -> str:
     for group in card["accuracy"]:
         lines.append(f"  {group['group']:<28} rows {group['rows']:>4}  Spearman {group['spearman']}  "
                      f"RMSE {group['rmse']}  80% interval coverage {group['coverage_80']}")
+    if card.get("phillips_spearman_within_antibody") is not None:
+        lines.append(f"  within one antibody's variants (Phillips 2021, zero-shot): Spearman "
+                     f"{card['phillips_spearman_within_antibody']}")
     lines += [f"Intended use: {card['intended_use']}", f"Not for: {card['not_for']}",
               "More: docs/model-card.md"]
     return "\n".join(lines)

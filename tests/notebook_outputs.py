@@ -3,9 +3,11 @@
     python tests/notebook_outputs.py      # rewrites notebooks/*.ipynb with the outputs of a fresh smoke run
 
 A smoke run (`ABAG_SMOKE=1`: tiny encoders, a small slice of the example data, 2 epochs, on a CPU) in a kernel
-started from this interpreter, as tests/test_notebook.py and tests/test_notebook_maturation.py run them. The saved
+started from this interpreter with abag imported from the wheel built from this checkout (`built_wheel`), as
+tests/test_notebook.py and tests/test_notebook_maturation.py run them. The saved
 outputs say nothing that depends on this machine: the run folder is written as the folder a plain run uses
-(`runs/...`), the checkout as `.`, installed packages as `<site-packages>`, and cells carry no timing metadata.
+(`runs/...`), the checkout as `.`, installed packages (the wheel's too) as `<site-packages>`, and cells carry no
+timing metadata.
 `printed_lines` is what the tests compare between the committed notebooks and a fresh run: every printed line,
 with its numbers masked (timings and the last digits of a loss differ between machines; the lines do not).
 """
@@ -18,6 +20,8 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+
+from built_wheel import built_wheel
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -43,8 +47,11 @@ def kernel_manager(folder: Path):
 
 
 def smoke_environment(run_dir: Path) -> dict:
-    """The environment of a smoke run: ABAG_SMOKE, the run folder, and nothing of this machine's caches."""
-    env = {**os.environ, "ABAG_SMOKE": "1", "ABAG_RUN_DIR": str(run_dir)}
+    """The environment of a smoke run: ABAG_SMOKE, the run folder, abag from the built wheel (first on
+    PYTHONPATH), and nothing of this machine's caches."""
+    site = str(built_wheel()[1])
+    path = os.pathsep.join([site, *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "ABAG_SMOKE": "1", "ABAG_RUN_DIR": str(run_dir), "PYTHONPATH": path}
     for name in ("ABAG_CACHE_DIR", "HF_HOME"):  # the notebook puts the smoke cache inside the run folder
         env.pop(name, None)
     return env
@@ -66,7 +73,8 @@ def _site_packages() -> list[str]:
     import site
     import sysconfig
 
-    found = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
+    found = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages(),
+             str(built_wheel()[1])}
     return sorted(found, key=len, reverse=True)
 
 

@@ -154,6 +154,14 @@ def test_run_command_reports_exit_code_time_and_peak_of_that_command_only():
     assert small.returncode == 0 and small.peak_gib < 0.25  # the earlier command's peak is not carried over
 
 
+def test_run_command_keeps_the_stage_times_line_a_command_prints():
+    script = "print('epoch 1'); print('stage times: load 1.0 s, train 2.0 s (other 0.1 s; total 3.1 s)'); print('wrote')"
+    result = bench_scale.run_command("train", [sys.executable, "-c", script], dict(os.environ))
+    assert result.stage_times == "stage times: load 1.0 s, train 2.0 s (other 0.1 s; total 3.1 s)"
+    quiet = bench_scale.run_command("quiet", [sys.executable, "-c", "pass"], dict(os.environ))
+    assert quiet.stage_times == ""
+
+
 @pytest.mark.slow
 def test_tiny_run_measures_every_stage_and_the_cli_commands(tmp_path):
     """The whole script at 1,000 rows: every stage timed, the CLI commands succeed, the table is written."""
@@ -175,6 +183,8 @@ def test_tiny_run_measures_every_stage_and_the_cli_commands(tmp_path):
     assert len(predictions) == 1000 and predictions["pkd_pred"].between(4, 14).all()
     table = out.read_text()
     assert "| stage | wall s | CPU s |" in table and "1,000 pairs" in table and "`abag train" in table
+    assert size["end_to_end"][0]["stage_times"].startswith("stage times: load ")  # abag train's own line
+    assert "`abag train` stage times: load " in table
 
 
 # ------------------------------------------------------------------------------------------- scale fixes
@@ -263,3 +273,24 @@ def test_bootstrap_matches_scipy_resample_by_resample_whatever_the_chunking(monk
         monkeypatch.setattr(metrics, "_BOOT_CHUNK_ELEMENTS", chunk * n)
         interval = metrics.bootstrap_ci(y, p, n_boot=n_boot, seed=7, groups=groups)
         np.testing.assert_allclose(interval, _scipy_bootstrap(y, p, codes, n_boot, 7, chunk), rtol=1e-9)
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_a_constant_prediction_skips_its_resamples_and_keeps_its_undefined_interval(monkeypatch, clustered):
+    """The mean baseline predicts one value: its Spearman is undefined in every resample, so none is drawn."""
+    rng = np.random.default_rng(8)
+    y, groups = rng.normal(8, 1, 400), (rng.integers(0, 30, 400) if clustered else None)
+    ranked_y, ranked_p = metrics._DenseRanks.of(y), metrics._DenseRanks.of(np.full(400, 7.5))
+    draws = np.random.default_rng(3)
+    if clustered:  # what the resamples would have given: all undefined
+        values = metrics._cluster_statistics("spearman", ranked_y, ranked_p,
+                                             next(metrics._cluster_weights(draws, groups, 30, 200)))
+    else:
+        values = metrics._boot_statistics("spearman", ranked_y, ranked_p, next(metrics._index_chunks(draws, 400, 200)))
+    assert np.isnan(values).all() and metrics._percentile_interval(values, 0.05) == (None, None)
+    full = metrics.bootstrap_ci(y, np.full(400, 7.5), n_boot=200, seed=3, groups=groups)
+    drawn = []
+    monkeypatch.setattr(metrics, "_index_chunks", lambda *a: drawn.append(a) or iter(()))
+    monkeypatch.setattr(metrics, "_cluster_weights", lambda *a: drawn.append(a) or iter(()))
+    assert full == (None, None) == metrics.bootstrap_ci(y, np.full(400, 7.5), n_boot=200, seed=3, groups=groups)
+    assert metrics.bootstrap_ci(np.full(400, 8.0), y, groups=groups) == (None, None) and drawn == []

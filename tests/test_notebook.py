@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from built_wheel import built_wheel
 from conftest import synthetic_frame
 from notebook_outputs import (  # noqa: F401
     REPO,
@@ -324,6 +325,13 @@ def test_the_committed_outputs_are_what_a_fresh_run_prints(executed):
     notebook, run_dir, _ = executed
     fresh = sanitise(copy.deepcopy(notebook), run_dir, NOTEBOOK.name)
     assert printed_lines(read_notebook()) == printed_lines(fresh)
+
+
+def test_the_smoke_run_imports_abag_from_the_built_wheel(executed):
+    """The smoke run is a user's run: abag comes from the wheel built from this checkout, not from the checkout."""
+    notebook, _, _ = executed
+    installed = cell_text(notebook, "install")
+    assert f"from {built_wheel()[1] / 'abag'}" in installed and str(REPO / "abag") not in installed
 
 
 def test_smoke_run_exports_predictions(executed):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from built_wheel import built_wheel
 from notebook_outputs import execute, printed_lines, sanitise
 from test_notebook import (
     committed_from_a_smoke_run,
@@ -85,6 +86,12 @@ def executed(tmp_path_factory):
 def cell_text(notebook, cell_id: str) -> str:
     (cell,) = [c for c in notebook.cells if c.get("id") == cell_id]
     return "".join(output.get("text", "") for output in cell.outputs)
+
+
+def test_the_smoke_round_imports_abag_from_the_built_wheel(executed):
+    notebook, _ = executed
+    imported = "".join(cell_text(notebook, c.get("id")) for c in notebook.cells if c.cell_type == "code")
+    assert f"from {built_wheel()[1] / 'abag'}" in imported
 
 
 def test_smoke_round_exports_a_batch_of_distinct_new_candidates(executed):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from built_wheel import built_wheel
 
 import abag
 from abag.pretrained import PRETRAINED_NAME, model_card, pretrained_path
@@ -37,6 +38,9 @@ def test_the_card_reports_accuracy_by_applicability_class():
     assert groups[0].startswith("SAAINT-DB out of fold") and any("SKEMPI" in g for g in groups)
     assert all(a["rows"] > 0 and -1 <= a["spearman"] <= 1 for a in card["accuracy"])
     assert card["size_bytes"] == pretrained_path().stat().st_size < 40e6
+    # Zero-shot ranking of one antibody's variants is measured (the card says what the model is not for).
+    assert set(card["phillips_spearman_by_antibody"]) == {"CR6261", "CR9114"}
+    assert -1 <= card["phillips_spearman_within_antibody"] <= 1
 
 
 def test_abag_info_prints_the_card(capsys):
@@ -45,6 +49,7 @@ def test_abag_info_prints_the_card(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert PRETRAINED_NAME in out and "Intended use" in out and "SAAINT-DB out of fold" in out
+    assert "within one antibody's variants (Phillips 2021, zero-shot)" in out
 
 
 @pytest.mark.skipif(importlib.util.find_spec("antiberty") is None, reason="the offline encoder (abag[offline])")
@@ -59,16 +64,10 @@ def test_load_pretrained_predicts_with_intervals_and_applicability():
 
 @pytest.mark.skipif(importlib.util.find_spec("antiberty") is None, reason="the offline encoder (abag[offline])")
 def test_the_built_wheel_predicts_without_a_checkpoint(tmp_path):
-    wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(wheels)],
-                   check=True, capture_output=True, timeout=600)
-    [wheel] = wheels.glob("abag-*.whl")
+    wheel, site = built_wheel()
     names = zipfile.ZipFile(wheel).namelist()
     assert f"abag/resources/pretrained/{PRETRAINED_NAME}.pt" in names
     assert "abag/resources/example_pairs.csv" in names
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=600)
     data, out = tmp_path / "ten.csv", tmp_path / "predictions.csv"
     pd.DataFrame({"heavy": [VH] * 3, "light": [VL, VL, ""], "antigen": [HER2] * 3}).to_csv(data, index=False)
     work = tmp_path / "elsewhere"  # not the checkout: abag comes from the wheel alone
