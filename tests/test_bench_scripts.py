@@ -323,3 +323,29 @@ def test_one_model_bench_runs_every_protocol_and_adds_a_column_on_rerun(tmp_path
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     rescored = json.loads((out / "results.json").read_text())["protocols"]["alphaseq_antibody"]["predictors"]
     assert {name: c["per_seed"] for name, c in rescored.items()} == {name: c["per_seed"] for name, c in columns.items()}
+
+
+def test_init_bench_starts_a_single_model_from_one_shipped_member_except_its_wide_part(monkeypatch):
+    """bench_init_pretrained: member k's head weights, renamed as a single model's, fit that model exactly."""
+    import torch
+
+    from abag.checkpoint import load_checkpoint
+    from abag.model.config import ModelConfig
+    from abag.model.network import AffinityHead
+    from abag.pretrained import pretrained_path
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import bench_init_pretrained as bench
+
+    shipped = load_checkpoint(pretrained_path())
+    config = ModelConfig(**shipped["config"]["model"])
+    width = shipped["model_state_dict"]["head.fold_heads.0.no_light"].numel()
+    own = {f"head.{k}": v for k, v in AffinityHead(width, width, config).state_dict().items()}
+    carried = bench.member_head(shipped, 3)
+    assert set(carried) == {k for k in own if ".wide." not in k and not k.endswith("deep_shift")}
+    assert all(carried[k].shape == own[k].shape for k in carried)
+    assert torch.equal(carried["head.fusion.0.weight"], shipped["model_state_dict"]["head.fold_heads.3.fusion.0.weight"])
+    assert not torch.equal(carried["head.fusion.0.weight"], bench.member_head(shipped, 0)["head.fusion.0.weight"])
+    assignment = bench.deal(pd.DataFrame({"x": range(300)}), 96, 100, seed=4)
+    assert [int((assignment == part).sum()) for part in ("train", "val", "test", "")] == [96, 24, 100, 80]
+    assert (assignment == bench.deal(pd.DataFrame({"x": range(300)}), 96, 100, seed=4)).all()
