@@ -190,6 +190,12 @@ every other measurement: [bench/RESULTS.md](../bench/RESULTS.md).
 
 {card['intended_use']}.
 
+## Fine-tuning from it
+
+Starting `abag train` from this model's head instead of a fresh one changed nothing measurable on a few measured
+variants of one antibody (Phillips 2021, 96 or 384 variants, 3 seeds; `bench/bench_init_pretrained.py`, results in
+bench/RESULTS.md), so `abag train` has no option for it: train on your own measurements from a fresh start.
+
 ## Not for
 
 {card['not_for']}.

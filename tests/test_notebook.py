@@ -187,6 +187,9 @@ def test_abag_installs_from_one_marked_variable_with_a_working_default(path):
     assert len(assignments) == 1
     source = ast.literal_eval(assignments[0].split("=", 1)[1].split("#")[0].strip())
     assert re.fullmatch(r"git\+https://github\.com/[\w.-]+/[\w.-]+\.git", source)
+    # The default is the repository the package metadata names (one place to change it).
+    repository = re.search(r'^Repository = "(.+)"$', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert source == f"git+{repository}.git"
     banner = first.splitlines()[first.splitlines().index(assignments[0]) - 1]
     assert banner.startswith("# ──") and "installs abag" in banner  # clearly marked, at the top
     sources = {nb.name: next(c.source for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code")
