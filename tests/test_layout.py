@@ -1,4 +1,6 @@
-"""The package's layout rules: small rooms, short functions, a docstring per room, a public API that imports."""
+"""The package's layout rules: a docstring per module, short functions, a public API that imports.
+
+Modules have no line cap: a file is split because it holds two jobs, not to stay under a count."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import pytest
 import abag
 
 PACKAGE = Path(abag.__file__).parent
-MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
 
@@ -32,10 +33,8 @@ def _builds_a_parser(node: ast.AST) -> bool:
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_module_is_small_and_says_what_it_is_for(path: Path):
-    source = path.read_text(encoding="utf-8")
-    assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{path.name} has over {MAX_MODULE_LINES} lines"
-    tree = ast.parse(source)
+def test_module_says_what_it_is_for(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     assert ast.get_docstring(tree), f"{path.name} has no module docstring"
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from abag.evaluation.metrics import evaluate_predictions
-from abag.model.ridge import KmerRidgeBaseline, _targets, training_rows
+from abag.model.ridge import KmerRidgeBaseline, RidgeDesign, _targets, training_rows
 
 __all__ = ["MeanBaseline", "KmerRidgeBaseline", "fit_baselines", "evaluate_baselines"]
 
@@ -46,14 +46,15 @@ class MeanBaseline:
 
 
 # --------------------------------------------------------------------------- helpers
-def fit_baselines(train_df: pd.DataFrame) -> dict[str, Any]:
-    """All baselines fitted on ``train_df``, keyed by their ``name``."""
-    models = (MeanBaseline(), KmerRidgeBaseline())
-    return {m.name: m.fit(train_df) for m in models}
+def fit_baselines(train_df: pd.DataFrame, design: RidgeDesign | None = None) -> dict[str, Any]:
+    """All baselines fitted on ``train_df``, keyed by their ``name`` (``design``: the k-mer ridge design of
+    ``train_df``'s rows, when the caller has one)."""
+    fitted = (MeanBaseline().fit(train_df), KmerRidgeBaseline().fit(train_df, design))
+    return {m.name: m for m in fitted}
 
 
 def evaluate_baselines(
-    train_df: pd.DataFrame, test_df: pd.DataFrame, **evaluate_kwargs: Any
+    train_df: pd.DataFrame, test_df: pd.DataFrame, *, design: RidgeDesign | None = None, **evaluate_kwargs: Any
 ) -> dict[str, dict[str, Any]]:
     """Fit baselines on ``train_df``; ``name -> evaluate_predictions`` result on ``test_df``, plus the
     baseline's ``method`` string.
@@ -62,7 +63,7 @@ def evaluate_baselines(
     """
     evaluate_kwargs.setdefault("censored", test_df["censored"] if "censored" in test_df else None)
     results = {}
-    for name, model in fit_baselines(train_df).items():
+    for name, model in fit_baselines(train_df, design).items():
         results[name] = evaluate_predictions(test_df["pkd"], model.predict(test_df), None, **evaluate_kwargs)
         results[name]["method"] = model.method
     return results

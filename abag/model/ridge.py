@@ -45,6 +45,7 @@ __all__ = [
     "ChainTable",
     "chain_table",
     "RidgeFit",
+    "RidgeDesign",
     "KmerRidgeBaseline",
     "ridge_to_state",
     "ridge_from_state",
@@ -168,10 +169,13 @@ class _CentredChains:
 
 
 def _centred_chains(df: pd.DataFrame, name: str, ks: Sequence[int]) -> _CentredChains:
-    table = chain_table(df, name)
-    values = _chain_features(table.sequences, name, ks)
+    return _centred_table(chain_table(df, name), ks)
+
+
+def _centred_table(table: ChainTable, ks: Sequence[int]) -> _CentredChains:
+    values = _chain_features(table.sequences, table.name, ks)
     counts = table.counts
-    mean = counts @ values / len(df)
+    mean = counts @ values / len(table.index)
     values -= mean
     return _CentredChains(table.index, counts, values, mean)
 
@@ -221,20 +225,22 @@ def _constant(variance: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
     return variance <= n * eps * variance + (n * np.abs(mean) * eps) ** 2
 
 
-def _ridge_statistics(chains: Sequence[_CentredChains], y: np.ndarray) -> _RidgeStatistics:
-    """The standardised XᵀX, Xᵀy of the rows whose chains are ``chains`` (block layout), without X.
-    With fewer rows than features, and more than ``_GRAM_MAX_FEATURES`` features, the d x d XᵀX (which
-    `_spectrum` then does not need) is not formed: ``gram`` is None."""
-    widths = [c.values.shape[1] for c in chains]
-    edges = np.cumsum([0] + widths)
-    spans = [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
-    n, y_mean = y.size, float(np.mean(y))
-    centred_y = y - y_mean
-    with_gram = n >= edges[-1] or edges[-1] <= _GRAM_MAX_FEATURES
-    gram = np.zeros((edges[-1], edges[-1])) if with_gram else None
-    xty, squares = np.zeros(edges[-1]), np.zeros(edges[-1])
+def _spans(chains: Sequence[_CentredChains]) -> list[slice]:
+    """Each chain's columns in the block layout."""
+    edges = np.cumsum([0] + [c.values.shape[1] for c in chains])
+    return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def _design_statistics(chains: Sequence[_CentredChains], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(feature means, scales, standardised XᵀX) of the ``n`` rows whose chains are ``chains``, without X. With
+    fewer rows than features, and more than ``_GRAM_MAX_FEATURES`` features, the d x d XᵀX (which `_spectrum`
+    then does not need) is not formed: None."""
+    spans = _spans(chains)
+    width = spans[-1].stop
+    with_gram = n >= width or width <= _GRAM_MAX_FEATURES
+    gram = np.zeros((width, width)) if with_gram else None
+    squares = np.zeros(width)
     for i, a in enumerate(chains):
-        xty[spans[i]] = np.bincount(a.index, weights=centred_y, minlength=len(a.values)) @ a.values
         if not with_gram:
             squares[spans[i]] = a.counts @ a.values**2
             continue
@@ -247,6 +253,19 @@ def _ridge_statistics(chains: Sequence[_CentredChains], y: np.ndarray) -> _Ridge
     scale = np.where(_constant(variance, mean, n), 1.0, np.sqrt(variance))
     if with_gram:
         gram /= np.outer(scale, scale)
+    return mean, scale, gram
+
+
+def _ridge_statistics(chains: Sequence[_CentredChains], y: np.ndarray,
+                      design: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None) -> _RidgeStatistics:
+    """The standardised XᵀX, Xᵀy of the rows whose chains are ``chains`` (block layout), without X; ``design``:
+    their `_design_statistics`, when already computed (only Xᵀy depends on ``y``)."""
+    n, y_mean = y.size, float(np.mean(y))
+    mean, scale, gram = design if design is not None else _design_statistics(chains, n)
+    centred_y = y - y_mean
+    xty = np.zeros(len(mean))
+    for span, a in zip(_spans(chains), chains):
+        xty[span] = np.bincount(a.index, weights=centred_y, minlength=len(a.values)) @ a.values
     return _RidgeStatistics(n, mean, scale, gram, xty / scale, y_mean, float(centred_y @ centred_y))
 
 
@@ -268,17 +287,22 @@ def _standardised_rows(chains: Sequence[_CentredChains], scale: np.ndarray, bloc
     return np.hstack([c.values[c.index[block]] for c in chains]) / scale
 
 
-def _spectrum(chains: Sequence[_CentredChains], stats: _RidgeStatistics) -> _Spectrum:
+def _eigenpairs(chains: Sequence[_CentredChains], stats: _RidgeStatistics) -> tuple[np.ndarray, np.ndarray]:
     """Eigendecomposition of the standardised XᵀX: of the d x d Gram, or, with fewer rows than features, of
     the rows x rows kernel X Xᵀ (same nonzero spectrum, cheaper; X is then at most d x d)."""
     if stats.rows >= len(stats.mean):
         values, vectors = linalg.eigh(stats.gram)
-        values = np.maximum(values, 0.0)
-    else:
-        rows = _standardised_rows(chains, stats.scale, slice(None))
-        values, left = linalg.eigh(rows @ rows.T)
-        keep = values > values.max(initial=0.0) * len(values) * np.finfo(float).eps
-        values, vectors = values[keep], rows.T @ (left[:, keep] / np.sqrt(values[keep]))
+        return np.maximum(values, 0.0), vectors
+    rows = _standardised_rows(chains, stats.scale, slice(None))
+    values, left = linalg.eigh(rows @ rows.T)
+    keep = values > values.max(initial=0.0) * len(values) * np.finfo(float).eps
+    return values[keep], rows.T @ (left[:, keep] / np.sqrt(values[keep]))
+
+
+def _spectrum(chains: Sequence[_CentredChains], stats: _RidgeStatistics,
+              eigenpairs: tuple[np.ndarray, np.ndarray] | None = None) -> _Spectrum:
+    """The spectrum of the standardised XᵀX (``eigenpairs`` when already computed) and Xᵀy in its basis."""
+    values, vectors = eigenpairs if eigenpairs is not None else _eigenpairs(chains, stats)
     return _Spectrum(values, vectors, vectors.T @ stats.xty)
 
 
@@ -322,11 +346,16 @@ class RidgeFit:
 
 
 def _fit_ridge(chains: Sequence[_CentredChains], y: np.ndarray, alphas: np.ndarray,
-              loo_max_rows: int = LOO_MAX_ROWS) -> RidgeFit:
+              loo_max_rows: int = LOO_MAX_ROWS, design: RidgeDesign | None = None) -> RidgeFit:
     """Ridge on the standardised features of ``chains``; alpha among ``alphas`` with the lowest exact
-    leave-one-out error (rows <= loo_max_rows) or GCV estimate (above); the first of equals wins."""
-    stats = _ridge_statistics(chains, y)
-    spectrum = _spectrum(chains, stats)
+    leave-one-out error (rows <= loo_max_rows) or GCV estimate (above); the first of equals wins. With
+    ``design`` (of these rows) its XᵀX and eigenpairs are used instead of computed again."""
+    if design is None:
+        stats = _ridge_statistics(chains, y)
+        spectrum = _spectrum(chains, stats)
+    else:
+        stats = _ridge_statistics(chains, y, (design.mean, design.scale, design.gram))
+        spectrum = _spectrum(chains, stats, (design.values, design.vectors))
     alphas = np.asarray(alphas, dtype=float)
     if stats.rows <= loo_max_rows:
         selection, errors = "leave-one-out", _loo_errors(chains, y, stats, spectrum, alphas)
@@ -338,6 +367,52 @@ def _fit_ridge(chains: Sequence[_CentredChains], y: np.ndarray, alphas: np.ndarr
     intercept = stats.y_mean - float(stats.mean @ (coef / stats.scale))
     return RidgeFit(float(alphas[best]), selection, alphas, errors, coef, stats.mean, stats.scale, intercept,
                     stats.rows)
+
+
+# --------------------------------------------------------------------------- one design, several targets
+@dataclass(frozen=True)
+class RidgeDesign:
+    """What a k-mer ridge computes from its training rows before it reads their target: each chain column's
+    distinct chains and centred features, the feature means and scales, the standardised XᵀX and its eigenpairs.
+
+    Ridges fitted on the same rows with the same ``ks`` and ``chains`` can share one
+    (``KmerRidgeBaseline().fit(df, design=...)``): only Xᵀy depends on the target, so each fit is exactly the one
+    it would be alone. `abag train` shares one between the familiar-antigen correction (on the network's
+    residuals) and the k-mer baseline (on pKd), which fit the same training rows.
+    """
+
+    ks: tuple[int, ...]
+    chains: tuple[str, ...]
+    tables: tuple[ChainTable, ...]
+    centred: tuple[_CentredChains, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    gram: np.ndarray | None
+    values: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def of(cls, df: pd.DataFrame, ks: Sequence[int] = (1, 2), chains: Sequence[str] = CHAINS) -> RidgeDesign:
+        """The design of ``df``'s training rows (finite pKd, not censored) for a ridge with ``ks`` and ``chains``."""
+        rows = training_rows(df)
+        ks, chains = tuple(int(k) for k in ks), tuple(c for c in CHAINS if c in chains)
+        with _one_blas_thread():
+            tables = tuple(chain_table(rows, name) for name in chains)
+            centred = tuple(_centred_table(table, ks) for table in tables)
+            mean, scale, gram = _design_statistics(centred, len(rows))
+            stand_in = _RidgeStatistics(len(rows), mean, scale, gram, np.zeros(len(mean)), 0.0, 0.0)
+            values, vectors = _eigenpairs(centred, stand_in)
+        return cls(ks, chains, tables, centred, mean, scale, gram, values, vectors)
+
+    def describes(self, rows: pd.DataFrame, ks: tuple[int, ...], chains: tuple[str, ...]) -> bool:
+        """Whether this is the design of ``rows`` (training rows, in this order) for ``ks`` and ``chains``."""
+        if (ks, chains) != (self.ks, self.chains):
+            return False
+        for table in self.tables:
+            other = chain_table(rows, table.name)
+            if other.sequences != table.sequences or not np.array_equal(other.index, table.index):
+                return False
+        return True
 
 
 # --------------------------------------------------------------------------- the ridge
@@ -386,12 +461,19 @@ class KmerRidgeBaseline:
             raise NotFittedError("KmerRidgeBaseline is not fitted")
         return self.fit_
 
-    def fit(self, df: pd.DataFrame) -> KmerRidgeBaseline:
+    def fit(self, df: pd.DataFrame, design: RidgeDesign | None = None) -> KmerRidgeBaseline:
+        """Fit on ``df``'s training rows. ``design`` (`RidgeDesign.of` the same rows) saves recomputing XᵀX and its
+        eigenpairs; a design of other rows, ks or chains is not used (the fit is the same either way)."""
         rows = training_rows(df)
         with _one_blas_thread():
-            chains = [_centred_chains(rows, name, self.ks) for name in self.chains]
+            if design is not None and not design.describes(rows, self.ks, self.chains):
+                design = None
+            if design is None:
+                chains = [_centred_chains(rows, name, self.ks) for name in self.chains]
+            else:
+                chains = list(design.centred)
             self.distinct_chains_ = {name: int((c.counts > 0).sum()) for name, c in zip(self.chains, chains)}
-            self.fit_ = _fit_ridge(chains, _targets(rows), self.alphas, self.loo_max_rows)
+            self.fit_ = _fit_ridge(chains, _targets(rows), self.alphas, self.loo_max_rows, design)
         return self
 
     @property

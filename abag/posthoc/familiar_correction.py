@@ -25,6 +25,7 @@ from abag.identity.novelty import (
 from abag.model.config import CORRECTIONS
 from abag.model.ridge import (
     KmerRidgeBaseline,
+    RidgeDesign,
     ridge_from_state,
     ridge_to_state,
     training_rows,
@@ -57,7 +58,8 @@ class FamiliarCorrection:
     @classmethod
     def fit(cls, train_frame: pd.DataFrame, pkd_pred: np.ndarray, logits: np.ndarray,
             support: PredictionSupport, pkd_bounds: tuple[float, float],
-            context: bool = False, clusters: np.ndarray | None = None) -> "FamiliarCorrection":
+            context: bool = False, clusters: np.ndarray | None = None,
+            design: RidgeDesign | None = None) -> "FamiliarCorrection":
         """Fit the residual ridge to `train_frame`'s pKd minus the network's `pkd_pred` on those rows (in-sample
         for one model, out of fold for a fold ensemble); `logits` give the binder logit's rate per pKd, and
         `support` the training antigen and antibody references. With `context`, an `AntigenContext` is also fitted,
@@ -77,7 +79,7 @@ class FamiliarCorrection:
             measured = pd.to_numeric(frame.loc[usable.index, "pkd"]).to_numpy(float)
             groups = None if clusters is None else np.asarray(clusters)[usable.index.to_numpy()]
             antigen_context = AntigenContext.fit(antigens, measured, groups)
-        ridge = KmerRidgeBaseline().fit(usable)
+        ridge = KmerRidgeBaseline().fit(usable, design=design)  # design: see `RidgeDesign` (the same rows' XᵀX)
         fitted = ridge.predict(usable)
         return cls(ridge, support.antigen_reference, support.antibody_reference, _logit_rate(pkd_pred, logits),
                    (float(pkd_bounds[0]), float(pkd_bounds[1])), (float(fitted.min()), float(fitted.max())),
@@ -166,16 +168,18 @@ def _logit_rate(pkd_pred: np.ndarray, logits: np.ndarray) -> float:
 
 
 def fit_for_model(model, train_frame: pd.DataFrame, pkd_pred: np.ndarray, logits: np.ndarray,
-                  support: PredictionSupport, clusters: np.ndarray | None = None) -> FamiliarCorrection | None:
+                  support: PredictionSupport, clusters: np.ndarray | None = None,
+                  design: RidgeDesign | None = None) -> FamiliarCorrection | None:
     """The correction `model.config` asks for, fitted on the network's outputs over `train_frame` (in-sample or
     out of fold; None for `familiar_correction="none"` or when no training row has a usable pKd); `clusters`
-    are the rows' antigen clusters when the caller has them."""
+    are the rows' antigen clusters when the caller has them, `design` the k-mer ridge design of those rows."""
     config = model.config
     if config.familiar_correction == "none" or len(train_frame) == 0:
         return None
     try:
         return FamiliarCorrection.fit(train_frame, pkd_pred, logits, support, (config.pkd_min, config.pkd_max),
-                                      context=config.familiar_correction == "kmer_ridge_context", clusters=clusters)
+                                      context=config.familiar_correction == "kmer_ridge_context", clusters=clusters,
+                                      design=design)
     except ValueError:  # every training row censored: nothing to correct with
         return None
 

@@ -25,6 +25,7 @@ from abag.evaluation.baselines import evaluate_baselines
 from abag.evaluation.metrics import evaluate_predictions
 from abag.evaluation.tables import format_comparison
 from abag.model.apply import centre_deep, predict_data, sigmoid
+from abag.model.ridge import RidgeDesign
 from abag.posthoc.familiar_correction import corrected, fit_for_model
 from abag.posthoc.intervals import (
     DEFAULT_COVERAGE,
@@ -85,8 +86,19 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
         # the references' memo instead of searching the two parts apart.
         nearest_identities(frame.iloc[np.concatenate([parts["val"], parts["test"]])], support.antigen_reference,
                            support.antibody_reference)
+    # The correction's k-mer ridge (on the network's residuals) and the k-mer baseline (on pKd) fit the same
+    # training rows: they share one design (features, XᵀX, eigenpairs), built once.
+    correcting = state.model.config.familiar_correction != "none" and len(run.data["train"]) > 0
     with stage("familiar correction"):
-        state.model.familiar_correction = fit_correction(state, run, support, clusters[parts["train"]])
+        design = RidgeDesign.of(frame.iloc[parts["train"]]) if correcting and len(run.data["test"]) else None
+        state.model.familiar_correction = fit_correction(state, run, support, clusters[parts["train"]], design)
+    baselines = {}
+    if len(run.data["test"]):
+        with stage("baselines"):
+            baselines = evaluate_baselines(frame.iloc[parts["train"]], frame.iloc[parts["test"]], design=design,
+                                           threshold=config.binder_threshold, seed=config.seed,
+                                           groups=clusters[parts["test"]], antibody_groups=antibodies[parts["test"]])
+    del design  # distinct chains x features: released before the evaluation
     results, predictions = {}, {}
     with stage("evaluate"):
         for name in ("val", "test"):
@@ -102,12 +114,6 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
                                                  censored=data.censored.numpy(), threshold=config.binder_threshold,
                                                  seed=config.seed, groups=clusters[parts[name]],
                                                  antibody_groups=antibodies[parts[name]])
-    baselines = {}
-    if len(run.data["test"]):
-        with stage("baselines"):
-            baselines = evaluate_baselines(frame.iloc[parts["train"]], frame.iloc[parts["test"]],
-                                           threshold=config.binder_threshold, seed=config.seed,
-                                           groups=clusters[parts["test"]], antibody_groups=antibodies[parts["test"]])
     metrics = build_metrics(state.model, run, results, baselines, state.history, state.best_epoch, stopped_early)
     with stage("intervals"):
         metrics["intervals"] = calibrate_single_split(run, predictions, state.best_epoch, support)
@@ -130,13 +136,15 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
     return FinalReport(metrics, pd.DataFrame(state.history), test_predictions, comparison)
 
 
-def fit_correction(state: TrainingState, run: RunInputs, support: PredictionSupport, clusters: np.ndarray):
+def fit_correction(state: TrainingState, run: RunInputs, support: PredictionSupport, clusters: np.ndarray,
+                   design: RidgeDesign | None = None):
     """The familiar-antigen correction (`abag.posthoc.familiar_correction`) on the best epoch's in-sample outputs over
-    the training part (`clusters`: its rows' antigen clusters); None when the model config turns it off."""
+    the training part (`clusters`: its rows' antigen clusters; `design`: their k-mer ridge design); None when the
+    model config turns it off."""
     if state.model.config.familiar_correction == "none" or len(run.data["train"]) == 0:
         return None
     pkd, logits = predict_data(state.model, run.data["train"], run.device, precision=run.precision)
-    return fit_for_model(state.model, run.data["train"].frame, pkd, logits, support, clusters)
+    return fit_for_model(state.model, run.data["train"].frame, pkd, logits, support, clusters, design)
 
 
 def calibrate_single_split(run: RunInputs, predictions: dict, best_epoch: int, support: PredictionSupport) -> dict:

@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+import abag.model.ridge as ridge_module
 from abag.encoding.kmers import kmer_composition
 from abag.evaluation.baselines import (
     KmerRidgeBaseline,
@@ -27,7 +28,14 @@ from abag.evaluation.baselines import (
     fit_baselines,
 )
 from abag.evaluation.tables import format_comparison
-from abag.model.ridge import RIDGE_ALPHAS, pair_features, training_rows
+from abag.model.ridge import (
+    CHAINS,
+    LOO_MAX_ROWS,
+    RIDGE_ALPHAS,
+    RidgeDesign,
+    pair_features,
+    training_rows,
+)
 from abag.policy import AMINO_ACIDS
 
 
@@ -289,6 +297,42 @@ def test_gcv_and_leave_one_out_agree_when_rows_far_outnumber_features() -> None:
     assert loo.alpha_ == gcv.alpha_
     assert gcv.fit_.cv_error == pytest.approx(loo.fit_.cv_error, rel=0.02)
     assert loo.predict(test) == pytest.approx(gcv.predict(test), abs=1e-9)
+
+
+def _same_fit(a: KmerRidgeBaseline, b: KmerRidgeBaseline) -> bool:
+    fa, fb = a.fit_, b.fit_
+    return (fa.alpha, fa.selection, fa.intercept, fa.rows) == (fb.alpha, fb.selection, fb.intercept, fb.rows) and all(
+        np.array_equal(getattr(fa, name), getattr(fb, name)) for name in ("cv_error", "coef", "mean", "scale"))
+
+
+@pytest.mark.parametrize("ks, chains, loo_max_rows", [((1, 2), CHAINS, LOO_MAX_ROWS), ((1,), CHAINS, 0),
+                                                     ((1, 2, 3), ("heavy",), LOO_MAX_ROWS)],
+                         ids=["leave-one-out", "GCV", "kernel (fewer rows than features)"])
+def test_a_shared_design_gives_the_fits_each_target_gets_alone(monkeypatch, ks, chains, loo_max_rows) -> None:
+    """The correction (residuals) and the baseline (pKd) share one design in `abag train`: the fits are bit for bit
+    those of separate fits, and the shared XᵀX and eigenpairs are not computed again."""
+    df = _messy(_shared_chains(400, 60, 20, 8, 0.5, seed=6))
+    residual = df.assign(pkd=df["pkd"] - np.linspace(6, 9, len(df)))
+    design = RidgeDesign.of(df, ks, chains)
+    for table in (df, residual):
+        alone = KmerRidgeBaseline(ks=ks, chains=chains, loo_max_rows=loo_max_rows).fit(table)
+        calls = []
+        original = ridge_module._design_statistics
+        monkeypatch.setattr(ridge_module, "_design_statistics", lambda *a: calls.append(1) or original(*a))
+        shared = KmerRidgeBaseline(ks=ks, chains=chains, loo_max_rows=loo_max_rows).fit(table, design)
+        monkeypatch.setattr(ridge_module, "_design_statistics", original)
+        assert _same_fit(alone, shared) and calls == []
+        assert np.array_equal(alone.predict(table), shared.predict(table))
+
+
+def test_a_design_of_other_rows_or_settings_is_not_used() -> None:
+    df = _shared_chains(300, 50, 20, 8, 0.5, seed=7)
+    other_rows, other_order = RidgeDesign.of(df.iloc[:250]), RidgeDesign.of(df.iloc[::-1])
+    fresh = KmerRidgeBaseline().fit(df)
+    for design in (other_rows, other_order, RidgeDesign.of(df, ks=(1,)), RidgeDesign.of(df, chains=("heavy",))):
+        assert not design.describes(training_rows(df), (1, 2), CHAINS)
+        assert _same_fit(fresh, KmerRidgeBaseline().fit(df, design))
+    assert RidgeDesign.of(df).describes(training_rows(df), (1, 2), CHAINS)
 
 
 def test_identical_chains_predict_the_training_mean() -> None:
