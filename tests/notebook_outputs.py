@@ -9,7 +9,9 @@ outputs say nothing that depends on this machine: the run folder is written as t
 (`runs/...`), the checkout as `.`, installed packages (the wheel's too) as `<site-packages>`, and cells carry no
 timing metadata.
 `printed_lines` is what the tests compare between the committed notebooks and a fresh run: every printed line,
-with its numbers masked (timings and the last digits of a loss differ between machines; the lines do not).
+with its numbers masked (timings and the last digits of a loss differ between machines; the lines do not), and
+with torch's build tag and the residues of a suggested mutation masked (other releases rank near-equal mutants
+in another order); table displays (a DataFrame's HTML and its plain-text fallback) are left out.
 """
 
 from __future__ import annotations
@@ -105,6 +107,10 @@ def sanitise(notebook, run_dir: Path, name: str):
 
 
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
+# What differs between two correct runs on other library releases: torch's build tag (+cpu, +cu124) and which
+# mutations a slightly different model ranks first (H:G52R and H:D31H are both "a heavy-chain substitution").
+_BUILD_TAG = re.compile(r"(?<=\d)\+[a-z]+\d*")
+_MUTATION = re.compile(r"\b([HL]):[A-Z](\d+[A-Z]?)[A-Z*]\b")
 
 
 def printed_lines(notebook) -> list[tuple[str, str]]:
@@ -114,10 +120,13 @@ def printed_lines(notebook) -> list[tuple[str, str]]:
         if cell.cell_type != "code":
             continue
         for output in cell.outputs:
+            if "text/html" in output.get("data", {}):
+                continue  # a table display: its plain-text fallback wraps columns differently across pandas releases
             text = output.get("text", "") if "text" in output else output.get("data", {}).get("text/plain", "")
             for line in str(text).splitlines():
                 if line.strip():
-                    lines.append((cell.get("id"), _NUMBER.sub("#", line.rstrip())))
+                    line = _MUTATION.sub(r"\1:X\2X", _BUILD_TAG.sub("", line.rstrip()))
+                    lines.append((cell.get("id"), _NUMBER.sub("#", line)))
     return lines
 
 

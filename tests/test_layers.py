@@ -15,8 +15,8 @@ from importlinter.cli import lint_imports
 
 import abag
 
-PACKAGE = Path(abag.__file__).parent
-REPO = PACKAGE.parent
+PACKAGE = Path(abag.__file__).parent  # the imported package: the checkout's, or an installed copy (.ci/compat)
+REPO = Path(__file__).resolve().parents[1]  # where the contract (pyproject.toml) lives
 
 
 def test_the_layers_contract_holds(monkeypatch):

@@ -80,7 +80,7 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
         deep_shift = centre_deep(state.model, run.data["train"], run.device, run.precision)  # None without wide
         support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
         clusters, antibodies = evaluation_groups(run)
-    with stage("intervals"):
+    with stage("nearest chains"):
         # The validation and test rows' nearest training antigens and antibodies in one search per reference (a
         # search first collects the training chains' seeds): the correction and the calibration then read them from
         # the references' memo instead of searching the two parts apart.

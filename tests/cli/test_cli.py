@@ -251,7 +251,8 @@ def test_predict_annotate_adds_imgt_domains_and_cdrs(trained, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- folds default by size
 
-STAGES = ("load", "split", "encode", "train", "evaluate", "familiar correction", "baselines", "intervals", "write")
+STAGES = ("load", "split", "encode", "train", "evaluate", "nearest chains", "familiar correction", "baselines",
+          "intervals", "write")
 
 
 def _stage_names(out: str) -> list[str]:

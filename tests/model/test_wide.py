@@ -160,9 +160,14 @@ def test_resume_reads_the_wide_part_back_and_stays_bit_identical(tmp_path, tiny_
 # ----------------------------------------------------------------------------------------------- wide = none
 
 # `wide="none"` with correction none, synthetic_frame(n=96), hidden 16, 2 epochs: the pKd of the first six rows
-# as abag computed them before the wide part existed (commit 7deefeb), to float32 precision.
+# as abag computed them before the wide part existed (commit 7deefeb, torch 2.13 on a CPU), to float32 precision.
 BEFORE_THE_WIDE_PART = [9.425077438354492, 9.595372200012207, 9.611787796020508, 9.604059219360352,
                         9.592034339904785, 9.599882125854492]
+BEFORE_THE_WIDE_PART_TORCH = (2, 13)
+# Another torch computes the same network with other kernels: 2 epochs of training drift by up to 0.004 pKd
+# (torch 2.6, `.ci/compat floors`). A different network moves these predictions further (torch 2.13): dropout 0.2
+# by 0.026, hidden 17 by 0.07, another seed by 0.11, the wide part switched on by 1.09.
+OTHER_TORCH_TOLERANCE = 0.01
 
 
 def test_wide_none_is_the_old_network_exactly(tmp_path, tiny_encoders):
@@ -170,7 +175,9 @@ def test_wide_none_is_the_old_network_exactly(tmp_path, tiny_encoders):
     result = fit(frame, tmp_path, model_config=dataclasses.replace(TINY, wide="none"), encoders=tiny_encoders)
     assert not any(".wide." in key for key in result.model.state_dict())
     predicted = predict_frame(result.model, frame.head(6), coverage=None)
-    assert np.allclose(predicted["pkd_pred"].to_numpy(), BEFORE_THE_WIDE_PART, rtol=0, atol=1e-5)
+    same_torch = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) == BEFORE_THE_WIDE_PART_TORCH
+    tolerance = 1e-5 if same_torch else OTHER_TORCH_TOLERANCE
+    assert np.allclose(predicted["pkd_pred"].to_numpy(), BEFORE_THE_WIDE_PART, rtol=0, atol=tolerance)
     assert not predicted["pkd_wide"].any() and np.array_equal(predicted["pkd_deep"], predicted["pkd_pred"])
     assert result.metrics["wide"] is None
 
