@@ -25,7 +25,7 @@ from abag.evaluation.baselines import evaluate_baselines
 from abag.evaluation.metrics import evaluate_predictions
 from abag.evaluation.tables import format_comparison
 from abag.model.apply import centre_deep, predict_data, sigmoid
-from abag.model.ridge import RidgeDesign
+from abag.model.ridge import RidgeDesign, training_rows
 from abag.posthoc.familiar_correction import corrected, fit_for_model
 from abag.posthoc.intervals import (
     DEFAULT_COVERAGE,
@@ -88,12 +88,13 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
                            support.antibody_reference)
     # The correction's k-mer ridge (on the network's residuals) and the k-mer baseline (on pKd) fit the same
     # training rows: they share one design (features, XᵀX, eigenpairs), built once.
-    correcting = state.model.config.familiar_correction != "none" and len(run.data["train"]) > 0
+    labelled = _has_labels(frame.iloc[parts["train"]])  # else neither ridge nor the baselines can fit
+    correcting = state.model.config.familiar_correction != "none" and labelled
     with stage("familiar correction"):
         design = RidgeDesign.of(frame.iloc[parts["train"]]) if correcting and len(run.data["test"]) else None
         state.model.familiar_correction = fit_correction(state, run, support, clusters[parts["train"]], design)
     baselines = {}
-    if len(run.data["test"]):
+    if len(run.data["test"]) and labelled:
         with stage("baselines"):
             baselines = evaluate_baselines(frame.iloc[parts["train"]], frame.iloc[parts["test"]], design=design,
                                            threshold=config.binder_threshold, seed=config.seed,
@@ -134,6 +135,15 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
         comparison = format_comparison({"model": results["test"], **baselines},
                                        title=f"test ({run.split.description})")
     return FinalReport(metrics, pd.DataFrame(state.history), test_predictions, comparison)
+
+
+def _has_labels(train_frame: pd.DataFrame) -> bool:
+    """Whether any training row has a finite, uncensored pKd (what the ridges and the baselines fit on)."""
+    try:
+        training_rows(train_frame)
+    except ValueError:
+        return False
+    return True
 
 
 def fit_correction(state: TrainingState, run: RunInputs, support: PredictionSupport, clusters: np.ndarray,

@@ -411,3 +411,9 @@ def test_scale_benchmark_runs_and_agrees_with_the_direct_ridgecv(tmp_path) -> No
     assert "exact leave-one-out" in result["method"] and result["direct"]["alpha"] == result["alpha"]
     assert result["direct"]["max_abs_gap"] < 1e-6 and result["traced_peak_mb"] > 0
     assert "fit " in done.stdout and "peak RSS" in done.stdout
+
+
+def test_a_design_needs_a_usable_training_row() -> None:
+    df = _shared_chains(20, 5, 3, 2, 0.5, seed=8).assign(censored=True)
+    with pytest.raises(ValueError, match="no training rows"):
+        RidgeDesign.of(df)

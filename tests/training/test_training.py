@@ -292,3 +292,13 @@ def test_progress_off_prints_nothing_but_warnings(tmp_path, capsys, tiny_encoder
     assert captured.out == "" and len(lines) == 2 and all(line.startswith("WARNING: overfitting") for line in lines)
     train(frame, tmp_path / "loud", TINY, quick_config(tmp_path, **calm), encoders=tiny_encoders, log=print)
     assert "epoch   2 |" in capsys.readouterr().out
+
+
+def test_training_rows_that_are_all_censored_train_without_correction_or_baselines(tmp_path, tiny_encoders):
+    """Nothing for a ridge to fit (every pKd an upper bound): the network trains, the report says so by leaving
+    the correction and the baselines out, and nothing raises."""
+    frame = synthetic_frame(n=96).assign(censored=True)
+    result = run(frame, tmp_path, encoders=tiny_encoders, epochs=1)
+    assert result.metrics["familiar_correction"] is None
+    assert not result.metrics["baselines"]["test"]
+    assert result.best_checkpoint.is_file()
