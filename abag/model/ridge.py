@@ -269,6 +269,7 @@ def _ridge_statistics(chains: Sequence[_CentredChains], y: np.ndarray,
     return _RidgeStatistics(n, mean, scale, gram, xty / scale, y_mean, float(centred_y @ centred_y))
 
 
+# --------------------------------------------------------------------------- ridge solve and alpha
 @dataclass(frozen=True)
 class _Spectrum:
     """Eigenpairs of the standardised XᵀX (all of them, or the nonzero ones) and Xᵀ(y - ȳ) in that basis."""
