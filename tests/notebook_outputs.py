@@ -11,7 +11,8 @@ timing metadata.
 `printed_lines` is what the tests compare between the committed notebooks and a fresh run: every printed line,
 with its numbers masked (timings and the last digits of a loss differ between machines; the lines do not), and
 with torch's build tag and the residues of a suggested mutation masked (other releases rank near-equal mutants
-in another order); table displays (a DataFrame's HTML and its plain-text fallback) are left out.
+in another order) and runs of spaces collapsed (column padding); table displays (a DataFrame's HTML and its
+plain-text fallback) and warnings raised inside other packages are left out.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
 # mutations a slightly different model ranks first (H:G52R and H:D31H are both "a heavy-chain substitution").
 _BUILD_TAG = re.compile(r"(?<=\d)\+[a-z]+\d*")
 _MUTATION = re.compile(r"\b([HL]):[A-Z](\d+[A-Z]?)[A-Z*]\b")
+_LIBRARY_WARNING = re.compile(r"^(<site-packages>|/\S*site-packages)/\S+:\d+: \w*Warning: ")
+_SPACES = re.compile(r" {2,}")  # column alignment: pandas releases pad tables differently
 
 
 def printed_lines(notebook) -> list[tuple[str, str]]:
@@ -123,10 +126,17 @@ def printed_lines(notebook) -> list[tuple[str, str]]:
             if "text/html" in output.get("data", {}):
                 continue  # a table display: its plain-text fallback wraps columns differently across pandas releases
             text = output.get("text", "") if "text" in output else output.get("data", {}).get("text/plain", "")
+            library_warning = False
             for line in str(text).splitlines():
+                # A warning raised inside another package (tqdm without widgets, pandas 2.0 casting NaN while
+                # writing a CSV) and the source line Python prints under it: that package's, not abag's.
+                if _LIBRARY_WARNING.match(line) or (library_warning and line.startswith(" ")):
+                    library_warning = True
+                    continue
+                library_warning = False
                 if line.strip():
                     line = _MUTATION.sub(r"\1:X\2X", _BUILD_TAG.sub("", line.rstrip()))
-                    lines.append((cell.get("id"), _NUMBER.sub("#", line)))
+                    lines.append((cell.get("id"), _SPACES.sub(" ", _NUMBER.sub("#", line))))
     return lines
 
 
