@@ -4,8 +4,8 @@ Stages, in order: check the arguments → resolve the columns (`columns`) → sk
 row (`rows`, `cells`) → check the labels (impossible pKd values: `pkd_range`; when labels are not required, a
 label column with problems is ignored instead) → raise with every problem, or drop the invalid rows → assemble
 the canonical columns plus the user's other columns → apply the replicate policy (`replicates`) → count what
-the report says (`report`). `load_pairs` reads any supported file first (`formats`) and, through
-`prepare_input`, reports rows as the file numbers them (a FASTA record, a sheet row, an AIRR row). May import:
+the report says (`report`). `load_pairs` reads any supported file first (`formats`) and hands `prepare_pairs`
+the `InputTable` it read, so problems name rows as the file numbers them (a FASTA record, a sheet row, an AIRR row). May import:
 every other abag.data module, abag.outputs (lazily, to write files), numpy, pandas.
 """
 
@@ -41,7 +41,7 @@ from abag.data.report import (
 from abag.data.rows import RowValues, blank_rows, column_texts, validate_rows
 from abag.outputs import write_csv_atomic
 
-__all__ = ["prepare_pairs", "load_pairs", "prepare_input", "write_rejected"]
+__all__ = ["prepare_pairs", "load_pairs", "write_rejected"]
 
 
 def write_rejected(report: LoadReport, path: str | os.PathLike) -> None:
@@ -113,7 +113,7 @@ def _duplicate_column_problems(df: pd.DataFrame) -> list[RowProblem]:
 
 
 def prepare_pairs(
-    df: pd.DataFrame,
+    df: pd.DataFrame | InputTable,
     *,
     source: str = "<DataFrame>",
     require_pkd: bool = True,
@@ -128,8 +128,11 @@ def prepare_pairs(
     invalid rows are dropped and listed in the report. `replicates`: "keep", "mean" or "flag".
     `check_chains`: number every antibody chain (IMGT) and reject rows whose columns do not hold the chain they
     claim (a light chain in `heavy`, swapped chains, an scFv in one cell); chains that cannot be numbered are
-    kept and named in a warning.
+    kept and named in a warning. `df` may also be the `InputTable` a file was read into (`load_pairs`): rows are
+    then renumbered and problems located as in the file.
     """
+    if isinstance(df, InputTable):
+        return _prepare_table(df, source, require_pkd, drop_invalid, replicates, binder_threshold, check_chains)
     _check_arguments(df, replicates, binder_threshold)
     with gc_paused():
         return _prepare_pairs(df, source, require_pkd, drop_invalid, replicates, binder_threshold,
@@ -320,19 +323,11 @@ def load_pairs(
     """
     kwargs.setdefault("source", str(path))
     table = read_input(path, antigen=antigen, sheet=sheet)
-    return prepare_input(table, **kwargs)
+    return prepare_pairs(table, **kwargs)
 
 
-def prepare_input(
-    table: InputTable,
-    *,
-    source: str = "<DataFrame>",
-    require_pkd: bool = True,
-    drop_invalid: bool = False,
-    replicates: str = "keep",
-    binder_threshold: float = 9.0,
-    check_chains: bool = False,
-) -> tuple[pd.DataFrame, LoadReport]:
+def _prepare_table(table: InputTable, source: str, require_pkd: bool, drop_invalid: bool, replicates: str,
+                   binder_threshold: float, check_chains: bool) -> tuple[pd.DataFrame, LoadReport]:
     """`prepare_pairs` on a table read from a file: rows renumbered and problems located as in the file."""
     _check_arguments(table.frame, replicates, binder_threshold)
     if table.problems and (not drop_invalid or table.frame.empty):

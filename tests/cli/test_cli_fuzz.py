@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import synthetic_frame, write_csv
+from conftest import synthetic_frame, torch_threads, write_csv
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -48,16 +48,13 @@ ROW_PROBLEM = re.compile(r"^  row \d+(, column '[^']*')?: \S")
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli-fuzz")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
+    with torch_threads(1), pytest.MonkeyPatch.context() as patch:
         patch.setenv("ABAG_CACHE_DIR", str(folder / "cache"))
         data = write_csv(synthetic_frame(n=40, seed=2), folder / "train.csv")
         code, err, _ = run_cli(["train", "--data", data, "--out", str(folder / "run"), "--encoder", "tiny",
                                 "--epochs", "1", "--split", "random", "--hidden-dim", "16", "--quiet"])
         assert code == 0, err
         yield str(folder / "run" / "checkpoints" / "best.pt")
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------- helpers

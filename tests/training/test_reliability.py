@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import synthetic_frame, write_csv
+from conftest import synthetic_frame, torch_threads, write_csv
 
 from abag.checkpoint import interrupts_deferred, load_checkpoint, save_checkpoint
 from abag.cli import main
@@ -44,12 +44,9 @@ QUICK_ARGS = ["--encoder", "tiny", "--split", "random", "--hidden-dim", "16", "-
 def workdir(tmp_path_factory):
     """Shared data, a shared embedding cache, and one CPU thread (as in the subprocesses, for identical bits)."""
     folder = tmp_path_factory.mktemp("reliability")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
+    with torch_threads(1), pytest.MonkeyPatch.context() as patch:
         patch.setenv("ABAG_CACHE_DIR", str(folder / "cache"))
         yield folder
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
