@@ -103,7 +103,7 @@ def test_antibody_only_fusion_ignores_the_antigen(tiny_encoders):
 
 
 @pytest.mark.parametrize("options", [dict(fusion="interaction", input_dropout=0.5),
-                                     dict(fusion="antibody_only", trim_antibody=True),
+                                     dict(fusion="antibody_only", trim_antibody="motif"),
                                      dict(n_members=3, input_dropout=0.2)])
 def test_head_options_build_and_stay_in_range(tiny_encoders, options):
     model = build_model(dataclasses.replace(TINY, **options), tiny_encoders)

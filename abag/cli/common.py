@@ -11,10 +11,13 @@ from dataclasses import MISSING, fields
 from typing import Any, Callable
 
 from abag.checkpoint import LOAD_HINT
-from abag.data import load_pairs
+from abag.data import ChainCheck, load_pairs
 from abag.distributed import is_main_process
 from abag.errors import AbagError, CheckpointError
+from abag.encoding import default_cache_dir
+from abag.encoding.pair_embeddings import numbering_cache
 from abag.inference import load_trained_model
+from abag.numbering import NUMBERING_MAX_CHAINS
 from abag.pretrained import PRETRAINED_NAME, pretrained_path
 
 EXIT_BAD_INPUT = 2
@@ -97,17 +100,30 @@ def add_data_options(parser: argparse.ArgumentParser, skip_flag: str | None, ski
     if skip_flag:
         parser.add_argument(skip_flag, dest="skip_invalid", action="store_true", help=skip_help)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--check-chains", action="store_true",
+    checks = parser.add_mutually_exclusive_group()
+    checks.add_argument("--check-chains", dest="check_chains", action="store_const", const="always", default="auto",
                         help="number every antibody chain (IMGT) and reject rows whose columns do not hold the chain "
-                             "they claim (a light chain in heavy, swapped chains, an scFv in one cell); abag check "
-                             "does this by default")
+                             "they claim (a light chain in heavy, swapped chains, an scFv in one cell), however many "
+                             f"(default: checked up to {NUMBERING_MAX_CHAINS:,} distinct chains)")
+    checks.add_argument("--no-check-chains", dest="check_chains", action="store_const", const="never",
+                        help="skip that check")
     add_antigen_option(parser)
+
+
+def numbering_disk_cache(args: argparse.Namespace):
+    """The numbering cache beside the command's on-disk embedding cache; None when it has none."""
+    if getattr(args, "no_embedding_cache", False):
+        return None
+    folder = getattr(args, "embedding_cache", None) or (default_cache_dir() if hasattr(args, "no_embedding_cache")
+                                                        else None)
+    return None if folder is None else numbering_cache(folder)
 
 
 def load_table(args: argparse.Namespace, require_pkd: bool):
     """Read `--data` with the command's replicate and skip options; print the load summary."""
     frame, report = load_pairs(args.data, require_pkd=require_pkd, antigen=getattr(args, "antigen", None),
-                               check_chains=getattr(args, "check_chains", False),
+                               check_chains=ChainCheck(getattr(args, "check_chains", "auto"),
+                                                       numbering_disk_cache(args)),
                                drop_invalid=getattr(args, "skip_invalid", False), replicates=args.replicates)
     if is_main_process():
         print(report.summary(), file=sys.stderr)

@@ -25,9 +25,11 @@ from abag.cli.common import (
 )
 from abag.data.splits import SPLIT_METHODS
 from abag.encoding.embedding_cache import default_cache_dir
+from abag.encoding.features import TRIMS
 from abag.errors import AbagError, OutputNotWritableError
 from abag.folds.members import TooFewFoldGroupsError, train_folds
 from abag.model.config import CORRECTIONS, FUSIONS, WIDES, ModelConfig
+from abag.numbering import NUMBERING_MAX_CHAINS
 from abag.outputs import ensure_writable_folder, write_csv_atomic
 from abag.policy import PRECISION_CHOICES
 from abag.stage_times import recording, stage
@@ -82,6 +84,20 @@ def _folds_for_size(args: argparse.Namespace, n_rows: int) -> str | None:
             f"--folds {args.folds} trains {args.folds} members)")
     args.folds = None
     return line
+
+
+def _trim_for_size(args: argparse.Namespace, frame) -> str | None:
+    """The trimming default's size rule: IMGT numbering up to `NUMBERING_MAX_CHAINS` distinct antibody chains, the
+    framework-4 motif above (sets `args.trim_antibody`); the log line saying so, or None when it was given."""
+    if args.trim_antibody is not None:
+        return None
+    chains = {c for c in (*frame["heavy"], *frame["light"]) if isinstance(c, str) and c}
+    if len(chains) <= NUMBERING_MAX_CHAINS:
+        args.trim_antibody = "imgt"
+        return None
+    args.trim_antibody = "motif"
+    return (f"variable domains: cut after the framework-4 motif (default from {NUMBERING_MAX_CHAINS:,} distinct "
+            f"antibody chains; this table has {len(chains):,}; --trim-antibody imgt numbers them all)")
 
 
 def _recorded_folds(record: Path) -> int | None:
@@ -146,9 +162,9 @@ def _train_command(args: argparse.Namespace, out: Path, last: Path):
     try:
         with stage("load"):
             frame, report = load_table(args, require_pkd=True)
-        folds_line = _folds_for_size(args, len(frame))
-        if folds_line and distributed.is_main_process():
-            print(folds_line, flush=True)
+        for line in (_folds_for_size(args, len(frame)), _trim_for_size(args, frame)):
+            if line and distributed.is_main_process():
+                print(line, flush=True)
         if args.group_column and args.group_column not in frame.columns:
             extras = [str(c) for c in frame.columns if c not in ("censored", "source_row")]
             raise UsageError(f"--group-column {args.group_column!r} is not a column of {args.data} "
@@ -261,8 +277,11 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
                   "kmer_ridge: pKd = clamp(wide + deep), the wide part a k-mer ridge (1-2-mers of heavy, light and "
                   "antigen, plus a heavy-chain 3-mer block) fitted on the training rows before the network, which "
                   "learns the residual; none: the network alone", choices=WIDES)
-    config_option(train_parser, "--no-trim-antibody", ModelConfig, "trim_antibody",
-                  "encode whole heavy/light chains (v2.7) instead of their variable domains")
+    add("--trim-antibody", choices=TRIMS, default=None,
+        help=f"encode heavy/light chains as their variable domains: imgt (the domain IMGT numbering finds), motif "
+             f"(cut after the framework-4 motif, the rule before numbering) or none (whole chains, v2.7) (default: "
+             f"imgt up to {NUMBERING_MAX_CHAINS:,} distinct antibody chains, motif above, where numbering every "
+             f"chain would take longer than training)")
     config_option(train_parser, "--head-members", ModelConfig, "n_members",
                   "head copies trained together and averaged (1 = the v2.7 head)", type=whole_number(1))
     config_option(train_parser, "--input-dropout", ModelConfig, "input_dropout",

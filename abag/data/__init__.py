@@ -11,6 +11,7 @@ May import: abag.identity, abag.numbering, abag.outputs, abag.errors, abag.polic
 
 from __future__ import annotations
 
+from abag.data.chain_checks import ChainCheck
 from abag.data.cells import MAX_CHAIN_LENGTH, MISSING_MARKERS, SHORT_CHAIN_RESIDUES
 from abag.data.columns import OUTPUT_COLUMNS
 from abag.data.formats import read_table
@@ -39,4 +40,5 @@ __all__ = [
     "prepare_pairs",
     "load_pairs",
     "write_rejected",
+    "ChainCheck",
 ]

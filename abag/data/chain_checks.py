@@ -10,12 +10,40 @@ not checked (a missing light chain is a single-domain antibody; a missing heavy 
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
 
 from abag.data.report import RowProblem
 from abag.numbering.batch import number_chains
 from abag.numbering.chains import CHAIN_NAMES, SPECIES, NumberedChain
+from abag.numbering.disk_cache import NumberingDiskCache
+from abag.numbering.domains import NUMBERING_MAX_CHAINS, SHARED_NUMBERING
 
-__all__ = ["check_chain_columns", "cell_problem"]
+__all__ = ["check_chain_columns", "cell_problem", "ChainCheck"]
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """Whether reading a table numbers its antibody columns (`prepare_pairs(check_chains=...)`).
+
+    when: "always", "never", or "auto": when the table has at most `NUMBERING_MAX_CHAINS` distinct antibody chains
+    (above that a warning says the columns were not checked). disk_cache: keep numbered chains there too.
+    """
+
+    when: str = "auto"
+    disk_cache: NumberingDiskCache | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.when not in ("always", "never", "auto"):
+            raise ValueError(f"ChainCheck.when must be 'always', 'never' or 'auto', got {self.when!r}")
+
+    @classmethod
+    def of(cls, value: "bool | ChainCheck") -> "ChainCheck":
+        """True -> always, False -> never; a ChainCheck as it is."""
+        return value if isinstance(value, ChainCheck) else cls("always" if value else "never")
+
+    def applies(self, n_chains: int) -> bool:
+        """Whether a table with `n_chains` distinct antibody chains is checked."""
+        return self.when == "always" or (self.when == "auto" and n_chains <= NUMBERING_MAX_CHAINS)
 
 
 def _cell(value: object) -> str:
@@ -55,18 +83,23 @@ def check_chain_columns(heavy: Sequence[object], light: Sequence[object] | None 
                         heavy_column: str = "heavy", light_column: str = "light",
                         rows: Sequence[int] | None = None,
                         cache: MutableMapping[str, NumberedChain] | None = None, workers: int | None = None,
-                        species: Sequence[str] = SPECIES) -> list[RowProblem]:
+                        species: Sequence[str] = SPECIES,
+                        disk_cache: NumberingDiskCache | None = None) -> list[RowProblem]:
     """Problems of the heavy and light cells, row by row; rows are `rows[i]` (default: 1-based positions).
 
-    Swapped chains give one problem on the heavy column; every other finding names its own column.
+    Swapped chains give one problem on the heavy column; every other finding names its own column. Numbered
+    chains go to `cache` (default: the process-wide `SHARED_NUMBERING`, which IMGT trimming reads later) and to
+    `disk_cache` when given.
     """
+    if cache is None and tuple(species) == SPECIES:
+        cache = SHARED_NUMBERING
     light = [""] * len(heavy) if light is None else light
     if len(light) != len(heavy):
         raise ValueError(f"heavy has {len(heavy)} rows but light has {len(light)}")
     row_numbers = list(rows) if rows is not None else list(range(1, len(heavy) + 1))
     heavy_cells, light_cells = [_cell(v) for v in heavy], [_cell(v) for v in light]
     numbered = number_chains([c for c in heavy_cells + light_cells if c], cache=cache, workers=workers,
-                             species=species)
+                             species=species, disk_cache=disk_cache)
     by_sequence = {c.sequence: c for c in numbered}
     problems: list[RowProblem] = []
     for row, h_text, l_text in zip(row_numbers, heavy_cells, light_cells):

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from abag.data.cells import SHORT_CHAIN_RESIDUES
-from abag.data.chain_checks import UNNUMBERED, check_chain_columns
+from abag.data.chain_checks import UNNUMBERED, ChainCheck, check_chain_columns
+from abag.numbering.domains import NUMBERING_MAX_CHAINS
 from abag.data.columns import (
     OUTPUT_COLUMNS,
     ColumnPlan,
@@ -120,7 +121,7 @@ def prepare_pairs(
     drop_invalid: bool = False,
     replicates: str = "keep",
     binder_threshold: float = 9.0,
-    check_chains: bool = False,
+    check_chains: bool | ChainCheck = False,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """Validate and canonicalise a table of antibody–antigen pairs (the rules: see `abag.data`).
 
@@ -128,7 +129,8 @@ def prepare_pairs(
     invalid rows are dropped and listed in the report. `replicates`: "keep", "mean" or "flag".
     `check_chains`: number every antibody chain (IMGT) and reject rows whose columns do not hold the chain they
     claim (a light chain in `heavy`, swapped chains, an scFv in one cell); chains that cannot be numbered are
-    kept and named in a warning. `df` may also be the `InputTable` a file was read into (`load_pairs`): rows are
+    kept and named in a warning. True or False, or a `ChainCheck` ("auto": only up to `NUMBERING_MAX_CHAINS`
+    distinct chains, with a warning above; a disk cache for the numbering). `df` may also be the `InputTable` a file was read into (`load_pairs`): rows are
     then renumbered and problems located as in the file.
     """
     if isinstance(df, InputTable):
@@ -141,7 +143,7 @@ def prepare_pairs(
 
 def _prepare_pairs(
     df: pd.DataFrame, source: str, require_pkd: bool, drop_invalid: bool, replicates: str, binder_threshold: float,
-    input_rows: list[int] | None = None, check_chains: bool = False,
+    input_rows: list[int] | None = None, check_chains: bool | ChainCheck = False,
 ) -> tuple[pd.DataFrame, LoadReport]:
     """`prepare_pairs`; `input_rows[i]`, when given, is how messages that quote row numbers show row i + 1."""
     problems = _duplicate_column_problems(df)
@@ -161,8 +163,7 @@ def _prepare_pairs(
     warnings += _check_labels(df, plan, values, positions, require_pkd, source, input_rows)
     warnings += [f"column {column!r} ignored (no labels are needed here; it is passed through unchanged): {reason}"
                  for column, reason in plan.ignored.items()]
-    if check_chains:
-        warnings += _check_chain_columns(plan, values)
+    warnings += _check_chain_columns(plan, values, ChainCheck.of(check_chains))
     keep, rejected = _keep_or_raise(values.problems, positions, drop_invalid, source)
     reserved = set(OUTPUT_COLUMNS) | ({"replicate"} if replicates == "flag" else set())
     out, clash_warnings = _output_frame(df, plan, values, positions, keep, reserved)
@@ -174,11 +175,20 @@ def _prepare_pairs(
     return out, report
 
 
-def _check_chain_columns(plan: ColumnPlan, values: RowValues) -> list[str]:
-    """Add chain-column problems (IMGT numbering) to the row problems; warn about chains it cannot number."""
+def _check_chain_columns(plan: ColumnPlan, values: RowValues, check: ChainCheck) -> list[str]:
+    """Add chain-column problems (IMGT numbering) to the row problems; warn about chains it cannot number, and
+    about a table too large for the default check."""
+    if check.when == "never":
+        return []
+    n_chains = len({c for c in [*values.heavy, *values.light] if isinstance(c, str) and c})
+    if not check.applies(n_chains):
+        return [f"antibody columns not checked for misplaced chains: {n_chains:,} distinct chains, above the "
+                f"{NUMBERING_MAX_CHAINS:,} numbered by default (about 60 chains per core-second); --check-chains "
+                f"numbers them anyway"]
     found = check_chain_columns(values.heavy, values.light, heavy_column=str(plan.heavy),
                                 light_column=str(plan.light if plan.light is not None else "light"),
-                                rows=[position + 1 for position in range(len(values.heavy))])
+                                rows=[position + 1 for position in range(len(values.heavy))],
+                                disk_cache=check.disk_cache)
     unnumbered = [p for p in found if p.reason.startswith(UNNUMBERED)]
     values.problems = sorted(values.problems + [p for p in found if not p.reason.startswith(UNNUMBERED)],
                              key=lambda p: p.row)
@@ -327,7 +337,7 @@ def load_pairs(
 
 
 def _prepare_table(table: InputTable, source: str, require_pkd: bool, drop_invalid: bool, replicates: str,
-                   binder_threshold: float, check_chains: bool) -> tuple[pd.DataFrame, LoadReport]:
+                   binder_threshold: float, check_chains: bool | ChainCheck) -> tuple[pd.DataFrame, LoadReport]:
     """`prepare_pairs` on a table read from a file: rows renumbered and problems located as in the file."""
     _check_arguments(table.frame, replicates, binder_threshold)
     if table.problems and (not drop_invalid or table.frame.empty):

@@ -1,23 +1,33 @@
 """What the encoders see: variable-domain trimming, and whether the head reads the antigen at all.
 
-`variable_domain(chain, kind)` cuts a heavy or light chain after its framework-4 motif (heavy/VHH `WGxG` + 7
-residues, light `FGxG` + 6 residues; motif searched at residues 80-140), so that whole Fab chains (variable +
-constant domain, common in structure-derived tables) are encoded like the variable domains antibody language
-models were trained on. Chains without the motif are kept whole (`ModelConfig.trim_antibody`).
+Heavy and light chains are cut to their variable domains before encoding (`ModelConfig.trim_antibody`), so that
+whole Fab chains (variable + constant domain, common in structure-derived tables) are encoded like the variable
+domains antibody language models were trained on:
+
+* "imgt" (the default): the domain IMGT numbering finds (`abag.numbering.variable_domains`: leading tags and
+  everything after framework 4 are cut); a chain the numbering cannot read is encoded whole, and reading the table
+  with chain checks (the default of `abag train` and `predict`) names those rows first;
+* "motif": cut after the framework-4 motif (`variable_domain`: heavy/VHH `WGxG` + 7 residues, light `FGxG` + 6,
+  motif searched at residues 80-140; no motif there: kept whole), the rule of models trained before numbering;
+* "none": whole chains (v2.7).
 
 `InputSpec` bundles trimming with whether the head reads the antigen, which is what the cached
-(`abag.encoding.pair_embeddings`) and on-the-fly (`AbAgModel.embed`) paths both follow. Everything here is a
-pure function of the sequences, so both paths give the same numbers. Imports only the standard library.
+(`abag.encoding.pair_embeddings`) and on-the-fly (`AbAgModel.embed`) paths both follow. Both are functions of the
+sequences alone, so both paths give the same numbers. Imports the standard library and `abag.numbering`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
+
+from abag.numbering.disk_cache import NumberingDiskCache
+from abag.numbering.domains import variable_domains
 
 __all__ = [
     "InputSpec",
+    "TRIMS",
     "ANTIGEN_FREE_FUSIONS",
     "FV_MOTIFS",
     "variable_domain",
@@ -26,6 +36,9 @@ __all__ = [
 
 # Fusions whose head never reads the antigen (`abag.model.FUSIONS` lists them all).
 ANTIGEN_FREE_FUSIONS = ("antibody_only",)
+
+TRIMS = ("imgt", "motif", "none")
+"""`ModelConfig.trim_antibody` values: IMGT numbering's domain, the framework-4 motif rule, or whole chains."""
 
 # (motif, residues kept after the motif's first residue): heavy WGQGTLVTVSS, light FGGGTKLEIK.
 FV_MOTIFS = {"heavy": (re.compile(r"WG.G"), 11), "light": (re.compile(r"FG.G"), 10)}
@@ -55,25 +68,46 @@ def trim_antibody_chains(heavy: Sequence[str], light: Sequence[str]) -> tuple[li
     return [variable_domain(h, "heavy") for h in heavy], [variable_domain(c, "light") for c in light]
 
 
+def legacy_trim(value: object) -> str:
+    """A saved `trim_antibody` as today's value: True (the motif rule before numbering) -> "motif", False ->
+    "none"; strings unchanged."""
+    if isinstance(value, bool):
+        return "motif" if value else "none"
+    return str(value)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What the model feeds its encoders and head besides the raw chains (from `ModelConfig`).
 
-    trim_antibody: encode heavy/light chains as their variable domains (`variable_domain`).
+    trim_antibody: "imgt", "motif" or "none" (`TRIMS`; see the module docstring).
     uses_antigen: False when the head ignores the antigen (`fusion="antibody_only"`); the antigen is then
     never encoded and the head gets a (rows, 0) antigen table.
+    numbering_cache: where "imgt" keeps numbered chains between runs (None: this process only).
     """
 
-    trim_antibody: bool = False
+    trim_antibody: str = "none"
     uses_antigen: bool = True
+    numbering_cache: NumberingDiskCache | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "trim_antibody", legacy_trim(self.trim_antibody))
+        if self.trim_antibody not in TRIMS:
+            raise ValueError(f"trim_antibody must be one of {TRIMS}, got {self.trim_antibody!r}")
 
     @classmethod
-    def from_config(cls, config) -> "InputSpec":
-        return cls(bool(getattr(config, "trim_antibody", False)),
-                   getattr(config, "fusion", "interaction") not in ANTIGEN_FREE_FUSIONS)
+    def from_config(cls, config, numbering_cache: NumberingDiskCache | None = None) -> "InputSpec":
+        return cls(getattr(config, "trim_antibody", "none"),
+                   getattr(config, "fusion", "interaction") not in ANTIGEN_FREE_FUSIONS, numbering_cache)
+
+    def encoder_inputs(self, chains: Sequence[str], kind: str) -> list[str]:
+        """The sequences the encoder sees for heavy/light/antigen chains of one kind ("" stays "")."""
+        if kind not in FV_MOTIFS or self.trim_antibody == "none":
+            return list(chains)
+        if self.trim_antibody == "motif":
+            return [variable_domain(c, kind) if c else c for c in chains]
+        return variable_domains(chains, kind, disk_cache=self.numbering_cache)
 
     def encoder_input(self, chain: str, kind: str) -> str:
-        """The sequence the encoder sees for a heavy/light/antigen chain."""
-        if self.trim_antibody and kind in FV_MOTIFS:
-            return variable_domain(chain, kind)
-        return chain
+        """The sequence the encoder sees for one heavy/light/antigen chain."""
+        return self.encoder_inputs([chain], kind)[0]

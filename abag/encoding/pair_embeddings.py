@@ -19,6 +19,12 @@ import torch
 from abag.encoding.batches import PairEmbeddings, PairSequences
 from abag.encoding.embedding_cache import EmbeddingCache, InMemoryEmbeddings
 from abag.encoding.features import InputSpec
+from abag.numbering.disk_cache import NumberingDiskCache
+
+
+def numbering_cache(cache_dir: str | Path) -> NumberingDiskCache:
+    """The numbered chains kept beside the embeddings of `cache_dir` (its `numbering/` folder)."""
+    return NumberingDiskCache(Path(cache_dir) / "numbering")
 
 
 @dataclass
@@ -77,9 +83,10 @@ def make_caches(model, cache_dir: str | Path | None, token_budget: int = 8192, p
     """One cache per distinct encoder object of `model` (an `abag.model.AbAgModel`; shared when antibody and
     antigen use the same encoder). The antigen cache is None when the model has no antigen encoder.
 
-    The caches carry the model's `InputSpec`, so `embed_pairs` trims chains as the model expects.
+    The caches carry the model's `InputSpec`, so `embed_pairs` trims chains as the model expects; with a
+    `cache_dir`, IMGT numbering is kept there too (`numbering/`).
     """
-    spec = InputSpec.from_config(model.config)
+    spec = InputSpec.from_config(model.config, None if cache_dir is None else numbering_cache(cache_dir))
 
     def cache_for(encoder):
         if cache_dir is None:
@@ -122,7 +129,7 @@ def embed_pairs(frame: pd.DataFrame, antibody_cache, antigen_cache) -> EmbeddedP
 def _distinct_inputs(column: pd.Series, kind: str, spec: InputSpec) -> tuple[np.ndarray, list[str]]:
     """(each row's code, the encoder input of each distinct chain): trimmed once per chain, "" stays ""."""
     codes, chains = pd.factorize(column, use_na_sentinel=False)
-    return codes, [spec.encoder_input(c, kind) if c else "" for c in chains]
+    return codes, spec.encoder_inputs([c if c else "" for c in chains], kind)
 
 
 def _antigen_table(antigens: list[str], antigen_cache, spec: InputSpec) -> np.ndarray:

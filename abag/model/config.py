@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from abag.encoding.features import legacy_trim
 from abag.errors import CheckpointError
 from abag.policy import PKD_RANGE
 
@@ -23,7 +24,9 @@ class ModelConfig:
     # Chosen by 5-fold antigen-cluster cross-validation on saaintdb_dev (bench/RESULTS.md, "Real data"):
     # the v2.7 model (trim_antibody=False, fusion="interaction", input_dropout=0, n_members=1) scored mean
     # Spearman 0.04 over 3 training seeds; these defaults 0.14.
-    trim_antibody: bool = True    # encode heavy/light chains as variable domains (cut after FR4)
+    # Encode heavy/light chains as their variable domains (abag.encoding.features): "imgt" (cut where IMGT numbering
+    # puts the domain), "motif" (cut after the framework-4 motif, the rule before numbering) or "none" (whole chains).
+    trim_antibody: str = "imgt"
     # How antibody and antigen meet in the head: "antibody_only" (the antigen is not used, nor encoded: an
     # antibody-intrinsic affinity prior; it generalised best to unseen antigen clusters, but cannot rank antigen
     # variants against one antibody) or "interaction" (v2.7: [ab, ag, ab*ag]).
@@ -43,6 +46,10 @@ class ModelConfig:
     # network alone (wide = 0), as before. Not yet the default: measured with one seed it led on CR9114 and pooled
     # SAAINT-DB but trailed within clusters and in RMSE there (bench/RESULTS.md, "Wide and deep: one model").
     wide: str = "none"
+
+    def __post_init__(self) -> None:
+        # Saved as a bool before numbering (True was the motif rule): read as today's value.
+        self.trim_antibody = legacy_trim(self.trim_antibody)
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
@@ -70,7 +77,7 @@ class ModelConfig:
 
 
 # Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
-LEGACY_FIELD_VALUES = {"trim_antibody": False, "fusion": "interaction", "input_dropout": 0.0, "n_members": 1,
+LEGACY_FIELD_VALUES = {"trim_antibody": "none", "fusion": "interaction", "input_dropout": 0.0, "n_members": 1,
                        "familiar_correction": "none", "wide": "none"}
 
 

@@ -279,8 +279,8 @@ class AbAgModel(nn.Module):
         trimming before encoding, antigen skipped when unused.
         """
         spec = InputSpec.from_config(self.config)
-        heavy_chains = [spec.encoder_input(c, "heavy") for c in batch.heavy]
-        light_chains = [spec.encoder_input(c, "light") if c else "" for c in batch.light]
+        heavy_chains = spec.encoder_inputs(list(batch.heavy), "heavy")
+        light_chains = spec.encoder_inputs([c if c else "" for c in batch.light], "light")
         antibody_chains = list(dict.fromkeys(heavy_chains + [c for c in light_chains if c]))
         antibody = self.antibody_encoder(antibody_chains)
         position = {c: i for i, c in enumerate(antibody_chains)}

@@ -189,7 +189,7 @@ def test_antigen_split_with_too_few_clusters_is_a_clean_error(tmp_path, capsys):
 
 
 def test_model_options_reach_the_checkpoint_and_default_to_model_config(tmp_path, csv_path, monkeypatch):
-    """--fusion/--no-trim-antibody/--head-members/--input-dropout rebuild the v2.7 head; without them,
+    """--fusion/--trim-antibody/--head-members/--input-dropout rebuild the v2.7 head; without them,
     the checkpoint holds ModelConfig's defaults."""
     from abag.inference import load_trained_model
     from abag.model.config import ModelConfig
@@ -197,12 +197,12 @@ def test_model_options_reach_the_checkpoint_and_default_to_model_config(tmp_path
     monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
     v27 = tmp_path / "v27"
     assert main(["train", "--data", csv_path, "--out", str(v27), *TRAIN_ARGS, "--fusion", "interaction",
-                 "--no-trim-antibody", "--head-members", "1", "--input-dropout", "0",
+                 "--trim-antibody", "none", "--head-members", "1", "--input-dropout", "0",
                  "--familiar-correction", "kmer_ridge"]) == 0
     model, state = load_trained_model(v27 / "checkpoints" / "best.pt")
     saved = state["config"]["model"]
     assert (saved["fusion"], saved["trim_antibody"], saved["n_members"], saved["input_dropout"]) == \
-        ("interaction", False, 1, 0.0)
+        ("interaction", "none", 1, 0.0)
     assert saved["familiar_correction"] == "kmer_ridge" and model.familiar_correction.context is None
     assert model.config.n_members == 1
 
@@ -295,3 +295,22 @@ def test_folds_default_threshold_is_one_named_constant_in_the_help():
     assert train_cli.FOLDS_MAX_ROWS == 20_000 and train_cli.DEFAULT_FOLDS == 5
     help_text = " ".join(__import__('abag.cli', fromlist=['build_parser']).build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
     assert "fewer than 20,000 rows" in help_text
+
+
+def test_trimming_default_follows_the_table_size(monkeypatch):
+    """--trim-antibody unset: IMGT numbering up to NUMBERING_MAX_CHAINS distinct antibody chains, the motif rule
+    above, with a log line; a given value is kept."""
+    import argparse
+
+    import abag.cli.train as train_command
+
+    frame = synthetic_frame(n=12)
+    n_chains = len(set(frame.heavy) | {c for c in frame.light if c})
+    args = argparse.Namespace(trim_antibody=None)
+    assert train_command._trim_for_size(args, frame) is None and args.trim_antibody == "imgt"
+    monkeypatch.setattr(train_command, "NUMBERING_MAX_CHAINS", n_chains - 1)
+    args = argparse.Namespace(trim_antibody=None)
+    line = train_command._trim_for_size(args, frame)
+    assert args.trim_antibody == "motif" and f"this table has {n_chains}" in line
+    args = argparse.Namespace(trim_antibody="imgt")
+    assert train_command._trim_for_size(args, frame) is None and args.trim_antibody == "imgt"

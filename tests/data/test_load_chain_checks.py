@@ -64,3 +64,36 @@ def test_load_pairs_passes_check_chains_through(tmp_path):
     _frame([(TRASTUZUMAB_VL, "")]).to_csv(path, index=False)
     with pytest.raises(DataValidationError):
         load_pairs(path, check_chains=True)
+
+
+def test_abag_train_and_predict_check_chains_by_default(tmp_path, capsys, monkeypatch):
+    """The default of train/predict: a light chain in `heavy` stops the run naming its row; --no-check-chains
+    skips the check (the row then reaches training)."""
+    monkeypatch.setenv("ABAG_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "pairs.csv"
+    _frame([(TRASTUZUMAB_VH, TRASTUZUMAB_VL), (TRASTUZUMAB_VL, "")]).to_csv(path, index=False)
+    for command in (["train", "--out", str(tmp_path / "run"), "--encoder", "tiny"], ["predict", "--out",
+                                                                                      str(tmp_path / "p.csv")]):
+        assert main([*command, "--data", str(path), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "row 2" in err and "'heavy'" in err and "light chain, not a heavy chain" in err
+        assert "Traceback" not in err
+
+
+def test_the_automatic_check_skips_large_tables_with_a_warning(monkeypatch):
+    """ChainCheck("auto") numbers up to NUMBERING_MAX_CHAINS distinct chains; above, the table loads unchecked and
+    a warning says so (never silently)."""
+    import abag.data.chain_checks as chain_checks
+    import abag.data.pipeline as pipeline
+    from abag.data import ChainCheck
+
+    frame = _frame([(TRASTUZUMAB_VH, TRASTUZUMAB_VL), (TRASTUZUMAB_VL, "")])
+    with pytest.raises(DataValidationError):
+        prepare_pairs(frame, check_chains=ChainCheck("auto"))
+    monkeypatch.setattr(chain_checks, "NUMBERING_MAX_CHAINS", 1)
+    monkeypatch.setattr(pipeline, "NUMBERING_MAX_CHAINS", 1)
+    out, report = prepare_pairs(frame, check_chains=ChainCheck("auto"))
+    assert len(out) == 2
+    assert any("not checked" in w and "2 distinct chains" in w for w in report.warnings)
+    with pytest.raises(DataValidationError):
+        prepare_pairs(frame, check_chains=ChainCheck("always"))

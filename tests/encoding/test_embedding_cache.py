@@ -467,7 +467,7 @@ def test_the_cli_reports_nan_encoder_output_in_one_line_not_as_an_internal_error
     (line,) = [line for line in err.splitlines() if line.startswith("abag:")]
     assert line.startswith("abag: error: encoder 'tiny'") and "NaN" in line and "Traceback" not in err
     assert "internal error" not in err and "disk problem" not in err
-    assert not list((tmp_path / "cache").rglob("shard-*"))
+    assert not list((tmp_path / "cache").rglob("shard-*.safetensors"))
 
 
 def fake_two_processes(monkeypatch, peer_report):
@@ -610,7 +610,7 @@ def test_pair_tables_hold_one_row_per_distinct_chain_and_trim_each_chain_once(tm
     calls = []
     real = features.variable_domain
     monkeypatch.setattr(features, "variable_domain", lambda chain, kind: calls.append(chain) or real(chain, kind))
-    cache = SpecCache(EmbeddingCache(encoder, tmp_path, progress=False), InputSpec(trim_antibody=True))
+    cache = SpecCache(EmbeddingCache(encoder, tmp_path, progress=False), InputSpec(trim_antibody="motif"))
     embedded = embed_pairs(frame, cache, cache)
     assert len(calls) == 4 + 3          # each distinct heavy and non-empty light chain trimmed once, not per row
     assert embedded.antibody.shape == (7, encoder.hidden_size) and embedded.antigen.shape[0] == 2

@@ -27,7 +27,7 @@ CH1 = "ASTKGPSVFPLAPSSKSTSGGTAALGCLVKDYFPEPVTVSWNSGALTSGVHTFPAVLQSSGLYSLSSVVTVPS
 VL = "DIQMTQSPSSLSASVGDRVTITCRASQSISSYLNWYQQKPGKAPKLLIYAASSLQSGVPSRFSGSGSGTDFTLTISSLQPEDFATYYCQQSYSTPLTFGQGTKVEIK"
 CL = "RTVAAPSVFIFPPSDEQLKSGTASVVCLLNNFYPREAKVQWKVDNALQSGNSQESVTEQDSKDSTYSLSSTLTLSKADYEKHKVYACEVTHQGLSSPVTKSFNRGEC"
 TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=32)
-RICH = dataclasses.replace(TINY, trim_antibody=True, n_members=2)
+RICH = dataclasses.replace(TINY, trim_antibody="imgt", n_members=2)
 
 
 def test_variable_domain_cuts_fab_chains_after_framework_4():
@@ -45,10 +45,34 @@ def test_variable_domain_cuts_fab_chains_after_framework_4():
 
 
 def test_input_spec_from_config():
-    assert InputSpec.from_config(TINY) == InputSpec(True, uses_antigen=False)  # the default trims antibody chains
+    assert InputSpec.from_config(TINY) == InputSpec("imgt", uses_antigen=False)  # the default trims by numbering
     spec = InputSpec.from_config(dataclasses.replace(RICH, fusion="interaction"))
-    assert spec == InputSpec(True, uses_antigen=True)
+    assert spec == InputSpec("imgt", uses_antigen=True)
     assert spec.encoder_input(VH + CH1, "heavy") == VH and spec.encoder_input(VH + CH1, "antigen") == VH + CH1
+    with pytest.raises(ValueError, match="trim_antibody"):
+        InputSpec("fr4")
+
+
+TAG = "MGSSHHHHHHSSG"  # an N-terminal His tag: not part of the variable domain
+
+
+def test_imgt_trimming_cuts_tags_and_constant_domains_motif_only_the_end():
+    imgt, motif, whole = InputSpec("imgt"), InputSpec("motif"), InputSpec("none")
+    assert imgt.encoder_inputs([TAG + VH + CH1, VL + CL, ""], "heavy")[0] == VH
+    assert imgt.encoder_inputs([TAG + VH + CH1, VL + CL, ""], "light")[1:] == [VL, ""]
+    assert motif.encoder_input(TAG + VH + CH1, "heavy") == TAG + VH    # the motif rule keeps the tag
+    assert whole.encoder_input(TAG + VH + CH1, "heavy") == TAG + VH + CH1
+    # No domain of the asked kind (a light chain as heavy, a non-antibody): encoded whole, as the data checks
+    # reported when the table was read.
+    assert imgt.encoder_input(VL + CL, "heavy") == VL + CL
+    assert imgt.encoder_input("ACDEFGHIKLMNPQRSTVWY" * 3, "heavy") == "ACDEFGHIKLMNPQRSTVWY" * 3
+
+
+def test_saved_boolean_trimming_reads_as_the_motif_rule():
+    assert ModelConfig(trim_antibody=True).trim_antibody == "motif"
+    assert ModelConfig.from_dict({"trim_antibody": False}).trim_antibody == "none"
+    assert ModelConfig.from_dict({}).trim_antibody == "none"          # before the field existed: whole chains
+    assert InputSpec(True) == InputSpec("motif")
 
 
 def test_cached_and_uncached_inputs_agree_with_trimming(tiny_encoders):
@@ -87,8 +111,8 @@ def test_training_with_trimming_cached_and_uncached_agree_and_checkpoint_rebuild
                      encoders=tiny_encoders, log=lambda line: None)
     np.testing.assert_allclose(cached.history["train_loss"], uncached.history["train_loss"], rtol=1e-4)
     model, state = load_trained_model(cached.best_checkpoint)
-    assert model.config.trim_antibody and model.config.n_members == 2
-    assert state["config"]["model"]["trim_antibody"] is True
+    assert model.config.trim_antibody == "imgt" and model.config.n_members == 2
+    assert state["config"]["model"]["trim_antibody"] == "imgt"
     out = predict_frame(model, frame.head(8), cache_dir=tmp_path / "cache")
     assert out["pkd_pred"].between(4.0, 14.0).all()
 
@@ -121,7 +145,7 @@ def test_checkpoint_written_before_the_new_fields_predicts_and_resumes_as_v27(tm
 
     model, _ = load_trained_model(first.best_checkpoint)
     assert model.config.fusion == "interaction" and model.config.n_members == 1
-    assert not model.config.trim_antibody
+    assert model.config.trim_antibody == "none"
     before = predict_frame(first.model, frame.head(6), cache_dir=tmp_path / "cache")["pkd_pred"]
     after = predict_frame(model, frame.head(6), cache_dir=tmp_path / "cache")["pkd_pred"]
     np.testing.assert_allclose(after.to_numpy(), before.to_numpy(), rtol=1e-5)
