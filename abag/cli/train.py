@@ -26,6 +26,7 @@ from abag.cli.common import (
 from abag.data.splits import SPLIT_METHODS
 from abag.encoding.embedding_cache import default_cache_dir
 from abag.encoding.features import TRIMS
+from abag.encoding.sequence_encoder import POOLINGS
 from abag.errors import AbagError, OutputNotWritableError
 from abag.folds.members import TooFewFoldGroupsError, train_folds
 from abag.model.config import CORRECTIONS, FUSIONS, WIDES, ModelConfig
@@ -282,6 +283,10 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
              f"(cut after the framework-4 motif, the rule before numbering) or none (whole chains, v2.7) (default: "
              f"imgt up to {NUMBERING_MAX_CHAINS:,} distinct antibody chains, motif above, where numbering every "
              f"chain would take longer than training)")
+    config_option(train_parser, "--pooling", ModelConfig, "pooling",
+                  "how antibody chain vectors pool the encoder's residue vectors: mean (the whole chain) or regions "
+                  "(the domain's mean beside its frameworks', CDR1's, CDR2's and CDR3's, IMGT-numbered)",
+                  choices=POOLINGS)
     config_option(train_parser, "--head-members", ModelConfig, "n_members",
                   "head copies trained together and averaged (1 = the v2.7 head)", type=whole_number(1))
     config_option(train_parser, "--input-dropout", ModelConfig, "input_dropout",

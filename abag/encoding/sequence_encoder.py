@@ -6,13 +6,19 @@ limit is cut into overlapping windows; each residue is averaged over the windows
 is truncated. The model runs in the encoder's `Precision` (see `SequenceEncoder.use_precision`); pooling is
 always float32.
 
+`with_pooling("regions")` returns the same encoder (shared weights) pooling each IMGT-numbered variable domain five
+ways side by side: the whole-domain mean, then the mean over its frameworks, CDR1, CDR2 and CDR3
+(`abag.numbering.residue_regions`; a region the domain lacks, or a chain the numbering cannot read, gives zeros
+there). Its vectors are five times as wide and cached under their own key.
+
 This module knows nothing about where a model comes from (see `abag.encoding.loader` and `abag.encoding.hub_encoders`).
-It imports only `abag.encoding.batching`, `abag.errors` and `abag.policy`.
+It imports only `abag.encoding.batching`, `abag.errors`, `abag.policy` and `abag.numbering` (region pooling).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import Callable, Iterator, NamedTuple, Sequence
 
@@ -22,7 +28,13 @@ from torch import nn
 
 from abag.encoding.batching import token_budget_batches
 from abag.errors import EncoderUnavailableError
+from abag.numbering.chains import library_version
+from abag.numbering.domains import POOLED_REGIONS, residue_regions
 from abag.policy import AMINO_ACIDS, Precision, choose_precision
+
+
+POOLINGS = ("mean", "regions")
+"""How `SequenceEncoder` pools residue vectors (`ModelConfig.pooling`): the chain's mean, or region pooling."""
 
 
 @dataclass(frozen=True)
@@ -122,13 +134,29 @@ class SequenceEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.revision = revision
         self.window = WindowSpec(max_residues, window_stride or max(1, max_residues // 2))
-        self.hidden_size = int(model.config.hidden_size)
+        self.model_width = int(model.config.hidden_size)
+        self.pooling = "mean"
         self._precision = precision
         self.freeze()  # encoders load frozen; AbAgModel unfreezes the last N layers when fine-tuning
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of one chain's vector: the model's width, times 5 with region pooling."""
+        return self.model_width * (1 + len(POOLED_REGIONS) if self.pooling == "regions" else 1)
+
+    def with_pooling(self, pooling: str) -> "SequenceEncoder":
+        """This encoder (the same model weights) pooling "mean" or "regions" (see the module docstring)."""
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling == self.pooling:
+            return self
+        other = copy.copy(self)  # a shallow copy: the transformers model (and its device, precision) is shared
+        other.__dict__["pooling"] = pooling
+        return other
 
     @property
     def precision(self) -> Precision:
@@ -156,7 +184,7 @@ class SequenceEncoder(nn.Module):
         return {
             "encoder": self.name,
             "revision": self.revision,
-            "pooling": "masked_mean_residues",
+            "pooling": "masked_mean_residues" if self.pooling == "mean" else f"imgt_regions ({library_version()})",
             "window_length": self.window.length,
             "window_stride": self.window.stride,
             "trainable": self.is_trainable,
@@ -183,7 +211,7 @@ class SequenceEncoder(nn.Module):
 
     def token_lengths(self, chains: Sequence[str]) -> list[int]:
         """Tokens (residues plus special tokens) of every window the encoder runs for `chains`, in order."""
-        return [len(text) + self.tokenizer.n_special for _, _, text in self._window_pieces(chains)]
+        return [len(text) + self.tokenizer.n_special for _, _, text, _ in self._window_pieces(chains)]
 
     def forward(self, chains: Sequence[str], token_budget: int = 8192,
                 progress: Callable[[EncodedBatch], None] | None = None,
@@ -198,6 +226,7 @@ class SequenceEncoder(nn.Module):
         device = self.device
         if len(chains) == 0:
             return torch.zeros(0, self.hidden_size, device=device)
+        pools = self._pool_weights(chains)
         pieces = list(self._window_pieces(chains))
         lengths = [len(p[2]) + self.tokenizer.n_special for p in pieces]
         windows_per_chain = np.bincount([p[0] for p in pieces], minlength=len(chains))
@@ -208,7 +237,7 @@ class SequenceEncoder(nn.Module):
         with context:
             for batch in plan:
                 batch_pieces = [pieces[i] for i in batch]
-                pooled.append(self._encode_batch(batch_pieces, chains, device))
+                pooled.append(self._encode_batch(batch_pieces, chains, pools, device))
                 owners.extend(p[0] for p in batch_pieces)
                 if progress is not None:
                     progress(EncodedBatch(
@@ -219,34 +248,59 @@ class SequenceEncoder(nn.Module):
             out = out.index_add(0, torch.tensor(owners, device=device), torch.cat(pooled))
         return out if grad else out.clone()
 
-    def _window_pieces(self, chains: Sequence[str]) -> Iterator[tuple[int, np.ndarray, str]]:
-        """(chain index, per-residue weight, window text): weights are 1/coverage so overlaps average."""
+    def _pool_weights(self, chains: Sequence[str]) -> list[np.ndarray] | None:
+        """With region pooling, per chain a (pools, residues) matrix whose rows average the residues of one pool:
+        the whole chain, then its frameworks and each CDR (a pool without residues is a row of zeros); None for
+        the plain mean."""
+        if self.pooling == "mean":
+            return None
+        weights = []
+        for chain, labels in zip(chains, residue_regions(list(chains))):
+            pools = np.zeros((1 + len(POOLED_REGIONS), len(chain)))
+            pools[0] = 1.0 / max(len(chain), 1)
+            for region in range(len(POOLED_REGIONS)):
+                members = labels == region
+                if members.any():
+                    pools[1 + region, members] = 1.0 / members.sum()
+            weights.append(pools)
+        return weights
+
+    def _window_pieces(self, chains: Sequence[str]) -> Iterator[tuple[int, np.ndarray, str, int]]:
+        """(chain index, per-residue weight, window text, window start): weights are 1/coverage so overlaps
+        average."""
         for index, chain in enumerate(chains):
             if not chain:
                 raise ValueError("cannot encode an empty chain")
             spans = self.window.windows(len(chain))
             if len(spans) == 1:
-                yield index, np.ones(len(chain)), chain
+                yield index, np.ones(len(chain)), chain, 0
                 continue
             coverage = np.zeros(len(chain))
             for s, e in spans:
                 coverage[s:e] += 1
             for s, e in spans:
-                yield index, 1.0 / coverage[s:e], chain[s:e]
+                yield index, 1.0 / coverage[s:e], chain[s:e], s
 
-    def _encode_batch(self, batch_pieces: list[tuple[int, np.ndarray, str]], chains: Sequence[str],
-                      device: torch.device) -> torch.Tensor:
-        """Each window's contribution to its chain's mean: one weighted sum per row (B, hidden), float32."""
+    def _encode_batch(self, batch_pieces: list[tuple[int, np.ndarray, str, int]], chains: Sequence[str],
+                      pools: list[np.ndarray] | None, device: torch.device) -> torch.Tensor:
+        """Each window's contribution to its chain's pooled vector: weighted sums per row (B, hidden), float32."""
         texts = [p[2] for p in batch_pieces]
         ids, attention, _ = self.tokenizer.encode(texts)
-        # Per-token weight: 1/coverage/len(chain) on residue tokens, 0 on special and padding tokens.
-        weights = np.zeros(ids.shape, dtype=np.float32)
+        # Per-token weight of each pool: 1/coverage/len(chain) on residue tokens (the mean), or 1/coverage × the
+        # pool's residue weight (regions); 0 on special and padding tokens.
+        n_pools = 1 if pools is None else pools[0].shape[0]
+        weights = np.zeros((ids.shape[0], n_pools, ids.shape[1]), dtype=np.float32)
         start = len(self.tokenizer.prefix)
-        for row, (chain_index, residue_weights, text) in enumerate(batch_pieces):
-            weights[row, start:start + len(text)] = residue_weights / len(chains[chain_index])
+        for row, (chain_index, residue_weights, text, offset) in enumerate(batch_pieces):
+            if pools is None:
+                weights[row, 0, start:start + len(text)] = residue_weights / len(chains[chain_index])
+            else:
+                weights[row, :, start:start + len(text)] = (residue_weights
+                                                            * pools[chain_index][:, offset:offset + len(text)])
         hidden = self._hidden_states(ids, attention, device)
         with torch.autocast(device.type, enabled=False):  # pooling stays float32 inside a caller's autocast
-            return torch.bmm(torch.from_numpy(weights).to(device).unsqueeze(1), hidden.float()).squeeze(1)
+            pooled = torch.bmm(torch.from_numpy(weights).to(device), hidden.float())  # (B, pools, width)
+        return pooled.reshape(len(batch_pieces), -1)
 
     def _hidden_states(self, ids: torch.Tensor, attention: torch.Tensor, device: torch.device) -> torch.Tensor:
         ids = ids.to(device, non_blocking=True)

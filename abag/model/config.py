@@ -27,6 +27,10 @@ class ModelConfig:
     # Encode heavy/light chains as their variable domains (abag.encoding.features): "imgt" (cut where IMGT numbering
     # puts the domain), "motif" (cut after the framework-4 motif, the rule before numbering) or "none" (whole chains).
     trim_antibody: str = "imgt"
+    # How the antibody encoder pools residue vectors into a chain vector (abag.encoding.sequence_encoder): "mean"
+    # (the whole chain) or "regions" (the whole-domain mean beside the means over the frameworks, CDR1, CDR2 and
+    # CDR3 of the IMGT-numbered domain: five times as wide). Not the default: not yet measured on every benchmark.
+    pooling: str = "mean"
     # How antibody and antigen meet in the head: "antibody_only" (the antigen is not used, nor encoded: an
     # antibody-intrinsic affinity prior; it generalised best to unseen antigen clusters, but cannot rank antigen
     # variants against one antibody) or "interaction" (v2.7: [ab, ag, ab*ag]).
@@ -78,7 +82,7 @@ class ModelConfig:
 
 # Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
 LEGACY_FIELD_VALUES = {"trim_antibody": "none", "fusion": "interaction", "input_dropout": 0.0, "n_members": 1,
-                       "familiar_correction": "none", "wide": "none"}
+                       "familiar_correction": "none", "wide": "none", "pooling": "mean"}
 
 
 LAST_VERSION_WITH_REMOVED_OPTIONS = "2.7.0"

@@ -201,6 +201,8 @@ class AbAgModel(nn.Module):
         uses_antigen = InputSpec.from_config(config).uses_antigen
         if uses_antigen and antigen_encoder is None:
             raise ValueError(f"fusion {config.fusion!r} reads the antigen: it needs an antigen encoder")
+        # Region pooling reads the antibody chains only: the antibody side gets its own view of a shared encoder.
+        antibody_encoder = antibody_encoder.with_pooling(config.pooling)
         self.antibody_encoder = antibody_encoder
         # A head that ignores the antigen keeps no antigen encoder (None): nothing loads, moves or stores one.
         self.antigen_encoder = antigen_encoder if uses_antigen else None

@@ -7,7 +7,8 @@ May import: abag.errors, abag.policy (and the numbering library). Its modules, e
   input, IMGT positions, regions and CDRs), or the reason it could not be numbered (`NumberedChain.failure`).
 * `batch` — many chains (`number_chains`): each distinct sequence once, a per-chain cache, native threads.
 * `disk_cache` — the same cache in a folder (`NumberingDiskCache`).
-* `domains` — `variable_domains(chains, kind)`: each chain cut to its IMGT variable domain (what encoders see).
+* `domains` — `variable_domains(chains, kind)`: each chain cut to its IMGT variable domain (what encoders see);
+  `residue_regions(chains)`: each residue's framework/CDR label, for region pooling.
 * `annotate` — `annotate(heavy, light)`: each pair's domains and IMGT CDRs as table columns.
 * `onehot` — `AlignedOneHotEncoder`: VH and VL one-hot over the IMGT positions learned in training (sparse).
 
@@ -27,7 +28,13 @@ from abag.numbering.chains import (
                                    sequence_problem,
 )
 from abag.numbering.disk_cache import NumberingDiskCache
-from abag.numbering.domains import NUMBERING_MAX_CHAINS, SHARED_NUMBERING, variable_domains
+from abag.numbering.domains import (
+                                   NUMBERING_MAX_CHAINS,
+                                   POOLED_REGIONS,
+                                   SHARED_NUMBERING,
+                                   residue_regions,
+                                   variable_domains,
+)
 from abag.numbering.imgt import (
                                    CDR_NAMES,
                                    REGION_NAMES,
@@ -41,7 +48,7 @@ from abag.numbering.onehot import AlignedOneHotEncoder, OneHotFeatures
 __all__ = [
     "SPECIES", "Domain", "NumberedChain", "NumberingUnavailableError", "number_chain", "sequence_problem",
     "NumberedChains", "number_chains", "default_workers", "NumberingDiskCache",
-    "variable_domains", "SHARED_NUMBERING", "NUMBERING_MAX_CHAINS",
+    "variable_domains", "SHARED_NUMBERING", "NUMBERING_MAX_CHAINS", "POOLED_REGIONS", "residue_regions",
     "REGIONS", "REGION_NAMES", "CDR_NAMES", "region_of", "position_key", "position_label",
     "AlignedOneHotEncoder", "OneHotFeatures", "annotate", "ANNOTATION_COLUMNS",
 ]

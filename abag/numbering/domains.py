@@ -11,18 +11,32 @@ Numbered chains are kept for the life of the process in `SHARED_NUMBERING` (the 
 so a chain checked when the table is read is not numbered again when it is encoded), and on disk when a
 `NumberingDiskCache` is given.
 
-May import: abag.numbering.batch, abag.numbering.chains, abag.numbering.disk_cache.
+`residue_regions(chains)` labels each residue of a variable domain with its pooled region (`POOLED_REGIONS`:
+the frameworks together, then each CDR), for region pooling of a language model's residue vectors
+(`ModelConfig.pooling="regions"`). A domain cut by `variable_domains` is entered in the cache under its own
+sequence (its numbering shifted to start at 0), so labelling it numbers nothing again.
+
+May import: numpy, abag.numbering.batch, abag.numbering.chains, abag.numbering.disk_cache.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+
+import numpy as np
 
 from abag.numbering.batch import number_chains
 from abag.numbering.chains import NumberedChain
 from abag.numbering.disk_cache import NumberingDiskCache
 
-__all__ = ["SHARED_NUMBERING", "NUMBERING_MAX_CHAINS", "variable_domains", "domain_of_chain"]
+__all__ = ["SHARED_NUMBERING", "NUMBERING_MAX_CHAINS", "POOLED_REGIONS", "variable_domains", "domain_of_chain",
+           "residue_regions"]
+
+POOLED_REGIONS = ("FR", "CDR1", "CDR2", "CDR3")
+"""The regions `residue_regions` labels 0, 1, 2, 3: the four frameworks together, then CDR1, CDR2 and CDR3."""
+
+_POOLED_INDEX = {"FR1": 0, "FR2": 0, "FR3": 0, "FR4": 0, "CDR1": 1, "CDR2": 2, "CDR3": 3}
 
 SHARED_NUMBERING: dict[str, NumberedChain] = {}
 """Every chain numbered in this process, by sequence (about 1 kB each)."""
@@ -48,4 +62,32 @@ def variable_domains(chains: Sequence[str], kind: str, *, disk_cache: NumberingD
     wanted = [c for c in dict.fromkeys(texts) if c]
     numbered = number_chains(wanted, cache=SHARED_NUMBERING, disk_cache=disk_cache, workers=workers)
     cut = {chain.sequence: domain_of_chain(chain, kind) for chain in numbered}
+    for chain in numbered:
+        _remember_cut(chain, kind, cut[chain.sequence])
     return [cut[c] if c else c for c in texts]
+
+
+def _remember_cut(chain: NumberedChain, kind: str, domain_text: str) -> None:
+    """Enter the cut domain in the cache as its own numbered chain (so it is not numbered again)."""
+    domain = chain.domain_of(kind) if chain.ok else None
+    if domain is None or domain_text in SHARED_NUMBERING:
+        return
+    shifted = dataclasses.replace(domain, start=0, end=domain.end - domain.start)
+    SHARED_NUMBERING[domain_text] = NumberedChain(domain_text, (shifted,))
+
+
+def region_labels(chain: NumberedChain) -> np.ndarray:
+    """Each residue's index into `POOLED_REGIONS` from the chain's first domain; -1 outside it (or unnumbered)."""
+    labels = np.full(len(chain.sequence), -1, dtype=np.int8)
+    if not chain.ok:
+        return labels
+    domain = chain.domains[0]
+    if len(domain.residues) == domain.end - domain.start:  # every residue of the span numbered (the usual case)
+        labels[domain.start:domain.end] = [_POOLED_INDEX[r] for r in domain.regions()]
+    return labels
+
+
+def residue_regions(chains: Sequence[str], *, workers: int | None = None) -> list[np.ndarray]:
+    """`region_labels` of each chain (numbered once per process, `SHARED_NUMBERING`)."""
+    numbered = number_chains(list(chains), cache=SHARED_NUMBERING, workers=workers)
+    return [region_labels(chain) for chain in numbered]
