@@ -13,9 +13,9 @@ from typing import Any, Callable
 from abag.checkpoint import LOAD_HINT
 from abag.data import ChainCheck, load_pairs
 from abag.distributed import is_main_process
-from abag.errors import AbagError, CheckpointError
 from abag.encoding import default_cache_dir
 from abag.encoding.pair_embeddings import numbering_cache
+from abag.errors import AbagError, CheckpointError
 from abag.inference import load_trained_model
 from abag.numbering import NUMBERING_MAX_CHAINS
 from abag.pretrained import PRETRAINED_NAME, pretrained_path
@@ -111,11 +111,13 @@ def add_data_options(parser: argparse.ArgumentParser, skip_flag: str | None, ski
 
 
 def numbering_disk_cache(args: argparse.Namespace):
-    """The numbering cache beside the command's on-disk embedding cache; None when it has none."""
+    """The numbering cache beside the command's on-disk embedding cache (train: unless --no-embedding-cache;
+    predict and evaluate: with --embedding-cache); None without one."""
     if getattr(args, "no_embedding_cache", False):
         return None
-    folder = getattr(args, "embedding_cache", None) or (default_cache_dir() if hasattr(args, "no_embedding_cache")
-                                                        else None)
+    folder = getattr(args, "embedding_cache", None)
+    if folder is None and hasattr(args, "no_embedding_cache"):  # a command whose cache is on by default
+        folder = default_cache_dir()
     return None if folder is None else numbering_cache(folder)
 
 

@@ -21,7 +21,6 @@ import pandas as pd
 
 from abag.data.cells import SHORT_CHAIN_RESIDUES
 from abag.data.chain_checks import UNNUMBERED, ChainCheck, check_chain_columns
-from abag.numbering.domains import NUMBERING_MAX_CHAINS
 from abag.data.columns import (
     OUTPUT_COLUMNS,
     ColumnPlan,
@@ -40,6 +39,7 @@ from abag.data.report import (
     RowProblem,
 )
 from abag.data.rows import RowValues, blank_rows, column_texts, validate_rows
+from abag.numbering.domains import NUMBERING_MAX_CHAINS
 from abag.outputs import write_csv_atomic
 
 __all__ = ["prepare_pairs", "load_pairs", "write_rejected"]
@@ -130,8 +130,8 @@ def prepare_pairs(
     `check_chains`: number every antibody chain (IMGT) and reject rows whose columns do not hold the chain they
     claim (a light chain in `heavy`, swapped chains, an scFv in one cell); chains that cannot be numbered are
     kept and named in a warning. True or False, or a `ChainCheck` ("auto": only up to `NUMBERING_MAX_CHAINS`
-    distinct chains, with a warning above; a disk cache for the numbering). `df` may also be the `InputTable` a file was read into (`load_pairs`): rows are
-    then renumbered and problems located as in the file.
+    distinct chains, with a warning above; a disk cache for the numbering). `df` may also be the `InputTable` a
+    file was read into (`load_pairs`): rows are then renumbered and problems located as in the file.
     """
     if isinstance(df, InputTable):
         return _prepare_table(df, source, require_pkd, drop_invalid, replicates, binder_threshold, check_chains)
