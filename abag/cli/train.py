@@ -277,7 +277,9 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
     config_option(train_parser, "--wide", ModelConfig, "wide",
                   "kmer_ridge: pKd = clamp(wide + deep), the wide part a k-mer ridge (1-2-mers of heavy, light and "
                   "antigen, plus a heavy-chain 3-mer block) fitted on the training rows before the network, which "
-                  "learns the residual; none: the network alone", choices=WIDES)
+                  "learns the residual; ridge_choice: the same k-mer parts or a ridge on the IMGT-aligned one-hot of VH "
+                  "and VL (no antigen), whichever has the lower held-out error over 5 folds of the split's groups; "
+                  "none: the network alone", choices=WIDES)
     add("--trim-antibody", choices=TRIMS, default=None,
         help=f"encode heavy/light chains as their variable domains: imgt (the domain IMGT numbering finds), motif "
              f"(cut after the framework-4 motif, the rule before numbering) or none (whole chains, v2.7) (default: "

@@ -25,7 +25,7 @@ from abag.encoding.pair_embeddings import (
     make_caches,
     sequences_batch,
 )
-from abag.model.wide import CROSS_FIT_FOLDS, cross_fitted, fit_wide
+from abag.model.wide import CANDIDATES, CROSS_FIT_FOLDS, cross_fitted, fit_wide
 from abag.policy import Precision
 
 
@@ -63,30 +63,39 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
                  saved_weights: dict | None, log: Callable[[str], None]) -> np.ndarray | None:
     """Give `model` its wide part before training and return every row's offset (None without a wide part).
 
-    The part is fitted on the training rows (on resume: read from the checkpoint's weights, `saved_weights`).
-    Training rows get cross-fitted offsets (`abag.model.wide.cross_fitted`, folds of `groups` where the split
-    has them), so the network learns what the part misses on rows it did not see; the others, the full part's."""
+    The part is fitted on the training rows (on resume: read from the checkpoint's weights, `saved_weights`),
+    a "ridge_choice" part choosing its candidate by folds of `groups` where the split has them. Training rows get
+    cross-fitted offsets (`abag.model.wide.cross_fitted`, the same folds, the chosen candidate), so the network
+    learns what the part misses on rows it did not see; the others, the full part's."""
     if not model.has_wide:
         return None
     started = time.perf_counter()
     kind = model.config.wide
     train_frame = frame.iloc[train_rows]
+    train_groups = None if groups is None else np.asarray(groups)[train_rows]
     if saved_weights is not None:
         prefix = "head.wide."
         model.head.wide.load_state_dict({k[len(prefix):]: v for k, v in saved_weights.items() if k.startswith(prefix)})
         model.wide_part()  # ValueError when the checkpoint holds no fitted part
         source = "read from the checkpoint"
     else:
-        model.set_wide(fit_wide(train_frame, kind))
+        model.set_wide(fit_wide(train_frame, kind, train_groups))
         source = "fitted on the training rows"
-    offset = model.wide_offsets(frame)
-    offset[train_rows] = cross_fitted(train_frame, kind, None if groups is None else np.asarray(groups)[train_rows])
     part = model.wide_part()
+    offset = model.wide_offsets(frame)
+    offset[train_rows] = cross_fitted(train_frame, kind, train_groups, choice=part.choice)
     heavy = part.describe()["heavy_block"]
     block = "" if heavy is None else f"; heavy {heavy['k']}-mer block " + (
         f"alpha {heavy['alpha']:g}" if heavy["alpha"] is not None else "unused (no gain on held-out heavy chains)")
-    log(f"wide part ({kind}, {source}): {part.ridge.method}{block}; the network trains against {CROSS_FIT_FOLDS}-fold "
-        f"cross-fitted predictions ({time.perf_counter() - started:.1f}s)")
+    chosen = ""
+    if part.onehot is not None:  # "ridge_choice": which candidate, by how much
+        mine, other = part.cv_rmse[part.choice], part.cv_rmse[1 - part.choice]
+        over = "folds of the run's groups" if train_groups is not None else "random folds"
+        chosen = (f"{CANDIDATES[part.choice]} chosen (held-out RMSE {mine:.2f} against the "
+                  f"{CANDIDATES[1 - part.choice]}'s {other:.2f} over {part.cv_folds} {over}); the k-mer ridge: "
+                  if part.cv_folds else f"{CANDIDATES[0]} kept (not cross-validated: fewer than two groups): ")
+    log(f"wide part ({kind}, {source}): {chosen}{part.ridge.method}{block}; the network trains against "
+        f"{CROSS_FIT_FOLDS}-fold cross-fitted predictions ({time.perf_counter() - started:.1f}s)")
     return offset
 
 

@@ -120,6 +120,7 @@ for unfamiliar antigens (`abag.posthoc.antigen_context`: the construct's effect 
 correction."""
 
 
-WIDES = ("kmer_ridge", "none")
-"""`ModelConfig.wide` values: abag's k-mer ridge with a heavy-chain 3-mer block as the wide part (the default;
-`abag.model.wide`), or no wide part (the network alone)."""
+WIDES = ("kmer_ridge", "ridge_choice", "none")
+"""`ModelConfig.wide` values (`abag.model.wide`): abag's k-mer ridge with a heavy-chain 3-mer block as the wide part;
+the same or a ridge on the IMGT-aligned one-hot of VH and VL, whichever predicts held-out groups of the training
+rows better (`ridge_choice`); or no wide part (the network alone)."""

@@ -5,7 +5,24 @@
 `wide(x)` (`ModelConfig.wide="kmer_ridge"`) is abag's k-mer ridge (`abag.model.ridge.KmerRidgeBaseline`:
 standardised 1- and 2-mer composition of heavy, light and antigen, alpha by exact leave-one-out or GCV), plus a
 heavy-chain 3-mer block fitted to what that ridge leaves (alpha by leaving out whole heavy chains; "no block" is a
-candidate). It is fitted on the member's own training rows before the network trains, so `deep(x)`, the head over
+candidate).
+
+`wide="ridge_choice"` is one of two candidates, whichever had the lower mean squared error of out-of-fold
+predictions on the training rows with an exact pKd, over `CROSS_FIT_FOLDS` folds of the run's split groups
+(`choose`; ties, and fewer than two groups, go to the k-mer parts): (0) the k-mer parts above, exactly, or (1) a
+ridge on the IMGT-aligned one-hot of VH and VL (`OneHotRidge`: `OneHotBlock` on the centred pKd; 21 columns per
+position of a fixed grid, `abag.numbering.onehot.imgt_grid`, 7,056 in all; alpha by exact leave-one-antibody-out;
+the antigen does not enter). Why: the one-hot sees where in the domain a residue sits, as composition cannot. Alone
+it beat the k-mer ridge where that extrapolates badly across groups (SKEMPI per held-out complex, Phillips CR6261
+to more substitutions) and lost elsewhere (CR9114, and narrowly SAAINT-DB antigen clusters). Folds of the run's
+groups see the difference where the split holds out such groups (SKEMPI's complexes: the one-hot is chosen), not
+where the test extrapolates along an axis the folds do not (CR6261 keeps the k-mers) (bench/RESULTS.md). Added
+to the k-mer parts (fitted to their residual) the block was never taken: both explain the same within-set
+variance. `cross_fitted` keeps the candidate chosen on all the training rows (no choice per fold). A side that
+cannot be numbered (or is absent) adds nothing, a residue off the grid is ignored, and both are counted
+(`describe`); chains are numbered once per process (`abag.numbering.domains.SHARED_NUMBERING`).
+
+The wide part is fitted on the member's own training rows before the network trains, so `deep(x)`, the head over
 the language-model vectors (averaged over its head copies), learns the residual; the deep part's last layer
 starts at zero, so an untrained model predicts clamp(wide(x)). While the network trains, its training rows carry
 cross-fitted wide predictions (`cross_fitted`: each from a part fitted without that row's fold, folds of the run's
@@ -16,18 +33,21 @@ is the wide part's. The sum is clamped before the loss (the v2.7
 contract). A fold ensemble predicts the mean over its members of clamp(wide_k(x) + deep_k(x)), each member with
 the wide part of its own training folds. `wide="none"` is the network alone (wide = 0).
 
-The fitted part lives in the head's state dict (`WideSlot`: float64 buffers `head.wide.*`, shapes fixed by
-the kind), so every checkpoint that holds a head holds its wide part and a resumed run reads it back instead of
-refitting. Imports numpy, pandas, torch and abag's `model.ridge` and `encoding.kmers`.
+The fitted part lives in the head's state dict (`WideSlot`: buffers `head.wide.*`, float64 but for
+`INTEGER_STATE`, shapes fixed by the kind; "ridge_choice" keeps both candidates, its choice and both errors), so
+every checkpoint that holds a head holds its wide part and a resumed run reads it back instead of refitting.
+Imports numpy, pandas, scipy, torch and abag's `model.ridge`, `encoding.kmers` and `numbering` (whose library is
+imported when a one-hot block first numbers a chain).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from scipy import linalg
 from torch import nn
@@ -43,20 +63,28 @@ from abag.model.ridge import (
     ridge_to_state,
     training_rows,
 )
+from abag.numbering.batch import number_chains
+from abag.numbering.chains import NumberedChain
+from abag.numbering.domains import SHARED_NUMBERING
+from abag.numbering.onehot import AlignedOneHotEncoder
 
-__all__ = ["WIDE_SPECS", "WideSpec", "HeavyKmerBlock", "WidePart", "WideSlot", "fit_wide", "cross_fitted",
-           "CROSS_FIT_FOLDS"]
+__all__ = ["WIDE_SPECS", "WideSpec", "HeavyKmerBlock", "OneHotBlock", "OneHotTerm", "OneHotRidge", "WidePart",
+           "WideSlot", "Choice", "fit_wide", "choose", "cross_fitted", "CROSS_FIT_FOLDS", "CANDIDATES", "INTEGER_STATE",
+           "ONEHOT_ENCODER", "ONEHOT_WIDTH"]
 
 
 @dataclass(frozen=True)
 class WideSpec:
-    """What a wide kind fits: the k-mer sizes of the pair ridge and of the heavy-chain block (None: no block)."""
+    """What a wide kind fits: the k-mer sizes of the pair ridge and of the heavy-chain block (None: no block), and
+    whether the one-hot ridge is a second candidate, chosen instead of the k-mer parts when it predicts held-out
+    groups better (`choose`)."""
 
     ks: tuple[int, ...] = (1, 2)
     heavy_k: int | None = 3
+    onehot: bool = False
 
 
-WIDE_SPECS = {"kmer_ridge": WideSpec()}
+WIDE_SPECS = {"kmer_ridge": WideSpec(), "ridge_choice": WideSpec(onehot=True)}
 """The fitted kinds of `ModelConfig.wide` (besides "none")."""
 
 HEAVY_BLOCK_MAX_CHAINS = 3000
@@ -134,35 +162,438 @@ class HeavyKmerBlock:
         return cls(k, coef, float(mean @ coef), alpha, len(chains))
 
 
+# --------------------------------------------------------------------------- the aligned one-hot block
+ONEHOT_ENCODER = AlignedOneHotEncoder.on_grid()
+"""The one-hot block's columns: 21 per position of `abag.numbering.onehot.imgt_grid()`, heavy then light."""
+
+ONEHOT_WIDTH = ONEHOT_ENCODER.n_features
+"""Columns of the one-hot block (2 sides x 168 grid positions x 21 = 7,056)."""
+
+ONEHOT_BLOCK_MAX_ANTIBODIES = HEAVY_BLOCK_MAX_CHAINS
+"""The one-hot block is solved in the smaller of two exact forms: over distinct antibodies (their kernel) or over
+the columns that vary among them (their Gram). When both exceed this many (or the column form's dense rows exceed
+`ONEHOT_PRIMAL_MAX_CELLS`), it is fitted on a seeded sample of this many antibodies, as the heavy block is."""
+
+ONEHOT_PRIMAL_MAX_CELLS = 20_000_000
+"""Antibodies x varying columns up to which the column form holds its rows densely (float64: 160 MB)."""
+
+ONEHOT_BLOCK_ALPHAS = HEAVY_BLOCK_ALPHAS
+"""Penalties of the one-hot block relative to its kernel's mean diagonal; np.inf (no block) first, so it wins ties."""
+
+_PREDICT_BLOCK = 16_384  # distinct chains encoded at a time when predicting
+
+NUMBERING_WORKERS: int | None = None
+"""Threads of the numbering library for new chains (None: `number_chains`' default, every core from 64 chains)."""
+
+
+def _numbered(sequences: Sequence[str]) -> list[NumberedChain | None]:
+    """Each (upper-case) sequence numbered, from `SHARED_NUMBERING` where it can be; "" (no chain) gives None."""
+    wanted = [s for s in sequences if s]
+    chains = number_chains(wanted, cache=SHARED_NUMBERING, workers=NUMBERING_WORKERS).chains
+    found = dict(zip(wanted, chains))
+    return [found[s] if s else None for s in sequences]
+
+
+@dataclass(frozen=True)
+class _SideRows:
+    """The one-hot rows of one side's distinct chains."""
+
+    matrix: sp.csr_matrix     # (chains, ONEHOT_WIDTH), float64 zeros and ones (a zero row where `numbered` is False)
+    numbered: np.ndarray      # bool per chain: it has a domain of this side
+    unnumbered: np.ndarray    # bool per chain: a chain was given but has no domain of this side
+    off_grid: np.ndarray      # residues per chain at IMGT positions off the grid (ignored)
+
+
+def _side_rows(chains: Sequence[str], side: str) -> _SideRows:
+    numbered = _numbered(chains)
+    absent: list[NumberedChain | None] = [None] * len(numbered)
+    pair = (numbered, absent) if side == "heavy" else (absent, numbered)
+    features = ONEHOT_ENCODER.transform(*pair, dtype=np.float64)
+    missing = np.asarray(features.missing_heavy if side == "heavy" else features.missing_light, bool)
+    given = np.array([chain is not None for chain in numbered], dtype=bool)
+    return _SideRows(features.matrix, given & ~missing, missing, np.asarray(features.unseen, np.int64))
+
+
+def _distinct(chains: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
+    codes, distinct = pd.factorize(pd.Series([_clean(c) for c in chains], dtype=object), use_na_sentinel=False)
+    return np.asarray(codes, np.int64), list(distinct)
+
+
+@dataclass(frozen=True)
+class OneHotTerm:
+    """The one-hot block's term per row, and what its rows could not show."""
+
+    values: np.ndarray        # (rows,)
+    unnumbered_heavy: int     # rows whose heavy chain has no heavy domain (that side contributes nothing)
+    unnumbered_light: int     # rows with a light chain that has no light domain
+    off_grid: int             # residues of the rows' chains at positions off the grid (summed over rows)
+
+
+@dataclass(frozen=True)
+class _Side:
+    """One side's rows of the distinct antibodies, on its varying columns, and which rows have that side."""
+
+    matrix: sp.csr_matrix     # (antibodies, columns) zeros and ones
+    present: np.ndarray       # (antibodies,) 1.0 where the side was numbered, else 0.0 (its centred row is zero)
+    columns: np.ndarray       # its columns among the block's ONEHOT_WIDTH
+
+
+def _varying_columns(matrix: sp.csr_matrix, present: np.ndarray) -> np.ndarray:
+    """Columns of a 0/1 matrix that are not the same in every present row."""
+    sums = np.asarray(matrix[present > 0].sum(axis=0)).ravel()
+    return np.flatnonzero((sums > 0) & (sums < int((present > 0).sum())))
+
+
+def _loo_errors(target: np.ndarray, fitted_for: Callable[[float], np.ndarray],
+                leverage_for: Callable[[float], np.ndarray], alphas: Sequence[float],
+                mean_leverage: np.ndarray) -> list[float]:
+    """Sum of squared exact leave-one-out residuals per alpha (np.inf: no block, the mean alone).
+
+    The target is centred on its (weighted) mean, which leaving a row out moves too: each row's leverage is the
+    block's plus the mean's (`mean_leverage`, its weight over the total; the block's columns are centred on the
+    same mean, so the two add exactly). Without it, a block that nearly interpolates its rows (more columns than
+    antibodies, a small penalty) looked better than no block on pure noise."""
+    errors = []
+    for alpha in alphas:
+        fitted, leverage = (0.0, 0.0) if np.isinf(alpha) else (fitted_for(alpha), leverage_for(alpha))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loo = (target - fitted) / (1.0 - mean_leverage - leverage)
+        errors.append(float(loo @ loo) if np.all(np.isfinite(loo)) else np.inf)
+    return errors
+
+
+@dataclass(frozen=True)
+class _Solve:
+    """One exact form of the weighted ridge: for a penalty, the fitted targets, the leverages and each side's
+    coefficients; `scale`: the centred kernel's mean diagonal (penalties are relative to it)."""
+
+    fitted: Callable[[float], np.ndarray]
+    leverage: Callable[[float], np.ndarray]
+    coefs: Callable[[float], list[np.ndarray]]
+    scale: float
+
+
+def _dual_solve(sides: Sequence[_Side], centres: list[np.ndarray], root: np.ndarray, target: np.ndarray) -> _Solve:
+    """Over the antibodies: eigendecomposition of their n x n kernel (integer, exact in float32; centred in
+    float64), coefficients back through the rows."""
+    n = len(root)
+    kernel = np.zeros((n, n))
+    for side, centre in zip(sides, centres):
+        dense = side.matrix.toarray().astype(np.float32)
+        part = (dense @ dense.T).astype(np.float64)
+        del dense
+        projected = np.asarray(side.matrix @ centre).ravel()
+        part += centre @ centre - projected[:, None] - projected[None, :]
+        part *= np.outer(side.present, side.present)
+        kernel += part
+    kernel *= np.outer(root, root)
+    values, vectors = linalg.eigh(kernel)
+    values = np.maximum(values, 0.0)
+    projected_target, squares = vectors.T @ target, vectors**2
+
+    def coefs(penalty: float) -> list[np.ndarray]:
+        dual = root * (vectors @ (projected_target / (values + penalty)))
+        return [np.asarray(side.matrix.T @ (dual * side.present)).ravel() - centre * (dual * side.present).sum()
+                for side, centre in zip(sides, centres)]
+
+    return _Solve(lambda penalty: vectors @ (values / (values + penalty) * projected_target),
+                  lambda penalty: squares @ (values / (values + penalty)), coefs,
+                  max(float(np.trace(kernel)) / n, np.finfo(float).tiny))
+
+
+def _primal_solve(sides: Sequence[_Side], centres: list[np.ndarray], root: np.ndarray, target: np.ndarray) -> _Solve:
+    """Over the columns: eigendecomposition of the p x p Gram of the centred, weighted rows (held densely)."""
+    rows = np.hstack([(side.matrix.toarray() - centre) * side.present[:, None] for side, centre in zip(sides, centres)])
+    rows *= root[:, None]
+    gram = rows.T @ rows
+    values, vectors = linalg.eigh(gram)
+    values = np.maximum(values, 0.0)
+    rotated = rows @ vectors
+    del rows
+    projected_target, squares = rotated.T @ target, rotated**2
+    edges = np.cumsum([0] + [len(s.columns) for s in sides])
+
+    def coefs(penalty: float) -> list[np.ndarray]:
+        coef = vectors @ (projected_target / (values + penalty))
+        return [coef[lo:hi] for lo, hi in zip(edges[:-1], edges[1:])]
+
+    return _Solve(lambda penalty: rotated @ (projected_target / (values + penalty)),
+                  lambda penalty: squares @ (1.0 / (values + penalty)), coefs,
+                  max(float(np.trace(gram)) / len(root), np.finfo(float).tiny))
+
+
+def _weighted_ridge(sides: Sequence[_Side], counts: np.ndarray, means: np.ndarray, form: str | None = None,
+                    alphas: Sequence[float] = ONEHOT_BLOCK_ALPHAS) -> tuple[list[np.ndarray], list[float], float]:
+    """A ridge of `means` on the antibodies' rows (each weighing `counts`), each side's columns centred on the
+    weighted mean of the antibodies that have that side (an antibody without it: a zero centred row there), alpha
+    relative to the centred kernel's mean diagonal by exact leave-one-antibody-out error.
+
+    Solved over the antibodies (`form="dual"`: their n x n kernel) or over the columns ("primal": the p x p
+    Gram), whichever is smaller unless `form` says; both give the same fit. Returns each side's coefficients, each
+    side's centring (its weighted mean term) and alpha (coefficients zero for inf)."""
+    n, p = len(counts), sum(len(s.columns) for s in sides)
+    root = np.sqrt(counts)
+    target = root * means
+    centres = []
+    for side in sides:
+        weights = counts * side.present
+        centres.append(np.asarray(weights @ side.matrix).ravel() / max(weights.sum(), np.finfo(float).tiny))
+    with _one_blas_thread():
+        solve = (_dual_solve if (form or ("dual" if n <= p else "primal")) == "dual" else _primal_solve)(
+            sides, centres, root, target)
+        errors = _loo_errors(target, lambda a: solve.fitted(a * solve.scale),
+                             lambda a: solve.leverage(a * solve.scale), alphas, counts / counts.sum())
+        alpha = float(alphas[int(np.argmin(errors))])
+        if np.isinf(alpha):
+            return [np.zeros(len(s.columns)) for s in sides], [0.0] * len(sides), alpha
+        coefs = solve.coefs(alpha * solve.scale)
+    return coefs, [float(c @ w) for c, w in zip(centres, coefs)], alpha
+
+
+@dataclass(frozen=True)
+class OneHotBlock:
+    """A ridge on the IMGT-aligned one-hot of VH and VL (fixed grid), fitted to a centred target.
+
+    Its term is the sum over the two sides of (the side's one-hot row @ coef - the side's `shift`); a side with no
+    numbered domain (a chain that cannot be numbered, or no light chain) contributes nothing, so an antibody
+    with neither side numbered gets no term at all."""
+
+    coef: np.ndarray          # (ONEHOT_WIDTH,) weight of each grid position's residue (or gap), heavy then light
+    shift: tuple[float, float]  # heavy's and light's training mean term (subtracted: each side is centred)
+    alpha: float              # relative penalty chosen (np.inf: no block)
+    antibodies: int           # distinct heavy+light pairs it was fitted on
+    unnumbered: tuple[int, int] = (0, 0)  # distinct training heavy / light chains with no domain of their side
+    off_grid: int = 0         # residues of the distinct training chains at positions off the grid (ignored)
+
+    def _side_terms(self, chains: Sequence[str], side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(term, unnumbered, residues off the grid) per distinct chain of one side, by blocks of chains (the
+        sparse rows of a block at a time: a few tens of MB)."""
+        shift = self.shift[0 if side == "heavy" else 1]
+        terms, unnumbered, off_grid = np.zeros(len(chains)), np.zeros(len(chains), bool), np.zeros(len(chains), int)
+        for start in range(0, len(chains), _PREDICT_BLOCK):
+            block = slice(start, start + _PREDICT_BLOCK)
+            rows = _side_rows(chains[block], side)
+            terms[block] = np.where(rows.numbered, np.asarray(rows.matrix @ self.coef) - shift, 0.0)
+            unnumbered[block], off_grid[block] = rows.unnumbered, rows.off_grid
+        return terms, unnumbered, off_grid
+
+    def evaluate(self, heavy: Sequence[Any], light: Sequence[Any]) -> OneHotTerm:
+        """The block's term per row and its counts (each distinct chain numbered and encoded once; sparse rows
+        times the coefficients, never a dense row matrix)."""
+        if len(heavy) != len(light):
+            raise ValueError(f"{len(heavy)} heavy chains but {len(light)} light chains")
+        heavy_codes, heavy_chains = _distinct(heavy)
+        light_codes, light_chains = _distinct(light)
+        heavy_terms, heavy_unnumbered, heavy_off = self._side_terms(heavy_chains, "heavy")
+        light_terms, light_unnumbered, light_off = self._side_terms(light_chains, "light")
+        return OneHotTerm(heavy_terms[heavy_codes] + light_terms[light_codes],
+                          int(heavy_unnumbered[heavy_codes].sum()), int(light_unnumbered[light_codes].sum()),
+                          int(heavy_off[heavy_codes].sum() + light_off[light_codes].sum()))
+
+    def predict(self, heavy: Sequence[Any], light: Sequence[Any]) -> np.ndarray:
+        """The block's term per row (zeros, without numbering, when there is no block)."""
+        if len(heavy) != len(light):
+            raise ValueError(f"{len(heavy)} heavy chains but {len(light)} light chains")
+        if not np.any(self.coef):
+            return np.zeros(len(heavy))
+        return self.evaluate(heavy, light).values
+
+    @classmethod
+    def fit(cls, heavy: Sequence[Any], light: Sequence[Any], residual: np.ndarray,
+            max_antibodies: int = ONEHOT_BLOCK_MAX_ANTIBODIES, form: str | None = None) -> "OneHotBlock":
+        """Weighted ridge over distinct antibodies (rows sharing VH and VL count by their number); alpha by exact
+        leave-one-antibody-out error. `form` ("dual" or "primal") forces one solve (tests: they agree)."""
+        if not len(heavy) == len(light) == len(residual):
+            raise ValueError(f"{len(heavy)} heavy chains, {len(light)} light chains, {len(residual)} residuals")
+        if not len(heavy):
+            return cls(np.zeros(ONEHOT_WIDTH), (0.0, 0.0), np.inf, 0)
+        heavy_codes, heavy_chains = _distinct(heavy)
+        light_codes, light_chains = _distinct(light)
+        pair_codes, pairs = pd.factorize(heavy_codes * len(light_chains) + light_codes)
+        pairs = np.asarray(pairs, np.int64)
+        counts = np.bincount(pair_codes, minlength=len(pairs)).astype(float)
+        means = np.bincount(pair_codes, weights=np.asarray(residual, float), minlength=len(pairs)) / counts
+        vh, vl = _side_rows(heavy_chains, "heavy"), _side_rows(light_chains, "light")
+        unnumbered = (int(vh.unnumbered.sum()), int(vl.unnumbered.sum()))
+        off_grid = int(vh.off_grid.sum() + vl.off_grid.sum())
+        on_heavy, on_light = pairs // len(light_chains), pairs % len(light_chains)
+        rows = [(vh.matrix[on_heavy], vh.numbered[on_heavy].astype(float)),
+                (vl.matrix[on_light], vl.numbered[on_light].astype(float))]
+        n = len(pairs)
+
+        def sides(keep: np.ndarray | slice = slice(None)) -> list[_Side]:
+            out = []
+            for matrix, present in rows:  # each side's rows hold only its own columns of the block
+                matrix, present = matrix[keep], present[keep]
+                varying = _varying_columns(matrix, present)
+                out.append(_Side(matrix[:, varying].tocsr(), present, varying))
+            return out
+
+        chosen = sides()
+        p = sum(len(s.columns) for s in chosen)
+        if n > max_antibodies and (p > max_antibodies or (n > p and n * p > ONEHOT_PRIMAL_MAX_CELLS)):
+            names = np.array([f"{heavy_chains[a]}/{light_chains[b]}" for a, b in zip(on_heavy, on_light)], dtype=str)
+            order = np.argsort(names, kind="stable")  # a fixed sample, in name order: the row order does not matter
+            keep = order[np.sort(np.random.default_rng(0).permutation(n)[:max_antibodies])]
+            chosen, counts, means, n = sides(keep), counts[keep], means[keep], len(keep)
+        empty = cls(np.zeros(ONEHOT_WIDTH), (0.0, 0.0), np.inf, n, unnumbered, off_grid)
+        if n < 3 or not any(len(s.columns) for s in chosen):
+            return empty
+        coefs, shifts, alpha = _weighted_ridge(chosen, counts, means, form)
+        if np.isinf(alpha):
+            return empty
+        full = np.zeros(ONEHOT_WIDTH)
+        for side, coef in zip(chosen, coefs):
+            full[side.columns] = coef
+        return cls(full, (shifts[0], shifts[1]), alpha, n, unnumbered, off_grid)
+
+
 # --------------------------------------------------------------------------- the wide part
+CANDIDATES = ("k-mer ridge", "one-hot ridge")
+"""The candidates of "ridge_choice", by `WidePart.choice`: 0, the k-mer parts ("kmer_ridge"'s); 1, `OneHotRidge`."""
+
+INTEGER_STATE = ("choice", "cv_folds")
+"""`to_state` tensors held as int64 (the others are float64)."""
+
+
+CROSS_FIT_FOLDS = 5
+"""Folds of the training rows for the cross-fitted wide predictions the network trains against, and for the
+choice of a "ridge_choice" part."""
+
+
+def cross_fit_folds(n: int, groups: np.ndarray | None, folds: int = CROSS_FIT_FOLDS, seed: int = 0) -> np.ndarray:
+    """Fold (0..K-1) of each of `n` rows: whole groups dealt to folds when `groups` are given (and there are at
+    least two), else single rows; seeded, so a resumed run deals the same folds."""
+    rng = np.random.default_rng(seed)
+    if groups is not None:
+        codes, distinct = pd.factorize(pd.Series(np.asarray(groups).astype(str)))
+        if len(distinct) >= 2:
+            order = rng.permutation(len(distinct))
+            fold_of_group = np.empty(len(distinct), dtype=np.int64)
+            fold_of_group[order] = np.arange(len(distinct)) % min(folds, len(distinct))
+            return fold_of_group[codes]
+    fold = np.empty(n, dtype=np.int64)
+    fold[rng.permutation(n)] = np.arange(n) % max(1, min(folds, n))
+    return fold
+
+
+def _kmer_parts(rows: pd.DataFrame, spec: WideSpec) -> tuple[KmerRidgeBaseline, HeavyKmerBlock | None]:
+    """The pair k-mer ridge and the heavy block on its in-sample residual, fitted on `rows` (usable rows only)."""
+    ridge = KmerRidgeBaseline(ks=spec.ks).fit(rows)
+    heavy = None
+    if spec.heavy_k is not None:
+        residual = _targets(rows) - ridge.predict(rows)
+        heavy = HeavyKmerBlock.fit(rows["heavy"].tolist(), residual, spec.heavy_k)
+    return ridge, heavy
+
+
+def _kmer_predict(ridge: KmerRidgeBaseline, heavy: HeavyKmerBlock | None, frame: pd.DataFrame) -> np.ndarray:
+    out = ridge.predict(frame)
+    if heavy is not None:
+        out = out + heavy.predict(frame["heavy"].tolist())
+    return out
+
+
+@dataclass(frozen=True)
+class OneHotRidge:
+    """Candidate 1 of "ridge_choice": the training rows' mean pKd plus the one-hot block fitted to the pKd minus
+    that mean (the antigen does not enter)."""
+
+    mean: float
+    block: OneHotBlock
+
+    @classmethod
+    def fit(cls, rows: pd.DataFrame) -> "OneHotRidge":
+        """Fit on `rows` (usable rows only)."""
+        target = _targets(rows)
+        mean = float(target.mean())
+        return cls(mean, OneHotBlock.fit(rows["heavy"].tolist(), _light(rows), target - mean))
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.mean + self.block.predict(frame["heavy"].tolist(), _light(frame))
+
+
+def _candidate(rows: pd.DataFrame, spec: WideSpec, choice: int) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Candidate `choice` (`CANDIDATES`) fitted on `rows` (usable rows only), as its predict function."""
+    if choice == 0:
+        ridge, heavy = _kmer_parts(rows, spec)
+        return lambda frame: _kmer_predict(ridge, heavy, frame)
+    return OneHotRidge.fit(rows).predict
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which candidate predicted held-out rows better (`choose`)."""
+
+    choice: int                       # index into CANDIDATES
+    rmse: tuple[float, float]         # each candidate's held-out RMSE (nan: not cross-validated)
+    folds: int                        # folds scored (0: fewer than two groups or folds, the k-mer parts kept)
+
+
+def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
+           folds: int = CROSS_FIT_FOLDS) -> Choice:
+    """The candidate of `kind` ("ridge_choice") with the lower mean squared error of out-of-fold predictions on
+    `frame`'s rows with an exact pKd, over `cross_fit_folds(len(frame), groups, folds)` (the folds `cross_fitted`
+    deals); each candidate is fitted on a fold's complement (its usable rows), a fold whose complement has none is
+    not scored. The k-mer parts (0) win ties, and are kept without cross-validation when `groups` has fewer than
+    two distinct values or no fold can be scored."""
+    spec = _spec(kind)
+    frame = frame.reset_index(drop=True)
+    if groups is not None and len(groups) != len(frame):
+        raise ValueError(f"{len(frame)} rows but {len(groups)} groups")
+    kept = Choice(0, (np.nan, np.nan), 0)
+    if not spec.onehot or (groups is not None and len(pd.unique(np.asarray(groups).astype(str))) < 2):
+        return kept
+    usable = np.zeros(len(frame), bool)
+    usable[training_rows(frame).index] = True
+    target = _targets(frame)
+    fold = cross_fit_folds(len(frame), groups, folds)
+    errors: list[list[np.ndarray]] = [[], []]
+    for k in np.unique(fold[usable]):
+        held_out, scored = fold == k, usable & (fold == k)
+        if not usable[~held_out].any():
+            continue
+        rows = frame.loc[~held_out & usable]
+        for choice in (0, 1):
+            errors[choice].append(_candidate(rows, spec, choice)(frame.loc[scored]) - target[scored])
+    if not errors[0]:
+        return kept
+    rmse = tuple(float(np.sqrt(np.mean(np.concatenate(e) ** 2))) for e in errors)
+    return Choice(int(rmse[1] < rmse[0]), (rmse[0], rmse[1]), len(errors[0]))
+
+
 @dataclass
 class WidePart:
-    """A fitted wide part: the pair k-mer ridge and (optionally) the heavy-chain block on its residual."""
+    """A fitted wide part: the pair k-mer ridge and (optionally) the heavy-chain block on its residual; for
+    "ridge_choice" also the one-hot ridge, and which of the two predicts (`choice`, `CANDIDATES`)."""
 
     kind: str
     ridge: KmerRidgeBaseline
     heavy: HeavyKmerBlock | None = None
+    onehot: OneHotRidge | None = None
+    choice: int = 0
+    cv_rmse: tuple[float, float] = (np.nan, np.nan)  # each candidate's held-out RMSE (`choose`)
+    cv_folds: int = 0                                 # folds that scored them (0: not cross-validated)
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, kind: str = "kmer_ridge") -> "WidePart":
-        """Fit on `frame`'s rows with a finite, uncensored pKd; ValueError when there are none."""
+    def fit(cls, frame: pd.DataFrame, kind: str = "kmer_ridge", groups: np.ndarray | None = None) -> "WidePart":
+        """Fit on `frame`'s rows with a finite, uncensored pKd; ValueError when there are none. `groups` (one per
+        row of `frame`; None: random folds): the run's split groups, whose folds choose the candidate."""
         spec = _spec(kind)
         rows = training_rows(frame)
-        ridge = KmerRidgeBaseline(ks=spec.ks).fit(rows)
-        heavy = None
-        if spec.heavy_k is not None:
-            residual = _targets(rows) - ridge.predict(rows)
-            heavy = HeavyKmerBlock.fit(rows["heavy"].tolist(), residual, spec.heavy_k)
-        return cls(kind, ridge, heavy)
+        ridge, heavy = _kmer_parts(rows, spec)
+        if not spec.onehot:
+            return cls(kind, ridge, heavy)
+        chosen = choose(frame, kind, groups)
+        return cls(kind, ridge, heavy, OneHotRidge.fit(rows), chosen.choice, chosen.rmse, chosen.folds)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """wide(x) per row of `frame` (float64, not clamped)."""
         if len(frame) == 0:
             return np.zeros(0)
-        out = self.ridge.predict(frame)
-        if self.heavy is not None:
-            out = out + self.heavy.predict(frame["heavy"].tolist())
-        return out
+        if self.choice == 1:
+            return self.onehot.predict(frame)
+        return _kmer_predict(self.ridge, self.heavy, frame)
 
     def describe(self) -> dict[str, Any]:
         """metrics.json's `wide` entry."""
@@ -170,10 +601,25 @@ class WidePart:
             "k": self.heavy.k, "fitted_chains": self.heavy.chains,
             "alpha": None if np.isinf(self.heavy.alpha) else self.heavy.alpha,
             "selection": "leave-one-heavy-chain-out; none = no block (it did not predict held-out chains better)"}
-        return {"kind": self.kind, "ridge": self.ridge.method, "heavy_block": heavy}
+        described = {"kind": self.kind, "ridge": self.ridge.method, "heavy_block": heavy}
+        if self.onehot is not None:
+            block = self.onehot.block
+            described["onehot_block"] = {
+                "columns": ONEHOT_WIDTH, "mean": self.onehot.mean, "fitted_antibodies": block.antibodies,
+                "alpha": None if np.isinf(block.alpha) else block.alpha,
+                "unnumbered_heavy_chains": block.unnumbered[0], "unnumbered_light_chains": block.unnumbered[1],
+                "residues_off_grid": block.off_grid,
+                "selection": "leave-one-antibody-out (distinct VH+VL); none = no block (the training mean)"}
+            described["choice"] = {
+                "chosen": CANDIDATES[self.choice], "folds": self.cv_folds,
+                "held_out_rmse": {name: None if np.isnan(e) else e for name, e in zip(CANDIDATES, self.cv_rmse)},
+                "selection": f"mean squared error of out-of-fold predictions over up to {CROSS_FIT_FOLDS} folds of "
+                             "the run's split groups (random folds without them); the k-mer ridge wins ties and "
+                             "when there are fewer than two groups"}
+        return described
 
     def to_state(self) -> dict[str, torch.Tensor]:
-        """Plain float64 tensors (the `WideSlot` buffers); `from_state` inverts it."""
+        """Plain float64 tensors, int64 for `INTEGER_STATE` (the `WideSlot` buffers); `from_state` inverts it."""
         ridge = ridge_to_state(self.ridge)
         state = {"fitted": torch.tensor(1.0, dtype=torch.float64),
                  **{f"ridge_{key}": torch.tensor(ridge[key], dtype=torch.float64)
@@ -186,6 +632,20 @@ class WidePart:
                           "heavy_shift": torch.tensor(self.heavy.shift, dtype=torch.float64),
                           "heavy_alpha": torch.tensor(alpha, dtype=torch.float64),
                           "heavy_chains": torch.tensor(float(self.heavy.chains), dtype=torch.float64)})
+        if self.onehot is not None:
+            block = self.onehot.block
+            state.update({"onehot_coef": torch.from_numpy(np.asarray(block.coef, np.float64).copy()),
+                          "onehot_shift": torch.tensor(list(block.shift), dtype=torch.float64),
+                          "onehot_mean": torch.tensor(self.onehot.mean, dtype=torch.float64),
+                          "onehot_alpha": torch.tensor(-1.0 if np.isinf(block.alpha) else block.alpha,
+                                                       dtype=torch.float64),
+                          "onehot_antibodies": torch.tensor(float(block.antibodies), dtype=torch.float64),
+                          "onehot_unnumbered": torch.tensor([float(c) for c in block.unnumbered],
+                                                            dtype=torch.float64),
+                          "onehot_off_grid": torch.tensor(float(block.off_grid), dtype=torch.float64),
+                          "choice": torch.tensor(self.choice, dtype=torch.int64),
+                          "cv_rmse": torch.tensor(list(self.cv_rmse), dtype=torch.float64),
+                          "cv_folds": torch.tensor(self.cv_folds, dtype=torch.int64)})
         return state
 
     @classmethod
@@ -214,7 +674,25 @@ class WidePart:
                                        int(state["heavy_chains"]))
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"the wide part's heavy block is unusable: {exc}") from None
-        return cls(kind, ridge, heavy)
+        if not spec.onehot:
+            return cls(kind, ridge, heavy)
+        try:
+            alpha = float(state["onehot_alpha"])
+            coef = state["onehot_coef"].detach().cpu().numpy().astype(float)
+            if coef.shape != (ONEHOT_WIDTH,):
+                raise ValueError(f"{coef.shape[0] if coef.ndim else 0} coefficients, not {ONEHOT_WIDTH}")
+            unnumbered = state["onehot_unnumbered"].detach().cpu().numpy().astype(int).tolist()
+            shift = state["onehot_shift"].detach().cpu().numpy().astype(float).tolist()
+            block = OneHotBlock(coef, (shift[0], shift[1]), np.inf if alpha < 0 else alpha,
+                                int(state["onehot_antibodies"]), (unnumbered[0], unnumbered[1]),
+                                int(state["onehot_off_grid"]))
+            onehot = OneHotRidge(float(state["onehot_mean"]), block)
+            choice, rmse = int(state["choice"]), state["cv_rmse"].detach().cpu().numpy().astype(float).tolist()
+            if choice not in (0, 1):
+                raise ValueError(f"choice {choice} is not a candidate (0 or 1)")
+            return cls(kind, ridge, heavy, onehot, choice, (rmse[0], rmse[1]), int(state["cv_folds"]))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"the wide part's one-hot ridge or choice is unusable: {exc}") from None
 
 
 def state_shapes(kind: str) -> dict[str, tuple[int, ...]]:
@@ -225,7 +703,16 @@ def state_shapes(kind: str) -> dict[str, tuple[int, ...]]:
               "ridge_intercept": (), "ridge_alpha": (), "ridge_rows": (), "ridge_distinct_chains": (len(CHAINS),)}
     if spec.heavy_k is not None:
         shapes.update({"heavy_coef": (20**spec.heavy_k,), "heavy_shift": (), "heavy_alpha": (), "heavy_chains": ()})
+    if spec.onehot:
+        shapes.update({"onehot_coef": (ONEHOT_WIDTH,), "onehot_shift": (2,), "onehot_mean": (), "onehot_alpha": (),
+                       "onehot_antibodies": (), "onehot_unnumbered": (2,), "onehot_off_grid": (), "choice": (),
+                       "cv_rmse": (2,), "cv_folds": ()})
     return shapes
+
+
+def _light(frame: pd.DataFrame) -> list[Any]:
+    """The light column as a list ("" for every row of a table without one)."""
+    return frame["light"].tolist() if "light" in frame else [""] * len(frame)
 
 
 def _spec(kind: str) -> WideSpec:
@@ -234,10 +721,10 @@ def _spec(kind: str) -> WideSpec:
     return WIDE_SPECS[kind]
 
 
-def fit_wide(frame: pd.DataFrame, kind: str) -> WidePart:
-    """`WidePart.fit` with a message that says what to do when no training row has a usable pKd."""
+def _usable_rows(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """`training_rows` with a message that says what to do when no row has a usable pKd."""
     try:
-        return WidePart.fit(frame, kind)
+        return training_rows(frame)
     except ValueError as exc:
         if "no training rows" in str(exc):
             raise ValueError(f"the wide part ({kind}) needs training rows with a measured, uncensored pKd, and "
@@ -245,48 +732,42 @@ def fit_wide(frame: pd.DataFrame, kind: str) -> WidePart:
         raise
 
 
-CROSS_FIT_FOLDS = 5
-"""Folds of the training rows for the cross-fitted wide predictions the network trains against."""
-
-
-def cross_fit_folds(n: int, groups: np.ndarray | None, folds: int = CROSS_FIT_FOLDS, seed: int = 0) -> np.ndarray:
-    """Fold (0..K-1) of each of `n` rows: whole groups dealt to folds when `groups` are given (and there are at
-    least two), else single rows; seeded, so a resumed run deals the same folds."""
-    rng = np.random.default_rng(seed)
-    if groups is not None:
-        codes, distinct = pd.factorize(pd.Series(np.asarray(groups).astype(str)))
-        if len(distinct) >= 2:
-            order = rng.permutation(len(distinct))
-            fold_of_group = np.empty(len(distinct), dtype=np.int64)
-            fold_of_group[order] = np.arange(len(distinct)) % min(folds, len(distinct))
-            return fold_of_group[codes]
-    fold = np.empty(n, dtype=np.int64)
-    fold[rng.permutation(n)] = np.arange(n) % max(1, min(folds, n))
-    return fold
+def fit_wide(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None) -> WidePart:
+    """`WidePart.fit` with a message that says what to do when no training row has a usable pKd."""
+    _usable_rows(frame, kind)
+    return WidePart.fit(frame, kind, groups)
 
 
 def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
-                 folds: int = CROSS_FIT_FOLDS) -> np.ndarray:
+                 folds: int = CROSS_FIT_FOLDS, *, choice: int | None = None) -> np.ndarray:
     """wide(x) for every row of `frame` from a part fitted on the other folds' rows (`cross_fit_folds`); a fold
-    whose complement has no usable row gets the part fitted on all rows."""
+    whose complement has no usable row gets the part fitted on all rows. For "ridge_choice" each fold fits only
+    the candidate `choice` (`WidePart.choice` of the part fitted on all of `frame`; None: `choose` it once here),
+    never choosing again inside a fold."""
+    spec = _spec(kind)
     frame = frame.reset_index(drop=True)
+    if not spec.onehot:
+        choice = 0
+    elif choice is None:
+        choice = choose(frame, kind, groups, folds).choice
     fold = cross_fit_folds(len(frame), groups, folds)
     out = np.empty(len(frame))
     full = None
     for k in np.unique(fold):
         held_out = fold == k
         try:
-            part = WidePart.fit(frame.loc[~held_out], kind)
-        except ValueError:  # no uncensored row outside this fold
+            predict = _candidate(training_rows(frame.loc[~held_out]), spec, choice)
+        except ValueError:  # no uncensored row outside this fold: the candidate fitted on all rows
             if full is None:
-                full = fit_wide(frame, kind)
-            part = full
-        out[held_out] = part.predict(frame.loc[held_out])
+                full = _candidate(_usable_rows(frame, kind), spec, choice)
+            predict = full
+        out[held_out] = predict(frame.loc[held_out])
     return out
 
 
 class WideSlot(nn.Module):
-    """Where a head keeps its fitted wide part: float64 buffers (`WidePart.to_state`), zero until `store`.
+    """Where a head keeps its fitted wide part: buffers (`WidePart.to_state`; float64, int64 for
+    `INTEGER_STATE`), zero until `store`.
 
     Buffers, not a separate checkpoint entry: whatever saves, copies or loads a head's weights (best.pt,
     last.pt and resume, the fold ensemble's per-member heads) carries its wide part with them.
@@ -296,7 +777,8 @@ class WideSlot(nn.Module):
         super().__init__()
         self.kind = kind
         for name, shape in state_shapes(kind).items():
-            self.register_buffer(name, torch.zeros(shape, dtype=torch.float64))
+            dtype = torch.int64 if name in INTEGER_STATE else torch.float64
+            self.register_buffer(name, torch.zeros(shape, dtype=dtype))
         self._cached: WidePart | None = None
 
     @property

@@ -6,17 +6,22 @@ pair a fixed-width row: at each learned position, a 1 in the column of the resid
 when the domain has no residue at that position. Because insertion codes absorb loop-length differences, two
 variants whose HCDR3 differ in length get rows that agree everywhere outside the HCDR3 block.
 
+`AlignedOneHotEncoder.on_grid()` instead uses a fixed grid of positions (`imgt_grid`: IMGT 1–128 and the CDR
+insertion codes that occur in practice), so its width does not depend on the data: what a model that keeps its
+coefficients in fixed-shape buffers needs (`abag.model.wide`).
+
 Rules: a chain that is absent (None, e.g. no light chain) or has no domain of that side contributes zeros (and is
 counted in `missing_heavy` / `missing_light` when a chain was given); a residue at a position never seen in
 training is ignored and counted in `unseen`; an X residue sets no column. Rows are a `scipy.sparse` CSR matrix
 with one stored value per learned position and chain (`dtype=np.uint8` stores a quarter of float32's values).
+On a fixed grid, a residue at a position off the grid is likewise ignored and counted in `unseen`.
 
 May import: numpy, scipy, abag.policy, abag.numbering.chains, abag.numbering.imgt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,13 +31,29 @@ from abag.numbering.chains import Domain, NumberedChain
 from abag.numbering.imgt import position_key, position_label, region_of
 from abag.policy import AMINO_ACIDS, RESIDUE_CODE, UNKNOWN_RESIDUE
 
-__all__ = ["AlignedOneHotEncoder", "OneHotFeatures", "ALPHABET", "SIDES"]
+__all__ = ["AlignedOneHotEncoder", "OneHotFeatures", "ALPHABET", "SIDES", "GRID_INSERTIONS", "imgt_grid"]
 
 ALPHABET = AMINO_ACIDS + "-"  # 21 columns per position; the last one is the gap
 SIDES = ("heavy", "light")
 _WIDTH = len(ALPHABET)
 _GAP = len(AMINO_ACIDS)
 _UNKNOWN = -1  # an X (or any non-standard residue): no column
+
+
+GRID_INSERTIONS: dict[int, int] = {32: 5, 33: 5, 60: 5, 61: 5, 111: 10, 112: 10}
+"""Insertion codes of the fixed grid (`imgt_grid`): at each IMGT number, how many (A, B, …). CDR1 and CDR2 grow at
+32/33 and 60/61, CDR3 at 111/112. In the 1,286 numbered distinct chains of saaintdb_dev, every CDR1/CDR2
+insertion stays within B and every CDR3 insertion within G but one chain's (an HCDR3 that runs to Y); framework
+insertions (H4A, H23A, H67A–C, H122A, L45A) occur in a handful of chains and are left out."""
+
+
+def imgt_grid(insertions: Mapping[int, int] = GRID_INSERTIONS) -> list[tuple[int, str]]:
+    """IMGT positions 1–128 and, at each number of `insertions`, that many insertion codes, in IMGT order."""
+    if any(not 1 <= number <= 128 or not 0 <= count <= 26 for number, count in insertions.items()):
+        raise ValueError(f"insertions must map IMGT numbers 1-128 to 0-26 codes, got {dict(insertions)!r}")
+    keys = [(number, "") for number in range(1, 129)]
+    keys += [(number, chr(ord("A") + i)) for number, count in insertions.items() for i in range(count)]
+    return sorted(keys, key=lambda k: position_key(*k))
 
 
 @dataclass
@@ -68,6 +89,17 @@ class AlignedOneHotEncoder:
 
     def __init__(self) -> None:
         self.positions_: dict[str, list[tuple[int, str]]] = {}
+
+    @classmethod
+    def on_grid(cls, heavy: Sequence[tuple[int, str]] | None = None,
+                light: Sequence[tuple[int, str]] | None = None) -> AlignedOneHotEncoder:
+        """An encoder on fixed positions (default `imgt_grid()` for each side), ready to `transform` without `fit`:
+        its columns depend on the grid alone. Residues at positions off the grid are ignored and counted."""
+        encoder = cls()
+        for side, keys in zip(SIDES, (heavy, light)):
+            keys = imgt_grid() if keys is None else list(dict.fromkeys((int(n), str(c)) for n, c in keys))
+            encoder.positions_[side] = sorted(keys, key=lambda k: position_key(*k))
+        return encoder
 
     def fit(self, heavy: Sequence[NumberedChain | None],
             light: Sequence[NumberedChain | None]) -> AlignedOneHotEncoder:

@@ -1,0 +1,346 @@
+"""The `ridge_choice` wide part: the k-mer parts or a ridge on the IMGT-aligned one-hot of VH and VL, whichever
+predicts held-out groups of the training rows better."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+import abag.model.wide as wide
+from abag.model.apply import prepare_wide
+from abag.model.wide import (
+    CANDIDATES,
+    INTEGER_STATE,
+    ONEHOT_ENCODER,
+    ONEHOT_WIDTH,
+    OneHotBlock,
+    OneHotRidge,
+    WidePart,
+    WideSlot,
+    choose,
+    cross_fit_folds,
+    cross_fitted,
+    fit_wide,
+    state_shapes,
+)
+from abag.numbering import number_chain
+from abag.numbering.domains import SHARED_NUMBERING
+from abag.numbering.onehot import ALPHABET, AlignedOneHotEncoder, imgt_grid
+
+pytest.importorskip("anarcism")
+
+# Trastuzumab's variable domains (public: INN list 80, PDB 1N8Z).
+VH = ("EVQLVESGGGLVQPGGSLRLSCAASGFNIKDTYIHWVRQAPGKGLEWVARIYPTNGYTRYADSVKGRFTISADTSKNTAYLQMNSLRAEDTAVYYCSRWGGDGFYAM"
+      "DYWGQGTLVTVSS")
+VL = "DIQMTQSPSSLSASVGDRVTITCRASQDVNTAVAWYQQKPGKAPKLLIYSASFLYSGVPSRFSGSRSGTDFTLTISSLQPEDFATYYCQQHYTTPPTFGQGTKVEIK"
+ANTIGEN = ("SPETHLDMLRHLYQGCQVVQGNLELTYLPTNASLSFLQDIQEVQGYVLIAHNQVRQVPLQRLRIVRGTQLFEDNYALAVLDNGDPLNNTTPVTGASPGGLRELQLR"
+           "SLTEILKGGVLIQRNPQ")
+RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
+UNNUMBERABLE = "ACDEFGHIKACDEFGHIK"
+
+# Mutable sites: HCDR3, HCDR2, LCDR3, LCDR1 (offsets in VH / VL).
+SITES = ([("heavy", VH.index("WGGDGFYAMDY") + i) for i in range(11)]
+         + [("heavy", VH.index("IYPTNGYT") + i) for i in range(8)]
+         + [("light", VL.index("QQHYTTPPT") + i) for i in range(9)]
+         + [("light", VL.index("QDVNTA") + i) for i in range(6)])
+HOT = {2: -2.0, 6: -2.0, 30: -2.0}
+"""Planted position effect: any substitution at these SITES costs 2 pKd, whatever the new residue."""
+
+
+def variants(n: int, seed: int, signal: bool = True) -> pd.DataFrame:
+    """`n` point mutants of trastuzumab (1-3 substitutions among SITES); pKd 8 + the planted effect + noise (pure
+    noise of SD 1 when `signal` is False)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        chains = {"heavy": list(VH), "light": list(VL)}
+        effect = 0.0
+        for site in rng.choice(len(SITES), size=int(rng.integers(1, 4)), replace=False):
+            side, offset = SITES[site]
+            residue = RESIDUES[int(rng.integers(20))]
+            if residue != chains[side][offset]:
+                chains[side][offset] = residue
+                effect += HOT.get(int(site), 0.0)
+        pkd = 8.0 + effect + rng.normal(0, 0.2) if signal else 8.0 + rng.normal(0, 1.0)
+        rows.append({"heavy": "".join(chains["heavy"]), "light": "".join(chains["light"]), "antigen": ANTIGEN,
+                     "pkd": pkd})
+    return pd.DataFrame(rows).assign(censored=False)
+
+
+def composition(n: int, seed: int) -> pd.DataFrame:
+    """The same variants with a k-mer composition effect instead: 0.7 pKd per tryptophan, wherever it sits."""
+    frame = variants(n, seed)
+    tryptophans = (frame["heavy"] + frame["light"]).str.count("W").to_numpy(float)
+    return frame.assign(pkd=8.0 + 0.7 * tryptophans + np.random.default_rng(seed).normal(0, 0.2, n))
+
+
+def groups_of(frame: pd.DataFrame) -> np.ndarray:
+    """Eight groups of rows, as a split's clusters would be."""
+    return np.arange(len(frame)) % 8
+
+
+def column(side: str, offset: int, residue: str) -> int:
+    """The block's column of `residue` at the IMGT position of trastuzumab's residue `offset` on `side`."""
+    domain = number_chain(VH if side == "heavy" else VL).domain_of(side)
+    label = domain.labels()[offset - domain.start]
+    return ONEHOT_ENCODER.feature_names().index(f"{side[0].upper()}{label}_{residue}")
+
+
+def rmse(predicted: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((predicted - y) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def train() -> pd.DataFrame:
+    return variants(240, seed=1)
+
+
+@pytest.fixture(scope="module")
+def test_rows() -> pd.DataFrame:
+    return variants(120, seed=2)
+
+
+@pytest.fixture(scope="module")
+def chosen(train) -> WidePart:
+    return WidePart.fit(train, "ridge_choice", groups_of(train))
+
+
+# ----------------------------------------------------------------------------------------------- the grid
+
+def test_the_grid_is_fixed_and_a_residue_off_it_is_ignored_and_counted():
+    grid = imgt_grid()
+    assert len(grid) == 168 and grid[0] == (1, "") and grid[-1] == (128, "")
+    assert grid.index((111, "J")) < grid.index((112, "J")) < grid.index((112, "A")) < grid.index((112, ""))
+    encoder = AlignedOneHotEncoder.on_grid()
+    assert encoder.n_features == ONEHOT_WIDTH == 2 * 168 * len(ALPHABET)
+    long_cdr3 = VH.replace("WGGDGFYAMDY", "WGGDGFYAMDY" + "GSGSGSGSGSGSGSGSGSGSGSGSG")  # 36-residue HCDR3
+    chains = [number_chain(VH), number_chain(long_cdr3)]
+    features = encoder.transform(chains, [None, None])
+    assert features.unseen.tolist()[0] == 0 and features.unseen[1] > 0  # insertions beyond 111J/112J: off the grid
+    assert features.matrix[1].sum() == 168  # every grid position still one column (residue or gap)
+
+
+# ----------------------------------------------------------------------------------------------- the block
+
+def test_the_block_recovers_a_planted_position_effect(train, test_rows):
+    target = train["pkd"].to_numpy() - train["pkd"].mean()
+    block = OneHotBlock.fit(train["heavy"].tolist(), train["light"].tolist(), target)
+    assert np.isfinite(block.alpha) and block.antibodies == train[["heavy", "light"]].drop_duplicates().shape[0]
+    for site, (side, offset) in enumerate(SITES):
+        wild_type = (VH if side == "heavy" else VL)[offset]
+        others = [block.coef[column(side, offset, r)] for r in RESIDUES if r != wild_type]
+        gain = block.coef[column(side, offset, wild_type)] - np.mean(others)  # keeping the wild type, vs not
+        if site in HOT:
+            assert gain > 1.0, (site, gain)  # planted: 2.0
+        else:
+            assert abs(gain) < 0.5, (site, gain)
+    predicted = block.predict(test_rows["heavy"].tolist(), test_rows["light"].tolist())
+    assert stats.pearsonr(predicted, test_rows["pkd"]).statistic > 0.9
+
+
+def test_the_dual_and_primal_solves_agree(train):
+    target = train["pkd"].to_numpy() - train["pkd"].mean()
+    heavy, light = train["heavy"].tolist(), train["light"].tolist()
+    dual = OneHotBlock.fit(heavy, light, target, form="dual")
+    primal = OneHotBlock.fit(heavy, light, target, form="primal")
+    assert dual.alpha == primal.alpha and np.isfinite(dual.alpha)
+    assert np.allclose(dual.coef, primal.coef, atol=1e-8) and np.allclose(dual.shift, primal.shift, atol=1e-8)
+    # Above the cap both forms are too big: a seeded sample of antibodies, whatever the row order.
+    sampled = OneHotBlock.fit(heavy, light, target, max_antibodies=100)
+    reordered = OneHotBlock.fit(heavy[::-1], light[::-1], target[::-1], max_antibodies=100)
+    assert sampled.antibodies == 100 and sampled.alpha == reordered.alpha
+    assert np.allclose(sampled.coef, reordered.coef, atol=1e-10) and np.any(sampled.coef)
+    assert not np.allclose(sampled.coef, dual.coef, atol=1e-3)
+
+
+def test_rows_of_one_antibody_count_by_their_number(train):
+    target = train["pkd"].to_numpy() - train["pkd"].mean()
+    heavy, light = train["heavy"].tolist(), train["light"].tolist()
+    twice = OneHotBlock.fit(heavy * 2, light * 2, np.concatenate([target, target]))
+    once = OneHotBlock.fit(heavy, light, target)
+    assert twice.antibodies == once.antibodies and twice.alpha == once.alpha
+    assert np.allclose(twice.coef, once.coef)
+
+
+# ----------------------------------------------------------------------------------------------- the choice
+
+def test_a_position_effect_chooses_the_one_hot_ridge_which_beats_kmer_ridge_on_held_out_rows(chosen, train,
+                                                                                           test_rows):
+    assert CANDIDATES[chosen.choice] == "one-hot ridge" and chosen.cv_folds == 5
+    assert chosen.cv_rmse[1] < 0.8 * chosen.cv_rmse[0], chosen.cv_rmse
+    described = chosen.describe()["choice"]
+    assert described["chosen"] == "one-hot ridge" and described["held_out_rmse"]["k-mer ridge"] == chosen.cv_rmse[0]
+    ridge_alone = OneHotRidge.fit(train)
+    assert np.array_equal(chosen.predict(test_rows), ridge_alone.predict(test_rows))  # the one-hot ridge alone
+    y = test_rows["pkd"].to_numpy()
+    kmer, mine = WidePart.fit(train, "kmer_ridge").predict(test_rows), chosen.predict(test_rows)
+    assert stats.spearmanr(mine, y).statistic > stats.spearmanr(kmer, y).statistic + 0.02
+    assert rmse(mine, y) < 0.8 * rmse(kmer, y)
+
+
+def test_a_composition_effect_keeps_the_kmer_parts_exactly(test_rows):
+    frame = composition(240, seed=3)
+    part = WidePart.fit(frame, "ridge_choice", groups_of(frame))
+    kmer = WidePart.fit(frame, "kmer_ridge")
+    assert part.choice == 0 and part.cv_folds == 5 and part.cv_rmse[0] < part.cv_rmse[1], part.cv_rmse
+    assert np.array_equal(part.predict(test_rows), kmer.predict(test_rows))
+    kmer_state, state = kmer.to_state(), part.to_state()
+    assert all(torch.equal(kmer_state[k], state[k]) for k in kmer_state)  # the k-mer parts: kmer_ridge's own
+
+
+@pytest.mark.parametrize("seed", [1, 3, 5])
+def test_the_block_does_not_fit_pure_noise(seed):
+    # The leave-one-antibody-out counts the mean's leverage: without it, near-interpolation (alpha 0.001, more
+    # columns than antibodies) looked better than no block on noise, and then predicted held-out rows worse than
+    # the mean (1.31 against 0.86 RMSE, refitting without each of 40 antibodies).
+    noise = variants(240, seed=seed, signal=False)
+    ridge = OneHotRidge.fit(noise)
+    assert ridge.block.alpha >= 1.0, ridge.block.alpha
+
+
+def test_fewer_than_two_groups_keep_the_kmer_parts_without_cross_validation(train, test_rows):
+    part = WidePart.fit(train, "ridge_choice", np.zeros(len(train)))  # a position effect, but one group
+    assert (part.choice, part.cv_folds) == (0, 0) and np.isnan(part.cv_rmse).all()
+    assert part.describe()["choice"]["held_out_rmse"] == {"k-mer ridge": None, "one-hot ridge": None}
+    assert np.array_equal(part.predict(test_rows), WidePart.fit(train, "kmer_ridge").predict(test_rows))
+    with pytest.raises(ValueError, match="240 rows but 3 groups"):
+        choose(train, "ridge_choice", np.zeros(3))
+
+
+def test_the_choice_scores_only_exact_rows_on_the_folds_cross_fitted_deals(train):
+    # Censored rows (here with a pKd far off) neither train nor score a candidate.
+    censored = train.assign(censored=np.arange(len(train)) % 5 == 0)
+    moved = censored.assign(pkd=np.where(censored["censored"], 30.0, censored["pkd"]))
+    groups = groups_of(train)
+    assert choose(censored, "ridge_choice", groups) == choose(moved, "ridge_choice", groups)
+    # The errors are those of the candidates fitted on each fold's complement, as cross_fitted fits them.
+    exact = ~censored["censored"].to_numpy()
+    y = train["pkd"].to_numpy()
+    errors = [rmse(cross_fitted(censored, "ridge_choice", groups, choice=c)[exact], y[exact]) for c in (0, 1)]
+    assert choose(censored, "ridge_choice", groups).rmse == pytest.approx(tuple(errors), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- cross-fitting
+
+def test_cross_fitted_uses_the_given_choice_and_never_chooses_again(monkeypatch):
+    frame = composition(120, seed=4)
+    groups = groups_of(frame)
+    assert choose(frame, "ridge_choice", groups).choice == 0
+    expected = np.empty(len(frame))
+    fold = cross_fit_folds(len(frame), groups)
+    for k in np.unique(fold):
+        expected[fold == k] = OneHotRidge.fit(frame.loc[fold != k]).predict(frame.loc[fold == k])
+    unchosen = cross_fitted(frame, "ridge_choice", groups)
+    monkeypatch.setattr(wide, "choose", lambda *a, **k: pytest.fail("cross_fitted chose again"))
+    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, choice=1), expected)
+    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, choice=0),
+                          cross_fitted(frame, "kmer_ridge", groups))
+    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, choice=0), unchosen)  # None: chosen once
+
+
+def test_fit_wide_takes_the_groups_and_says_what_to_do_without_usable_rows():
+    frame = variants(30, seed=4)
+    assert fit_wide(frame, "ridge_choice", groups_of(frame)).kind == "ridge_choice"
+    with pytest.raises(ValueError, match="needs training rows"):
+        fit_wide(frame.assign(censored=True), "ridge_choice", groups_of(frame))
+    with pytest.raises(ValueError, match="unknown wide part"):
+        fit_wide(frame, "kmer_onehot")
+
+
+# ----------------------------------------------------------------------------------------------- state, counts
+
+def test_state_round_trip_is_bit_identical_with_the_kinds_shapes(chosen, test_rows):
+    state = chosen.to_state()
+    assert {k: tuple(v.shape) for k, v in state.items()} == state_shapes("ridge_choice")
+    assert all(v.dtype == (torch.int64 if k in INTEGER_STATE else torch.float64) for k, v in state.items())
+    assert int(state["choice"]) == 1 and int(state["cv_folds"]) == 5
+    restored = WidePart.from_state(state, "ridge_choice")
+    assert all(torch.equal(v, restored.to_state()[k]) for k, v in state.items())
+    assert np.array_equal(restored.predict(test_rows), chosen.predict(test_rows))
+    assert restored.describe() == chosen.describe() and restored.cv_rmse == chosen.cv_rmse
+    slot = WideSlot("ridge_choice")
+    assert slot.get_buffer("choice").dtype == torch.int64
+    slot.store(chosen)
+    fresh = WideSlot("ridge_choice")
+    fresh.load_state_dict(slot.state_dict())
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in slot.state_dict().items())
+    assert fresh.part().choice == 1 and np.array_equal(fresh.part().predict(test_rows), chosen.predict(test_rows))
+    with pytest.raises(ValueError, match="one-hot ridge or choice is unusable"):
+        WidePart.from_state({**state, "onehot_coef": state["onehot_coef"][:10]}, "ridge_choice")
+    with pytest.raises(ValueError, match="one-hot ridge or choice is unusable"):
+        WidePart.from_state({k: v for k, v in state.items() if k != "cv_rmse"}, "ridge_choice")
+    with pytest.raises(ValueError, match="choice 2 is not a candidate"):
+        WidePart.from_state({**state, "choice": torch.tensor(2)}, "ridge_choice")
+
+
+def test_prediction_by_blocks_of_chains_is_the_same(chosen, test_rows, monkeypatch):
+    whole = chosen.predict(test_rows)
+    monkeypatch.setattr(wide, "_PREDICT_BLOCK", 7)
+    assert np.array_equal(chosen.predict(test_rows), whole)
+
+
+def test_an_unnumberable_chain_gives_a_finite_prediction_and_is_counted(train):
+    odd = pd.DataFrame([{"heavy": UNNUMBERABLE, "light": VL, "antigen": ANTIGEN, "pkd": 8.0},
+                        {"heavy": VH, "light": UNNUMBERABLE, "antigen": ANTIGEN, "pkd": 8.0},
+                        {"heavy": VH, "light": "", "antigen": ANTIGEN, "pkd": 8.0}]).assign(censored=False)
+    frame = pd.concat([train, odd], ignore_index=True)
+    part = WidePart.fit(frame, "ridge_choice", groups_of(frame))
+    assert part.choice == 1
+    described = part.describe()["onehot_block"]
+    assert (described["unnumbered_heavy_chains"], described["unnumbered_light_chains"]) == (1, 1)  # "" is no chain
+    assert described["alpha"] is not None
+    query = pd.DataFrame([{"heavy": "ACDEFGHIK", "light": "ACDEFGHIK", "antigen": ANTIGEN},
+                          {"heavy": "ACDEFGHIK", "light": VL, "antigen": ANTIGEN},
+                          {"heavy": VH, "light": VL, "antigen": ANTIGEN}])
+    predicted = part.predict(query)
+    assert np.all(np.isfinite(predicted))
+    assert predicted[0] == part.onehot.mean  # neither side numbered: the block says nothing, the mean remains
+    term = part.onehot.block.evaluate(query["heavy"].tolist(), query["light"].tolist())
+    assert (term.unnumbered_heavy, term.unnumbered_light) == (2, 1)
+    light_only = part.onehot.block.evaluate(["", VH], [VL, ""]).values  # absent chains: not counted, no term
+    assert term.values[1] == light_only[0] != 0.0 and term.values[2] == pytest.approx(light_only.sum())
+    assert SHARED_NUMBERING["ACDEFGHIK"].failure  # numbered once, kept in the process's shared cache
+
+
+# ----------------------------------------------------------------------------------------------- in a run
+
+class _Model:
+    """What `prepare_wide` uses of a model with a wide part (the network's `WideSlot`, no network)."""
+
+    has_wide = True
+
+    def __init__(self, kind: str):
+        self.config = SimpleNamespace(wide=kind)
+        self.head = SimpleNamespace(wide=WideSlot(kind))
+
+    def set_wide(self, part: WidePart) -> None:
+        self.head.wide.store(part)
+
+    def wide_part(self) -> WidePart:
+        return self.head.wide.part()
+
+    def wide_offsets(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.wide_part().predict(frame).astype(np.float32)
+
+
+def test_prepare_wide_passes_the_training_groups_logs_the_choice_and_resumes_it(train, test_rows):
+    frame = pd.concat([train, test_rows], ignore_index=True)
+    train_rows, groups = np.arange(len(train)), np.concatenate([groups_of(train), np.full(len(test_rows), 99)])
+    lines: list[str] = []
+    model = _Model("ridge_choice")
+    offset = prepare_wide(model, frame, train_rows, groups, None, lines.append)
+    part = model.wide_part()
+    assert part.choice == 1 and part.cv_rmse == WidePart.fit(train, "ridge_choice", groups_of(train)).cv_rmse
+    assert "one-hot ridge chosen (held-out RMSE 0.27 against the k-mer ridge's 0.63 over 5 folds of the run's " \
+           "groups); the k-mer ridge: " in lines[0], lines[0]
+    assert np.array_equal(offset[train_rows], cross_fitted(train, "ridge_choice", groups_of(train), choice=1)
+                          .astype(np.float32))
+    weights = {f"head.wide.{k}": v for k, v in model.head.wide.state_dict().items()}
+    resumed = _Model("ridge_choice")
+    assert np.array_equal(prepare_wide(resumed, frame, train_rows, groups, weights, lines.append), offset)
+    assert "read from the checkpoint): one-hot ridge chosen" in lines[1]
