@@ -101,7 +101,7 @@ def train() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def test_rows() -> pd.DataFrame:
+def held_out() -> pd.DataFrame:
     return variants(120, seed=2)
 
 
@@ -127,7 +127,7 @@ def test_the_grid_is_fixed_and_a_residue_off_it_is_ignored_and_counted():
 
 # ----------------------------------------------------------------------------------------------- the block
 
-def test_the_block_recovers_a_planted_position_effect(train, test_rows):
+def test_the_block_recovers_a_planted_position_effect(train, held_out):
     target = train["pkd"].to_numpy() - train["pkd"].mean()
     block = OneHotBlock.fit(train["heavy"].tolist(), train["light"].tolist(), target)
     assert np.isfinite(block.alpha) and block.antibodies == train[["heavy", "light"]].drop_duplicates().shape[0]
@@ -139,8 +139,8 @@ def test_the_block_recovers_a_planted_position_effect(train, test_rows):
             assert gain > 1.0, (site, gain)  # planted: 2.0
         else:
             assert abs(gain) < 0.5, (site, gain)
-    predicted = block.predict(test_rows["heavy"].tolist(), test_rows["light"].tolist())
-    assert stats.pearsonr(predicted, test_rows["pkd"]).statistic > 0.9
+    predicted = block.predict(held_out["heavy"].tolist(), held_out["light"].tolist())
+    assert stats.pearsonr(predicted, held_out["pkd"]).statistic > 0.9
 
 
 def test_the_dual_and_primal_solves_agree(train):
@@ -170,25 +170,25 @@ def test_rows_of_one_antibody_count_by_their_number(train):
 # ----------------------------------------------------------------------------------------------- the choice
 
 def test_a_position_effect_chooses_the_one_hot_ridge_which_beats_kmer_ridge_on_held_out_rows(chosen, train,
-                                                                                           test_rows):
+                                                                                           held_out):
     assert CANDIDATES[chosen.choice] == "one-hot ridge" and chosen.cv_folds == 5
     assert chosen.cv_rmse[1] < 0.8 * chosen.cv_rmse[0], chosen.cv_rmse
     described = chosen.describe()["choice"]
     assert described["chosen"] == "one-hot ridge" and described["held_out_rmse"]["k-mer ridge"] == chosen.cv_rmse[0]
     ridge_alone = OneHotRidge.fit(train)
-    assert np.array_equal(chosen.predict(test_rows), ridge_alone.predict(test_rows))  # the one-hot ridge alone
-    y = test_rows["pkd"].to_numpy()
-    kmer, mine = WidePart.fit(train, "kmer_ridge").predict(test_rows), chosen.predict(test_rows)
+    assert np.array_equal(chosen.predict(held_out), ridge_alone.predict(held_out))  # the one-hot ridge alone
+    y = held_out["pkd"].to_numpy()
+    kmer, mine = WidePart.fit(train, "kmer_ridge").predict(held_out), chosen.predict(held_out)
     assert stats.spearmanr(mine, y).statistic > stats.spearmanr(kmer, y).statistic + 0.02
     assert rmse(mine, y) < 0.8 * rmse(kmer, y)
 
 
-def test_a_composition_effect_keeps_the_kmer_parts_exactly(test_rows):
+def test_a_composition_effect_keeps_the_kmer_parts_exactly(held_out):
     frame = composition(240, seed=3)
     part = WidePart.fit(frame, "ridge_choice", groups_of(frame))
     kmer = WidePart.fit(frame, "kmer_ridge")
     assert part.choice == 0 and part.cv_folds == 5 and part.cv_rmse[0] < part.cv_rmse[1], part.cv_rmse
-    assert np.array_equal(part.predict(test_rows), kmer.predict(test_rows))
+    assert np.array_equal(part.predict(held_out), kmer.predict(held_out))
     kmer_state, state = kmer.to_state(), part.to_state()
     assert all(torch.equal(kmer_state[k], state[k]) for k in kmer_state)  # the k-mer parts: kmer_ridge's own
 
@@ -203,11 +203,11 @@ def test_the_block_does_not_fit_pure_noise(seed):
     assert ridge.block.alpha >= 1.0, ridge.block.alpha
 
 
-def test_fewer_than_two_groups_keep_the_kmer_parts_without_cross_validation(train, test_rows):
+def test_fewer_than_two_groups_keep_the_kmer_parts_without_cross_validation(train, held_out):
     part = WidePart.fit(train, "ridge_choice", np.zeros(len(train)))  # a position effect, but one group
     assert (part.choice, part.cv_folds) == (0, 0) and np.isnan(part.cv_rmse).all()
     assert part.describe()["choice"]["held_out_rmse"] == {"k-mer ridge": None, "one-hot ridge": None}
-    assert np.array_equal(part.predict(test_rows), WidePart.fit(train, "kmer_ridge").predict(test_rows))
+    assert np.array_equal(part.predict(held_out), WidePart.fit(train, "kmer_ridge").predict(held_out))
     with pytest.raises(ValueError, match="240 rows but 3 groups"):
         choose(train, "ridge_choice", np.zeros(3))
 
@@ -254,14 +254,14 @@ def test_fit_wide_takes_the_groups_and_says_what_to_do_without_usable_rows():
 
 # ----------------------------------------------------------------------------------------------- state, counts
 
-def test_state_round_trip_is_bit_identical_with_the_kinds_shapes(chosen, test_rows):
+def test_state_round_trip_is_bit_identical_with_the_kinds_shapes(chosen, held_out):
     state = chosen.to_state()
     assert {k: tuple(v.shape) for k, v in state.items()} == state_shapes("ridge_choice")
     assert all(v.dtype == (torch.int64 if k in INTEGER_STATE else torch.float64) for k, v in state.items())
     assert int(state["choice"]) == 1 and int(state["cv_folds"]) == 5
     restored = WidePart.from_state(state, "ridge_choice")
     assert all(torch.equal(v, restored.to_state()[k]) for k, v in state.items())
-    assert np.array_equal(restored.predict(test_rows), chosen.predict(test_rows))
+    assert np.array_equal(restored.predict(held_out), chosen.predict(held_out))
     assert restored.describe() == chosen.describe() and restored.cv_rmse == chosen.cv_rmse
     slot = WideSlot("ridge_choice")
     assert slot.get_buffer("choice").dtype == torch.int64
@@ -269,7 +269,7 @@ def test_state_round_trip_is_bit_identical_with_the_kinds_shapes(chosen, test_ro
     fresh = WideSlot("ridge_choice")
     fresh.load_state_dict(slot.state_dict())
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in slot.state_dict().items())
-    assert fresh.part().choice == 1 and np.array_equal(fresh.part().predict(test_rows), chosen.predict(test_rows))
+    assert fresh.part().choice == 1 and np.array_equal(fresh.part().predict(held_out), chosen.predict(held_out))
     with pytest.raises(ValueError, match="one-hot ridge or choice is unusable"):
         WidePart.from_state({**state, "onehot_coef": state["onehot_coef"][:10]}, "ridge_choice")
     with pytest.raises(ValueError, match="one-hot ridge or choice is unusable"):
@@ -278,10 +278,10 @@ def test_state_round_trip_is_bit_identical_with_the_kinds_shapes(chosen, test_ro
         WidePart.from_state({**state, "choice": torch.tensor(2)}, "ridge_choice")
 
 
-def test_prediction_by_blocks_of_chains_is_the_same(chosen, test_rows, monkeypatch):
-    whole = chosen.predict(test_rows)
+def test_prediction_by_blocks_of_chains_is_the_same(chosen, held_out, monkeypatch):
+    whole = chosen.predict(held_out)
     monkeypatch.setattr(wide, "_PREDICT_BLOCK", 7)
-    assert np.array_equal(chosen.predict(test_rows), whole)
+    assert np.array_equal(chosen.predict(held_out), whole)
 
 
 def test_an_unnumberable_chain_gives_a_finite_prediction_and_is_counted(train):
@@ -328,9 +328,9 @@ class _Model:
         return self.wide_part().predict(frame).astype(np.float32)
 
 
-def test_prepare_wide_passes_the_training_groups_logs_the_choice_and_resumes_it(train, test_rows):
-    frame = pd.concat([train, test_rows], ignore_index=True)
-    train_rows, groups = np.arange(len(train)), np.concatenate([groups_of(train), np.full(len(test_rows), 99)])
+def test_prepare_wide_passes_the_training_groups_logs_the_choice_and_resumes_it(train, held_out):
+    frame = pd.concat([train, held_out], ignore_index=True)
+    train_rows, groups = np.arange(len(train)), np.concatenate([groups_of(train), np.full(len(held_out), 99)])
     lines: list[str] = []
     model = _Model("ridge_choice")
     offset = prepare_wide(model, frame, train_rows, groups, None, lines.append)
