@@ -4,6 +4,7 @@ bootstrap ranks computed once)."""
 from __future__ import annotations
 
 import difflib
+import gc
 import json
 import os
 import subprocess
@@ -111,12 +112,17 @@ def test_stage_recorder_sees_memory_allocated_inside_a_stage():
 
 
 def test_a_stage_over_the_memory_limit_is_stopped_and_recorded():
+    gc.collect()  # the baseline without garbage of earlier tests, which the stage's own collection would free
     recorder = bench_scale.StageRecorder(interval=0.002, limit_bytes=bench_scale.resident_bytes() + 200 * 2**20)
     held, finished = [], []
 
     def grow_then_work(name: str) -> None:
         held.append(np.ones(400 * 2**20 // 8))
-        for _ in range(500):  # 5 s of work that the interrupt cuts short (one long sleep() would not see it)
+        # Work that the sampler's interrupt cuts short (short sleeps: one long sleep() would not see it). It may
+        # take the sampling thread seconds to run on a loaded machine (CI once saw 5 s pass), so the work lasts up
+        # to a minute: only a recorder that never interrupts lets it finish.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             time.sleep(0.01)
         finished.append(name)
 
