@@ -16,7 +16,7 @@ from abag.data.report import RowProblem
 from abag.numbering.batch import number_chains
 from abag.numbering.chains import CHAIN_NAMES, SPECIES, NumberedChain
 from abag.numbering.disk_cache import NumberingDiskCache
-from abag.numbering.domains import NUMBERING_MAX_CHAINS, SHARED_NUMBERING
+from abag.numbering.domains import SHARED_NUMBERING, numbered_by_default
 
 __all__ = ["check_chain_columns", "cell_problem", "ChainCheck"]
 
@@ -43,7 +43,7 @@ class ChainCheck:
 
     def applies(self, n_chains: int) -> bool:
         """Whether a table with `n_chains` distinct antibody chains is checked."""
-        return self.when == "always" or (self.when == "auto" and n_chains <= NUMBERING_MAX_CHAINS)
+        return self.when == "always" or (self.when == "auto" and numbered_by_default(n_chains))
 
 
 def _cell(value: object) -> str:

@@ -39,7 +39,7 @@ from abag.data.report import (
     RowProblem,
 )
 from abag.data.rows import RowValues, blank_rows, column_texts, validate_rows
-from abag.numbering.domains import NUMBERING_MAX_CHAINS
+from abag.numbering.domains import NUMBERING_MAX_CHAINS, distinct_chains
 from abag.outputs import write_csv_atomic
 
 __all__ = ["prepare_pairs", "load_pairs", "write_rejected"]
@@ -180,7 +180,7 @@ def _check_chain_columns(plan: ColumnPlan, values: RowValues, check: ChainCheck)
     about a table too large for the default check."""
     if check.when == "never":
         return []
-    n_chains = len({c for c in [*values.heavy, *values.light] if isinstance(c, str) and c})
+    n_chains = distinct_chains(values.heavy, values.light)
     if not check.applies(n_chains):
         return [f"antibody columns not checked for misplaced chains: {n_chains:,} distinct chains, above the "
                 f"{NUMBERING_MAX_CHAINS:,} numbered by default (about 60 chains per core-second); --check-chains "

@@ -22,7 +22,7 @@ May import: numpy, abag.numbering.batch, abag.numbering.chains, abag.numbering.d
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from abag.numbering.chains import NumberedChain
 from abag.numbering.disk_cache import NumberingDiskCache
 
 __all__ = ["SHARED_NUMBERING", "NUMBERING_MAX_CHAINS", "POOLED_REGIONS", "variable_domains", "domain_of_chain",
-           "residue_regions"]
+           "residue_regions", "distinct_chains", "numbered_by_default"]
 
 POOLED_REGIONS = ("FR", "CDR1", "CDR2", "CDR3")
 """The regions `residue_regions` labels 0, 1, 2, 3: the four frameworks together, then CDR1, CDR2 and CDR3."""
@@ -45,6 +45,17 @@ NUMBERING_MAX_CHAINS = 20_000
 """Distinct antibody chains up to which `abag train` numbers by default (checks and IMGT trimming). Numbering
 runs at about 60 chains per core-second (bench/numbering_choice.md): 20,000 chains take about 3 minutes on two
 cores, once (cached); 150,000 would take 20."""
+
+
+def distinct_chains(*columns: Iterable[object]) -> int:
+    """How many distinct non-empty chains the columns hold together (what the size rule counts)."""
+    return len({c for column in columns for c in column if isinstance(c, str) and c})
+
+
+def numbered_by_default(n_chains: int) -> bool:
+    """The size rule: a table with `n_chains` distinct antibody chains is numbered by default (the chain check and
+    IMGT trimming) when it has at most `NUMBERING_MAX_CHAINS`."""
+    return n_chains <= NUMBERING_MAX_CHAINS
 
 
 def domain_of_chain(chain: NumberedChain, kind: str) -> str:

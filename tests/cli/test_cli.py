@@ -303,12 +303,13 @@ def test_trimming_default_follows_the_table_size(monkeypatch):
     import argparse
 
     import abag.cli.train as train_command
+    import abag.numbering.domains as domains
 
     frame = synthetic_frame(n=12)
     n_chains = len(set(frame.heavy) | {c for c in frame.light if c})
     args = argparse.Namespace(trim_antibody=None)
     assert train_command._trim_for_size(args, frame) is None and args.trim_antibody == "imgt"
-    monkeypatch.setattr(train_command, "NUMBERING_MAX_CHAINS", n_chains - 1)
+    monkeypatch.setattr(domains, "NUMBERING_MAX_CHAINS", n_chains - 1)
     args = argparse.Namespace(trim_antibody=None)
     line = train_command._trim_for_size(args, frame)
     assert args.trim_antibody == "motif" and f"this table has {n_chains}" in line

@@ -83,14 +83,14 @@ def test_abag_train_and_predict_check_chains_by_default(tmp_path, capsys, monkey
 def test_the_automatic_check_skips_large_tables_with_a_warning(monkeypatch):
     """ChainCheck("auto") numbers up to NUMBERING_MAX_CHAINS distinct chains; above, the table loads unchecked and
     a warning says so (never silently)."""
-    import abag.data.chain_checks as chain_checks
     import abag.data.pipeline as pipeline
+    import abag.numbering.domains as domains
     from abag.data import ChainCheck
 
     frame = _frame([(TRASTUZUMAB_VH, TRASTUZUMAB_VL), (TRASTUZUMAB_VL, "")])
     with pytest.raises(DataValidationError):
         prepare_pairs(frame, check_chains=ChainCheck("auto"))
-    monkeypatch.setattr(chain_checks, "NUMBERING_MAX_CHAINS", 1)
+    monkeypatch.setattr(domains, "NUMBERING_MAX_CHAINS", 1)
     monkeypatch.setattr(pipeline, "NUMBERING_MAX_CHAINS", 1)
     out, report = prepare_pairs(frame, check_chains=ChainCheck("auto"))
     assert len(out) == 2
