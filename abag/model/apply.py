@@ -73,17 +73,20 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
     kind = model.config.wide
     train_frame = frame.iloc[train_rows]
     train_groups = None if groups is None else np.asarray(groups)[train_rows]
+    known = None  # the fit's own out-of-fold predictions (ridge_choice), not recomputed below
     if saved_weights is not None:
         prefix = "head.wide."
         model.head.wide.load_state_dict({k[len(prefix):]: v for k, v in saved_weights.items() if k.startswith(prefix)})
         model.wide_part()  # ValueError when the checkpoint holds no fitted part
         source = "read from the checkpoint"
     else:
-        model.set_wide(fit_wide(train_frame, kind, train_groups))
+        fitted = fit_wide(train_frame, kind, train_groups)
+        model.set_wide(fitted)
+        known = fitted.out_of_fold
         source = "fitted on the training rows"
     part = model.wide_part()
     offset = model.wide_offsets(frame)
-    offset[train_rows] = cross_fitted(train_frame, kind, train_groups, choice=part.choice)
+    offset[train_rows] = cross_fitted(train_frame, kind, train_groups, choice=part.choice, known=known)
     heavy = part.describe()["heavy_block"]
     block = "" if heavy is None else f"; heavy {heavy['k']}-mer block " + (
         f"alpha {heavy['alpha']:g}" if heavy["alpha"] is not None else "unused (no gain on held-out heavy chains)")

@@ -42,7 +42,7 @@ imported when a one-hot block first numbers a chain).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -528,6 +528,9 @@ class Choice:
     choice: int                       # index into CANDIDATES
     rmse: tuple[float, float]         # each candidate's held-out RMSE (nan: not cross-validated)
     folds: int                        # folds scored (0: fewer than two groups or folds, the k-mer parts kept)
+    # The chosen candidate's out-of-fold prediction for every row of a scored fold (NaN elsewhere; None when not
+    # cross-validated): `cross_fitted` would compute the same, so `prepare_wide` passes them on (`known`).
+    out_of_fold: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
@@ -549,17 +552,21 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
     target = _targets(frame)
     fold = cross_fit_folds(len(frame), groups, folds)
     errors: list[list[np.ndarray]] = [[], []]
+    predicted = np.full((2, len(frame)), np.nan)
     for k in np.unique(fold[usable]):
-        held_out, scored = fold == k, usable & (fold == k)
+        held_out = fold == k
         if not usable[~held_out].any():
             continue
         rows = frame.loc[~held_out & usable]
-        for choice in (0, 1):
-            errors[choice].append(_candidate(rows, spec, choice)(frame.loc[scored]) - target[scored])
+        for choice in (0, 1):  # every held-out row is predicted (censored ones too), only exact ones scored
+            predicted[choice, held_out] = _candidate(rows, spec, choice)(frame.loc[held_out])
+            scored = usable[held_out]
+            errors[choice].append(predicted[choice, held_out][scored] - target[held_out][scored])
     if not errors[0]:
         return kept
     rmse = tuple(float(np.sqrt(np.mean(np.concatenate(e) ** 2))) for e in errors)
-    return Choice(int(rmse[1] < rmse[0]), (rmse[0], rmse[1]), len(errors[0]))
+    choice = int(rmse[1] < rmse[0])
+    return Choice(choice, (rmse[0], rmse[1]), len(errors[0]), predicted[choice])
 
 
 @dataclass
@@ -574,6 +581,8 @@ class WidePart:
     choice: int = 0
     cv_rmse: tuple[float, float] = (np.nan, np.nan)  # each candidate's held-out RMSE (`choose`)
     cv_folds: int = 0                                 # folds that scored them (0: not cross-validated)
+    # `Choice.out_of_fold` of the fit (not saved: None for a part read from a checkpoint).
+    out_of_fold: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, kind: str = "kmer_ridge", groups: np.ndarray | None = None) -> "WidePart":
@@ -585,7 +594,8 @@ class WidePart:
         if not spec.onehot:
             return cls(kind, ridge, heavy)
         chosen = choose(frame, kind, groups)
-        return cls(kind, ridge, heavy, OneHotRidge.fit(rows), chosen.choice, chosen.rmse, chosen.folds)
+        return cls(kind, ridge, heavy, OneHotRidge.fit(rows), chosen.choice, chosen.rmse, chosen.folds,
+                   chosen.out_of_fold)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """wide(x) per row of `frame` (float64, not clamped)."""
@@ -739,22 +749,30 @@ def fit_wide(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None) -
 
 
 def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
-                 folds: int = CROSS_FIT_FOLDS, *, choice: int | None = None) -> np.ndarray:
+                 folds: int = CROSS_FIT_FOLDS, *, choice: int | None = None,
+                 known: np.ndarray | None = None) -> np.ndarray:
     """wide(x) for every row of `frame` from a part fitted on the other folds' rows (`cross_fit_folds`); a fold
     whose complement has no usable row gets the part fitted on all rows. For "ridge_choice" each fold fits only
     the candidate `choice` (`WidePart.choice` of the part fitted on all of `frame`; None: `choose` it once here),
-    never choosing again inside a fold."""
+    never choosing again inside a fold. `known`: `WidePart.out_of_fold` of that part; a fold whose rows it holds
+    is taken from it instead of fitted again."""
     spec = _spec(kind)
     frame = frame.reset_index(drop=True)
     if not spec.onehot:
         choice = 0
     elif choice is None:
-        choice = choose(frame, kind, groups, folds).choice
+        chosen = choose(frame, kind, groups, folds)
+        choice, known = chosen.choice, chosen.out_of_fold
+    if known is not None and len(known) != len(frame):
+        raise ValueError(f"{len(frame)} rows but {len(known)} known predictions")
     fold = cross_fit_folds(len(frame), groups, folds)
     out = np.empty(len(frame))
     full = None
     for k in np.unique(fold):
         held_out = fold == k
+        if known is not None and np.isfinite(known[held_out]).all():  # `choose` predicted this fold already
+            out[held_out] = known[held_out]
+            continue
         try:
             predict = _candidate(training_rows(frame.loc[~held_out]), spec, choice)
         except ValueError:  # no uncensored row outside this fold: the candidate fitted on all rows

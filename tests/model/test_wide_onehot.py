@@ -243,6 +243,25 @@ def test_cross_fitted_uses_the_given_choice_and_never_chooses_again(monkeypatch)
     assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, choice=0), unchosen)  # None: chosen once
 
 
+def test_the_choice_hands_on_its_out_of_fold_predictions_and_cross_fitted_reuses_them(train, monkeypatch):
+    groups = groups_of(train)
+    censored = train.assign(censored=np.arange(len(train)) % 7 == 0)
+    part = WidePart.fit(censored, "ridge_choice", groups)
+    recomputed = cross_fitted(censored, "ridge_choice", groups, choice=part.choice)
+    assert part.out_of_fold is not None and np.array_equal(part.out_of_fold, recomputed)  # censored rows too
+    monkeypatch.setattr(wide, "_candidate", lambda *a, **k: pytest.fail("a fold was fitted again"))
+    assert np.array_equal(cross_fitted(censored, "ridge_choice", groups, choice=part.choice,
+                                       known=part.out_of_fold), recomputed)
+    with pytest.raises(ValueError, match="known predictions"):
+        cross_fitted(censored, "ridge_choice", groups, choice=part.choice, known=part.out_of_fold[1:])
+    # A fold `choose` did not predict (NaN) is fitted as before.
+    monkeypatch.undo()
+    partial = part.out_of_fold.copy()
+    partial[cross_fit_folds(len(censored), groups) == 0] = np.nan
+    assert np.array_equal(cross_fitted(censored, "ridge_choice", groups, choice=part.choice, known=partial),
+                          recomputed)
+
+
 def test_fit_wide_takes_the_groups_and_says_what_to_do_without_usable_rows():
     frame = variants(30, seed=4)
     assert fit_wide(frame, "ridge_choice", groups_of(frame)).kind == "ridge_choice"
