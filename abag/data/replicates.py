@@ -21,19 +21,25 @@ REPLICATE_POLICIES = ("keep", "mean", "flag")
 
 def apply_replicate_policy(out: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, int, int]:
     """Count (heavy, light, antigen) replicates and apply the policy. Returns (frame, groups, rows)."""
-    groups: dict[tuple[str, str, str], list[int]] = {}
-    for i, key in enumerate(zip(out["heavy"], out["light"], out["antigen"])):
-        groups.setdefault(key, []).append(i)
-    replicated = [members for members in groups.values() if len(members) > 1]
-    n_groups, n_rows = len(replicated), sum(len(m) for m in replicated)
+    triplet = _triplet_codes(out)
+    sizes = np.bincount(triplet)
+    replicated = sizes > 1
+    n_groups, n_rows = int(replicated.sum()), int(sizes[replicated].sum())
     if policy == "flag":
-        flags = np.zeros(len(out), dtype=bool)
-        for members in replicated:
-            flags[members] = True
-        out.insert(OUTPUT_COLUMNS.index("source_row") + 1, "replicate", flags)
+        out.insert(OUTPUT_COLUMNS.index("source_row") + 1, "replicate", replicated[triplet])
     elif policy == "mean":
-        out = _average_replicates(out, list(groups.values()))
+        members = np.argsort(triplet, kind="stable")  # rows of each triplet together, in row order
+        out = _average_replicates(out, np.split(members, np.cumsum(sizes)[:-1]) if len(out) else [])
     return out, n_groups, n_rows
+
+
+def _triplet_codes(out: pd.DataFrame) -> np.ndarray:
+    """One code per row for its (heavy, light, antigen), numbered in order of first appearance."""
+    code = np.zeros(len(out), dtype=np.int64)
+    for column in ("heavy", "light", "antigen"):
+        values, distinct = pd.factorize(out[column], use_na_sentinel=False)
+        code = pd.factorize(code * len(distinct) + values)[0].astype(np.int64)  # stays below the row count
+    return code
 
 
 def _merge_replicate_affinities(pkd: np.ndarray, censored: np.ndarray) -> tuple[float, bool]:
@@ -48,7 +54,7 @@ def _merge_replicate_affinities(pkd: np.ndarray, censored: np.ndarray) -> tuple[
     return math.nan, False
 
 
-def _average_replicates(out: pd.DataFrame, groups: list[list[int]]) -> pd.DataFrame:
+def _average_replicates(out: pd.DataFrame, groups: list[np.ndarray]) -> pd.DataFrame:
     pkd = out["pkd"].to_numpy()
     censored = out["censored"].to_numpy()
     merged = [_merge_replicate_affinities(pkd[m], censored[m]) for m in groups]

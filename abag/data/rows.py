@@ -1,15 +1,16 @@
 """Validating every row of a table against a `ColumnPlan`: the canonical heavy, light, antigen, pKd and
 censored values of each row, and every problem with its row and column.
 
-May import: abag.data.report, abag.data.columns, abag.data.cells, pandas, the standard library.
+May import: abag.data.report, abag.data.columns, abag.data.cells, numpy, pandas, the standard library.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from abag.data.cells import (
@@ -59,44 +60,68 @@ class RowValues:
     problems: list[RowProblem]
 
 
+def _distinct(texts: list[str], rows: list[int]) -> tuple[np.ndarray, list[str]]:
+    """Code per row of `rows` into the distinct texts at those rows (first-appearance order)."""
+    codes, uniques = pd.factorize(np.asarray([texts[i] for i in rows], dtype=object), use_na_sentinel=False)
+    return codes, list(uniques)
+
+
 class _SequenceColumn:
-    """Validates one sequence column, caching by raw text (67k rows often share a few antigens)."""
+    """Validates one sequence column, each distinct raw text once (500k rows often share a few antigens)."""
 
     def __init__(self, df: pd.DataFrame, column: Any, *, required: bool, multi_chain: bool):
         self.column = column
         self.texts = column_texts(df, column) if column is not None else [""] * len(df)
         self.required, self.multi_chain = required, multi_chain
-        self._cache: dict[str, tuple[str, list[str]]] = {}
 
-    def check(self, position: int, problems: list[RowProblem]) -> str:
-        raw = self.texts[position]
-        if raw not in self._cache:
-            self._cache[raw] = normalize_sequence(raw, required=self.required, multi_chain=self.multi_chain)
-        normalized, reasons = self._cache[raw]
-        if reasons:
-            problems += [RowProblem(position + 1, str(self.column), reason, raw) for reason in reasons]
-        return normalized
+    def check(self, rows: list[int], problems: dict[int, list[RowProblem]]) -> list[str]:
+        """The normalised sequence of each row in `rows`; each row's problems are added under its position."""
+        codes, uniques = _distinct(self.texts, rows)
+        checked = [normalize_sequence(raw, required=self.required, multi_chain=self.multi_chain) for raw in uniques]
+        for i in np.flatnonzero(np.isin(codes, [c for c, (_, reasons) in enumerate(checked) if reasons])):
+            raw, position = uniques[codes[i]], rows[i]
+            problems.setdefault(position, []).extend(
+                RowProblem(position + 1, str(self.column), reason, raw) for reason in checked[codes[i]][1])
+        normalized = [text for text, _ in checked]
+        return [normalized[c] for c in codes]
 
 
 def validate_rows(df: pd.DataFrame, plan: ColumnPlan, require_pkd: bool, rows: list[int]) -> RowValues:
-    """Parse the rows at 0-based positions `rows`; problems name the 1-based row and the input column."""
-    heavy = _SequenceColumn(df, plan.heavy, required=True, multi_chain=False)
-    light = _SequenceColumn(df, plan.light, required=False, multi_chain=False)
-    antigen = _SequenceColumn(df, plan.antigen, required=True, multi_chain=True)
-    affinity = column_texts(df, plan.affinity) if plan.affinity is not None else None
-    units = column_texts(df, plan.kd_unit_column) if plan.kd_unit_column is not None else None
-    flags = column_texts(df, plan.censored) if plan.censored is not None else None
-    values = RowValues([], [], [], [], [], [])
-    for position in rows:
-        problems: list[RowProblem] = []
-        values.heavy.append(heavy.check(position, problems))
-        values.light.append(light.check(position, problems))
-        values.antigen.append(antigen.check(position, problems))
-        pkd, censored = _check_affinity(position, plan, require_pkd, affinity, units, flags, problems)
-        values.pkd.append(pkd)
-        values.censored.append(censored)
-        values.problems += problems
-    return values
+    """Parse the rows at 0-based positions `rows`; problems name the 1-based row and the input column.
+
+    Each distinct cell (each distinct affinity, unit and flag combination) is parsed once, and a row's problems
+    are listed in column order: heavy, light, antigen, then the affinity's."""
+    problems: dict[int, list[RowProblem]] = {}
+    columns = [_SequenceColumn(df, plan.heavy, required=True, multi_chain=False),
+               _SequenceColumn(df, plan.light, required=False, multi_chain=False),
+               _SequenceColumn(df, plan.antigen, required=True, multi_chain=True)]
+    heavy, light, antigen = (column.check(rows, problems) for column in columns)
+    empty = [""] * len(df)
+    affinity, units, flags = (column_texts(df, column) if column is not None else empty
+                              for column in (plan.affinity, plan.kd_unit_column, plan.censored))
+    # One code per distinct (affinity, unit, flag) triple: parse each once, then give its problems their rows.
+    parts = [_distinct(texts, rows) for texts in (affinity, units, flags)]
+    combined = parts[0][0].astype(np.int64)
+    for codes, uniques in parts[1:]:
+        combined = combined * len(uniques) + codes
+    distinct, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    pkd = np.empty(len(distinct))
+    censored = np.zeros(len(distinct), bool)
+    found: list[list[RowProblem]] = []
+    for k, i in enumerate(first):
+        position = rows[i]
+        triple: list[RowProblem] = []
+        pkd[k], censored[k] = _check_affinity(position, plan, require_pkd,
+                                              affinity if plan.affinity is not None else None,
+                                              units if plan.kd_unit_column is not None else None,
+                                              flags if plan.censored is not None else None, triple)
+        found.append(triple)
+    for i in np.flatnonzero(np.isin(inverse, [k for k, triple in enumerate(found) if triple])):
+        position = rows[i]
+        problems.setdefault(position, []).extend(replace(p, row=position + 1) for p in found[inverse[i]])
+    inverse = inverse.ravel()
+    return RowValues(heavy, light, antigen, pkd[inverse].tolist(), censored[inverse].tolist(),
+                     [p for position in sorted(problems) for p in problems[position]])
 
 
 def _check_affinity(

@@ -609,6 +609,37 @@ def test_replicates_mean_merges_exact_and_censored_values():
     assert "averaged to 3 row(s)" in report.summary()
 
 
+def test_replicates_mean_keeps_the_order_of_first_appearance_when_groups_interleave():
+    frame = replicate_frame().iloc[[0, 5, 3, 2, 6, 4, 1]].reset_index(drop=True)  # A, C, B, A, C, B, A
+    df, report = prepare_pairs(frame, replicates="mean")
+    assert df["note"].tolist() == ["a", "f", "d"] and df["source_row"].tolist() == [1, 2, 3]
+    assert df["pkd"].tolist() == [7.5, 9.0, 5.0] and df["censored"].tolist() == [False, False, True]
+    assert (report.n_replicate_groups, report.n_replicate_rows) == (3, 7)
+    flagged, _ = prepare_pairs(frame.iloc[:6], replicates="flag")  # the last A row left out: A twice, C, B
+    assert flagged["replicate"].tolist() == [True, True, True, True, True, True]
+    flagged, _ = prepare_pairs(frame.iloc[:3], replicates="flag")
+    assert flagged["replicate"].tolist() == [False, False, False]
+
+
+def test_each_replicate_policy_takes_an_empty_table():
+    from abag.data.replicates import apply_replicate_policy
+
+    empty = prepare_pairs(replicate_frame())[0].iloc[:0]
+    for policy in ("keep", "mean", "flag"):
+        out, n_groups, n_rows = apply_replicate_policy(empty.copy(), policy)
+        assert len(out) == 0 and (n_groups, n_rows) == (0, 0)
+
+
+def test_a_bad_cell_repeated_in_several_rows_is_reported_for_each_row_in_column_order():
+    frame = pd.DataFrame({"heavy": [HEAVY, "EVQL1", HEAVY, "EVQL1"], "antigen": [ANTIGEN] * 4,
+                          "pkd": ["7", "x", "x", "8"]})
+    with pytest.raises(DataValidationError) as caught:
+        prepare_pairs(frame)
+    where = [(p.row, p.column) for p in caught.value.problems]
+    assert where == [(2, "heavy"), (2, "pkd"), (3, "pkd"), (4, "heavy")]
+    assert [p.value for p in caught.value.problems] == ["EVQL1", "x", "x", "EVQL1"]
+
+
 def test_unknown_replicate_policy_is_a_value_error():
     with pytest.raises(ValueError, match="replicates must be one of"):
         prepare_pairs(replicate_frame(), replicates="median")
