@@ -5,7 +5,8 @@ code marks its stages with `stage("encode")`. Without an open recording `stage` 
 times nothing unless asked. A stage's seconds exclude those of stages opened inside it (a stage nested in another
 is subtracted from the outer one), and repeated names add up (a fold run's members each encode and train, and the
 summary shows the totals), so the stages never count a second twice and their sum is at most the run's wall time;
-what no stage covers is reported as "other". Imports the standard library only.
+what no stage covers is reported as "other". Work run in a background thread meanwhile is reported apart
+(`beside`), since its seconds overlap the stages'. Imports the standard library only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Iterator
 
-__all__ = ["StageTimes", "recording", "stage"]
+__all__ = ["StageTimes", "recording", "stage", "beside"]
 
 
 @dataclass
@@ -26,6 +27,9 @@ class StageTimes:
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # this process's CPU time (all threads) per stage
     total: float = 0.0
+    # Work that ran in a background thread beside the stages (`beside`): its wall seconds, not part of any stage's
+    # (the stage that waited for it counts only the wait).
+    beside_seconds: dict[str, float] = field(default_factory=dict)
     _open: list[list] = field(default_factory=list, repr=False)  # [start wall, start CPU, nested wall, nested CPU]
 
     def add(self, name: str, seconds: float, cpu_seconds: float = 0.0) -> None:
@@ -40,7 +44,10 @@ class StageTimes:
     def summary(self) -> str:
         """One line, e.g. "stage times: load 3.1 s, split 2.0 s, encode 58 s, … (other 4.0 s; total 81 s)"."""
         parts = [f"{name} {_seconds(value)}" for name, value in self.seconds.items()]
-        return f"stage times: {', '.join(parts) or 'none'} (other {_seconds(self.other)}; total {_seconds(self.total)})"
+        beside = "".join(f"; {name} {_seconds(value)} beside the other stages"
+                         for name, value in self.beside_seconds.items())
+        return (f"stage times: {', '.join(parts) or 'none'} (other {_seconds(self.other)}{beside}; "
+                f"total {_seconds(self.total)})")
 
 
 def _seconds(value: float) -> str:
@@ -61,6 +68,13 @@ def recording() -> Iterator[StageTimes]:
     finally:
         times.total = time.perf_counter() - started
         _current.reset(token)
+
+
+def beside(name: str, seconds: float) -> None:
+    """Record `seconds` of work named `name` that ran in a background thread (call it from the recording thread)."""
+    times = _current.get()
+    if times is not None:
+        times.beside_seconds[name] = times.beside_seconds.get(name, 0.0) + seconds
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from abag.stage_times import StageTimes, recording, stage
+from abag.stage_times import StageTimes, beside, recording, stage
 
 
 def test_stages_add_up_repeat_and_exclude_nested_ones():
@@ -39,6 +39,18 @@ def test_stage_outside_a_recording_only_runs_its_block():
 def test_summary_is_one_line_in_first_run_order():
     times = StageTimes({"load": 3.14, "encode": 58.2, "train": 0.04}, total=65.0)
     assert times.summary() == "stage times: load 3.1 s, encode 58 s, train 0.0 s (other 3.6 s; total 65 s)"
+
+
+def test_work_beside_the_stages_is_reported_apart_and_counted_in_no_stage():
+    with recording() as times:
+        with stage("train"):
+            beside("nearest chains", 21.0)
+            beside("nearest chains", 1.5)  # adds up, like a repeated stage
+    beside("outside", 1.0)  # no recording open: nothing
+    assert times.beside_seconds == {"nearest chains": 22.5}
+    assert sum(times.seconds.values()) <= times.total  # the background seconds are no stage's
+    assert times.summary().endswith(f"; nearest chains 22 s beside the other stages; total {times.total:.1f} s)")
+    assert StageTimes({"load": 1.0}, total=2.0).summary() == "stage times: load 1.0 s (other 1.0 s; total 2.0 s)"
 
 
 def test_a_failing_stage_is_still_recorded_and_the_recording_closed():

@@ -36,7 +36,8 @@ from abag.posthoc.intervals import (
     interval_report,
     nearest_identities,
 )
-from abag.stage_times import stage
+from abag.stage_times import beside, stage
+from abag.training.alongside import Alongside, training_support
 from abag.training.config import RunInputs
 from abag.training.metrics_document import build_metrics
 from abag.training.state import TrainingState
@@ -71,21 +72,24 @@ def evaluation_groups(run: RunInputs) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(clusters), np.asarray(row_groups(run.frame, "antibody").labels)
 
 
-def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_early: bool) -> FinalReport:
-    """Evaluate the best epoch on validation and test, with the baselines on the same split."""
+def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_early: bool,
+             references: Alongside[PredictionSupport] | None = None) -> FinalReport:
+    """Evaluate the best epoch on validation and test, with the baselines on the same split. `references`:
+    `training_support` started beside the epoch loop (None: searched here)."""
 
     config, frame, parts = run.config, run.frame, run.parts
     with stage("evaluate"):
         reload_best(state, best_path)
         deep_shift = centre_deep(state.model, run.data["train"], run.device, run.precision)  # None without wide
-        support = PredictionSupport.from_training(frame.iloc[parts["train"]], None, "")
         clusters, antibodies = evaluation_groups(run)
     with stage("nearest chains"):
-        # The validation and test rows' nearest training antigens and antibodies in one search per reference (a
-        # search first collects the training chains' seeds): the correction and the calibration then read them from
-        # the references' memo instead of searching the two parts apart.
-        nearest_identities(frame.iloc[np.concatenate([parts["val"], parts["test"]])], support.antigen_reference,
-                           support.antibody_reference)
+        # The validation and test rows' nearest training antigens and antibodies in one search per reference: the
+        # correction and the calibration then read them from the references' memo.
+        if references is None:
+            support = training_support(frame, parts)
+        else:  # searched during the epochs; this stage is the wait for the rest
+            support = references.result()
+            beside("nearest chains", references.seconds)
     # The correction's k-mer ridge (on the network's residuals) and the k-mer baseline (on pKd) fit the same
     # training rows: they share one design (features, XᵀX, eigenpairs), built once.
     labelled = _has_labels(frame.iloc[parts["train"]])  # else neither ridge nor the baselines can fit

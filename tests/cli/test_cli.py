@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -274,6 +275,8 @@ def test_folds_default_is_one_split_from_the_row_threshold_and_the_log_says_so(t
     assert "folds" not in json.loads((tmp_path / "big" / "metrics.json").read_text())
     assert not (tmp_path / "big" / "folds.json").exists()
     assert _stage_names(out) == list(STAGES)  # printed at the end, every stage of a single split
+    # The nearest-chain search ran beside the epochs: the stage counts the wait, the line says how long it took.
+    assert re.search(r"; nearest chains [0-9.]+ s beside the other stages; total ", out), out
     # An explicit --folds K is never changed by the size rule, and a resumed fold run keeps its kind.
     assert main(["train", "--out", str(tmp_path / "k2"), *common, "--folds", "2"]) == 0
     out = capsys.readouterr().out
