@@ -102,8 +102,8 @@ def validate_rows(df: pd.DataFrame, plan: ColumnPlan, require_pkd: bool, rows: l
     # One code per distinct (affinity, unit, flag) triple: parse each once, then give its problems their rows.
     parts = [_distinct(texts, rows) for texts in (affinity, units, flags)]
     combined = parts[0][0].astype(np.int64)
-    for codes, uniques in parts[1:]:
-        combined = combined * len(uniques) + codes
+    for codes, uniques in parts[1:]:  # factorised again each time: the codes stay below the row count
+        combined = pd.factorize(combined * len(uniques) + codes)[0].astype(np.int64)
     distinct, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
     pkd = np.empty(len(distinct))
     censored = np.zeros(len(distinct), bool)

@@ -64,8 +64,10 @@ def variable_domain(chain: str, kind: str) -> str:
 
 
 def trim_antibody_chains(heavy: Sequence[str], light: Sequence[str]) -> tuple[list[str], list[str]]:
-    """`variable_domain` applied to lists of heavy and light chains."""
-    return [variable_domain(h, "heavy") for h in heavy], [variable_domain(c, "light") for c in light]
+    """`variable_domain` applied to lists of heavy and light chains (each distinct chain cut once)."""
+    heavy_domains = {h: variable_domain(h, "heavy") for h in dict.fromkeys(heavy)}
+    light_domains = {c: variable_domain(c, "light") for c in dict.fromkeys(light)}
+    return [heavy_domains[h] for h in heavy], [light_domains[c] for c in light]
 
 
 def legacy_trim(value: object) -> str:

@@ -97,7 +97,7 @@ class NoveltyReference:
     def from_antigens(cls, antigens: Sequence[str], low: float = NOVELTY_RAMP[0],
                       high: float = NOVELTY_RAMP[1]) -> "NoveltyReference":
         """The reference for a model trained on `antigens` (the training rows' antigen column)."""
-        chains = sorted({c for a in antigens for c in antigen_chains(a)})
+        chains = sorted({c for a in dict.fromkeys(antigens) for c in antigen_chains(a)})  # rows repeat antigens
         return cls(tuple(chains), low, high)
 
     def identity(self, antigens: Sequence[str]) -> np.ndarray:

@@ -12,6 +12,7 @@ and test metrics are those of the model as saved.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +21,10 @@ import pandas as pd
 
 from abag import distributed
 from abag.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from abag.data.splits import row_groups
-from abag.evaluation.baselines import evaluate_baselines
 from abag.evaluation.metrics import evaluate_predictions
 from abag.evaluation.tables import format_comparison
 from abag.model.apply import centre_deep, predict_data, sigmoid
-from abag.model.ridge import RidgeDesign, training_rows
+from abag.model.ridge import RidgeDesign
 from abag.posthoc.familiar_correction import corrected, fit_for_model
 from abag.posthoc.intervals import (
     DEFAULT_COVERAGE,
@@ -37,7 +36,7 @@ from abag.posthoc.intervals import (
     nearest_identities,
 )
 from abag.stage_times import beside, stage
-from abag.training.alongside import Alongside, training_support
+from abag.training.alongside import Alongside, FinalInputs, final_inputs
 from abag.training.config import RunInputs
 from abag.training.metrics_document import build_metrics
 from abag.training.state import TrainingState
@@ -60,65 +59,47 @@ def reload_best(state: TrainingState, best_path: Path) -> None:
         load_model_weights(state.model, weights, state.model.trainable_state_dict().keys(), best_path)
 
 
-def evaluation_groups(run: RunInputs) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the antigen cluster (the split's groups when it has them) and the antibody, for the
-    within-cluster and within-antibody metrics and the cluster bootstrap."""
-
-    split = run.split
-    if split.groups is not None and split.method == "antigen":
-        clusters = np.asarray(split.groups)
-    else:
-        clusters = row_groups(run.frame, "antigen", identity=run.config.split_identity).labels
-    return np.asarray(clusters), np.asarray(row_groups(run.frame, "antibody").labels)
-
-
 def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_early: bool,
-             references: Alongside[PredictionSupport] | None = None) -> FinalReport:
-    """Evaluate the best epoch on validation and test, with the baselines on the same split. `references`:
-    `training_support` started beside the epoch loop (None: searched here)."""
+             alongside: Alongside[FinalInputs] | None = None) -> FinalReport:
+    """Evaluate the best epoch on validation and test, with the baselines on the same split. `alongside`:
+    `final_inputs` started beside the epoch loop (None: computed here)."""
 
     config, frame, parts = run.config, run.frame, run.parts
     with stage("evaluate"):
         reload_best(state, best_path)
         deep_shift = centre_deep(state.model, run.data["train"], run.device, run.precision)  # None without wide
-        clusters, antibodies = evaluation_groups(run)
-    with stage("nearest chains"):
-        # The validation and test rows' nearest training antigens and antibodies in one search per reference: the
-        # correction and the calibration then read them from the references' memo.
-        if references is None:
-            support = training_support(frame, parts)
-        else:  # searched during the epochs; this stage is the wait for the rest
-            support = references.result()
-            beside("nearest chains", references.seconds)
-    # The correction's k-mer ridge (on the network's residuals) and the k-mer baseline (on pKd) fit the same
-    # training rows: they share one design (features, XᵀX, eigenpairs), built once.
-    labelled = _has_labels(frame.iloc[parts["train"]])  # else neither ridge nor the baselines can fit
-    correcting = state.model.config.familiar_correction != "none" and labelled
+    with stage("references and baselines"):
+        # The validation and test rows' nearest training antigens and antibodies (the correction and the
+        # calibration read them from the references' memo), the k-mer ridge design, the baselines' metrics.
+        if alongside is None:
+            inputs = final_inputs(run, correcting=state.model.config.familiar_correction != "none")
+        else:  # computed during the epochs; this stage is the wait for the rest
+            inputs = alongside.result()
+            beside("references and baselines", alongside.seconds)
+    support, clusters, antibodies, baselines = inputs.support, inputs.clusters, inputs.antibodies, inputs.baselines
     with stage("familiar correction"):
-        design = RidgeDesign.of(frame.iloc[parts["train"]]) if correcting and len(run.data["test"]) else None
-        state.model.familiar_correction = fit_correction(state, run, support, clusters[parts["train"]], design)
-    baselines = {}
-    if len(run.data["test"]) and labelled:
-        with stage("baselines"):
-            baselines = evaluate_baselines(frame.iloc[parts["train"]], frame.iloc[parts["test"]], design=design,
-                                           threshold=config.binder_threshold, seed=config.seed,
-                                           groups=clusters[parts["test"]], antibody_groups=antibodies[parts["test"]])
-    del design  # distinct chains x features: released before the evaluation
-    results, predictions = {}, {}
+        state.model.familiar_correction = fit_correction(state, run, support, clusters[parts["train"]], inputs.design)
+    inputs.design = None  # distinct chains x features: released before the evaluation
+    predictions = {}
     with stage("evaluate"):
         for name in ("val", "test"):
             data = run.data[name]
-            if len(data) == 0:
-                results[name] = None
-                continue
-            pkd, logits = predict_data(state.model, data, run.device, precision=run.precision)
-            with stage("familiar correction"):
-                pkd, logits = corrected(state.model, data.frame, pkd, logits)
-            predictions[name] = (pkd, sigmoid(logits))
-            results[name] = evaluate_predictions(data.target.numpy(), pkd, sigmoid(logits),
-                                                 censored=data.censored.numpy(), threshold=config.binder_threshold,
-                                                 seed=config.seed, groups=clusters[parts[name]],
-                                                 antibody_groups=antibodies[parts[name]])
+            if len(data):
+                pkd, logits = predict_data(state.model, data, run.device, precision=run.precision)
+                with stage("familiar correction"):
+                    pkd, logits = corrected(state.model, data.frame, pkd, logits)
+                predictions[name] = (pkd, sigmoid(logits))
+
+        def evaluation(name: str) -> dict:
+            data, (pkd, binder_prob) = run.data[name], predictions[name]
+            return evaluate_predictions(data.target.numpy(), pkd, binder_prob, censored=data.censored.numpy(),
+                                        threshold=config.binder_threshold, seed=config.seed,
+                                        groups=clusters[parts[name]], antibody_groups=antibodies[parts[name]])
+
+        # Each part's bootstrap intervals are numpy work that releases the GIL: the two parts run side by side.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            evaluations = {name: pool.submit(evaluation, name) for name in predictions}
+        results = {name: evaluations[name].result() if name in evaluations else None for name in ("val", "test")}
     metrics = build_metrics(state.model, run, results, baselines, state.history, state.best_epoch, stopped_early)
     with stage("intervals"):
         metrics["intervals"] = calibrate_single_split(run, predictions, state.best_epoch, support)
@@ -139,15 +120,6 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
         comparison = format_comparison({"model": results["test"], **baselines},
                                        title=f"test ({run.split.description})")
     return FinalReport(metrics, pd.DataFrame(state.history), test_predictions, comparison)
-
-
-def _has_labels(train_frame: pd.DataFrame) -> bool:
-    """Whether any training row has a finite, uncensored pKd (what the ridges and the baselines fit on)."""
-    try:
-        training_rows(train_frame)
-    except ValueError:
-        return False
-    return True
 
 
 def fit_correction(state: TrainingState, run: RunInputs, support: PredictionSupport, clusters: np.ndarray,

@@ -37,7 +37,7 @@ from abag.model.network import AbAgModel, build_model
 from abag.outputs import ensure_writable_folder, write_csv_atomic, write_json_atomic
 from abag.policy import PKD_RANGE, choose_precision
 from abag.stage_times import stage
-from abag.training.alongside import Alongside, training_support
+from abag.training.alongside import Alongside, final_inputs
 from abag.training.config import RunInputs, TrainConfig
 from abag.training.data_identity import RowRecord, data_fingerprint
 from abag.training.finalize import FinalReport, finalize
@@ -177,12 +177,15 @@ def train(frame: pd.DataFrame, out_dir: str | Path, model_config: ModelConfig | 
                                               run_config, rows.to_checkpoint(), hint=resume_hint(point.path))
 
     criterion = StableCombinedLoss(config.mse_weight, config.class_weight, config.binder_threshold)
-    references = Alongside(lambda: training_support(run.frame, run.parts))  # needs only the split: beside the epochs
+    # What the end needs that the network does not change (the nearest-chain search, the baselines) needs only
+    # the split: it runs in a background thread while the epochs train the head on one core.
+    correcting = model.config.familiar_correction != "none"
+    unchanged = Alongside(lambda: final_inputs(run, correcting))
     with stage("train"):
         stopped_early = fit(state, run, criterion, folder.save_epoch, log, folder.last)
         distributed.barrier()
 
-    report = finalize(state, run, folder.best, stopped_early, references)
+    report = finalize(state, run, folder.best, stopped_early, unchanged)
     with stage("write"):
         folder.write_results(report, log)
     return TrainResult(report.metrics, report.history, folder.out_dir, folder.best, model,

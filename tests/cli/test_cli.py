@@ -252,7 +252,7 @@ def test_predict_annotate_adds_imgt_domains_and_cdrs(trained, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- folds default by size
 
-STAGES = ("load", "split", "encode", "train", "evaluate", "nearest chains", "familiar correction", "baselines",
+STAGES = ("load", "split", "encode", "train", "evaluate", "references and baselines", "familiar correction",
           "intervals", "write")
 
 
@@ -275,13 +275,15 @@ def test_folds_default_is_one_split_from_the_row_threshold_and_the_log_says_so(t
     assert "folds" not in json.loads((tmp_path / "big" / "metrics.json").read_text())
     assert not (tmp_path / "big" / "folds.json").exists()
     assert _stage_names(out) == list(STAGES)  # printed at the end, every stage of a single split
-    # The nearest-chain search ran beside the epochs: the stage counts the wait, the line says how long it took.
-    assert re.search(r"; nearest chains [0-9.]+ s beside the other stages; total ", out), out
+    # The nearest-chain search and the baselines ran beside the epochs: the stage counts the wait, the line says
+    # how long they took.
+    assert re.search(r"; references and baselines [0-9.]+ s beside the other stages; total ", out), out
     # An explicit --folds K is never changed by the size rule, and a resumed fold run keeps its kind.
     assert main(["train", "--out", str(tmp_path / "k2"), *common, "--folds", "2"]) == 0
     out = capsys.readouterr().out
     assert "folds: " not in out and json.loads((tmp_path / "k2" / "metrics.json").read_text())["folds"]["k"] == 2
-    assert sorted(_stage_names(out)) == sorted(STAGES)  # the members' stages add up with the ensemble's
+    # The members' stages add up with the ensemble's, which evaluates its own baselines.
+    assert sorted(_stage_names(out)) == sorted((*STAGES, "baselines"))
     assert main(["train", "--out", str(tmp_path / "k2"), *common, "--resume"]) == 0
     out = capsys.readouterr().out
     assert "not retrained" in out and "folds: " not in out and "stage times: " in out
