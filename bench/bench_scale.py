@@ -287,13 +287,8 @@ def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResu
     from abag.outputs import write_csv_atomic, write_json_atomic
     from abag.posthoc.intervals import PredictionSupport
     from abag.training.config import TrainConfig
-    from abag.training.finalize import (
-        calibrate_single_split,
-        evaluation_groups,
-        fit_correction,
-        reload_best,
-        store_support,
-    )
+    from abag.training.alongside import evaluation_groups
+    from abag.training.finalize import calibrate_single_split, fit_correction, reload_best, store_support
     from abag.training.run import RunFolder, _prepare, _split, seed_everything
 
     stage = recorder.stage
