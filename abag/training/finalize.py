@@ -7,7 +7,9 @@ training antigen/antibody references to best.pt and last.pt (`store_support`: th
 writes, with best.pt's weights once the deep part of a wide model is centred: `abag.model.apply.centre_deep`;
 everything else `abag.train` writes). Before any of that it fits the familiar-antigen correction
 (`abag.posthoc.familiar_correction`) on the best epoch's in-sample outputs over the training part, so the validation
-and test metrics are those of the model as saved.
+and test metrics are those of the model as saved. What needs only the split (the references with the held-out rows'
+nearest chains, the evaluation groups, the k-mer ridge design, the baselines) comes from `abag.training.alongside`,
+usually computed while the epochs ran.
 """
 
 from __future__ import annotations
