@@ -115,8 +115,9 @@ def test_stage_recorder_sees_memory_allocated_inside_a_stage():
 @pytest.fixture
 def python_sigint_handler():
     """Python's own Ctrl-C handler for the test's duration. The recorder stops a stage as Ctrl-C does
-    (`_thread.interrupt_main`), which raises KeyboardInterrupt only under that handler; CI ran this test with another
-    one installed by something earlier in the same process, and the stages then ran to their end."""
+    (`_thread.interrupt_main`), which raises KeyboardInterrupt only under that handler; CI once ran this test with
+    SIGINT ignored (as a process started as a background job of a non-interactive shell inherits it; nothing in the
+    suite changes the handler, a probe over every test found), and the stages then ran to their end."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)

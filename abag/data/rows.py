@@ -96,11 +96,11 @@ def validate_rows(df: pd.DataFrame, plan: ColumnPlan, require_pkd: bool, rows: l
                _SequenceColumn(df, plan.light, required=False, multi_chain=False),
                _SequenceColumn(df, plan.antigen, required=True, multi_chain=True)]
     heavy, light, antigen = (column.check(rows, problems) for column in columns)
-    empty = [""] * len(df)
-    affinity, units, flags = (column_texts(df, column) if column is not None else empty
+    affinity, units, flags = (column_texts(df, column) if column is not None else None
                               for column in (plan.affinity, plan.kd_unit_column, plan.censored))
     # One code per distinct (affinity, unit, flag) triple: parse each once, then give its problems their rows.
-    parts = [_distinct(texts, rows) for texts in (affinity, units, flags)]
+    empty = [""] * len(df)
+    parts = [_distinct(texts if texts is not None else empty, rows) for texts in (affinity, units, flags)]
     combined = parts[0][0].astype(np.int64)
     for codes, uniques in parts[1:]:  # factorised again each time: the codes stay below the row count
         combined = pd.factorize(combined * len(uniques) + codes)[0].astype(np.int64)
@@ -111,10 +111,7 @@ def validate_rows(df: pd.DataFrame, plan: ColumnPlan, require_pkd: bool, rows: l
     for k, i in enumerate(first):
         position = rows[i]
         triple: list[RowProblem] = []
-        pkd[k], censored[k] = _check_affinity(position, plan, require_pkd,
-                                              affinity if plan.affinity is not None else None,
-                                              units if plan.kd_unit_column is not None else None,
-                                              flags if plan.censored is not None else None, triple)
+        pkd[k], censored[k] = _check_affinity(position, plan, require_pkd, affinity, units, flags, triple)
         found.append(triple)
     for i in np.flatnonzero(np.isin(inverse, [k for k, triple in enumerate(found) if triple])):
         position = rows[i]

@@ -557,10 +557,9 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
         held_out = fold == k
         if not usable[~held_out].any():
             continue
-        rows = frame.loc[~held_out & usable]
+        rows, scored = frame.loc[~held_out & usable], usable[held_out]
         for choice in (0, 1):  # every held-out row is predicted (censored ones too), only exact ones scored
             predicted[choice, held_out] = _candidate(rows, spec, choice)(frame.loc[held_out])
-            scored = usable[held_out]
             errors[choice].append(predicted[choice, held_out][scored] - target[held_out][scored])
     if not errors[0]:
         return kept
