@@ -1,8 +1,9 @@
 """The epoch loop: train one epoch, validate, step the scheduler, record, save; stop early or on Ctrl-C.
 
 `_train_epoch` is the inner loop, in the order a reader expects: forward, loss, NaN/Inf check, backward of
-the scaled loss (micro-batches skip DDP's all-reduce), and once per accumulation group: unscale, clip,
-check the gradient norm, optimizer step, zero the gradients. Saving is the caller's (`save`), so this
+the scaled loss (passes that do not step skip DDP's all-reduce), and once per accumulation group: unscale,
+clip, check the gradient norm, optimizer step, zero the gradients. When only the head learns, a group's
+micro-batches run as one pass. A divergence names the epoch and the optimizer step it happened in. Saving is the caller's (`save`), so this
 module never touches files.
 """
 
@@ -86,7 +87,8 @@ def fit(state: TrainingState, run: RunInputs, criterion: StableCombinedLoss,
         for epoch in range(state.epoch + 1, last_epoch + 1):
             started = time.perf_counter()
             train_loss, steps = _train_epoch(net, run.data["train"], state.optimizer, state.scaler, criterion,
-                                             config, run.device, run.precision, epoch, last_path, clusters)
+                                             config, run.device, run.precision, epoch, last_path, clusters,
+                                             whole_groups=getattr(state.model, "encoders_frozen", False))
             record = _validate(state, run, criterion, train_loss, steps, epoch, last_path)
             record = dataclasses.replace(record, seconds=time.perf_counter() - started)
             improved = state.end_epoch(dataclasses.asdict(record), record.val_spearman)
@@ -141,7 +143,7 @@ def _diverged(what: str, epoch: int, step: int, last_path: Path, when: str) -> T
 def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, criterion: StableCombinedLoss, config: TrainConfig,
                  device: torch.device, precision: Precision, epoch: int, last_path: Path,
-                 clusters: torch.Tensor | None = None) -> tuple[float, int]:
+                 clusters: torch.Tensor | None = None, whole_groups: bool = False) -> tuple[float, int]:
     """One pass over the training rows; returns (mean training loss, optimizer steps taken).
 
     Micro-batches of `batch_size` rows form groups of `gradient_accumulation` (the last group may be
@@ -149,44 +151,49 @@ def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Op
     micro-batch's mean loss is weighted by its share of the group's rows, so a short last micro-batch
     counts for its rows only. Under DDP each process holds an equal share of every group (see
     `shard_for_process`), so the all-reduced average of the processes' gradients is the mean over all rows.
-    With `clusters` (each training row's group code) the loss adds `config.ranking_weight` x the pairwise
-    ranking term (`abag.model.ranking`).
+    With `whole_groups` a group's micro-batches run as one forward and backward pass with the same loss
+    (`StableCombinedLoss` with `segments`): micro-batches bound the memory of a model whose encoders learn,
+    and when only the head learns they would only multiply its small steps (8 passes per step instead of
+    one; the dropout masks are drawn for the group at once). With `clusters` (each training row's group
+    code) the loss adds `config.ranking_weight` x the pairwise ranking term (`abag.model.ranking`), which
+    pairs rows within a micro-batch, so every micro-batch is then a pass of its own.
     """
     net.train()
     order = shard_for_process(epoch_order(len(data), config.seed, epoch, clusters, config.ranking_rows_per_group))
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     groups = [batches[i:i + config.gradient_accumulation]
               for i in range(0, len(batches), config.gradient_accumulation)]
-    total_loss, total_rows, steps, micro_step = 0.0, 0, 0, 0
+    total_loss, total_rows, steps = 0.0, 0, 0
     optimizer.zero_grad(set_to_none=True)
     bar = tqdm(total=len(batches), desc=f"epoch {epoch}", leave=False, disable=not config.progress, unit="batch")
     with head_threads(data, device):  # cached embeddings on the CPU: one thread (see head_threads)
         for group in groups:
             group_rows = sum(len(rows) for rows in group)
-            for position, rows in enumerate(group):
-                micro_step += 1
-                last_in_group = position == len(group) - 1
-                # Only the stepping micro-batch all-reduces the gradients under DDP.
-                sync = contextlib.nullcontext() if last_in_group or not isinstance(net, DistributedDataParallel) \
-                    else net.no_sync()
+            passes = [group] if whole_groups and clusters is None else [[rows] for rows in group]
+            for position, micro_batches in enumerate(passes):
+                rows = np.concatenate(micro_batches)
+                # Only the stepping pass all-reduces the gradients under DDP.
+                sync = contextlib.nullcontext() if position == len(passes) - 1 \
+                    or not isinstance(net, DistributedDataParallel) else net.no_sync()
                 with sync:
                     with autocast(device, precision):
                         pkd, logits = net(data.inputs(rows, device))
                     target, censored = data.target[rows].to(device), data.censored[rows].to(device)
-                    base_loss = loss = criterion(pkd, target, logits, censored)
+                    base_loss = loss = criterion(pkd, target, logits, censored,
+                                                 segments=[len(batch) for batch in micro_batches])
                     if clusters is not None:  # the reported training loss stays the v2.7 one (as validation's)
                         loss = base_loss + config.ranking_weight * pairwise_ranking_loss(
                             pkd, target, clusters[torch.as_tensor(rows)].to(device), censored)
                     try:
                         check_loss_validity(loss, "training loss")
                     except ValueError as exc:
-                        raise _diverged(str(exc), epoch, micro_step, last_path, "before the optimizer step") from None
+                        raise _diverged(str(exc), epoch, steps + 1, last_path, "before the optimizer step") from None
                     scaler.scale(loss * (len(rows) / group_rows)).backward()
                 total_loss += float(base_loss.detach()) * len(rows)
                 total_rows += len(rows)
-                bar.update(1)
+                bar.update(len(micro_batches))
                 bar.set_postfix(loss=f"{total_loss / total_rows:.4f}")
-            _optimizer_step(net, optimizer, scaler, config, epoch, micro_step, last_path)
+            _optimizer_step(net, optimizer, scaler, config, epoch, steps + 1, last_path)
             steps += 1
     bar.close()
     gathered = distributed.all_gather_objects((total_loss, total_rows))
@@ -194,13 +201,13 @@ def _train_epoch(net: torch.nn.Module, data: PairData, optimizer: torch.optim.Op
 
 
 def _optimizer_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    config: TrainConfig, epoch: int, micro_step: int, last_path: Path) -> None:
+                    config: TrainConfig, epoch: int, step: int, last_path: Path) -> None:
     """Unscale, clip, refuse a non-finite gradient norm, step, and zero the gradients for the next group."""
     scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip_norm)
     if not scaler.is_enabled() and not torch.isfinite(norm):  # the fp16 scaler skips such steps itself
         kind = "NaN" if torch.isnan(norm) else "Inf"
-        raise _diverged(f"gradient norm is {kind}", epoch, micro_step, last_path, "before the optimizer step")
+        raise _diverged(f"gradient norm is {kind}", epoch, step, last_path, "before the optimizer step")
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)

@@ -90,13 +90,17 @@ def test_two_processes_match_one_with_the_same_effective_batch(ddp_runs):
     # 2 processes × batch 8 × accumulation 8 = 1 process × batch 16 × accumulation 8. Process r takes rows
     # r, r+2, … of the epoch's order, so each pair of micro-batches holds exactly the single process's
     # 16 rows and DDP's gradient average equals the 16-row mean. With dropout 0 the runs differ only by
-    # float summation order (tolerance 1e-5); with dropout, masks are drawn per process and the runs
-    # differ by dropout noise as two seeds would.
+    # float summation order (one 128-row pass against two 64-row passes per step); Adam divides each step by
+    # the gradient's running size, so a weight whose gradient is near rounding level can move by a small
+    # fraction of the learning rate (1e-3) differently: at most 1e-4 anywhere, 1e-7 on average. With dropout,
+    # masks are drawn per process and the runs differ by dropout noise as two seeds would.
     _, single, double = ddp_runs
     a = load_checkpoint(single / "checkpoints" / "last.pt")["model_state_dict"]
     b = load_checkpoint(double / "checkpoints" / "last.pt")["model_state_dict"]
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-4)
+        if a[key].is_floating_point() and a[key].numel():
+            assert float((a[key] - b[key]).abs().mean()) < 1e-7, key
     ma = json.loads((single / "metrics.json").read_text())
     mb = json.loads((double / "metrics.json").read_text())
     assert mb["training"]["world_size"] == 2 and ma["training"]["world_size"] == 1
@@ -115,9 +119,19 @@ def test_only_one_process_writes_and_accumulation_skips_allreduce(ddp_runs):
     n_train = metrics["data"]["n_train"]
     micro_batches = math.ceil(math.ceil(n_train / 2) / 8)           # per process per epoch
     steps = math.ceil(micro_batches / 8)
-    assert rank0.count("no_sync") == 3 * (micro_batches - steps)   # every non-stepping micro-batch
-    assert rank1.count("no_sync") == rank0.count("no_sync")
+    # Only the head learns: each process runs its share of a group as one pass, which all-reduces once.
+    assert rank0.count("no_sync") == rank1.count("no_sync") == 0
     assert list(pd.read_csv(out / "history.csv")["optimizer_steps"]) == [steps] * 3
+
+
+def test_micro_batches_of_a_learning_encoder_skip_the_allreduce_until_the_step(tmp_path):
+    out = run_training(tmp_path, "finetune", 2, ["--batch-size", "8", "--finetune-layers", "1"], epochs=1)
+    rank0, rank1 = records(tmp_path / "rec-finetune", 0), records(tmp_path / "rec-finetune", 1)
+    n_train = json.loads((out / "metrics.json").read_text())["data"]["n_train"]
+    micro_batches = math.ceil(math.ceil(n_train / 2) / 8)           # per process
+    steps = math.ceil(micro_batches / 8)
+    assert rank0.count("no_sync") == rank1.count("no_sync") == micro_batches - steps  # every non-stepping one
+    assert list(pd.read_csv(out / "history.csv")["optimizer_steps"]) == [steps]
 
 
 def test_resume_with_the_same_number_of_processes(ddp_runs, capsys):

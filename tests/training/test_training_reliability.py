@@ -290,6 +290,53 @@ def test_a_short_last_micro_batch_weighs_only_its_rows(tmp_path, tiny_encoders):
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
 
 
+def test_segments_weigh_each_micro_batch_by_its_rows():
+    """The loss of one pass over a group equals its micro-batches' losses weighted by their rows, censored rows
+    whose binder class is unknown included (the BCE mean is over each micro-batch's known rows)."""
+    generator = torch.Generator().manual_seed(0)
+    pred, logits = 4 + 10 * torch.rand(21, generator=generator), torch.randn(21, generator=generator)
+    target = 5 + 6 * torch.rand(21, generator=generator)
+    censored = torch.zeros(21, dtype=torch.bool)
+    censored[[0, 1, 2, 3, 9, 17]] = True
+    target[[0, 1, 2, 3]] = 10.0   # censored at or above the threshold: class unknown, out of the BCE mean
+    criterion, sizes = StableCombinedLoss(), [8, 8, 5]
+    for flags in (censored, None):
+        pieces = [criterion(p, t, c, None if flags is None else f)
+                  for p, t, c, f in zip(pred.split(sizes), target.split(sizes), logits.split(sizes),
+                                        (censored if flags is None else flags).split(sizes))]
+        expected = sum(n / 21 * piece for n, piece in zip(sizes, pieces))
+        got = criterion(pred, target, logits, flags, segments=sizes)
+        assert float(got) == pytest.approx(float(expected), rel=1e-6)
+    # Under censoring the runs' own means differ from the mean over the whole pass (what the segments keep):
+    assert float(criterion(pred, target, logits, censored)) != pytest.approx(float(expected), rel=1e-3)
+    with pytest.raises(ValueError, match="segments of 20 rows for a batch of 21"):
+        criterion(pred, target, logits, censored, segments=[8, 8, 4])
+
+
+def test_a_group_in_one_pass_trains_as_its_micro_batches(tmp_path, tiny_encoders, monkeypatch):
+    """Only the head learns, so each accumulation group runs as one pass: the same weights as its micro-batches
+    one at a time (no dropout; rows censored at and above the binder threshold)."""
+    frame = grouped_frame(n=90)
+    frame.loc[frame.index % 9 == 0, "pkd"] = [10.5 if i % 2 else 6.0 for i in range(len(frame.index[::9]))]
+    settings_ = config(tmp_path, epochs=3, batch_size=8, gradient_accumulation=3)
+    one_pass = train(frame, tmp_path / "one", NO_DROPOUT, settings_, encoders=tiny_encoders, **quiet)
+    loop = importlib.import_module("abag.training.loop")
+    original, seen = loop._train_epoch, []
+
+    def micro_batches_apart(*args, **kwargs):
+        seen.append(kwargs.pop("whole_groups"))
+        return original(*args, **kwargs, whole_groups=False)
+
+    monkeypatch.setattr(loop, "_train_epoch", micro_batches_apart)
+    apart = train(frame, tmp_path / "apart", NO_DROPOUT, settings_, encoders=tiny_encoders, **quiet)
+    assert seen == [True] * 3  # the default run used one pass per group
+    np.testing.assert_allclose(one_pass.history["train_loss"], apart.history["train_loss"], rtol=1e-5)
+    wa = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["model_state_dict"]
+    wb = load_checkpoint(tmp_path / "apart" / "checkpoints" / "last.pt")["model_state_dict"]
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- weights are key-checked
 
 def test_the_best_epoch_reload_refuses_weights_that_do_not_fit(tmp_path, tiny_encoders, monkeypatch):
