@@ -279,11 +279,21 @@ def fc_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shipped_model_config(frame: pd.DataFrame):
+    """The ModelConfig `abag train --encoder tiny` builds for `frame`: the defaults, with the trimming default's
+    size rule of `abag.cli.train` (IMGT numbering up to NUMBERING_MAX_CHAINS distinct antibody chains, the
+    framework-4 motif above)."""
+    from abag.model.config import ModelConfig
+    from abag.numbering.domains import distinct_chains, numbered_by_default
+
+    numbered = numbered_by_default(distinct_chains(frame["heavy"], frame["light"]))
+    return ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", trim_antibody="imgt" if numbered else "motif")
+
+
 def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResult]:
     """The stages of `abag train --encoder tiny --epochs 1` (then `abag predict` on the same file), in order."""
     from abag.data import prepare_pairs, read_table
     from abag.inference import load_trained_model, predict_frame
-    from abag.model.config import ModelConfig
     from abag.outputs import write_csv_atomic, write_json_atomic
     from abag.posthoc.intervals import PredictionSupport
     from abag.training.config import TrainConfig
@@ -294,12 +304,12 @@ def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResu
     stage = recorder.stage
     out = work / "run"
     config = TrainConfig(epochs=1, cache_dir=str(work / "cache"), progress=False, device="cpu")
-    model_config = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny")
     with stage("load (read_table)"):
         table = read_table(csv)
     with stage("validate (prepare_pairs)"):
         frame, _ = prepare_pairs(table, source=str(csv))
         del table
+    model_config = shipped_model_config(frame)
     seed_everything(config.seed)
     with stage("split (antigen clusters)"):
         split = _split(frame, config, None, None)

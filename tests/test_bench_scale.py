@@ -25,11 +25,13 @@ sys.path.insert(0, str(BENCH))
 import bench_scale  # noqa: E402 - needs bench/ on sys.path
 from conftest import torch_threads  # noqa: E402
 
+from abag.checkpoint import load_checkpoint  # noqa: E402
 from abag.encoding.pair_embeddings import EmbeddedPairs  # noqa: E402
 from abag.evaluation import metrics  # noqa: E402
 from abag.identity.clustering import cluster_antigens  # noqa: E402
 from abag.model.apply import PairData, head_threads, predict_data  # noqa: E402
 from abag.model.losses import StableCombinedLoss  # noqa: E402
+from abag.numbering import domains  # noqa: E402
 from abag.training.config import TrainConfig  # noqa: E402
 from abag.training.loop import _train_epoch  # noqa: E402
 
@@ -203,6 +205,19 @@ def test_tiny_run_measures_every_stage_and_the_cli_commands(tmp_path):
     assert "| stage | wall s | CPU s |" in table and "1,000 pairs" in table and "`abag train" in table
     assert size["end_to_end"][0]["stage_times"].startswith("stage times: load ")  # abag train's own line
     assert "`abag train` stage times: load " in table
+    # The in-process stages build the model `abag train` builds from the same file.
+    folder = Path(size["folder"])
+    staged = load_checkpoint(folder / "run" / "checkpoints" / "best.pt")["config"]["model"]
+    command = load_checkpoint(folder / "cli-run" / "checkpoints" / "best.pt")["config"]["model"]
+    assert staged == command
+
+
+def test_the_stages_trim_as_abag_train_does_by_size(monkeypatch):
+    frame = bench_scale.synthetic_pairs(bench_scale.SyntheticMix.scaled(500, 0))
+    chains = domains.distinct_chains(frame["heavy"], frame["light"])
+    assert bench_scale.shipped_model_config(frame).trim_antibody == "imgt"  # 150 chains: numbered
+    monkeypatch.setattr(domains, "NUMBERING_MAX_CHAINS", chains - 1)
+    assert bench_scale.shipped_model_config(frame).trim_antibody == "motif"  # above the rule: the motif
 
 
 # ------------------------------------------------------------------------------------------- scale fixes

@@ -3,8 +3,8 @@
 `_train_epoch` is the inner loop, in the order a reader expects: forward, loss, NaN/Inf check, backward of
 the scaled loss (passes that do not step skip DDP's all-reduce), and once per accumulation group: unscale,
 clip, check the gradient norm, optimizer step, zero the gradients. When only the head learns, a group's
-micro-batches run as one pass. A divergence names the epoch and the optimizer step it happened in. Saving is the caller's (`save`), so this
-module never touches files.
+micro-batches run as one pass. A divergence names the epoch and the optimizer step it happened in. Saving is
+the caller's (`save`), so this module never touches files.
 """
 
 from __future__ import annotations
