@@ -348,8 +348,14 @@ def test_resume_with_more_epochs_continues_finished_members_bit_identically(stra
     lines: list[str] = []
     resumed = five_folds(out, five_fold_config(tmp_path, 4), tiny_encoders, resume=True, log=lines.append)
     assert_same_as_straight(straight_four_epochs, resumed)
-    assert any("member 1/5: stopped early at epoch 2, so it stays stopped" in line for line in lines)
-    assert any("member 5/5: trained for 2 epochs earlier; continuing from epoch 2 to 4" in line for line in lines)
+    # Which members stop at epoch 2 depends on the numerics (torch's kernels differ between releases): each
+    # member's line follows what the straight run did (the fixture makes sure both cases occur).
+    for member, straight in enumerate(straight_four_epochs.members, start=1):
+        if straight.metrics["training"]["epochs_run"] == 2 and straight.metrics["training"]["stopped_early"]:
+            said = f"member {member}/5: stopped early at epoch 2, so it stays stopped"
+        else:
+            said = f"member {member}/5: trained for 2 epochs earlier; continuing from epoch 2 to 4"
+        assert any(said in line for line in lines), (said, lines)
     # The ensemble was reassembled from the continued members; a further resume leaves everything as it is.
     assert pd.read_csv(out / "history.csv").groupby("member").size().tolist() == \
         [m.metrics["training"]["epochs_run"] for m in straight_four_epochs.members]
