@@ -53,6 +53,15 @@ def saturation_share(predictions: np.ndarray, bounds: tuple[float, float] = PKD_
     return float(np.mean((predictions <= low + margin) | (predictions >= high - margin)))
 
 
+def _shown_above(value: float, limit: float) -> str:
+    """`value` (> `limit`) with two decimals, or as many more as it takes not to read as `limit` (3.004 > 3.0)."""
+    for digits in (2, 3, 4, 5, 6):
+        text = f"{value:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return repr(value)
+
+
 def format_epoch(record: EpochRecord, config: TrainConfig) -> str:
     """The per-epoch line, with the overfitting and saturation warnings appended."""
     spearman = "n/a" if record.val_spearman is None else f"{record.val_spearman:.4f}"
@@ -62,8 +71,8 @@ def format_epoch(record: EpochRecord, config: TrainConfig) -> str:
             f"lr {record.learning_rate:.2e} | pred range [{record.pred_min:.2f}, {record.pred_max:.2f}] | "
             f"at bounds {record.val_saturation:.0%} | steps {record.optimizer_steps} | {record.seconds:.1f}s")
     if record.overfit_ratio > config.overfit_warning_ratio:
-        line += f"\n  WARNING: overfitting — val/train loss ratio {record.overfit_ratio:.2f} > " \
-                f"{config.overfit_warning_ratio}"
+        line += f"\n  WARNING: overfitting — val/train loss ratio " \
+                f"{_shown_above(record.overfit_ratio, config.overfit_warning_ratio)} > {config.overfit_warning_ratio}"
     if record.val_saturation > config.saturation_warning_share:
         line += (f"\n  WARNING: saturated output — {record.val_saturation:.0%} of validation predictions are "
                  f"within {SATURATION_MARGIN} of the output bounds (more than {config.saturation_warning_share:.0%}); "

@@ -250,6 +250,16 @@ def test_saturation_is_recorded_in_history_and_warned(tmp_path, tiny_encoders, m
     assert list(history["train_loss_mode"]) == [TRAIN_LOSS_MODE] * 2
 
 
+def test_the_overfitting_warning_shows_a_ratio_above_its_limit():
+    """A ratio just above the limit is shown with the digits that make it read as above it (not "3.00 > 3.0")."""
+    for ratio, shown in ((3.004, "3.004 > 3.0"), (3.2, "3.20 > 3.0"), (3.00004, "3.00004 > 3.0")):
+        over = format_epoch(EpochRecord(3, 0.5, 0.5 * ratio, ratio, 0.2, 1.0, 1e-3, 4.0, 14.0, 0.0, 1, 0.1),
+                            TrainConfig())
+        assert f"val/train loss ratio {shown}" in over, over
+    calm = format_epoch(EpochRecord(3, 0.5, 1.5, 3.0, 0.2, 1.0, 1e-3, 4.0, 14.0, 0.0, 1, 0.1), TrainConfig())
+    assert "overfitting" not in calm  # at the limit: no warning
+
+
 def test_the_saturation_warning_needs_more_than_the_threshold():
     record = EpochRecord(3, 0.5, 0.6, 1.2, 0.2, 1.0, 1e-3, 4.0, 14.0, 0.10, 1, 0.1)
     assert "saturated" not in format_epoch(record, TrainConfig())
