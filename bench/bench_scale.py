@@ -284,10 +284,10 @@ def shipped_model_config(frame: pd.DataFrame):
     size rule of `abag.cli.train` (IMGT numbering up to NUMBERING_MAX_CHAINS distinct antibody chains, the
     framework-4 motif above)."""
     from abag.model.config import ModelConfig
-    from abag.numbering.domains import distinct_chains, numbered_by_default
+    from abag.numbering import default_trim, distinct_chains
 
-    numbered = numbered_by_default(distinct_chains(frame["heavy"], frame["light"]))
-    return ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", trim_antibody="imgt" if numbered else "motif")
+    return ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny",
+                       trim_antibody=default_trim(distinct_chains(frame["heavy"], frame["light"])))
 
 
 def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResult]:

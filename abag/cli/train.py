@@ -30,7 +30,7 @@ from abag.encoding.sequence_encoder import POOLINGS
 from abag.errors import AbagError, OutputNotWritableError
 from abag.folds.members import TooFewFoldGroupsError, train_folds
 from abag.model.config import CORRECTIONS, FUSIONS, WIDES, ModelConfig
-from abag.numbering import NUMBERING_MAX_CHAINS, distinct_chains, numbered_by_default
+from abag.numbering import NUMBERING_MAX_CHAINS, default_trim, distinct_chains
 from abag.outputs import ensure_writable_folder, write_csv_atomic
 from abag.policy import PRECISION_CHOICES
 from abag.stage_times import recording, stage
@@ -93,10 +93,9 @@ def _trim_for_size(args: argparse.Namespace, frame) -> str | None:
     if args.trim_antibody is not None:
         return None
     n_chains = distinct_chains(frame["heavy"], frame["light"])
-    if numbered_by_default(n_chains):  # the same rule as the chain check's "auto"
-        args.trim_antibody = "imgt"
+    args.trim_antibody = default_trim(n_chains)  # the same rule as the chain check's "auto"
+    if args.trim_antibody == "imgt":
         return None
-    args.trim_antibody = "motif"
     return (f"variable domains: cut after the framework-4 motif (default from {NUMBERING_MAX_CHAINS:,} distinct "
             f"antibody chains; this table has {n_chains:,}; --trim-antibody imgt numbers them all)")
 

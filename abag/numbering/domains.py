@@ -31,7 +31,7 @@ from abag.numbering.chains import NumberedChain
 from abag.numbering.disk_cache import NumberingDiskCache
 
 __all__ = ["SHARED_NUMBERING", "NUMBERING_MAX_CHAINS", "POOLED_REGIONS", "variable_domains", "domain_of_chain",
-           "residue_regions", "distinct_chains", "numbered_by_default"]
+           "residue_regions", "distinct_chains", "numbered_by_default", "default_trim"]
 
 POOLED_REGIONS = ("FR", "CDR1", "CDR2", "CDR3")
 """The regions `residue_regions` labels 0, 1, 2, 3: the four frameworks together, then CDR1, CDR2 and CDR3."""
@@ -56,6 +56,12 @@ def numbered_by_default(n_chains: int) -> bool:
     """The size rule: a table with `n_chains` distinct antibody chains is numbered by default (the chain check and
     IMGT trimming) when it has at most `NUMBERING_MAX_CHAINS`."""
     return n_chains <= NUMBERING_MAX_CHAINS
+
+
+def default_trim(n_chains: int) -> str:
+    """The trimming default for a table of `n_chains` distinct antibody chains: "imgt" (numbered) under the size
+    rule, else "motif" (the framework-4 motif)."""
+    return "imgt" if numbered_by_default(n_chains) else "motif"
 
 
 def domain_of_chain(chain: NumberedChain, kind: str) -> str:
