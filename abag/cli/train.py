@@ -29,7 +29,7 @@ from abag.encoding.features import TRIMS
 from abag.encoding.sequence_encoder import POOLINGS
 from abag.errors import AbagError, OutputNotWritableError
 from abag.folds.members import TooFewFoldGroupsError, train_folds
-from abag.model.config import CORRECTIONS, FUSIONS, WIDES, ModelConfig
+from abag.model.config import BLEND_MAX_ONEHOT, CORRECTIONS, FUSIONS, WIDES, ModelConfig
 from abag.numbering import NUMBERING_MAX_CHAINS, default_trim, distinct_chains
 from abag.outputs import ensure_writable_folder, write_csv_atomic
 from abag.policy import PRECISION_CHOICES
@@ -278,7 +278,9 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
                   "antigen, plus a heavy-chain 3-mer block) fitted on the training rows before the network, which "
                   "learns the residual; ridge_choice: the same k-mer parts or a ridge on the IMGT-aligned one-hot of VH "
                   "and VL (no antigen), whichever has the lower held-out error over 5 folds of the split's groups; "
-                  "none: the network alone", choices=WIDES)
+                  f"ridge_blend: a weighted sum of the two (the one-hot ridge's weight at most {BLEND_MAX_ONEHOT}, so "
+                  "the antigen always enters), the weight minimising that error; none: the network alone",
+                  choices=WIDES)
     add("--trim-antibody", choices=TRIMS, default=None,
         help=f"encode heavy/light chains as their variable domains: imgt (the domain IMGT numbering finds), motif "
              f"(cut after the framework-4 motif, the rule before numbering) or none (whole chains, v2.7) (default: "

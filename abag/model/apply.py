@@ -64,8 +64,9 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
     """Give `model` its wide part before training and return every row's offset (None without a wide part).
 
     The part is fitted on the training rows (on resume: read from the checkpoint's weights, `saved_weights`),
-    a "ridge_choice" part choosing its candidate by folds of `groups` where the split has them. Training rows get
-    cross-fitted offsets (`abag.model.wide.cross_fitted`, the same folds, the chosen candidate), so the network
+    a "ridge_choice" part choosing its candidate (a "ridge_blend" part weighing them) by folds of `groups` where the
+    split has them. Training rows get cross-fitted offsets (`abag.model.wide.cross_fitted`, the same folds, the
+    chosen candidate or weights), so the network
     learns what the part misses on rows it did not see; the others, the full part's."""
     if not model.has_wide:
         return None
@@ -73,7 +74,7 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
     kind = model.config.wide
     train_frame = frame.iloc[train_rows]
     train_groups = None if groups is None else np.asarray(groups)[train_rows]
-    known = None  # the fit's own out-of-fold predictions (ridge_choice), not recomputed below
+    known = None  # the fit's own out-of-fold predictions (ridge_choice, ridge_blend), not recomputed below
     if saved_weights is not None:
         prefix = "head.wide."
         model.head.wide.load_state_dict({k[len(prefix):]: v for k, v in saved_weights.items() if k.startswith(prefix)})
@@ -86,14 +87,20 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
         source = "fitted on the training rows"
     part = model.wide_part()
     offset = model.wide_offsets(frame)
-    offset[train_rows] = cross_fitted(train_frame, kind, train_groups, choice=part.choice, known=known)
+    offset[train_rows] = cross_fitted(train_frame, kind, train_groups, weight=part.onehot_weight, known=known)
     heavy = part.describe()["heavy_block"]
     block = "" if heavy is None else f"; heavy {heavy['k']}-mer block " + (
         f"alpha {heavy['alpha']:g}" if heavy["alpha"] is not None else "unused (no gain on held-out heavy chains)")
     chosen = ""
-    if part.onehot is not None:  # "ridge_choice": which candidate, by how much
+    over = "folds of the run's groups" if train_groups is not None else "random folds"
+    if part.onehot is not None and "blend" in part.describe():  # "ridge_blend": the weights, and what they gave
+        rmse = part.cv_rmse
+        chosen = (f"{1 - part.weight:.2f} x {CANDIDATES[0]} + {part.weight:.2f} x {CANDIDATES[1]} (held-out RMSE "
+                  f"{part.blend_rmse:.2f}; alone {rmse[0]:.2f} and {rmse[1]:.2f} over {part.cv_folds} {over}); "
+                  "the k-mer ridge: " if part.cv_folds else
+                  f"{CANDIDATES[0]} alone (not cross-validated: fewer than two groups): ")
+    elif part.onehot is not None:  # "ridge_choice": which candidate, by how much
         mine, other = part.cv_rmse[part.choice], part.cv_rmse[1 - part.choice]
-        over = "folds of the run's groups" if train_groups is not None else "random folds"
         chosen = (f"{CANDIDATES[part.choice]} chosen (held-out RMSE {mine:.2f} against the "
                   f"{CANDIDATES[1 - part.choice]}'s {other:.2f} over {part.cv_folds} {over}); the k-mer ridge: "
                   if part.cv_folds else f"{CANDIDATES[0]} kept (not cross-validated: fewer than two groups): ")

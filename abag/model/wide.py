@@ -22,6 +22,12 @@ variance. `cross_fitted` keeps the candidate chosen on all the training rows (no
 cannot be numbered (or is absent) adds nothing, a residue off the grid is ignored, and both are counted
 (`describe`); chains are numbered once per process (`abag.numbering.domains.SHARED_NUMBERING`).
 
+`wide="ridge_blend"` weighs the same two candidates instead of picking one: (1 - w) x the k-mer parts + w x the
+one-hot ridge, w the weight that minimises the same out-of-fold error (closed form), at most `BLEND_MAX_ONEHOT`
+so the k-mer parts' antigen terms always count. Why: a pick is all or nothing on a criterion that is often within
+noise (SAAINT-DB's antigen clusters), and where the one-hot ridge wins the pick it drops the antigen, so antigen
+variants against a held-out antibody could no longer be ranked (AlphaSeq); the blend keeps both (bench/RESULTS.md).
+
 The wide part is fitted on the member's own training rows before the network trains, so `deep(x)`, the head over
 the language-model vectors (averaged over its head copies), learns the residual; the deep part's last layer
 starts at zero, so an untrained model predicts clamp(wide(x)). While the network trains, its training rows carry
@@ -53,6 +59,7 @@ from scipy import linalg
 from torch import nn
 
 from abag.encoding.kmers import _clean, kmer_composition
+from abag.model.config import BLEND_MAX_ONEHOT
 from abag.model.ridge import (
     CHAINS,
     KmerRidgeBaseline,
@@ -70,7 +77,7 @@ from abag.numbering.onehot import AlignedOneHotEncoder
 
 __all__ = ["WIDE_SPECS", "WideSpec", "HeavyKmerBlock", "OneHotBlock", "OneHotTerm", "OneHotRidge", "WidePart",
            "WideSlot", "Choice", "fit_wide", "choose", "cross_fitted", "CROSS_FIT_FOLDS", "CANDIDATES", "INTEGER_STATE",
-           "ONEHOT_ENCODER", "ONEHOT_WIDTH"]
+           "ONEHOT_ENCODER", "ONEHOT_WIDTH", "BLEND_MAX_ONEHOT"]
 
 
 @dataclass(frozen=True)
@@ -82,9 +89,11 @@ class WideSpec:
     ks: tuple[int, ...] = (1, 2)
     heavy_k: int | None = 3
     onehot: bool = False
+    blend: bool = False  # with onehot: blend the two candidates (`choose`'s weight) instead of picking one
 
 
-WIDE_SPECS = {"kmer_ridge": WideSpec(), "ridge_choice": WideSpec(onehot=True)}
+WIDE_SPECS = {"kmer_ridge": WideSpec(), "ridge_choice": WideSpec(onehot=True),
+              "ridge_blend": WideSpec(onehot=True, blend=True)}
 """The fitted kinds of `ModelConfig.wide` (besides "none")."""
 
 HEAVY_BLOCK_MAX_CHAINS = 3000
@@ -513,24 +522,35 @@ class OneHotRidge:
         return self.mean + self.block.predict(frame["heavy"].tolist(), _light(frame))
 
 
-def _candidate(rows: pd.DataFrame, spec: WideSpec, choice: int) -> Callable[[pd.DataFrame], np.ndarray]:
-    """Candidate `choice` (`CANDIDATES`) fitted on `rows` (usable rows only), as its predict function."""
-    if choice == 0:
+def _candidate(rows: pd.DataFrame, spec: WideSpec, weight: float) -> Callable[[pd.DataFrame], np.ndarray]:
+    """The candidates fitted on `rows` (usable rows only) and combined with the one-hot ridge's `weight` (0: the
+    k-mer parts alone, 1: the one-hot ridge alone; "ridge_choice" is 0 or 1), as a predict function."""
+    if weight == 0:
         ridge, heavy = _kmer_parts(rows, spec)
         return lambda frame: _kmer_predict(ridge, heavy, frame)
-    return OneHotRidge.fit(rows).predict
+    if weight == 1:
+        return OneHotRidge.fit(rows).predict
+    kmer, onehot = _candidate(rows, spec, 0.0), _candidate(rows, spec, 1.0)
+    return lambda frame: _blend(kmer(frame), onehot(frame), weight)
+
+
+def _blend(kmer: np.ndarray, onehot: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) x the k-mer parts + weight x the one-hot ridge."""
+    return kmer + weight * (onehot - kmer)
 
 
 @dataclass(frozen=True)
 class Choice:
     """Which candidate predicted held-out rows better (`choose`)."""
 
-    choice: int                       # index into CANDIDATES
+    choice: int                       # index into CANDIDATES ("ridge_blend": 1 when the one-hot has any weight)
     rmse: tuple[float, float]         # each candidate's held-out RMSE (nan: not cross-validated)
     folds: int                        # folds scored (0: fewer than two groups or folds, the k-mer parts kept)
-    # The chosen candidate's out-of-fold prediction for every row of a scored fold (NaN elsewhere; None when not
-    # cross-validated): `cross_fitted` would compute the same, so `prepare_wide` passes them on (`known`).
+    # The chosen candidate's (or blend's) out-of-fold prediction for every row of a scored fold (NaN elsewhere;
+    # None when not cross-validated): `cross_fitted` would compute the same, so `prepare_wide` passes them on.
     out_of_fold: np.ndarray | None = field(default=None, compare=False, repr=False)
+    weight: float = 0.0               # the one-hot ridge's weight in the prediction ("ridge_choice": the choice)
+    blend_rmse: float = np.nan        # "ridge_blend": the blend's held-out RMSE at that weight
 
 
 def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
@@ -539,7 +559,10 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
     `frame`'s rows with an exact pKd, over `cross_fit_folds(len(frame), groups, folds)` (the folds `cross_fitted`
     deals); each candidate is fitted on a fold's complement (its usable rows), a fold whose complement has none is
     not scored. The k-mer parts (0) win ties, and are kept without cross-validation when `groups` has fewer than
-    two distinct values or no fold can be scored."""
+    two distinct values or no fold can be scored.
+
+    For "ridge_blend", the one-hot ridge's weight w in (1 - w) x k-mer parts + w x one-hot ridge that minimises
+    the same error (in closed form: it is quadratic in w), within [0, `BLEND_MAX_ONEHOT`]."""
     spec = _spec(kind)
     frame = frame.reset_index(drop=True)
     if groups is not None and len(groups) != len(frame):
@@ -559,19 +582,27 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
             continue
         rows, scored = frame.loc[~held_out & usable], usable[held_out]
         for choice in (0, 1):  # every held-out row is predicted (censored ones too), only exact ones scored
-            predicted[choice, held_out] = _candidate(rows, spec, choice)(frame.loc[held_out])
+            predicted[choice, held_out] = _candidate(rows, spec, float(choice))(frame.loc[held_out])
             errors[choice].append(predicted[choice, held_out][scored] - target[held_out][scored])
     if not errors[0]:
         return kept
     rmse = tuple(float(np.sqrt(np.mean(np.concatenate(e) ** 2))) for e in errors)
-    choice = int(rmse[1] < rmse[0])
-    return Choice(choice, (rmse[0], rmse[1]), len(errors[0]), predicted[choice])
+    if not spec.blend:
+        choice = int(rmse[1] < rmse[0])
+        return Choice(choice, (rmse[0], rmse[1]), len(errors[0]), predicted[choice], float(choice))
+    kmer_error, onehot_error = np.concatenate(errors[0]), np.concatenate(errors[1])
+    step = onehot_error - kmer_error  # the error moves by w x step as the one-hot's weight goes from 0 to w
+    weight = float(np.clip(-(kmer_error @ step) / (step @ step), 0.0, BLEND_MAX_ONEHOT)) if step @ step > 0 else 0.0
+    blend_rmse = float(np.sqrt(np.mean((kmer_error + weight * step) ** 2)))
+    return Choice(int(weight > 0), (rmse[0], rmse[1]), len(errors[0]), _blend(predicted[0], predicted[1], weight),
+                  weight, blend_rmse)
 
 
 @dataclass
 class WidePart:
     """A fitted wide part: the pair k-mer ridge and (optionally) the heavy-chain block on its residual; for
-    "ridge_choice" also the one-hot ridge, and which of the two predicts (`choice`, `CANDIDATES`)."""
+    "ridge_choice" also the one-hot ridge, and which of the two predicts (`choice`, `CANDIDATES`); for
+    "ridge_blend" both, weighted (`weight`: the one-hot ridge's)."""
 
     kind: str
     ridge: KmerRidgeBaseline
@@ -582,6 +613,15 @@ class WidePart:
     cv_folds: int = 0                                 # folds that scored them (0: not cross-validated)
     # `Choice.out_of_fold` of the fit (not saved: None for a part read from a checkpoint).
     out_of_fold: np.ndarray | None = field(default=None, compare=False, repr=False)
+    weight: float = 0.0                               # "ridge_blend": the one-hot ridge's weight (`choose`)
+    blend_rmse: float = np.nan                        # "ridge_blend": the blend's held-out RMSE
+
+    @property
+    def onehot_weight(self) -> float:
+        """The one-hot ridge's weight in `predict` (0 or 1 for "ridge_choice", 0 without a one-hot ridge)."""
+        if self.onehot is None:
+            return 0.0
+        return self.weight if _spec(self.kind).blend else float(self.choice)
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, kind: str = "kmer_ridge", groups: np.ndarray | None = None) -> "WidePart":
@@ -594,15 +634,17 @@ class WidePart:
             return cls(kind, ridge, heavy)
         chosen = choose(frame, kind, groups)
         return cls(kind, ridge, heavy, OneHotRidge.fit(rows), chosen.choice, chosen.rmse, chosen.folds,
-                   chosen.out_of_fold)
+                   chosen.out_of_fold, chosen.weight, chosen.blend_rmse)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """wide(x) per row of `frame` (float64, not clamped)."""
         if len(frame) == 0:
             return np.zeros(0)
-        if self.choice == 1:
+        weight = self.onehot_weight
+        if weight == 1:
             return self.onehot.predict(frame)
-        return _kmer_predict(self.ridge, self.heavy, frame)
+        kmer = _kmer_predict(self.ridge, self.heavy, frame)
+        return kmer if weight == 0 else _blend(kmer, self.onehot.predict(frame), weight)
 
     def describe(self) -> dict[str, Any]:
         """metrics.json's `wide` entry."""
@@ -619,6 +661,16 @@ class WidePart:
                 "unnumbered_heavy_chains": block.unnumbered[0], "unnumbered_light_chains": block.unnumbered[1],
                 "residues_off_grid": block.off_grid,
                 "selection": "leave-one-antibody-out (distinct VH+VL); none = no block (the training mean)"}
+            if _spec(self.kind).blend:
+                described["blend"] = {
+                    "weights": {CANDIDATES[0]: 1.0 - self.weight, CANDIDATES[1]: self.weight}, "folds": self.cv_folds,
+                    "held_out_rmse": {name: None if np.isnan(e) else e for name, e in
+                                      zip((*CANDIDATES, "blend"), (*self.cv_rmse, self.blend_rmse))},
+                    "selection": f"the one-hot ridge's weight (at most {BLEND_MAX_ONEHOT}) minimising the mean squared "
+                                 f"error of out-of-fold predictions over up to {CROSS_FIT_FOLDS} folds of the run's "
+                                 "split groups (random folds without them); the k-mer parts alone with fewer than "
+                                 "two groups"}
+                return described
             described["choice"] = {
                 "chosen": CANDIDATES[self.choice], "folds": self.cv_folds,
                 "held_out_rmse": {name: None if np.isnan(e) else e for name, e in zip(CANDIDATES, self.cv_rmse)},
@@ -655,6 +707,9 @@ class WidePart:
                           "choice": torch.tensor(self.choice, dtype=torch.int64),
                           "cv_rmse": torch.tensor(list(self.cv_rmse), dtype=torch.float64),
                           "cv_folds": torch.tensor(self.cv_folds, dtype=torch.int64)})
+            if _spec(self.kind).blend:
+                state.update({"weight": torch.tensor(self.weight, dtype=torch.float64),
+                              "blend_rmse": torch.tensor(self.blend_rmse, dtype=torch.float64)})
         return state
 
     @classmethod
@@ -699,7 +754,13 @@ class WidePart:
             choice, rmse = int(state["choice"]), state["cv_rmse"].detach().cpu().numpy().astype(float).tolist()
             if choice not in (0, 1):
                 raise ValueError(f"choice {choice} is not a candidate (0 or 1)")
-            return cls(kind, ridge, heavy, onehot, choice, (rmse[0], rmse[1]), int(state["cv_folds"]))
+            weight, blend_rmse = 0.0, np.nan
+            if spec.blend:
+                weight, blend_rmse = float(state["weight"]), float(state["blend_rmse"])
+                if not 0.0 <= weight <= BLEND_MAX_ONEHOT:
+                    raise ValueError(f"the one-hot ridge's weight {weight} is outside [0, {BLEND_MAX_ONEHOT}]")
+            return cls(kind, ridge, heavy, onehot, choice, (rmse[0], rmse[1]), int(state["cv_folds"]), None,
+                       weight, blend_rmse)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"the wide part's one-hot ridge or choice is unusable: {exc}") from None
 
@@ -716,6 +777,8 @@ def state_shapes(kind: str) -> dict[str, tuple[int, ...]]:
         shapes.update({"onehot_coef": (ONEHOT_WIDTH,), "onehot_shift": (2,), "onehot_mean": (), "onehot_alpha": (),
                        "onehot_antibodies": (), "onehot_unnumbered": (2,), "onehot_off_grid": (), "choice": (),
                        "cv_rmse": (2,), "cv_folds": ()})
+    if spec.blend:
+        shapes.update({"weight": (), "blend_rmse": ()})
     return shapes
 
 
@@ -748,20 +811,20 @@ def fit_wide(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None) -
 
 
 def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
-                 folds: int = CROSS_FIT_FOLDS, *, choice: int | None = None,
+                 folds: int = CROSS_FIT_FOLDS, *, weight: float | None = None,
                  known: np.ndarray | None = None) -> np.ndarray:
     """wide(x) for every row of `frame` from a part fitted on the other folds' rows (`cross_fit_folds`); a fold
-    whose complement has no usable row gets the part fitted on all rows. For "ridge_choice" each fold fits only
-    the candidate `choice` (`WidePart.choice` of the part fitted on all of `frame`; None: `choose` it once here),
-    never choosing again inside a fold. `known`: `WidePart.out_of_fold` of that part; a fold whose rows it holds
-    is taken from it instead of fitted again."""
+    whose complement has no usable row gets the part fitted on all rows. For "ridge_choice" and "ridge_blend"
+    each fold combines the candidates with the one-hot ridge's `weight` (`WidePart.onehot_weight` of the part
+    fitted on all of `frame`; None: `choose` it once here), never choosing again inside a fold. `known`:
+    `WidePart.out_of_fold` of that part; a fold whose rows it holds is taken from it instead of fitted again."""
     spec = _spec(kind)
     frame = frame.reset_index(drop=True)
     if not spec.onehot:
-        choice = 0
-    elif choice is None:
+        weight = 0.0
+    elif weight is None:
         chosen = choose(frame, kind, groups, folds)
-        choice, known = chosen.choice, chosen.out_of_fold
+        weight, known = chosen.weight, chosen.out_of_fold
     if known is not None and len(known) != len(frame):
         raise ValueError(f"{len(frame)} rows but {len(known)} known predictions")
     fold = cross_fit_folds(len(frame), groups, folds)
@@ -773,10 +836,10 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
             out[held_out] = known[held_out]
             continue
         try:
-            predict = _candidate(training_rows(frame.loc[~held_out]), spec, choice)
+            predict = _candidate(training_rows(frame.loc[~held_out]), spec, weight)
         except ValueError:  # no uncensored row outside this fold: the candidate fitted on all rows
             if full is None:
-                full = _candidate(_usable_rows(frame, kind), spec, choice)
+                full = _candidate(_usable_rows(frame, kind), spec, weight)
             predict = full
         out[held_out] = predict(frame.loc[held_out])
     return out

@@ -221,7 +221,7 @@ def test_the_choice_scores_only_exact_rows_on_the_folds_cross_fitted_deals(train
     # The errors are those of the candidates fitted on each fold's complement, as cross_fitted fits them.
     exact = ~censored["censored"].to_numpy()
     y = train["pkd"].to_numpy()
-    errors = [rmse(cross_fitted(censored, "ridge_choice", groups, choice=c)[exact], y[exact]) for c in (0, 1)]
+    errors = [rmse(cross_fitted(censored, "ridge_choice", groups, weight=c)[exact], y[exact]) for c in (0, 1)]
     assert choose(censored, "ridge_choice", groups).rmse == pytest.approx(tuple(errors), rel=1e-12)
 
 
@@ -237,28 +237,28 @@ def test_cross_fitted_uses_the_given_choice_and_never_chooses_again(monkeypatch)
         expected[fold == k] = OneHotRidge.fit(frame.loc[fold != k]).predict(frame.loc[fold == k])
     unchosen = cross_fitted(frame, "ridge_choice", groups)
     monkeypatch.setattr(wide, "choose", lambda *a, **k: pytest.fail("cross_fitted chose again"))
-    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, choice=1), expected)
-    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, choice=0),
+    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, weight=1.0), expected)
+    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, weight=0.0),
                           cross_fitted(frame, "kmer_ridge", groups))
-    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, choice=0), unchosen)  # None: chosen once
+    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, weight=0.0), unchosen)  # None: chosen once
 
 
 def test_the_choice_hands_on_its_out_of_fold_predictions_and_cross_fitted_reuses_them(train, monkeypatch):
     groups = groups_of(train)
     censored = train.assign(censored=np.arange(len(train)) % 7 == 0)
     part = WidePart.fit(censored, "ridge_choice", groups)
-    recomputed = cross_fitted(censored, "ridge_choice", groups, choice=part.choice)
+    recomputed = cross_fitted(censored, "ridge_choice", groups, weight=part.onehot_weight)
     assert part.out_of_fold is not None and np.array_equal(part.out_of_fold, recomputed)  # censored rows too
     monkeypatch.setattr(wide, "_candidate", lambda *a, **k: pytest.fail("a fold was fitted again"))
-    assert np.array_equal(cross_fitted(censored, "ridge_choice", groups, choice=part.choice,
+    assert np.array_equal(cross_fitted(censored, "ridge_choice", groups, weight=part.onehot_weight,
                                        known=part.out_of_fold), recomputed)
     with pytest.raises(ValueError, match="known predictions"):
-        cross_fitted(censored, "ridge_choice", groups, choice=part.choice, known=part.out_of_fold[1:])
+        cross_fitted(censored, "ridge_choice", groups, weight=part.onehot_weight, known=part.out_of_fold[1:])
     # A fold `choose` did not predict (NaN) is fitted as before.
     monkeypatch.undo()
     partial = part.out_of_fold.copy()
     partial[cross_fit_folds(len(censored), groups) == 0] = np.nan
-    assert np.array_equal(cross_fitted(censored, "ridge_choice", groups, choice=part.choice, known=partial),
+    assert np.array_equal(cross_fitted(censored, "ridge_choice", groups, weight=part.onehot_weight, known=partial),
                           recomputed)
 
 
@@ -357,7 +357,7 @@ def test_prepare_wide_passes_the_training_groups_logs_the_choice_and_resumes_it(
     assert part.choice == 1 and part.cv_rmse == WidePart.fit(train, "ridge_choice", groups_of(train)).cv_rmse
     assert "one-hot ridge chosen (held-out RMSE 0.27 against the k-mer ridge's 0.63 over 5 folds of the run's " \
            "groups); the k-mer ridge: " in lines[0], lines[0]
-    assert np.array_equal(offset[train_rows], cross_fitted(train, "ridge_choice", groups_of(train), choice=1)
+    assert np.array_equal(offset[train_rows], cross_fitted(train, "ridge_choice", groups_of(train), weight=1.0)
                           .astype(np.float32))
     weights = {f"head.wide.{k}": v for k, v in model.head.wide.state_dict().items()}
     resumed = _Model("ridge_choice")
