@@ -1,4 +1,4 @@
-"""The wide part alone on the real protocols: `kmer_ridge` against `ridge_choice` and its one-hot candidate.
+"""The wide part alone on the real protocols: `kmer_ridge` against `ridge_choice`, `ridge_blend` and the one-hot.
 
     OMP_NUM_THREADS=1 python bench/experiments/wide_onehot.py [--protocols P ...] [--predictors P ...]
         [--data-dir ../shared/data] [--out runs/wide_onehot]
@@ -11,15 +11,18 @@ protocols and metrics (imported, not copied):
 * `skempi_loco` — leave one SKEMPI complex out: mean Spearman per complex (≥ 3 scored rows), pooled, RMSE.
 * `saaintdb_cluster` — 5-fold antigen-cluster CV on the frozen folds: pooled, within-cluster, RMSE.
 * `phillips_random` — 2,000 variants per antibody, 5 random folds over variants: Spearman per antibody.
+* `saaintdb_random10` — the same rows in 10 random folds: pooled, mean over folds, RMSE.
+* `alphaseq_antibody` — AlphaSeq, whole antibodies held out: Spearman across antigens within each antibody.
 
 Predictors (columns): `kmer_ridge` (the k-mer parts: pair k-mer ridge + heavy 3-mer block), `ridge_choice` (the
 k-mer parts or the one-hot ridge, whichever has the lower held-out error over folds of the training rows'
-groups: `abag.model.wide.choose`), `onehot_ridge` (`ridge_choice`'s second candidate alone,
+groups: `abag.model.wide.choose`), `ridge_blend` (the two weighed by that error, the one-hot's weight at most
+`BLEND_MAX_ONEHOT`), `onehot_ridge` (`ridge_choice`'s second candidate alone,
 `abag.model.wide.OneHotRidge`: the IMGT-aligned one-hot block fitted to the centred pKd) and, when asked for,
 `onehot_ridge_baseline` (`abag.evaluation.variant_baselines.OneHotRidgeBaseline`, positions learned on the rows).
-`ridge_choice` is given the groups `abag train` would split by there (`GROUP_COLUMNS`: SKEMPI's complex, the
-frozen antigen clusters of SAAINT-DB; none for Phillips, random folds), and the table says which candidate each
-fold chose. Every distinct chain is numbered once, up front, on one thread (timed apart: "numbering"); the fit
+`ridge_choice` and `ridge_blend` are given the groups the protocol's models split by (`GROUP_COLUMNS`: SKEMPI's
+complex, the frozen antigen clusters of SAAINT-DB, AlphaSeq's antibody; none for Phillips and the random folds,
+random folds), and the table says which candidate each fold chose and the one-hot's weight per fold. Every distinct chain is numbered once, up front, on one thread (timed apart: "numbering"); the fit
 times exclude it. Writes OUT/results.json and OUT/table.md and prints the table.
 """
 
@@ -48,10 +51,11 @@ from abag.model.ridge import training_rows  # noqa: E402
 from abag.numbering import number_chains  # noqa: E402
 from abag.numbering.domains import SHARED_NUMBERING  # noqa: E402
 
-PROTOCOLS = ("phillips_extrapolation", "skempi_loco", "saaintdb_cluster", "phillips_random")
-PREDICTORS = ("kmer_ridge", "ridge_choice", "onehot_ridge", "onehot_ridge_baseline")
-DEFAULT_PREDICTORS = PREDICTORS[:3]
-GROUP_COLUMNS = {"skempi_loco": "skempi_complex", "saaintdb_cluster": "cv_cluster"}
+PROTOCOLS = ("phillips_extrapolation", "skempi_loco", "saaintdb_cluster", "phillips_random", "saaintdb_random10",
+             "alphaseq_antibody")
+PREDICTORS = ("kmer_ridge", "ridge_choice", "ridge_blend", "onehot_ridge", "onehot_ridge_baseline")
+DEFAULT_PREDICTORS = PREDICTORS[:4]
+GROUP_COLUMNS = {"skempi_loco": "skempi_complex", "saaintdb_cluster": "cv_cluster", "alphaseq_antibody": "antibody_name"}
 """The groups `abag train` would split by in each protocol (the others: none, random folds)."""
 
 
@@ -99,6 +103,7 @@ class Baseline:
 FACTORIES: dict[str, Callable[[], Any]] = {
     "kmer_ridge": lambda: WideOnly("kmer_ridge"),
     "ridge_choice": lambda: WideOnly("ridge_choice"),
+    "ridge_blend": lambda: WideOnly("ridge_blend"),
     "onehot_ridge": OneHotAlone,
     "onehot_ridge_baseline": Baseline,
 }
@@ -124,10 +129,11 @@ def number_up_front(parts: list[one.Part]) -> tuple[float, int, int]:
 
 def run_part(part: one.Part, predictors: list[str], group_column: str | None,
              log: Callable[[str], None]) -> tuple[dict, dict, list]:
-    """Out-of-fold predictions per predictor, fit seconds per predictor and fold, `ridge_choice`'s choice per fold."""
+    """Out-of-fold predictions per predictor, fit seconds per predictor and fold, `ridge_choice`'s choice and
+    `ridge_blend`'s weight per fold."""
     columns = {name: np.full(len(part.frame), np.nan) for name in predictors}
     seconds: dict[str, list[float]] = {name: [] for name in predictors}
-    choices = []
+    choices, weights = [], []
     for i, split in enumerate(one.fold_splits(part)):
         train = part.frame.iloc[split.indices("train")]
         groups = None if group_column is None else train[group_column].astype(str).to_numpy()
@@ -137,6 +143,8 @@ def run_part(part: one.Part, predictors: list[str], group_column: str | None,
             model = FACTORIES[name]().fit(train, groups)
             seconds[name].append(time.perf_counter() - started)
             columns[name][test_rows] = model.predict(part.frame.iloc[test_rows])
+            if name == "ridge_blend":
+                weights.append({"fold": i, "onehot_weight": model.part.weight})
             if name == "ridge_choice":
                 fitted = model.part
                 choices.append({"fold": i, "chosen": wide.CANDIDATES[fitted.choice],
@@ -148,7 +156,7 @@ def run_part(part: one.Part, predictors: list[str], group_column: str | None,
             else ""
         log(f"  {part.name} fold {i + 1}/{len(part.tests)}: {len(train)} training rows; "
             + ", ".join(f"{n} {seconds[n][-1]:.1f}s" for n in predictors) + chose)
-    return columns, seconds, choices
+    return columns, seconds, choices, weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  numbered {chains} distinct chains in {numbering_s:.0f}s ({failures} could not be numbered)")
         predictions: dict[str, dict[str, pd.DataFrame]] = {p: {} for p in args.predictors}
         seconds: dict[str, list[float]] = {p: [] for p in args.predictors}
-        choices = []
+        choices, weights = [], []
         for part in protocol.parts:
-            columns, part_seconds, part_choices = run_part(part, args.predictors, GROUP_COLUMNS.get(name), log)
+            columns, part_seconds, part_choices, part_weights = run_part(part, args.predictors,
+                                                                         GROUP_COLUMNS.get(name), log)
+            weights += [{"part": part.name, **w} for w in part_weights]
             for p in args.predictors:
                 predictions[p][part.name] = one.predictions_table(part, columns[p])
                 seconds[p] += part_seconds[p]
@@ -185,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                          "fit_seconds": {p: {"total": float(np.sum(s)), "per_fit_mean": float(np.mean(s)),
                                              "per_fit_max": float(np.max(s)), "fits": len(s)}
                                          for p, s in seconds.items()},
-                         "choices": choices}
+                         "choices": choices, "blend_weights": weights}
         log(markdown({name: results[name]}, args.predictors))
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     (args.out / "table.md").write_text(markdown(results, args.predictors) + "\n")
@@ -211,6 +221,12 @@ def markdown(results: dict[str, Any], predictors: list[str]) -> str:
             cells = [f"{per_fold} [k: k-mer parts, 1h: one-hot ridge]" if p == "ridge_choice" else "–"
                      for p in predictors]
             lines.append(f"| {name} | chosen per fold | " + " | ".join(cells) + " |")
+        if entry.get("blend_weights"):
+            per_fold = np.array([w["onehot_weight"] for w in entry["blend_weights"]])
+            summary = (f"one-hot weight per fold: median {np.median(per_fold):.2f}, range {per_fold.min():.2f}–"
+                       f"{per_fold.max():.2f} over {len(per_fold)} folds")
+            cells = [summary if p == "ridge_blend" else "–" for p in predictors]
+            lines.append(f"| {name} | blend weights | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
-"""The `ridge_choice` wide part: the k-mer parts or a ridge on the IMGT-aligned one-hot of VH and VL, whichever
-predicts held-out groups of the training rows better."""
+"""The `ridge_choice` and `ridge_blend` wide parts: the k-mer parts or a ridge on the IMGT-aligned one-hot of VH and
+VL, whichever predicts held-out groups of the training rows better, or the two weighed by that error."""
 
 from __future__ import annotations
 
@@ -363,3 +363,82 @@ def test_prepare_wide_passes_the_training_groups_logs_the_choice_and_resumes_it(
     resumed = _Model("ridge_choice")
     assert np.array_equal(prepare_wide(resumed, frame, train_rows, groups, weights, lines.append), offset)
     assert "read from the checkpoint): one-hot ridge chosen" in lines[1]
+
+
+# ----------------------------------------------------------------------------------------------- ridge_blend
+
+def two_antigens(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame`'s rows against two antigens: every other row against a variant of ANTIGEN rich in tryptophan that
+    binds 0.5 pKd worse (the k-mer ridge can see it, the one-hot ridge of VH and VL cannot)."""
+    weaker = ANTIGEN[:40] + "W" * 12 + ANTIGEN[52:]
+    second = np.arange(len(frame)) % 2 == 1
+    return frame.assign(antigen=np.where(second, weaker, ANTIGEN),
+                        pkd=frame["pkd"].to_numpy(float) - 0.5 * second)
+
+
+@pytest.fixture(scope="module")
+def blended(train) -> WidePart:
+    return WidePart.fit(train, "ridge_blend", groups_of(train))
+
+
+def test_the_blend_weight_minimises_the_held_out_error_of_the_two_candidates(train, blended):
+    groups = groups_of(train)
+    y = train["pkd"].to_numpy(float)
+    kmer, onehot = (cross_fitted(train, "ridge_choice", groups, weight=w) for w in (0.0, 1.0))
+    grid = np.linspace(0.0, wide.BLEND_MAX_ONEHOT, 91)
+    errors = [rmse(kmer + w * (onehot - kmer), y) for w in grid]
+    assert 0.0 < blended.weight <= wide.BLEND_MAX_ONEHOT
+    assert abs(blended.weight - grid[int(np.argmin(errors))]) <= 0.01
+    assert blended.cv_rmse == pytest.approx((rmse(kmer, y), rmse(onehot, y)), rel=1e-12)
+    assert blended.blend_rmse == pytest.approx(rmse(kmer + blended.weight * (onehot - kmer), y), rel=1e-12)
+    assert blended.blend_rmse <= min(errors) + 1e-12 and blended.blend_rmse < blended.cv_rmse[0]
+    assert np.array_equal(blended.out_of_fold, kmer + blended.weight * (onehot - kmer))
+    described = blended.describe()["blend"]
+    assert described["weights"] == {"k-mer ridge": 1.0 - blended.weight, "one-hot ridge": blended.weight}
+    assert "choice" not in blended.describe()
+
+
+def test_the_blend_predicts_the_weighted_sum_and_cross_fits_with_its_weight(train, held_out, blended):
+    kmer = WidePart.fit(train, "kmer_ridge").predict(held_out)
+    onehot = blended.onehot.predict(held_out)
+    assert np.allclose(blended.predict(held_out), (1 - blended.weight) * kmer + blended.weight * onehot, atol=1e-12)
+    groups = groups_of(train)
+    assert np.allclose(cross_fitted(train, "ridge_blend", groups, weight=blended.weight, known=blended.out_of_fold),
+                       cross_fitted(train, "ridge_blend", groups, weight=blended.weight), atol=1e-12)
+
+
+def test_the_blend_keeps_the_antigen_where_the_choice_drops_it(train):
+    frame = two_antigens(train)
+    groups = groups_of(frame)
+    picked, blended = (WidePart.fit(frame, kind, groups) for kind in ("ridge_choice", "ridge_blend"))
+    assert picked.choice == 1  # the one-hot ridge wins the pick: the planted position effect dominates
+    assert 0.5 < blended.weight < 1.0  # ...and most of the blend's weight, never all of it
+    one_antibody = pd.DataFrame({"heavy": [VH, VH], "light": [VL, VL],
+                                 "antigen": two_antigens(train.iloc[:2])["antigen"].tolist()})
+    same, differs = picked.predict(one_antibody), blended.predict(one_antibody)
+    assert same[0] == same[1]  # no antigen in the chosen candidate: both antigens get one value
+    assert differs[0] > differs[1] + 0.02  # the blend ranks the weaker antigen below
+
+
+def test_the_blend_round_trips_through_the_slot_and_refuses_a_weight_above_the_cap(blended, held_out):
+    state = blended.to_state()
+    assert {k: tuple(v.shape) for k, v in state.items()} == state_shapes("ridge_blend")
+    slot = WideSlot("ridge_blend")
+    slot.store(blended)
+    fresh = WideSlot("ridge_blend")
+    fresh.load_state_dict(slot.state_dict())
+    restored = fresh.part()
+    assert restored.weight == blended.weight and restored.describe() == blended.describe()
+    assert np.array_equal(restored.predict(held_out), blended.predict(held_out))
+    with pytest.raises(ValueError, match="weight 0.95 is outside"):
+        WidePart.from_state({**state, "weight": torch.tensor(0.95, dtype=torch.float64)}, "ridge_blend")
+
+
+def test_prepare_wide_logs_the_blend_weights(train):
+    lines: list[str] = []
+    model = _Model("ridge_blend")
+    prepare_wide(model, train, np.arange(len(train)), groups_of(train), None, lines.append)
+    part = model.wide_part()
+    assert (f"{1 - part.weight:.2f} x k-mer ridge + {part.weight:.2f} x one-hot ridge (held-out RMSE "
+            f"{part.blend_rmse:.2f}; alone {part.cv_rmse[0]:.2f} and {part.cv_rmse[1]:.2f} over 5 folds of the run's "
+            "groups)") in lines[0], lines[0]
