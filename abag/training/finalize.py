@@ -4,7 +4,8 @@ baselines, and assemble what the run folder gets (metrics.json, history.csv, tes
 It also calibrates the prediction intervals on the validation part (`abag.posthoc.intervals`: residuals of the best
 epoch, pkd_std = 0 for one model, applicability against the training part) and adds the calibration and the
 training antigen/antibody references to best.pt and last.pt (`store_support`: the only file this module
-writes, with best.pt's weights once the deep part of a wide model is centred: `abag.model.apply.centre_deep`;
+writes, with best.pt's weights once the deep part of a wide model is centred on the training rows and scaled on the
+validation rows: `abag.model.apply.centre_deep` and `scale_deep`;
 everything else `abag.train` writes). Before any of that it fits the familiar-antigen correction
 (`abag.posthoc.familiar_correction`) on the best epoch's in-sample outputs over the training part, so the validation
 and test metrics are those of the model as saved. What needs only the split (the references with the held-out rows'
@@ -25,7 +26,7 @@ from abag import distributed
 from abag.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from abag.evaluation.metrics import evaluate_predictions
 from abag.evaluation.tables import format_comparison
-from abag.model.apply import centre_deep, predict_data, sigmoid
+from abag.model.apply import centre_deep, predict_data, scale_deep, sigmoid
 from abag.model.ridge import RidgeDesign
 from abag.posthoc.familiar_correction import corrected, fit_for_model
 from abag.posthoc.intervals import (
@@ -70,6 +71,9 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
     with stage("evaluate"):
         reload_best(state, best_path)
         deep_shift = centre_deep(state.model, run.data["train"], run.device, run.precision)  # None without wide
+        deep_scale = scale_deep(state.model, run.data["val"], run.device, run.precision)  # None: not scaled
+        if deep_scale is not None and deep_scale != 1.0:  # the scaled part's mean moved: centre it again
+            deep_shift = centre_deep(state.model, run.data["train"], run.device, run.precision)
     with stage("references and baselines"):
         # The validation and test rows' nearest training antigens and antibodies (the correction and the
         # calibration read them from the references' memo), the k-mer ridge design, the baselines' metrics.
@@ -113,6 +117,7 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
             store_support(support, [best_path, best_path.with_name("last.pt")], state.model.familiar_correction)
     if deep_shift is not None:
         metrics["wide"]["deep_shift"] = deep_shift
+        metrics["wide"]["deep_scale"] = deep_scale
     test_predictions = None
     if "test" in predictions:
         test_predictions = frame.iloc[parts["test"]].copy()

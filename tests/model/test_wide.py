@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 
@@ -14,6 +15,7 @@ from conftest import synthetic_frame
 from abag.checkpoint import load_checkpoint, save_checkpoint
 from abag.folds.members import train_folds
 from abag.inference import load_trained_model, member_outputs, predict_frame
+from abag.model.apply import SCALE_MIN_VALIDATION_ROWS, PairData, predict_parts, scale_deep
 from abag.model.config import LEGACY_FIELD_VALUES, ModelConfig
 from abag.model.network import build_model
 from abag.model.ridge import KmerRidgeBaseline
@@ -104,6 +106,35 @@ def test_the_deep_part_is_centred_on_the_training_rows_and_best_pt_holds_it(trai
     shift = load_checkpoint(result.best_checkpoint)["model_state_dict"]["head.deep_shift"]
     assert shift.item() == pytest.approx(result.metrics["wide"]["deep_shift"])
     assert load_checkpoint(result.best_checkpoint.with_name("last.pt"))["model_state_dict"]["head.deep_shift"] == 0
+
+
+def test_the_deep_part_is_scaled_by_its_validation_slope_and_a_second_pass_keeps_it(trained):
+    frame, result, _ = trained
+    model, cpu = copy.deepcopy(result.model), torch.device("cpu")
+    rows = frame.iloc[:40].reset_index(drop=True)
+    wide = model.wide_part().predict(rows).astype(np.float32)
+    deep, _, _ = predict_parts(model, PairData(rows, None, wide), cpu)
+    shift = float(model.head.deep_shift)
+    assert deep.std() > 0
+    # The validation residual moves half as much as the deep part (at another level): beta is 0.5.
+    val = PairData(rows.assign(pkd=wide + 0.5 * deep + 0.3, censored=False), None, wide)
+    assert scale_deep(model, val, cpu) == pytest.approx(0.5, abs=1e-4)
+    scaled, _, _ = predict_parts(model, val, cpu)
+    assert np.allclose(scaled, shift + 0.5 * (deep - shift), atol=1e-5)
+    weights = copy.deepcopy(model.head.pkd_out.state_dict())
+    assert scale_deep(model, val, cpu) == 1.0  # already scaled: the slope is 1 and nothing changes
+    assert all(torch.equal(weights[k], v) for k, v in model.head.pkd_out.state_dict().items())
+    # A deep part that points the wrong way is switched off; too few exact rows leave it alone.
+    against = PairData(val.frame.assign(pkd=wide - scaled), None, wide)
+    assert scale_deep(model, against, cpu) == 0.0
+    assert np.allclose(predict_parts(model, against, cpu)[0], shift)
+    few = PairData(val.frame.assign(censored=np.arange(len(rows)) >= SCALE_MIN_VALIDATION_ROWS - 1), None, wide)
+    assert scale_deep(copy.deepcopy(result.model), few, cpu) is None
+
+
+def test_training_scales_the_deep_part_on_validation_and_reports_it(trained):
+    _, result, _ = trained
+    assert 0.0 <= result.metrics["wide"]["deep_scale"] <= 1.0
 
 
 def test_the_gradient_still_reaches_the_deep_part_beyond_the_clamp():
