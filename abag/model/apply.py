@@ -25,7 +25,7 @@ from abag.encoding.pair_embeddings import (
     make_caches,
     sequences_batch,
 )
-from abag.model.wide import CANDIDATES, CROSS_FIT_FOLDS, cross_fitted, fit_wide
+from abag.model.wide import CANDIDATES, CROSS_FIT_FOLDS, WIDE_SPECS, cross_fitted, fit_wide
 from abag.policy import Precision
 
 
@@ -66,8 +66,8 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
     The part is fitted on the training rows (on resume: read from the checkpoint's weights, `saved_weights`),
     a "ridge_choice" part choosing its candidate (a "ridge_blend" part weighing them) by folds of `groups` where the
     split has them. Training rows get cross-fitted offsets (`abag.model.wide.cross_fitted`, the same folds, the
-    chosen candidate or weights), so the network
-    learns what the part misses on rows it did not see; the others, the full part's."""
+    chosen candidate or weights), so the network learns what the part misses on rows it did not see; the others,
+    the full part's."""
     if not model.has_wide:
         return None
     started = time.perf_counter()
@@ -93,7 +93,7 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
         f"alpha {heavy['alpha']:g}" if heavy["alpha"] is not None else "unused (no gain on held-out heavy chains)")
     chosen = ""
     over = "folds of the run's groups" if train_groups is not None else "random folds"
-    if part.onehot is not None and "blend" in part.describe():  # "ridge_blend": the weights, and what they gave
+    if part.onehot is not None and WIDE_SPECS[kind].blend:  # "ridge_blend": the weights, and what they gave
         rmse = part.cv_rmse
         chosen = (f"{1 - part.weight:.2f} x {CANDIDATES[0]} + {part.weight:.2f} x {CANDIDATES[1]} (held-out RMSE "
                   f"{part.blend_rmse:.2f}; alone {rmse[0]:.2f} and {rmse[1]:.2f} over {part.cv_folds} {over}); "
@@ -129,6 +129,10 @@ def centre_deep(model, data: PairData, device: torch.device, precision: Precisio
     return shift
 
 
+SCALE_MIN_VALIDATION_ROWS = 10
+"""Exact validation rows below which `scale_deep` leaves the deep part as trained (a slope from fewer is noise)."""
+
+
 def scale_deep(model, val: PairData, device: torch.device, precision: Precision | None = None) -> float | None:
     """After `centre_deep`: scale the deep part by beta in [0, 1], the least-squares slope (with an intercept) of
     the validation rows' pKd minus the wide part on the deep part, and return beta (None without a wide part or
@@ -158,10 +162,6 @@ def scale_deep(model, val: PairData, device: torch.device, precision: Precision 
         model.head.pkd_out.weight.mul_(beta)
         model.head.pkd_out.bias.mul_(beta)
     return beta
-
-
-SCALE_MIN_VALIDATION_ROWS = 10
-"""Exact validation rows below which `scale_deep` leaves the deep part as trained (a slope from fewer is noise)."""
 
 
 def build_part_data(frame: pd.DataFrame, parts: dict[str, np.ndarray], model, config,

@@ -35,9 +35,10 @@ cross-fitted wide predictions (`cross_fitted`: each from a part fitted without t
 split groups where it has them): with more features than rows the ridge nearly interpolates its own rows, and
 in-sample offsets would leave the deep part no residual to learn; validation and prediction use the full part.
 After training the deep part is centred on the exact training rows (`abag.model.apply.centre_deep`): the level
-is the wide part's; then scaled by its slope on the validation rows (`abag.model.apply.scale_deep`). The sum is clamped before the loss (the v2.7
-contract). A fold ensemble predicts the mean over its members of clamp(wide_k(x) + deep_k(x)), each member with
-the wide part of its own training folds. `wide="none"` is the network alone (wide = 0).
+is the wide part's; then scaled by its slope on the validation rows (`abag.model.apply.scale_deep`). The sum is
+clamped before the loss (the v2.7 contract). A fold ensemble predicts the mean over its members of
+clamp(wide_k(x) + deep_k(x)), each member with the wide part of its own training folds. `wide="none"` is the
+network alone (wide = 0).
 
 The fitted part lives in the head's state dict (`WideSlot`: buffers `head.wide.*`, float64 but for
 `INTEGER_STATE`, shapes fixed by the kind; "ridge_choice" keeps both candidates, its choice and both errors), so

@@ -21,9 +21,10 @@ groups: `abag.model.wide.choose`), `ridge_blend` (the two weighed by that error,
 `abag.model.wide.OneHotRidge`: the IMGT-aligned one-hot block fitted to the centred pKd) and, when asked for,
 `onehot_ridge_baseline` (`abag.evaluation.variant_baselines.OneHotRidgeBaseline`, positions learned on the rows).
 `ridge_choice` and `ridge_blend` are given the groups the protocol's models split by (`GROUP_COLUMNS`: SKEMPI's
-complex, the frozen antigen clusters of SAAINT-DB, AlphaSeq's antibody; none for Phillips and the random folds,
-random folds), and the table says which candidate each fold chose and the one-hot's weight per fold. Every distinct chain is numbered once, up front, on one thread (timed apart: "numbering"); the fit
-times exclude it. Writes OUT/results.json and OUT/table.md and prints the table.
+complex, the frozen antigen clusters of SAAINT-DB, AlphaSeq's antibody; none, so random folds, for Phillips and
+the random split), and the table says which candidate each fold chose and the one-hot's weight per fold. Every distinct
+chain is numbered once, up front, on one thread (timed apart: "numbering"); the fit times exclude it.
+Writes OUT/results.json and OUT/table.md and prints the table.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ PROTOCOLS = ("phillips_extrapolation", "skempi_loco", "saaintdb_cluster", "phill
              "alphaseq_antibody")
 PREDICTORS = ("kmer_ridge", "ridge_choice", "ridge_blend", "onehot_ridge", "onehot_ridge_baseline")
 DEFAULT_PREDICTORS = PREDICTORS[:4]
-GROUP_COLUMNS = {"skempi_loco": "skempi_complex", "saaintdb_cluster": "cv_cluster", "alphaseq_antibody": "antibody_name"}
+GROUP_COLUMNS = {"skempi_loco": "skempi_complex", "saaintdb_cluster": "cv_cluster",
+                 "alphaseq_antibody": "antibody_name"}
 """The groups `abag train` would split by in each protocol (the others: none, random folds)."""
 
 
