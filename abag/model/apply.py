@@ -136,7 +136,8 @@ SCALE_MIN_VALIDATION_ROWS = 10
 def scale_deep(model, val: PairData, device: torch.device, precision: Precision | None = None) -> float | None:
     """After `centre_deep`: scale the deep part by beta in [0, 1], the least-squares slope (with an intercept) of
     the validation rows' pKd minus the wide part on the deep part, and return beta (None without a wide part or
-    with fewer than `SCALE_MIN_VALIDATION_ROWS` exact validation rows: unchanged). Centre again after it.
+    with fewer than `SCALE_MIN_VALIDATION_ROWS` exact validation rows: unchanged). The shift is not scaled:
+    the caller re-centres (beta x the shift, as `abag.training.finalize` does).
 
     Why: the deep part learns the wide part's residual on the training rows, and on rows unlike them it can add
     more error than it removes: over held-out SAAINT-DB antigen clusters a wide+deep model had RMSE 1.47 against

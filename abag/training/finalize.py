@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from abag import distributed
 from abag.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
@@ -72,8 +73,12 @@ def finalize(state: TrainingState, run: RunInputs, best_path: Path, stopped_earl
         reload_best(state, best_path)
         deep_shift = centre_deep(state.model, run.data["train"], run.device, run.precision)  # None without wide
         deep_scale = scale_deep(state.model, run.data["val"], run.device, run.precision)  # None: not scaled
-        if deep_scale is not None and deep_scale != 1.0:  # the scaled part's mean moved: centre it again
-            deep_shift = centre_deep(state.model, run.data["train"], run.device, run.precision)
+        if deep_scale is not None and deep_scale != 1.0:
+            # Centred, the raw part's training mean was -shift; scaled, it is -beta * shift, so the shift that
+            # centres it again is beta * shift (no second pass over the training rows).
+            with torch.no_grad():
+                state.model.head.deep_shift.mul_(deep_scale)
+            deep_shift = float(state.model.head.deep_shift)
     with stage("references and baselines"):
         # The validation and test rows' nearest training antigens and antibodies (the correction and the
         # calibration read them from the references' memo), the k-mer ridge design, the baselines' metrics.
