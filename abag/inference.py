@@ -109,11 +109,12 @@ def predict_frame(model: AbAgModel, frame: pd.DataFrame, *, cache_dir: str | Pat
     """`frame` plus `pkd_pred`, `binder_prob`, `pkd_std`, the parts `pkd_wide` and `pkd_deep`, and (unless
     `coverage` is None) the interval columns. What `pkd_pred` is, over the K members (K = 1 for one model):
 
-        pkd_pred = mean_k clamp[4, 14](wide_k(x) + deep_k(x)) (+ the familiar-antigen correction, if any)
+        pkd_pred = mean_k clamp[4, 14](b_k(wide_k(x) + deep_k(x))) (+ the familiar-antigen correction, if any)
         pkd_wide = mean_k wide_k(x)   (the ridge on explicit sequence features; 0 with wide="none")
         pkd_deep = mean_k deep_k(x)   (the head over the language-model vectors, before the clamp)
 
-    so for one model pkd_pred = clamp(pkd_wide + pkd_deep); `pkd_correction` (only when the model has a
+    with b_k the identity but for wide="grouped_blend" (`WidePart.bounded`: a soft bound to the training pKd
+    range), so for one model pkd_pred = clamp(b(pkd_wide + pkd_deep)); `pkd_correction` (only when the model has a
     familiar-antigen correction) is what that correction added, per row.
 
     For a fold ensemble `pkd_pred` and `binder_prob` are the members' means and `pkd_std` the standard deviation

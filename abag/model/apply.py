@@ -104,6 +104,12 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
         chosen = (f"{CANDIDATES[part.choice]} chosen (held-out RMSE {mine:.2f} against the "
                   f"{CANDIDATES[1 - part.choice]}'s {other:.2f} over {part.cv_folds} {over}); the k-mer ridge: "
                   if part.cv_folds else f"{CANDIDATES[0]} kept (not cross-validated: fewer than two groups): ")
+    if part.level is not None:  # "grouped_blend": the candidates predict deviations from the group level
+        block += (f"; fitted to deviations from the means of {part.level.groups} groups, the level a "
+                  f"{part.level.ridge.method}")
+    if part.bound is not None:
+        block += (f"; wide + deep soft-bounded to [{part.bound.low:.2f}, {part.bound.high:.2f}] with a margin of "
+                  f"{part.bound.margin:.2f} (the wide part's held-out RMSE)")
     log(f"wide part ({kind}, {source}): {chosen}{part.ridge.method}{block}; the network trains against "
         f"{CROSS_FIT_FOLDS}-fold cross-fitted predictions ({time.perf_counter() - started:.1f}s)")
     return offset

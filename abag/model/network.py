@@ -3,8 +3,9 @@
 `AffinityHead` serves the fusions "antibody_only" (the default) and "interaction" (v2.7). A head whose fusion
 ignores the antigen never has it encoded (`InputSpec.uses_antigen`). With a wide part (`ModelConfig.wide`,
 `abag.model.wide`) the head's pKd output is an unbounded residual deep(x), and the head returns
-clamp(wide(x) + deep(x)), wide(x) arriving per row as the batch's `offset`; without one (`wide="none"`) it is
-the v2.7 bounded output. Imports torch and abag's `encoding` and `model` (config, wide) modules only.
+clamp(wide(x) + deep(x)), wide(x) arriving per row as the batch's `offset` (for `wide="grouped_blend"`,
+clamp(soft_bound(wide(x) + deep(x)))); without one (`wide="none"`) it is the v2.7 bounded output. Imports torch
+and abag's `encoding` and `model` (config, wide) modules only.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ class _InwardClamp(torch.autograd.Function):
         low, high = ctx.bounds
         outward = ((x < low) & (grad > 0)) | ((x > high) & (grad < 0))  # descent moves x by −grad
         return grad.masked_fill(outward, 0.0), None, None
+
+
+def soft_bound(x: torch.Tensor, low: float, high: float, margin: float) -> torch.Tensor:
+    """`x` unchanged inside [low, high]; past high by d, high + margin·d/(margin + d) (below low likewise): strictly
+    increasing, slope 1 at the edges (`abag.model.wide.SoftBound` in numpy)."""
+    above, below = (x - high).clamp(min=0), (low - x).clamp(min=0)
+    return x - above + margin * above / (margin + above) + below - margin * below / (margin + below)
 
 
 def inward_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -156,7 +164,8 @@ class AffinityHead(nn.Module):
         return pkd, logits
 
     def parts(self, x: PairEmbeddings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(deep, pKd, binder logit) per row, each (B,): pKd = clamp(x.offset + deep) with a wide part; without
+        """(deep, pKd, binder logit) per row, each (B,): pKd = clamp(x.offset + deep) with a wide part (the sum
+        soft-bounded first when the part has a bound, `soft_bound`); without
         one, deep is the bounded network output and equals the pKd."""
         antibody = self.antibody_proj(self._members(self._antibody_input(x)))
         if not self.uses_antigen:
@@ -175,7 +184,11 @@ class AffinityHead(nn.Module):
         if self.n_members > 1:  # (M, B) -> (B,): the copies' mean residual
             deep, logits = deep.mean(0), logits.mean(0)
         deep = deep + self.deep_shift
-        return deep, inward_clamp(x.offset.to(deep.dtype) + deep, self.pkd_min, self.pkd_max), logits
+        pkd = x.offset.to(deep.dtype) + deep
+        bound = self.wide.sum_bound()  # "grouped_blend": past the training pKd range, by less than a margin
+        if bound is not None:  # Python floats from the cached part: no device sync per batch
+            pkd = soft_bound(pkd, bound.low, bound.high, bound.margin)
+        return deep, inward_clamp(pkd, self.pkd_min, self.pkd_max), logits
 
 
 class AbAgModel(nn.Module):

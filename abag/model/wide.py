@@ -28,6 +28,20 @@ so the k-mer parts' antigen terms always count. Why: a pick is all or nothing on
 noise (SAAINT-DB's antigen clusters), and where the one-hot ridge wins the pick it drops the antigen, so antigen
 variants against a held-out antibody could no longer be ranked (AlphaSeq); the blend keeps both (bench/RESULTS.md).
 
+`wide="grouped_blend"` is that blend fitted to each training row's deviation from its split group's mean pKd
+(plus the overall mean ȳ), plus a level: the k-mer parts fitted to each row's group mean, minus ȳ
+(`_between_within`, `GroupLevel`); and the model's wide + deep passes a soft bound (`SoftBound`, applied in the
+head before the clamp: `abag.model.network.soft_bound`): inside the training pKd range it is unchanged, beyond it
+by d it becomes the edge + m x d / (m + d), m the wide part's own held-out RMSE. Why the split:
+the groups (antigen clusters, complexes) differ in level for reasons the antibody's residues do not carry (assay,
+antigen), and one ridge over both questions lets a residue frequent in strong groups take the credit for their
+level; fitted apart, the candidates learn what tells rows of one group apart and the level what tells groups
+apart, each with its own penalty. Why the bound: linear effects add up without limit where a test set holds more
+substitutions than the training rows (Phillips CR6261: trained on up to 4, predicted up to 2.5 pKd past the
+assay's top); the bound is strictly increasing, so no ranking changes, and it acts on the sum, so where the
+wide part is squeezed the deep part's noise does not take over the order (bounding the wide part alone cost
+CR6261 0.03 Spearman, bench/RESULTS.md). Without two groups there is no level.
+
 The wide part is fitted on the member's own training rows before the network trains, so `deep(x)`, the head over
 the language-model vectors (averaged over its head copies), learns the residual; the deep part's last layer
 starts at zero, so an untrained model predicts clamp(wide(x)). While the network trains, its training rows carry
@@ -76,9 +90,9 @@ from abag.numbering.chains import NumberedChain
 from abag.numbering.domains import SHARED_NUMBERING
 from abag.numbering.onehot import AlignedOneHotEncoder
 
-__all__ = ["WIDE_SPECS", "WideSpec", "HeavyKmerBlock", "OneHotBlock", "OneHotTerm", "OneHotRidge", "WidePart",
-           "WideSlot", "Choice", "fit_wide", "choose", "cross_fitted", "CROSS_FIT_FOLDS", "CANDIDATES", "INTEGER_STATE",
-           "ONEHOT_ENCODER", "ONEHOT_WIDTH", "BLEND_MAX_ONEHOT"]
+__all__ = ["WIDE_SPECS", "WideSpec", "GroupLevel", "SoftBound", "HeavyKmerBlock", "OneHotBlock", "OneHotTerm",
+           "OneHotRidge", "WidePart", "WideSlot", "Choice", "fit_wide", "choose", "cross_fitted", "CROSS_FIT_FOLDS",
+           "CANDIDATES", "INTEGER_STATE", "ONEHOT_ENCODER", "ONEHOT_WIDTH", "BLEND_MAX_ONEHOT"]
 
 
 @dataclass(frozen=True)
@@ -91,10 +105,14 @@ class WideSpec:
     heavy_k: int | None = 3
     onehot: bool = False
     blend: bool = False  # with onehot: blend the two candidates (`choose`'s weight) instead of picking one
+    # Fit the above to each row's deviation from its split group's mean pKd, and a k-mer ridge (the level) to the
+    # group means (`_between_within`); without two groups, the above alone.
+    between: bool = False
 
 
 WIDE_SPECS = {"kmer_ridge": WideSpec(), "ridge_choice": WideSpec(onehot=True),
-              "ridge_blend": WideSpec(onehot=True, blend=True)}
+              "ridge_blend": WideSpec(onehot=True, blend=True),
+              "grouped_blend": WideSpec(onehot=True, blend=True, between=True)}
 """The fitted kinds of `ModelConfig.wide` (besides "none")."""
 
 HEAVY_BLOCK_MAX_CHAINS = 3000
@@ -462,7 +480,7 @@ class OneHotBlock:
 CANDIDATES = ("k-mer ridge", "one-hot ridge")
 """The candidates of "ridge_choice", by `WidePart.choice`: 0, the k-mer parts ("kmer_ridge"'s); 1, `OneHotRidge`."""
 
-INTEGER_STATE = ("choice", "cv_folds")
+INTEGER_STATE = ("choice", "cv_folds", "level_groups")
 """`to_state` tensors held as int64 (the others are float64)."""
 
 
@@ -599,11 +617,123 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
                   weight, blend_rmse)
 
 
+@dataclass(frozen=True)
+class BetweenWithin:
+    """A training table split for `WideSpec.between`: `within` carries each row's pKd minus its group's mean plus
+    the overall mean (what the candidates fit), `level` each row's group mean (what the level ridge fits)."""
+
+    within: pd.DataFrame
+    level: pd.DataFrame
+    mean: float       # the overall mean pKd of the rows with an exact one
+    groups: int       # distinct groups
+
+
+def _between_within(frame: pd.DataFrame, groups: np.ndarray | None) -> BetweenWithin | None:
+    """`frame` (index reset) split into within-group deviations and group means over its rows with an exact pKd
+    (a group with none takes the overall mean; censored rows move with their group's level, and are fitted by
+    neither); None without at least two groups or without an exact pKd."""
+    if groups is None:
+        return None
+    frame = frame.reset_index(drop=True)
+    if len(groups) != len(frame):
+        raise ValueError(f"{len(frame)} rows but {len(groups)} groups")
+    labels = pd.Series(np.asarray(groups).astype(str))
+    if labels.nunique() < 2:
+        return None
+    try:
+        exact = training_rows(frame).index
+    except ValueError:
+        return None
+    pkd = pd.Series(_targets(frame))
+    mean = float(pkd[exact].mean())
+    group_mean = labels.map(pkd[exact].groupby(labels[exact]).mean()).fillna(mean).to_numpy()
+    within, level = frame.copy(), frame.copy()
+    within["pkd"] = pkd.to_numpy() - group_mean + mean
+    level["pkd"] = group_mean
+    return BetweenWithin(within, level, mean, int(labels.nunique()))
+
+
+@dataclass(frozen=True)
+class GroupLevel:
+    """The level of "grouped_blend": the k-mer parts (pair ridge and heavy block) fitted to each training row's
+    split-group mean pKd; `predict` gives it minus the overall mean, around which the candidates predict."""
+
+    ridge: KmerRidgeBaseline
+    heavy: HeavyKmerBlock | None
+    mean: float   # the overall mean pKd of the exact training rows
+    groups: int   # distinct split groups it was fitted over
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return _kmer_predict(self.ridge, self.heavy, frame) - self.mean
+
+
+def _level(split: BetweenWithin, spec: WideSpec, keep: np.ndarray | None = None) -> GroupLevel:
+    """The level fitted to the group means of `split`'s rows (those in `keep`)."""
+    rows = split.level if keep is None else split.level.loc[keep]
+    ridge, heavy = _kmer_parts(training_rows(rows), spec)
+    return GroupLevel(ridge, heavy, split.mean, split.groups)
+
+
+@dataclass(frozen=True)
+class SoftBound:
+    """A strictly increasing map that leaves values inside [low, high] alone and takes a value beyond by d to
+    less than `margin` beyond: high + margin x d / (margin + d) (low likewise), slope 1 at the edge. It keeps every
+    ranking (a rational curve, not tanh, which rounds to its limit in float64 about 19 margins out)."""
+
+    low: float
+    high: float
+    margin: float
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        out = np.array(values, dtype=float, copy=True)
+        above, below = out > self.high, out < self.low
+        d = out[above] - self.high
+        out[above] = self.high + self.margin * d / (self.margin + d)
+        d = self.low - out[below]
+        out[below] = self.low - self.margin * d / (self.margin + d)
+        return out
+
+
+def _held_out_rmse(frame: pd.DataFrame, out_of_fold: np.ndarray | None) -> float:
+    """RMSE of `out_of_fold` over `frame`'s exact rows that have one (NaN when none, or None)."""
+    if out_of_fold is None:
+        return np.nan
+    scored = np.zeros(len(frame), bool)
+    scored[training_rows(frame).index] = True
+    scored &= np.isfinite(out_of_fold)
+    return float(np.sqrt(np.mean((out_of_fold - _targets(frame))[scored] ** 2))) if scored.any() else np.nan
+
+
+def _soft_bound(frame: pd.DataFrame, held_out_rmse: float) -> SoftBound | None:
+    """The bound of "grouped_blend": the exact training pKd's range, with the part's own held-out RMSE as the
+    margin (None when it was not cross-validated)."""
+    if not np.isfinite(held_out_rmse) or held_out_rmse <= 0:
+        return None
+    pkd = _targets(training_rows(frame))
+    return SoftBound(float(pkd.min()), float(pkd.max()), float(held_out_rmse))
+
+
+def _with_level(out_of_fold: np.ndarray | None, split: BetweenWithin | None, spec: WideSpec,
+                groups: np.ndarray | None, folds: int = CROSS_FIT_FOLDS) -> np.ndarray | None:
+    """`out_of_fold` (the candidates' out-of-fold predictions of the within-group deviations) plus the level's own
+    out-of-fold predictions over the same folds, minus the overall mean; unchanged without a split."""
+    if split is None or out_of_fold is None:
+        return out_of_fold
+    fold = cross_fit_folds(len(split.level), groups, folds)
+    level = np.full(len(split.level), np.nan)
+    for k in np.unique(fold):
+        held_out = fold == k
+        if np.isfinite(out_of_fold[held_out]).any():  # the folds `choose` scored
+            level[held_out] = _level(split, spec, ~held_out).predict(split.level.loc[held_out])
+    return out_of_fold + level
+
+
 @dataclass
 class WidePart:
     """A fitted wide part: the pair k-mer ridge and (optionally) the heavy-chain block on its residual; for
     "ridge_choice" also the one-hot ridge, and which of the two predicts (`choice`, `CANDIDATES`); for
-    "ridge_blend" both, weighted (`weight`: the one-hot ridge's)."""
+    "ridge_blend" both, weighted (`weight`: the one-hot ridge's); for "grouped_blend" the same fitted to
+    within-group deviations, plus `level` and `bound`."""
 
     kind: str
     ridge: KmerRidgeBaseline
@@ -616,6 +746,10 @@ class WidePart:
     out_of_fold: np.ndarray | None = field(default=None, compare=False, repr=False)
     weight: float = 0.0                               # "ridge_blend": the one-hot ridge's weight (`choose`)
     blend_rmse: float = np.nan                        # "ridge_blend": the blend's held-out RMSE
+    # "grouped_blend": the level on the group means (None without two groups: `_between_within`), and the soft
+    # bound on the sum (None when not cross-validated).
+    level: GroupLevel | None = None
+    bound: SoftBound | None = None
 
     @property
     def onehot_weight(self) -> float:
@@ -629,13 +763,22 @@ class WidePart:
         """Fit on `frame`'s rows with a finite, uncensored pKd; ValueError when there are none. `groups` (one per
         row of `frame`; None: random folds): the run's split groups, whose folds choose the candidate."""
         spec = _spec(kind)
+        original = frame.reset_index(drop=True)
+        split = _between_within(original, groups) if spec.between else None
+        if split is not None:
+            frame = split.within
         rows = training_rows(frame)
         ridge, heavy = _kmer_parts(rows, spec)
         if not spec.onehot:
             return cls(kind, ridge, heavy)
         chosen = choose(frame, kind, groups)
+        out_of_fold = _with_level(chosen.out_of_fold, split, spec, groups)
+        grouped = {}
+        if spec.between:
+            grouped = {"level": None if split is None else _level(split, spec),
+                       "bound": _soft_bound(original, _held_out_rmse(original, out_of_fold))}
         return cls(kind, ridge, heavy, OneHotRidge.fit(rows), chosen.choice, chosen.rmse, chosen.folds,
-                   chosen.out_of_fold, chosen.weight, chosen.blend_rmse)
+                   out_of_fold, chosen.weight, chosen.blend_rmse, **grouped)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """wide(x) per row of `frame` (float64, not clamped)."""
@@ -643,9 +786,17 @@ class WidePart:
             return np.zeros(0)
         weight = self.onehot_weight
         if weight == 1:
-            return self.onehot.predict(frame)
-        kmer = _kmer_predict(self.ridge, self.heavy, frame)
-        return kmer if weight == 0 else _blend(kmer, self.onehot.predict(frame), weight)
+            out = self.onehot.predict(frame)
+        else:
+            kmer = _kmer_predict(self.ridge, self.heavy, frame)
+            out = kmer if weight == 0 else _blend(kmer, self.onehot.predict(frame), weight)
+        # "grouped_blend": the candidates predict deviations around the group level.
+        return out if self.level is None else out + self.level.predict(frame)
+
+    def bounded(self, values: np.ndarray) -> np.ndarray:
+        """`values` through the part's soft bound ("grouped_blend"; unchanged without one): what the head does to
+        wide + deep (`AffinityHead.parts`), here for a prediction without the network."""
+        return values if self.bound is None else self.bound.apply(values)
 
     def describe(self) -> dict[str, Any]:
         """metrics.json's `wide` entry."""
@@ -671,6 +822,18 @@ class WidePart:
                                  f"error of out-of-fold predictions over up to {CROSS_FIT_FOLDS} folds of the run's "
                                  "split groups (random folds without them); the k-mer parts alone with fewer than "
                                  "two groups"}
+                if _spec(self.kind).between:
+                    level = self.level
+                    described["level"] = None if level is None else {
+                        "ridge": level.ridge.method, "groups": level.groups, "overall_mean": level.mean,
+                        "heavy_block_alpha": None if level.heavy is None or np.isinf(level.heavy.alpha)
+                        else level.heavy.alpha,
+                        "selection": "the k-mer parts fitted to each training row's split-group mean pKd; the blend "
+                                     "is fitted to each row's deviation from it (none: fewer than two groups)"}
+                    described["bound"] = None if self.bound is None else {
+                        "low": self.bound.low, "high": self.bound.high, "margin": self.bound.margin,
+                        "rule": "beyond the training pKd range by d, wide = the edge + margin x d / (margin + d); the "
+                                "margin is the part's held-out RMSE (none: not cross-validated)"}
                 return described
             described["choice"] = {
                 "chosen": CANDIDATES[self.choice], "folds": self.cv_folds,
@@ -682,18 +845,9 @@ class WidePart:
 
     def to_state(self) -> dict[str, torch.Tensor]:
         """Plain float64 tensors, int64 for `INTEGER_STATE` (the `WideSlot` buffers); `from_state` inverts it."""
-        ridge = ridge_to_state(self.ridge)
-        state = {"fitted": torch.tensor(1.0, dtype=torch.float64),
-                 **{f"ridge_{key}": torch.tensor(ridge[key], dtype=torch.float64)
-                    for key in ("coef", "mean", "scale", "intercept", "alpha", "rows")},
-                 "ridge_distinct_chains": torch.tensor([ridge["distinct_chains"].get(c, 0) for c in CHAINS],
-                                                       dtype=torch.float64)}
+        state = {"fitted": torch.tensor(1.0, dtype=torch.float64), **_ridge_tensors(self.ridge, "ridge")}
         if self.heavy is not None:
-            alpha = -1.0 if np.isinf(self.heavy.alpha) else self.heavy.alpha  # -1: no block
-            state.update({"heavy_coef": torch.from_numpy(np.asarray(self.heavy.coef, np.float64).copy()),
-                          "heavy_shift": torch.tensor(self.heavy.shift, dtype=torch.float64),
-                          "heavy_alpha": torch.tensor(alpha, dtype=torch.float64),
-                          "heavy_chains": torch.tensor(float(self.heavy.chains), dtype=torch.float64)})
+            state.update(_heavy_tensors(self.heavy, "heavy"))
         if self.onehot is not None:
             block = self.onehot.block
             state.update({"onehot_coef": torch.from_numpy(np.asarray(block.coef, np.float64).copy()),
@@ -711,6 +865,19 @@ class WidePart:
             if _spec(self.kind).blend:
                 state.update({"weight": torch.tensor(self.weight, dtype=torch.float64),
                               "blend_rmse": torch.tensor(self.blend_rmse, dtype=torch.float64)})
+        spec = _spec(self.kind)
+        if spec.between:  # zeros (level_groups 0, bound margin 0) for a part without them
+            level, bound = self.level, self.bound
+            state.update({name: torch.zeros(shape, dtype=torch.float64)
+                          for name, shape in _level_shapes(spec).items()})
+            if level is not None:
+                state.update({**_ridge_tensors(level.ridge, "level"),
+                              "level_overall": torch.tensor(level.mean, dtype=torch.float64)})
+                if level.heavy is not None:
+                    state.update(_heavy_tensors(level.heavy, "level_heavy"))
+            state["level_groups"] = torch.tensor(0 if level is None else level.groups, dtype=torch.int64)
+            if bound is not None:
+                state["bound"] = torch.tensor([bound.low, bound.high, bound.margin], dtype=torch.float64)
         return state
 
     @classmethod
@@ -720,23 +887,13 @@ class WidePart:
         try:
             if float(state["fitted"]) != 1.0:
                 raise ValueError("it was never fitted")
-            values = {key: state[f"ridge_{key}"].detach().cpu().numpy() for key in
-                      ("coef", "mean", "scale", "intercept", "alpha", "rows")}
-            rows = int(values["rows"])
-            distinct = dict(zip(CHAINS, state["ridge_distinct_chains"].detach().cpu().numpy().astype(int).tolist()))
+            ridge = _ridge_from_tensors(state, "ridge", spec)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"the wide part ({kind}) is unusable: {exc}") from None
-        ridge = ridge_from_state({"ks": list(spec.ks), "alpha": float(values["alpha"]), "rows": rows,
-                                  "selection": "leave-one-out" if rows <= KmerRidgeBaseline().loo_max_rows else "GCV",
-                                  "coef": values["coef"], "mean": values["mean"], "scale": values["scale"],
-                                  "intercept": float(values["intercept"]), "distinct_chains": distinct})
         heavy = None
         if spec.heavy_k is not None:
             try:
-                alpha = float(state["heavy_alpha"])
-                heavy = HeavyKmerBlock(spec.heavy_k, state["heavy_coef"].detach().cpu().numpy().astype(float),
-                                       float(state["heavy_shift"]), np.inf if alpha < 0 else alpha,
-                                       int(state["heavy_chains"]))
+                heavy = _heavy_from_tensors(state, "heavy", spec.heavy_k)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"the wide part's heavy block is unusable: {exc}") from None
         if not spec.onehot:
@@ -760,27 +917,99 @@ class WidePart:
                 weight, blend_rmse = float(state["weight"]), float(state["blend_rmse"])
                 if not 0.0 <= weight <= BLEND_MAX_ONEHOT:
                     raise ValueError(f"the one-hot ridge's weight {weight} is outside [0, {BLEND_MAX_ONEHOT}]")
-            return cls(kind, ridge, heavy, onehot, choice, (rmse[0], rmse[1]), int(state["cv_folds"]), None,
-                       weight, blend_rmse)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"the wide part's one-hot ridge or choice is unusable: {exc}") from None
+        grouped = {}
+        if spec.between:
+            try:
+                groups = int(state["level_groups"])
+                if groups == 1 or groups < 0:
+                    raise ValueError(f"{groups} groups (a level needs two or more; 0: none fitted)")
+                level = None if not groups else GroupLevel(
+                    _ridge_from_tensors(state, "level", spec),
+                    None if spec.heavy_k is None else _heavy_from_tensors(state, "level_heavy", spec.heavy_k),
+                    float(state["level_overall"]), groups)
+                low, high, margin = state["bound"].detach().cpu().numpy().astype(float).tolist()
+                if margin < 0 or (margin > 0 and not low <= high):
+                    raise ValueError(f"bound [{low}, {high}] with margin {margin}")
+                grouped = {"level": level, "bound": SoftBound(low, high, margin) if margin > 0 else None}
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ValueError(f"the wide part's level or bound is unusable: {exc}") from None
+        return cls(kind, ridge, heavy, onehot, choice, (rmse[0], rmse[1]), int(state["cv_folds"]), None,
+                   weight, blend_rmse, **grouped)
 
 
 def state_shapes(kind: str) -> dict[str, tuple[int, ...]]:
     """Shape of every `WidePart.to_state` tensor of `kind` (fixed by the kind, so a head can hold them)."""
     spec = _spec(kind)
     width = feature_width(spec.ks)
-    shapes = {"fitted": (), "ridge_coef": (width,), "ridge_mean": (width,), "ridge_scale": (width,),
-              "ridge_intercept": (), "ridge_alpha": (), "ridge_rows": (), "ridge_distinct_chains": (len(CHAINS),)}
+    shapes = {"fitted": (), **_ridge_shapes("ridge", width)}
     if spec.heavy_k is not None:
-        shapes.update({"heavy_coef": (20**spec.heavy_k,), "heavy_shift": (), "heavy_alpha": (), "heavy_chains": ()})
+        shapes.update(_heavy_shapes("heavy", spec.heavy_k))
     if spec.onehot:
         shapes.update({"onehot_coef": (ONEHOT_WIDTH,), "onehot_shift": (2,), "onehot_mean": (), "onehot_alpha": (),
                        "onehot_antibodies": (), "onehot_unnumbered": (2,), "onehot_off_grid": (), "choice": (),
                        "cv_rmse": (2,), "cv_folds": ()})
     if spec.blend:
         shapes.update({"weight": (), "blend_rmse": ()})
+    if spec.between:
+        shapes.update({**_level_shapes(spec), "level_groups": ()})
     return shapes
+
+
+def _level_shapes(spec: WideSpec) -> dict[str, tuple[int, ...]]:
+    """Shapes of the float64 tensors of "grouped_blend"'s level and bound (`WidePart.to_state`)."""
+    shapes = {**_ridge_shapes("level", feature_width(spec.ks)), "level_overall": (), "bound": (3,)}
+    if spec.heavy_k is not None:
+        shapes.update(_heavy_shapes("level_heavy", spec.heavy_k))
+    return shapes
+
+
+def _heavy_shapes(prefix: str, k: int) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}_coef": (20**k,), f"{prefix}_shift": (), f"{prefix}_alpha": (), f"{prefix}_chains": ()}
+
+
+def _heavy_tensors(heavy: HeavyKmerBlock, prefix: str) -> dict[str, torch.Tensor]:
+    """A heavy block as float64 tensors named `prefix`_… (alpha -1: no block); `_heavy_from_tensors` inverts it."""
+    return {f"{prefix}_coef": torch.from_numpy(np.asarray(heavy.coef, np.float64).copy()),
+            f"{prefix}_shift": torch.tensor(heavy.shift, dtype=torch.float64),
+            f"{prefix}_alpha": torch.tensor(-1.0 if np.isinf(heavy.alpha) else heavy.alpha, dtype=torch.float64),
+            f"{prefix}_chains": torch.tensor(float(heavy.chains), dtype=torch.float64)}
+
+
+def _heavy_from_tensors(state: dict[str, torch.Tensor], prefix: str, k: int) -> HeavyKmerBlock:
+    alpha = float(state[f"{prefix}_alpha"])
+    return HeavyKmerBlock(k, state[f"{prefix}_coef"].detach().cpu().numpy().astype(float),
+                          float(state[f"{prefix}_shift"]), np.inf if alpha < 0 else alpha,
+                          int(state[f"{prefix}_chains"]))
+
+
+def _ridge_shapes(prefix: str, width: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of `_ridge_tensors(ridge, prefix)` for a k-mer ridge of `width` features."""
+    return {f"{prefix}_coef": (width,), f"{prefix}_mean": (width,), f"{prefix}_scale": (width,),
+            f"{prefix}_intercept": (), f"{prefix}_alpha": (), f"{prefix}_rows": (),
+            f"{prefix}_distinct_chains": (len(CHAINS),)}
+
+
+def _ridge_tensors(ridge: KmerRidgeBaseline, prefix: str) -> dict[str, torch.Tensor]:
+    """A fitted k-mer ridge as float64 tensors named `prefix`_…; `_ridge_from_tensors` inverts it."""
+    values = ridge_to_state(ridge)
+    return {**{f"{prefix}_{key}": torch.tensor(values[key], dtype=torch.float64)
+               for key in ("coef", "mean", "scale", "intercept", "alpha", "rows")},
+            f"{prefix}_distinct_chains": torch.tensor([values["distinct_chains"].get(c, 0) for c in CHAINS],
+                                                      dtype=torch.float64)}
+
+
+def _ridge_from_tensors(state: dict[str, torch.Tensor], prefix: str, spec: WideSpec) -> KmerRidgeBaseline:
+    """The k-mer ridge `_ridge_tensors` stored under `prefix` (KeyError, ValueError when malformed)."""
+    values = {key: state[f"{prefix}_{key}"].detach().cpu().numpy() for key in
+              ("coef", "mean", "scale", "intercept", "alpha", "rows")}
+    rows = int(values["rows"])
+    distinct = dict(zip(CHAINS, state[f"{prefix}_distinct_chains"].detach().cpu().numpy().astype(int).tolist()))
+    return ridge_from_state({"ks": list(spec.ks), "alpha": float(values["alpha"]), "rows": rows,
+                             "selection": "leave-one-out" if rows <= KmerRidgeBaseline().loo_max_rows else "GCV",
+                             "coef": values["coef"], "mean": values["mean"], "scale": values["scale"],
+                             "intercept": float(values["intercept"]), "distinct_chains": distinct})
 
 
 def _light(frame: pd.DataFrame) -> list[Any]:
@@ -818,29 +1047,42 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
     whose complement has no usable row gets the part fitted on all rows. For "ridge_choice" and "ridge_blend"
     each fold combines the candidates with the one-hot ridge's `weight` (`WidePart.onehot_weight` of the part
     fitted on all of `frame`; None: `choose` it once here), never choosing again inside a fold. `known`:
-    `WidePart.out_of_fold` of that part; a fold whose rows it holds is taken from it instead of fitted again."""
+    `WidePart.out_of_fold` of that part; a fold whose rows it holds is taken from it instead of fitted again.
+    "grouped_blend" fits each fold's candidates to the within-group deviations and its level ridge to the group
+    means (`_between_within`), as `WidePart.fit` does."""
     spec = _spec(kind)
     frame = frame.reset_index(drop=True)
+    split = _between_within(frame, groups) if spec.between else None
+    fits = frame if split is None else split.within  # what the candidates are fitted to
     if not spec.onehot:
         weight = 0.0
     elif weight is None:
-        chosen = choose(frame, kind, groups, folds)
-        weight, known = chosen.weight, chosen.out_of_fold
+        chosen = choose(fits, kind, groups, folds)
+        weight, known = chosen.weight, _with_level(chosen.out_of_fold, split, spec, groups, folds)
     if known is not None and len(known) != len(frame):
         raise ValueError(f"{len(frame)} rows but {len(known)} known predictions")
     fold = cross_fit_folds(len(frame), groups, folds)
     out = np.empty(len(frame))
     full = None
+
+    def fitted(keep: np.ndarray | None) -> Callable[[pd.DataFrame], np.ndarray]:
+        rows = _usable_rows(fits, kind) if keep is None else training_rows(fits.loc[keep])
+        candidate = _candidate(rows, spec, weight)
+        if split is None:
+            return candidate
+        level = _level(split, spec, keep)
+        return lambda held: candidate(held) + level.predict(held)
+
     for k in np.unique(fold):
         held_out = fold == k
         if known is not None and np.isfinite(known[held_out]).all():  # `choose` predicted this fold already
             out[held_out] = known[held_out]
             continue
         try:
-            predict = _candidate(training_rows(frame.loc[~held_out]), spec, weight)
+            predict = fitted(~held_out)
         except ValueError:  # no uncensored row outside this fold: the candidate fitted on all rows
             if full is None:
-                full = _candidate(_usable_rows(frame, kind), spec, weight)
+                full = fitted(None)
             predict = full
         out[held_out] = predict(frame.loc[held_out])
     return out
@@ -861,6 +1103,7 @@ class WideSlot(nn.Module):
             dtype = torch.int64 if name in INTEGER_STATE else torch.float64
             self.register_buffer(name, torch.zeros(shape, dtype=dtype))
         self._cached: WidePart | None = None
+        self._bounded_kind = _spec(kind).between
 
     @property
     def is_fitted(self) -> bool:
@@ -885,6 +1128,11 @@ class WideSlot(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # new buffer values: rebuild the part on next use
         self._cached = None
         super()._load_from_state_dict(*args, **kwargs)
+
+    def sum_bound(self) -> SoftBound | None:
+        """The soft bound the head puts on wide + deep ("grouped_blend" with one), else None; read from the part
+        rebuilt once per store or load, so a forward pass does not wait on the device."""
+        return self.part().bound if self._bounded_kind else None
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, fitted={self.is_fitted}"

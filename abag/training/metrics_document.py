@@ -59,7 +59,8 @@ def improvements(model, run: RunInputs, with_baselines: bool) -> list[str]:
         f"(pKd >= {config.binder_threshold}); no soft-Spearman, no Huber"
         + (f"; plus {config.ranking_weight} x a pairwise ranking term within antigen clusters"
            if config.ranking_weight > 0 else ""),
-        (f"pKd = clamp(wide + deep) to [{model_config.pkd_min}, {model_config.pkd_max}] inside the model's forward "
+        (f"pKd = clamp({'soft_bound(wide + deep)' if model.wide_part().bound is not None else 'wide + deep'}) to "
+         f"[{model_config.pkd_min}, {model_config.pkd_max}] inside the model's forward "
          f"pass (wide: {model_config.wide}, fitted on the training rows before the network)" if model.has_wide else
          f"pKd output bounded and clamped to [{model_config.pkd_min}, {model_config.pkd_max}] inside the model's "
          f"forward pass"),
@@ -104,8 +105,10 @@ def build_metrics(model, run: RunInputs, results: dict, baselines: dict, history
         "improvements": improvements(model, run, bool(baselines)),
         "familiar_correction": None if model.familiar_correction is None else model.familiar_correction.describe(),
         "wide": None if not model.has_wide else {**model.wide_part().describe(),
-                                                 "formula": "pKd = clamp(wide(x) + deep(x)); wide fitted on the "
-                                                            "training rows before the network"},
+                                                 "formula": ("pKd = clamp(soft_bound(wide(x) + deep(x)))"
+                                                             if model.wide_part().bound is not None else
+                                                             "pKd = clamp(wide(x) + deep(x))")
+                                                 + "; wide fitted on the training rows before the network"},
         "data": {
             **run.data_info,
             "n_train": int(len(parts["train"])),

@@ -1,4 +1,5 @@
-"""The wide part alone on the real protocols: `kmer_ridge` against `ridge_choice`, `ridge_blend` and the one-hot.
+"""The wide part alone on the real protocols: `kmer_ridge` against `ridge_choice`, `ridge_blend`, `grouped_blend`
+and the one-hot.
 
     OMP_NUM_THREADS=1 python bench/experiments/wide_onehot.py [--protocols P ...] [--predictors P ...]
         [--data-dir ../shared/data] [--out runs/wide_onehot]
@@ -17,10 +18,11 @@ protocols and metrics (imported, not copied):
 Predictors (columns): `kmer_ridge` (the k-mer parts: pair k-mer ridge + heavy 3-mer block), `ridge_choice` (the
 k-mer parts or the one-hot ridge, whichever has the lower held-out error over folds of the training rows'
 groups: `abag.model.wide.choose`), `ridge_blend` (the two weighed by that error, the one-hot's weight at most
-`BLEND_MAX_ONEHOT`), `onehot_ridge` (`ridge_choice`'s second candidate alone,
+`BLEND_MAX_ONEHOT`), `grouped_blend` (that blend fitted to within-group deviations plus a k-mer ridge on the group
+means: `ridge_blend` where the protocol has no groups), `onehot_ridge` (`ridge_choice`'s second candidate alone,
 `abag.model.wide.OneHotRidge`: the IMGT-aligned one-hot block fitted to the centred pKd) and, when asked for,
 `onehot_ridge_baseline` (`abag.evaluation.variant_baselines.OneHotRidgeBaseline`, positions learned on the rows).
-`ridge_choice` and `ridge_blend` are given the groups the protocol's models split by (`GROUP_COLUMNS`: SKEMPI's
+`ridge_choice`, `ridge_blend` and `grouped_blend` are given the groups the protocol's models split by (`GROUP_COLUMNS`: SKEMPI's
 complex, the frozen antigen clusters of SAAINT-DB, AlphaSeq's antibody; none, so random folds, for Phillips and
 the random split), and the table says which candidate each fold chose and the one-hot's weight per fold. Every distinct
 chain is numbered once, up front, on one thread (timed apart: "numbering"); the fit times exclude it.
@@ -54,8 +56,8 @@ from abag.numbering.domains import SHARED_NUMBERING  # noqa: E402
 
 PROTOCOLS = ("phillips_extrapolation", "skempi_loco", "saaintdb_cluster", "phillips_random", "saaintdb_random10",
              "alphaseq_antibody")
-PREDICTORS = ("kmer_ridge", "ridge_choice", "ridge_blend", "onehot_ridge", "onehot_ridge_baseline")
-DEFAULT_PREDICTORS = PREDICTORS[:4]
+PREDICTORS = ("kmer_ridge", "ridge_choice", "ridge_blend", "grouped_blend", "onehot_ridge", "onehot_ridge_baseline")
+DEFAULT_PREDICTORS = PREDICTORS[:5]
 GROUP_COLUMNS = {"skempi_loco": "skempi_complex", "saaintdb_cluster": "cv_cluster",
                  "alphaseq_antibody": "antibody_name"}
 """The groups `abag train` would split by in each protocol (the others: none, random folds)."""
@@ -73,8 +75,8 @@ class WideOnly:
         return self
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        assert self.part is not None
-        return self.part.predict(frame)
+        assert self.part is not None  # "grouped_blend": its bound, which the model puts on wide + deep
+        return self.part.bounded(self.part.predict(frame))
 
 
 class OneHotAlone:
@@ -106,6 +108,7 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "kmer_ridge": lambda: WideOnly("kmer_ridge"),
     "ridge_choice": lambda: WideOnly("ridge_choice"),
     "ridge_blend": lambda: WideOnly("ridge_blend"),
+    "grouped_blend": lambda: WideOnly("grouped_blend"),
     "onehot_ridge": OneHotAlone,
     "onehot_ridge_baseline": Baseline,
 }

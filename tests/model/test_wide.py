@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 from conftest import synthetic_frame
 
 from abag.checkpoint import load_checkpoint, save_checkpoint
@@ -17,9 +18,9 @@ from abag.folds.members import train_folds
 from abag.inference import load_trained_model, member_outputs, predict_frame
 from abag.model.apply import SCALE_MIN_VALIDATION_ROWS, PairData, predict_parts, scale_deep
 from abag.model.config import LEGACY_FIELD_VALUES, ModelConfig
-from abag.model.network import build_model
+from abag.model.network import build_model, soft_bound
 from abag.model.ridge import KmerRidgeBaseline
-from abag.model.wide import HeavyKmerBlock, WidePart
+from abag.model.wide import HeavyKmerBlock, SoftBound, WidePart
 from abag.training.config import TrainConfig
 from abag.training.run import train
 
@@ -87,6 +88,45 @@ def test_an_untrained_model_predicts_exactly_the_clamped_wide_part(tiny_encoders
     predicted = predict_frame(model, frame, coverage=None)
     assert np.array_equal(predicted["pkd_pred"].to_numpy(), np.clip(wide, 4.0, 14.0))
     assert np.array_equal(predicted["pkd_wide"].to_numpy(), wide) and not predicted["pkd_deep"].any()
+
+
+def test_a_grouped_blend_head_soft_bounds_wide_plus_deep_before_the_clamp(tiny_encoders):
+    frame = synthetic_frame(n=60)
+    groups = frame["antigen"].astype(str).to_numpy()
+    fitted = WidePart.fit(frame, "grouped_blend", groups)
+    low, high = np.quantile(fitted.predict(frame), [0.25, 0.75])  # a narrow range: rows on both sides of it
+    part = dataclasses.replace(fitted, bound=SoftBound(float(low), float(high), 0.25))
+    model = build_model(dataclasses.replace(TINY, wide="grouped_blend"), tiny_encoders)
+    model.set_wide(part)
+    wide = part.predict(frame).astype(np.float32)
+    assert wide.max() > high + 0.25 and wide.min() < low - 0.25  # past the margin on both sides
+    predicted = predict_frame(model, frame, coverage=None)
+    assert np.array_equal(predicted["pkd_wide"].to_numpy(), wide) and not predicted["pkd_deep"].any()
+    assert np.allclose(predicted["pkd_pred"].to_numpy(), part.bound.apply(wide), atol=1e-5)
+    assert predicted["pkd_pred"].between(low - 0.25, high + 0.25, inclusive="neither").all()
+    assert stats.spearmanr(predicted["pkd_pred"], wide)[0] == pytest.approx(1.0)  # every order kept
+    # The gradient reaches the deep part through the bound (its slope is below 1 past the edges, never 0).
+    x = torch.tensor([7.0, 8.0, 30.0], requires_grad=True)
+    soft_bound(x, 6.5, 7.5, 0.25).sum().backward()
+    assert x.grad[0] == 1.0 and 0 < x.grad[2] < x.grad[1] < 1.0
+
+
+def test_training_a_grouped_blend_model_fits_the_level_over_the_split_groups_and_reports_it(tmp_path,
+                                                                                          tiny_encoders):
+    frame = synthetic_frame(n=96, seed=3)
+    result = fit(frame, tmp_path, model_config=dataclasses.replace(TINY, wide="grouped_blend"),
+                 encoders=tiny_encoders)
+    described = result.metrics["wide"]
+    part = result.model.wide_part()
+    train_rows = int((result.split_assignment == "train").sum())
+    assert part.level is not None and part.level.groups == described["level"]["groups"] >= 2
+    assert described["level"]["groups"] < train_rows  # over the split's groups (antigen clusters), not rows
+    assert described["bound"]["margin"] == pytest.approx(part.bound.margin) and part.bound.margin > 0
+    assert described["formula"].startswith("pKd = clamp(soft_bound(wide(x) + deep(x)))")
+    predicted = predict_frame(result.model, frame, coverage=None)
+    wide, deep = predicted["pkd_wide"].to_numpy(), predicted["pkd_deep"].to_numpy()
+    assert np.allclose(predicted["pkd_pred"].to_numpy(), np.clip(part.bound.apply(wide + deep), 4.0, 14.0),
+                       atol=1e-4)
 
 
 def test_the_parts_sum_to_the_prediction_of_one_model(trained):

@@ -442,3 +442,126 @@ def test_prepare_wide_logs_the_blend_weights(train):
     assert (f"{1 - part.weight:.2f} x k-mer ridge + {part.weight:.2f} x one-hot ridge (held-out RMSE "
             f"{part.blend_rmse:.2f}; alone {part.cv_rmse[0]:.2f} and {part.cv_rmse[1]:.2f} over 5 folds of the run's "
             "groups)") in lines[0], lines[0]
+
+
+# --------------------------------------------------------------------------------------------- grouped_blend
+MARKER = ("heavy", VH.index("IYPTNGYT") + 4)
+"""A neutral substitution (N -> D in HCDR2) that marks the strong groups below: it carries no effect within a group."""
+
+
+def grouped(n: int, seed: int, marker_share: tuple[float, float] = (0.8, 0.2)) -> pd.DataFrame:
+    """`variants` in eight groups: groups 0-3 against ANTIGEN bind 1.5 pKd better, groups 4-7 against a
+    tryptophan-rich variant 1.5 worse; the neutral MARKER is in `marker_share[0]` of the strong groups' rows and
+    `marker_share[1]` of the weak ones' (a between-group confounder, no within-group effect)."""
+    frame = variants(n, seed).assign(group=lambda f: np.arange(len(f)) % 8)
+    rng = np.random.default_rng(seed + 100)
+    strong = frame["group"].to_numpy() < 4
+    marked = rng.random(n) < np.where(strong, *marker_share)
+    side, offset = MARKER
+    heavy = [h[:offset] + "D" + h[offset + 1:] if m else h for h, m in zip(frame["heavy"], marked)]
+    weaker = ANTIGEN[:40] + "W" * 12 + ANTIGEN[52:]
+    return frame.assign(heavy=heavy, antigen=np.where(strong, ANTIGEN, weaker),
+                        pkd=frame["pkd"].to_numpy(float) + np.where(strong, 1.5, -1.5))
+
+
+def demeaned(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """By hand: each row's pKd minus its group's mean plus the overall mean; each row's group mean; the mean."""
+    overall = float(frame["pkd"].mean())
+    means = frame.groupby("group")["pkd"].transform("mean").to_numpy(float)
+    return (frame.assign(pkd=frame["pkd"].to_numpy(float) - means + overall), frame.assign(pkd=means), overall)
+
+
+@pytest.fixture(scope="module")
+def grouped_train() -> pd.DataFrame:
+    return grouped(240, seed=3)
+
+
+@pytest.fixture(scope="module")
+def grouped_part(grouped_train) -> WidePart:
+    return WidePart.fit(grouped_train, "grouped_blend", grouped_train["group"].to_numpy())
+
+
+def test_grouped_blend_is_the_blend_of_within_group_deviations_plus_a_level_ridge_on_group_means(
+        grouped_train, grouped_part, held_out):
+    within, level, overall = demeaned(grouped_train)
+    groups = grouped_train["group"].to_numpy()
+    blend = WidePart.fit(within, "ridge_blend", groups)
+    level_parts = WidePart.fit(level, "kmer_ridge")  # the k-mer parts, fitted to the group means
+    assert grouped_part.weight == blend.weight and grouped_part.level.groups == 8
+    assert grouped_part.level.mean == pytest.approx(overall, abs=1e-12)
+    assert np.allclose(grouped_part.onehot.block.coef, blend.onehot.block.coef, atol=1e-12)
+    query = held_out.assign(antigen=np.where(np.arange(len(held_out)) % 2, ANTIGEN, grouped_train["antigen"].iloc[4]))
+    assert np.allclose(grouped_part.predict(query), blend.predict(query) + level_parts.predict(query) - overall,
+                       atol=1e-9)
+    # The out-of-fold predictions (what the network trains against) follow the same formula, fold by fold, and
+    # their error is the bound's margin.
+    out_of_fold = cross_fitted(grouped_train, "grouped_blend", groups, weight=grouped_part.weight)
+    assert np.allclose(out_of_fold, grouped_part.out_of_fold, atol=1e-9)
+    assert np.array_equal(cross_fitted(grouped_train, "grouped_blend", groups, weight=grouped_part.weight,
+                                       known=grouped_part.out_of_fold), grouped_part.out_of_fold)
+    assert grouped_part.bound.margin == pytest.approx(rmse(out_of_fold, grouped_train["pkd"].to_numpy(float)))
+    y = grouped_train["pkd"].to_numpy(float)
+    assert (grouped_part.bound.low, grouped_part.bound.high) == (y.min(), y.max())
+    assert grouped_part.describe()["level"]["groups"] == 8
+
+
+def test_the_soft_bound_keeps_values_inside_and_every_ranking_and_goes_at_most_its_margin_beyond():
+    bound = wide.SoftBound(6.0, 9.0, 0.5)
+    values = np.array([-40.0, 5.0, 5.9, 6.0, 7.5, 9.0, 9.2, 10.0, 14.0, 60.0])
+    out = bound.apply(values)
+    inside = (values >= 6.0) & (values <= 9.0)
+    assert np.array_equal(out[inside], values[inside])
+    assert np.all(np.diff(out) > 0)  # strictly increasing: the order of every pair is kept
+    assert out.min() > 5.5 and out.max() < 9.5 and out[-1] > 9.49
+    assert out[6] == pytest.approx(9.2, abs=0.07)  # just past the edge: barely moved
+
+
+def test_grouped_blend_fits_its_candidates_within_groups_so_a_between_group_confounder_gets_no_effect():
+    # All groups against one antigen: the level difference is the assay's, nothing in the sequences carries it.
+    frame = grouped(240, seed=3).assign(antigen=ANTIGEN)
+    groups = frame["group"].to_numpy()
+    plain, split = (WidePart.fit(frame, kind, groups) for kind in ("ridge_blend", "grouped_blend"))
+    marker = column(*MARKER, "D")
+    assert plain.onehot.block.coef[marker] > 0.3  # the plain one-hot ridge credits the marker with the level
+    assert abs(split.onehot.block.coef[marker]) < 0.1  # fitted to deviations within groups: no effect
+    # ...while it keeps the planted within-group effect: any substitution at this HCDR3 site costs 2.
+    side, offset = SITES[2]
+    mutant = VH[:offset] + ("A" if VH[offset] != "A" else "G") + VH[offset + 1:]
+    pair = pd.DataFrame({"heavy": [VH, mutant], "light": [VL, VL], "antigen": [ANTIGEN, ANTIGEN]})
+    assert side == "heavy" and np.diff(split.onehot.predict(pair))[0] < -1.0
+
+
+def test_grouped_blend_without_two_groups_is_ridge_blend_bounded_and_round_trips_either_way(grouped_train,
+                                                                                           grouped_part):
+    alone = WidePart.fit(grouped_train, "grouped_blend", None)
+    plain = WidePart.fit(grouped_train, "ridge_blend", None)
+    assert alone.level is None and "level" in alone.describe() and alone.describe()["level"] is None
+    assert alone.bound.margin == pytest.approx(plain.blend_rmse)  # no level: the blend's own held-out error
+    assert np.array_equal(alone.predict(grouped_train), plain.predict(grouped_train))
+    for part in (grouped_part, alone):
+        state = part.to_state()
+        assert {k: tuple(v.shape) for k, v in state.items()} == state_shapes("grouped_blend")
+        assert state["level_groups"].dtype == torch.int64 and "level_groups" in INTEGER_STATE
+        slot, fresh = WideSlot("grouped_blend"), WideSlot("grouped_blend")
+        slot.store(part)
+        fresh.load_state_dict(slot.state_dict())
+        assert np.array_equal(fresh.part().predict(grouped_train), part.predict(grouped_train))
+        assert fresh.part().describe() == part.describe()
+    state = grouped_part.to_state()
+    with pytest.raises(ValueError, match="level or bound is unusable: 1 groups"):
+        WidePart.from_state({**state, "level_groups": torch.tensor(1, dtype=torch.int64)}, "grouped_blend")
+    with pytest.raises(ValueError, match="level or bound is unusable: bound .* with margin -1"):
+        WidePart.from_state({**state, "bound": torch.tensor([6.0, 9.0, -1.0], dtype=torch.float64)}, "grouped_blend")
+
+
+def test_prepare_wide_logs_the_grouped_level(grouped_train):
+    lines: list[str] = []
+    model = _Model("grouped_blend")
+    offset = prepare_wide(model, grouped_train, np.arange(len(grouped_train)), grouped_train["group"].to_numpy(),
+                          None, lines.append)
+    part = model.wide_part()
+    assert "fitted to deviations from the means of 8 groups, the level a ridge on standardised" in lines[0], lines[0]
+    assert (f"wide + deep soft-bounded to [{part.bound.low:.2f}, {part.bound.high:.2f}] with a margin of "
+            f"{part.bound.margin:.2f}" in lines[0]), lines[0]
+    groups = grouped_train["group"].to_numpy()  # training rows: cross-fitted, level included
+    assert np.allclose(offset, cross_fitted(grouped_train, "grouped_blend", groups, weight=part.weight), atol=1e-5)
