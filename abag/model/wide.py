@@ -37,10 +37,10 @@ the groups (antigen clusters, complexes) differ in level for reasons the antibod
 antigen), and one ridge over both questions lets a residue frequent in strong groups take the credit for their
 level; fitted apart, the candidates learn what tells rows of one group apart and the level what tells groups
 apart, each with its own penalty. Why the bound: linear effects add up without limit where a test set holds more
-substitutions than the training rows (Phillips CR6261: trained on up to 4, predicted up to 2.5 pKd past the
-assay's top); the bound is strictly increasing, so no ranking changes, and it acts on the sum, so where the
-wide part is squeezed the deep part's noise does not take over the order (bounding the wide part alone cost
-CR6261 0.03 Spearman, bench/RESULTS.md). Without two groups there is no level.
+substitutions than the training rows (Phillips CR6261 trained on up to 4: predictions well past the assay's top);
+the bound is strictly increasing, so no ranking changes, and it acts on the sum, so where the wide part would be
+squeezed the deep part's noise does not take over the order (which bounding the wide part alone let happen:
+bench/RESULTS.md). Without two groups there is no level.
 
 The wide part is fitted on the member's own training rows before the network trains, so `deep(x)`, the head over
 the language-model vectors (averaged over its head copies), learns the residual; the deep part's last layer
@@ -105,8 +105,8 @@ class WideSpec:
     heavy_k: int | None = 3
     onehot: bool = False
     blend: bool = False  # with onehot: blend the two candidates (`choose`'s weight) instead of picking one
-    # Fit the above to each row's deviation from its split group's mean pKd, and a k-mer ridge (the level) to the
-    # group means (`_between_within`); without two groups, the above alone.
+    # Fit the above to each row's deviation from its split group's mean pKd, and the k-mer parts (the level) to the
+    # group means (`_between_within`); without two groups, the above alone. Kinds with it also carry a soft bound.
     between: bool = False
 
 
@@ -832,8 +832,9 @@ class WidePart:
                                      "is fitted to each row's deviation from it (none: fewer than two groups)"}
                     described["bound"] = None if self.bound is None else {
                         "low": self.bound.low, "high": self.bound.high, "margin": self.bound.margin,
-                        "rule": "beyond the training pKd range by d, wide = the edge + margin x d / (margin + d); the "
-                                "margin is the part's held-out RMSE (none: not cross-validated)"}
+                        "rule": "past the training pKd range by d, wide + deep becomes the edge + margin x d / "
+                                "(margin + d), in the head before the clamp; the margin is the wide part's held-out "
+                                "RMSE (none: not cross-validated)"}
                 return described
             described["choice"] = {
                 "chosen": CANDIDATES[self.choice], "folds": self.cv_folds,
