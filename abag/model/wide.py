@@ -32,15 +32,16 @@ variants against a held-out antibody could no longer be ranked (AlphaSeq); the b
 (plus the overall mean ȳ), plus a level: the k-mer parts fitted to each row's group mean, minus ȳ
 (`_between_within`, `GroupLevel`); and the model's wide + deep passes a soft bound (`SoftBound`, applied in the
 head before the clamp: `abag.model.network.soft_bound`): inside the training pKd range it is unchanged, beyond it
-by d it becomes the edge + m x d / (m + d), m the wide part's own held-out RMSE. Why the split:
-the groups (antigen clusters, complexes) differ in level for reasons the antibody's residues do not carry (assay,
-antigen), and one ridge over both questions lets a residue frequent in strong groups take the credit for their
-level; fitted apart, the candidates learn what tells rows of one group apart and the level what tells groups
-apart, each with its own penalty. Why the bound: linear effects add up without limit where a test set holds more
+by d it becomes the edge + m x d / (m + d), m the wide part's own held-out RMSE. Why the split: the groups
+(antigen clusters, complexes) differ in level for reasons the antibody's residues do not carry (assay, antigen),
+and one ridge over both questions lets a residue frequent in strong groups take the credit for their level;
+fitted apart, the candidates learn what tells rows of one group apart and the level what tells groups apart, each
+with its own penalty. Groups of one row on average (a random split's row ids) get no level, and neither does a
+run without two groups. Why the bound: linear effects add up without limit where a test set holds more
 substitutions than the training rows (Phillips CR6261 trained on up to 4: predictions well past the assay's top);
 the bound is strictly increasing, so no ranking changes, and it acts on the sum, so where the wide part would be
 squeezed the deep part's noise does not take over the order (which bounding the wide part alone let happen:
-bench/RESULTS.md). Without two groups there is no level.
+bench/RESULTS.md).
 
 The wide part is fitted on the member's own training rows before the network trains, so `deep(x)`, the head over
 the language-model vectors (averaged over its head copies), learns the residual; the deep part's last layer
@@ -631,7 +632,9 @@ class BetweenWithin:
 def _between_within(frame: pd.DataFrame, groups: np.ndarray | None) -> BetweenWithin | None:
     """`frame` (index reset) split into within-group deviations and group means over its rows with an exact pKd
     (a group with none takes the overall mean; censored rows move with their group's level, and are fitted by
-    neither); None without at least two groups or without an exact pKd."""
+    neither); None without at least two groups, without an exact pKd, or with fewer than two exact rows per group
+    on average (rows as their own groups, as a random split's row ids: a one-row group's mean is its pKd, and the
+    within part would have nothing to learn)."""
     if groups is None:
         return None
     frame = frame.reset_index(drop=True)
@@ -643,6 +646,8 @@ def _between_within(frame: pd.DataFrame, groups: np.ndarray | None) -> BetweenWi
     try:
         exact = training_rows(frame).index
     except ValueError:
+        return None
+    if len(exact) < 2 * labels[exact].nunique():
         return None
     pkd = pd.Series(_targets(frame))
     mean = float(pkd[exact].mean())

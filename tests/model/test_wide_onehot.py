@@ -538,6 +538,11 @@ def test_grouped_blend_without_two_groups_is_ridge_blend_bounded_and_round_trips
     assert alone.level is None and "level" in alone.describe() and alone.describe()["level"] is None
     assert alone.bound.margin == pytest.approx(plain.blend_rmse)  # no level: the blend's own held-out error
     assert np.array_equal(alone.predict(grouped_train), plain.predict(grouped_train))
+    rows = np.arange(len(grouped_train))  # every row its own group: no level either (a mean of one row is its pKd)
+    singletons = WidePart.fit(grouped_train, "grouped_blend", rows)
+    assert singletons.level is None
+    assert np.array_equal(singletons.predict(grouped_train),
+                          WidePart.fit(grouped_train, "ridge_blend", rows).predict(grouped_train))
     for part in (grouped_part, alone):
         state = part.to_state()
         assert {k: tuple(v.shape) for k, v in state.items()} == state_shapes("grouped_blend")
