@@ -281,8 +281,8 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
                   f"ridge_blend: a weighted sum of the two (the one-hot ridge's weight at most {BLEND_MAX_ONEHOT}, so "
                   "the antigen always enters), the weight minimising that error; grouped_blend: that blend fitted to "
                   "each row's deviation from its split group's mean pKd, plus the k-mer parts fitted to the group "
-                  "means, the sum softly bounded to the training pKd range (past it by less than the part's "
-                  "held-out RMSE; no ranking changes); none: the network alone",
+                  "means, with wide + deep softly bounded to the training pKd range (past it by less than the "
+                  "wide part's held-out RMSE; no ranking changes); none: the network alone",
                   choices=WIDES)
     add("--trim-antibody", choices=TRIMS, default=None,
         help=f"encode heavy/light chains as their variable domains: imgt (the domain IMGT numbering finds), motif "
