@@ -23,7 +23,7 @@ from abag.encoding.features import InputSpec
 from abag.encoding.loader import load_encoder
 from abag.encoding.sequence_encoder import SequenceEncoder
 from abag.model.config import CORRECTIONS, FUSIONS, WIDES, ModelConfig
-from abag.model.wide import WidePart, WideSlot
+from abag.model.wide import WidePart, WideSlot, soft_bound
 
 
 def combine_chains(chain_vectors: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
@@ -50,13 +50,6 @@ class _InwardClamp(torch.autograd.Function):
         low, high = ctx.bounds
         outward = ((x < low) & (grad > 0)) | ((x > high) & (grad < 0))  # descent moves x by −grad
         return grad.masked_fill(outward, 0.0), None, None
-
-
-def soft_bound(x: torch.Tensor, low: float, high: float, margin: float) -> torch.Tensor:
-    """`x` unchanged inside [low, high]; past high by d, high + margin·d/(margin + d) (below low likewise): strictly
-    increasing, slope 1 at the edges (`abag.model.wide.SoftBound` in numpy)."""
-    above, below = (x - high).clamp(min=0), (low - x).clamp(min=0)
-    return x - above + margin * above / (margin + above) + below - margin * below / (margin + below)
 
 
 def inward_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:

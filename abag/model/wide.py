@@ -31,7 +31,7 @@ variants against a held-out antibody could no longer be ranked (AlphaSeq); the b
 `wide="grouped_blend"` is that blend fitted to each training row's deviation from its split group's mean pKd
 (plus the overall mean ȳ), plus a level: the k-mer parts fitted to each row's group mean, minus ȳ
 (`_between_within`, `GroupLevel`); and the model's wide + deep passes a soft bound (`SoftBound`, applied in the
-head before the clamp: `abag.model.network.soft_bound`): inside the training pKd range it is unchanged, beyond it
+head before the clamp: `abag.model.wide.soft_bound`): inside the training pKd range it is unchanged, beyond it
 by d it becomes the edge + m x d / (m + d), m the wide part's own held-out RMSE. Why the split: the groups
 (antigen clusters, complexes) differ in level for reasons the antibody's residues do not carry (assay, antigen),
 and one ridge over both questions lets a residue frequent in strong groups take the credit for their level;
@@ -91,8 +91,8 @@ from abag.numbering.chains import NumberedChain
 from abag.numbering.domains import SHARED_NUMBERING
 from abag.numbering.onehot import AlignedOneHotEncoder
 
-__all__ = ["WIDE_SPECS", "WideSpec", "GroupLevel", "SoftBound", "HeavyKmerBlock", "OneHotBlock", "OneHotTerm",
-           "OneHotRidge", "WidePart", "WideSlot", "Choice", "fit_wide", "choose", "cross_fitted", "CROSS_FIT_FOLDS",
+__all__ = ["WIDE_SPECS", "WideSpec", "GroupLevel", "SoftBound", "soft_bound", "HeavyKmerBlock", "OneHotBlock",
+           "OneHotTerm", "OneHotRidge", "WidePart", "WideSlot", "Choice", "fit_wide", "choose", "cross_fitted", "CROSS_FIT_FOLDS",
            "CANDIDATES", "INTEGER_STATE", "ONEHOT_ENCODER", "ONEHOT_WIDTH", "BLEND_MAX_ONEHOT"]
 
 
@@ -690,13 +690,16 @@ class SoftBound:
     margin: float
 
     def apply(self, values: np.ndarray) -> np.ndarray:
-        out = np.array(values, dtype=float, copy=True)
-        above, below = out > self.high, out < self.low
-        d = out[above] - self.high
-        out[above] = self.high + self.margin * d / (self.margin + d)
-        d = self.low - out[below]
-        out[below] = self.low - self.margin * d / (self.margin + d)
-        return out
+        """`soft_bound` on `values`, in float64."""
+        return soft_bound(torch.as_tensor(np.asarray(values, dtype=np.float64)), self.low, self.high,
+                          self.margin).numpy()
+
+
+def soft_bound(x: torch.Tensor, low: float, high: float, margin: float) -> torch.Tensor:
+    """`x` unchanged inside [low, high]; past high by d, high + margin·d/(margin + d) (below low likewise): strictly
+    increasing, slope 1 at the edges. The one formula: the head applies it to wide + deep, `SoftBound` to arrays."""
+    above, below = (x - high).clamp(min=0), (low - x).clamp(min=0)
+    return x - above + margin * above / (margin + above) + below - margin * below / (margin + below)
 
 
 def _held_out_rmse(frame: pd.DataFrame, out_of_fold: np.ndarray | None) -> float:

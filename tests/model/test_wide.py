@@ -18,9 +18,9 @@ from abag.folds.members import train_folds
 from abag.inference import load_trained_model, member_outputs, predict_frame
 from abag.model.apply import SCALE_MIN_VALIDATION_ROWS, PairData, predict_parts, scale_deep
 from abag.model.config import LEGACY_FIELD_VALUES, ModelConfig
-from abag.model.network import build_model, soft_bound
+from abag.model.network import build_model
 from abag.model.ridge import KmerRidgeBaseline
-from abag.model.wide import HeavyKmerBlock, SoftBound, WidePart
+from abag.model.wide import HeavyKmerBlock, SoftBound, WidePart, soft_bound
 from abag.training.config import TrainConfig
 from abag.training.run import train
 
