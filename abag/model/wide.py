@@ -92,8 +92,8 @@ from abag.numbering.domains import SHARED_NUMBERING
 from abag.numbering.onehot import AlignedOneHotEncoder
 
 __all__ = ["WIDE_SPECS", "WideSpec", "GroupLevel", "SoftBound", "soft_bound", "HeavyKmerBlock", "OneHotBlock",
-           "OneHotTerm", "OneHotRidge", "WidePart", "WideSlot", "Choice", "fit_wide", "choose", "cross_fitted", "CROSS_FIT_FOLDS",
-           "CANDIDATES", "INTEGER_STATE", "ONEHOT_ENCODER", "ONEHOT_WIDTH", "BLEND_MAX_ONEHOT"]
+           "OneHotTerm", "OneHotRidge", "WidePart", "WideSlot", "Choice", "fit_wide", "choose", "cross_fitted",
+           "CROSS_FIT_FOLDS", "CANDIDATES", "INTEGER_STATE", "ONEHOT_ENCODER", "ONEHOT_WIDTH", "BLEND_MAX_ONEHOT"]
 
 
 @dataclass(frozen=True)
