@@ -61,8 +61,10 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:  # shape mismatches: weights from another architecture
+        # torch's first line only names the model ("Error(s) in loading state_dict for …:"); the next says what.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes: "
-                              f"{str(exc).splitlines()[0][:200]}") from None
+                              f"{' '.join(lines[:2])[:300]}") from None
     missing_head = [k for k in missing if k.startswith("head.")]
     if missing_head or unexpected:
         raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes "

@@ -280,14 +280,14 @@ def fc_table(results: list[dict]) -> str:
 
 
 def shipped_model_config(frame: pd.DataFrame):
-    """The ModelConfig `abag train --encoder tiny` builds for `frame`: the defaults, with the trimming default's
-    size rule of `abag.cli.train` (IMGT numbering up to NUMBERING_MAX_CHAINS distinct antibody chains, the
-    framework-4 motif above)."""
-    from abag.model.config import ModelConfig
-    from abag.numbering import default_trim, distinct_chains
+    """The ModelConfig `abag train --encoder tiny` builds for `frame`: the defaults, with the size rule of
+    `abag.cli.train` for the defaults that number every chain (`abag.model.config.defaults_for_table`: ModelConfig's
+    up to NUMBERING_MAX_CHAINS distinct antibody chains, the model before numbering above)."""
+    from abag.model.config import ModelConfig, defaults_for_table
+    from abag.numbering import distinct_chains
 
     return ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny",
-                       trim_antibody=default_trim(distinct_chains(frame["heavy"], frame["light"])))
+                       **defaults_for_table(distinct_chains(frame["heavy"], frame["light"])))
 
 
 def run_stages(csv: Path, work: Path, recorder: StageRecorder) -> list[StageResult]:

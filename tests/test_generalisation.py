@@ -25,7 +25,8 @@ from abag.model.config import ModelConfig
 from abag.model.network import AbAgModel, build_model
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
-TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16)
+# The head alone (no wide part, whose k-mer ridge reads the antigen): these tests are about what the network reads.
+TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, wide="none")
 
 
 def antigen_driven_frame(n_families: int = 12, members: int = 3, rows: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -204,7 +205,8 @@ def test_a_head_that_ignores_the_antigen_never_encodes_it(monkeypatch):
     model = AbAgModel(dataclasses.replace(TINY, finetune_layers=1), antibody_encoder, antigen_encoder).eval()
     assert TINY.fusion == "antibody_only" and not model.uses_antigen
     assert antibody_encoder.is_trainable and model.antigen_encoder is None  # the model keeps no unused encoder
-    assert model.encoders == [antibody_encoder] and all(not k.startswith("antigen_encoder.")
+    # The model holds the antibody encoder's view for its pooling (the same weights).
+    assert model.encoders == [antibody_encoder.with_pooling(TINY.pooling)] and all(not k.startswith("antigen_encoder.")
                                                         for k in model.state_dict())
     with torch.no_grad():
         direct, _ = model(batch)
@@ -241,10 +243,11 @@ def test_an_antibody_only_model_never_loads_its_antigen_encoder(tmp_path, monkey
 
     for module in (loader, network, ensemble):
         monkeypatch.setattr(module, "load_encoder", load)
-    config = dataclasses.replace(TINY, antigen_encoder="facebook/esm2_t33_650M_UR50D")
+    config = ModelConfig(antibody_encoder="tiny", antigen_encoder="facebook/esm2_t33_650M_UR50D", hidden_dim=16)
     assert config.fusion == "antibody_only" and network.encoder_names(config) == ["tiny"]
     model = build_model(config)
-    assert model.antigen_encoder is None and model.encoders == [tiny_encoders["tiny"]] and model.encoders_frozen
+    tiny = tiny_encoders["tiny"].with_pooling(config.pooling)  # the default's view of the tiny encoder
+    assert model.antigen_encoder is None and model.encoders == [tiny] and model.encoders_frozen
     frame = synthetic_frame(n=40, n_antigens=6)
     quiet = abag.TrainConfig(epochs=1, progress=False, cache_dir=str(tmp_path / "cache"))
     single = abag.train(frame, tmp_path / "single", config, quiet)

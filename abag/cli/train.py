@@ -29,8 +29,9 @@ from abag.encoding.features import TRIMS
 from abag.encoding.sequence_encoder import POOLINGS
 from abag.errors import AbagError, OutputNotWritableError
 from abag.folds.members import TooFewFoldGroupsError, train_folds
-from abag.model.config import BLEND_MAX_ONEHOT, CORRECTIONS, FUSIONS, WIDES, ModelConfig
-from abag.numbering import NUMBERING_MAX_CHAINS, default_trim, distinct_chains
+from abag.model.config import (BLEND_MAX_ONEHOT, CORRECTIONS, FUSIONS, LARGE_TABLE_DEFAULTS, WIDES, ModelConfig,
+                               defaults_for_table)
+from abag.numbering import NUMBERING_MAX_CHAINS, distinct_chains
 from abag.outputs import ensure_writable_folder, write_csv_atomic
 from abag.policy import PRECISION_CHOICES
 from abag.stage_times import recording, stage
@@ -87,17 +88,33 @@ def _folds_for_size(args: argparse.Namespace, n_rows: int) -> str | None:
     return line
 
 
-def _trim_for_size(args: argparse.Namespace, frame) -> str | None:
-    """The trimming default's size rule: IMGT numbering up to `NUMBERING_MAX_CHAINS` distinct antibody chains, the
-    framework-4 motif above (sets `args.trim_antibody`); the log line saying so, or None when it was given."""
-    if args.trim_antibody is not None:
+def _defaults_for_size(args: argparse.Namespace, frame) -> str | None:
+    """The size rule of the defaults that number every chain (`LARGE_TABLE_DEFAULTS`): `ModelConfig`'s up to
+    `NUMBERING_MAX_CHAINS` distinct antibody chains, the model before numbering above; sets the options not given.
+    The log line naming what the rule chose, or None when nothing changed from `ModelConfig`'s defaults."""
+    unset = [name for name in LARGE_TABLE_DEFAULTS if getattr(args, name, None) is None]
+    if not unset:
         return None
     n_chains = distinct_chains(frame["heavy"], frame["light"])
-    args.trim_antibody = default_trim(n_chains)  # the same rule as the chain check's "auto"
-    if args.trim_antibody == "imgt":
+    defaults = defaults_for_table(n_chains)
+    for name in unset:
+        setattr(args, name, defaults[name])
+    changed = [name for name in unset if defaults[name] != ModelConfig.__dataclass_fields__[name].default]
+    if not changed:
         return None
-    return (f"variable domains: cut after the framework-4 motif (default from {NUMBERING_MAX_CHAINS:,} distinct "
-            f"antibody chains; this table has {n_chains:,}; --trim-antibody imgt numbers them all)")
+    chosen = ", ".join(f"--{name.replace('_', '-')} {defaults[name]}" for name in changed)
+    return (f"model defaults for a table too large to number ({n_chains:,} distinct antibody chains, more than "
+            f"{NUMBERING_MAX_CHAINS:,}, where numbering every chain would take longer than training): {chosen}; "
+            f"give an option to override it")
+
+
+def sized_option(parser: argparse.ArgumentParser, flag: str, name: str, help: str, choices: Sequence[str]) -> None:
+    """Add `flag` for the `ModelConfig` field `name`, whose default follows the table's size (`_defaults_for_size`);
+    --help shows both defaults."""
+    small, large = ModelConfig.__dataclass_fields__[name].default, LARGE_TABLE_DEFAULTS[name]
+    parser.add_argument(flag, dest=name, default=None, choices=choices,
+                        help=f"{help} (default: {small} up to {NUMBERING_MAX_CHAINS:,} distinct antibody chains, "
+                             f"{large} above, where numbering every chain would take longer than training)")
 
 
 def _recorded_folds(record: Path) -> int | None:
@@ -162,7 +179,7 @@ def _train_command(args: argparse.Namespace, out: Path, last: Path):
     try:
         with stage("load"):
             frame, report = load_table(args, require_pkd=True)
-        for line in (_folds_for_size(args, len(frame)), _trim_for_size(args, frame)):
+        for line in (_folds_for_size(args, len(frame)), _defaults_for_size(args, frame)):
             if line and distributed.is_main_process():
                 print(line, flush=True)
         if args.group_column and args.group_column not in frame.columns:
@@ -268,31 +285,32 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
                   "how the network uses the antigen: antibody_only (blind to the antigen, which is then not "
                   "encoded; see --familiar-correction) or interaction (the v2.7 [ab, ag, ab*ag] head)",
                   choices=FUSIONS)
-    config_option(train_parser, "--familiar-correction", ModelConfig, "familiar_correction",
-                  "kmer_ridge_context: after training, a k-mer ridge on the network's training residuals is added "
-                  "in proportion to how familiar each query antigen is, and in the remaining proportion a term for "
-                  "the antigen construct (its chain count and residues, learned within antigen clusters); "
-                  "kmer_ridge: the k-mer ridge alone; none: the network alone", choices=CORRECTIONS)
-    config_option(train_parser, "--wide", ModelConfig, "wide",
-                  "kmer_ridge: pKd = clamp(wide + deep), the wide part a k-mer ridge (1-2-mers of heavy, light and "
-                  "antigen, plus a heavy-chain 3-mer block) fitted on the training rows before the network, which "
-                  "learns the residual; ridge_choice: the same k-mer parts or a ridge on the IMGT-aligned one-hot of VH "
-                  "and VL (no antigen), whichever has the lower held-out error over 5 folds of the split's groups; "
-                  f"ridge_blend: a weighted sum of the two (the one-hot ridge's weight at most {BLEND_MAX_ONEHOT}, so "
-                  "the antigen always enters), the weight minimising that error; grouped_blend: that blend fitted to "
-                  "each row's deviation from its split group's mean pKd, plus the k-mer parts fitted to the group "
-                  "means, with wide + deep softly bounded to the training pKd range (past it by less than the "
-                  "wide part's held-out RMSE; no ranking changes); none: the network alone",
-                  choices=WIDES)
-    add("--trim-antibody", choices=TRIMS, default=None,
-        help=f"encode heavy/light chains as their variable domains: imgt (the domain IMGT numbering finds), motif "
-             f"(cut after the framework-4 motif, the rule before numbering) or none (whole chains, v2.7) (default: "
-             f"imgt up to {NUMBERING_MAX_CHAINS:,} distinct antibody chains, motif above, where numbering every "
-             f"chain would take longer than training)")
-    config_option(train_parser, "--pooling", ModelConfig, "pooling",
-                  "how antibody chain vectors pool the encoder's residue vectors: mean (the whole chain) or regions "
-                  "(the domain's mean beside its frameworks', CDR1's, CDR2's and CDR3's, IMGT-numbered)",
-                  choices=POOLINGS)
+    sized_option(train_parser, "--familiar-correction", "familiar_correction",
+                 "a post-training correction: kmer_ridge_context adds a k-mer ridge on the network's training "
+                 "residuals in proportion to how familiar each query antigen is, and in the remaining proportion a "
+                 "term for the antigen construct (its chain count and residues, learned within antigen clusters); "
+                 "kmer_ridge: the k-mer ridge alone; none: no correction (the wide part reads the antigen)",
+                 choices=CORRECTIONS)
+    sized_option(train_parser, "--wide", "wide",
+                 "the wide part of pKd = clamp(soft_bound(wide + deep)), closed-form ridges fitted on the training "
+                 "rows before the network, which learns the residual. grouped_blend: within each split group (antigen "
+                 "cluster, complex) a weighted sum of the k-mer parts (1-2-mers of heavy, light and antigen, plus a "
+                 "heavy-chain 3-mer block) and a ridge on the IMGT-aligned one-hot of VH and VL, fitted to each row's "
+                 "deviation from its group's mean pKd; across groups the k-mer parts fitted to the group means; wide "
+                 "+ deep softly bounded to the training pKd range (past it by less than the wide part's held-out "
+                 "RMSE; no ranking changes). ridge_blend: that weighted sum over all rows (the one-hot ridge's "
+                 f"weight at most {BLEND_MAX_ONEHOT}, so the antigen always enters), no bound; ridge_choice: the one "
+                 "of the two with the lower held-out error over 5 folds of the split's groups; kmer_ridge: the k-mer "
+                 "parts; none: the network alone",
+                 choices=WIDES)
+    sized_option(train_parser, "--trim-antibody", "trim_antibody",
+                 "encode heavy/light chains as their variable domains: imgt (the domain IMGT numbering finds), motif "
+                 "(cut after the framework-4 motif, the rule before numbering) or none (whole chains, v2.7)",
+                 choices=TRIMS)
+    sized_option(train_parser, "--pooling", "pooling",
+                 "how antibody chain vectors pool the encoder's residue vectors: regions (the domain's mean beside "
+                 "its frameworks', CDR1's, CDR2's and CDR3's, IMGT-numbered) or mean (the whole chain)",
+                 choices=POOLINGS)
     config_option(train_parser, "--head-members", ModelConfig, "n_members",
                   "head copies trained together and averaged (1 = the v2.7 head)", type=whole_number(1))
     config_option(train_parser, "--input-dropout", ModelConfig, "input_dropout",

@@ -152,11 +152,14 @@ class SequenceEncoder(nn.Module):
         """This encoder (the same model weights) pooling "mean" or "regions" (see the module docstring)."""
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        if pooling == self.pooling:
-            return self
-        other = copy.copy(self)  # a shallow copy: the transformers model (and its device, precision) is shared
-        other.__dict__["pooling"] = pooling
-        return other
+        # One view per pooling, shared by every view of this encoder: models built on the same encoder (a fold
+        # ensemble's members) then hold the same encoder object, as with mean pooling.
+        views = self.__dict__.setdefault("_pooling_views", {self.pooling: self})
+        if pooling not in views:
+            other = copy.copy(self)  # a shallow copy: the transformers model (and its device, precision) is shared
+            other.__dict__["pooling"] = pooling
+            views[pooling] = other
+        return views[pooling]
 
     @property
     def precision(self) -> Precision:
@@ -170,7 +173,8 @@ class SequenceEncoder(nn.Module):
         """
         if precision is not None and not isinstance(precision, Precision):
             raise TypeError(f"precision must be an abag.policy.Precision, got {type(precision).__name__}")
-        self._precision = precision
+        for view in self.__dict__.get("_pooling_views", {None: self}).values():  # every pooling of the same model
+            view._precision = precision
         return self
 
     def autocast(self, device: torch.device):

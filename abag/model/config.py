@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from abag.encoding.features import legacy_trim
 from abag.errors import CheckpointError
+from abag.numbering.domains import numbered_by_default
 from abag.policy import PKD_RANGE
 
 
@@ -27,10 +28,10 @@ class ModelConfig:
     # Encode heavy/light chains as their variable domains (abag.encoding.features): "imgt" (cut where IMGT numbering
     # puts the domain), "motif" (cut after the framework-4 motif, the rule before numbering) or "none" (whole chains).
     trim_antibody: str = "imgt"
-    # How the antibody encoder pools residue vectors into a chain vector (abag.encoding.sequence_encoder): "mean"
-    # (the whole chain) or "regions" (the whole-domain mean beside the means over the frameworks, CDR1, CDR2 and
-    # CDR3 of the IMGT-numbered domain: five times as wide). Not the default: not yet measured on every benchmark.
-    pooling: str = "mean"
+    # How the antibody encoder pools residue vectors into a chain vector (abag.encoding.sequence_encoder): "regions"
+    # (the whole-domain mean beside the means over the frameworks, CDR1, CDR2 and CDR3 of the IMGT-numbered domain:
+    # five times as wide) or "mean" (the whole chain).
+    pooling: str = "regions"
     # How antibody and antigen meet in the head: "antibody_only" (the antigen is not used, nor encoded: an
     # antibody-intrinsic affinity prior; it generalised best to unseen antigen clusters, but cannot rank antigen
     # variants against one antibody) or "interaction" (v2.7: [ab, ag, ab*ag]).
@@ -38,18 +39,19 @@ class ModelConfig:
     input_dropout: float = 0.3    # dropout on the (normalised) chain vectors entering the head (0 when dropout is 0)
     # Independently initialised head copies trained together through one loss on their mean prediction.
     n_members: int = 5
-    # The antigen-aware part of the default (abag.posthoc.familiar_correction): a k-mer ridge on the network's training
-    # residuals, added in proportion to the query antigen's familiarity w (0 for an unseen antigen cluster), and
-    # the antigen construct's effect learned within antigen clusters (abag.posthoc.antigen_context), added by 1 − w.
-    # "kmer_ridge": the k-mer ridge alone (an unseen antigen then gets the network's prediction exactly);
-    # "none": the network alone, as before.
-    familiar_correction: str = "kmer_ridge_context"
-    # The wide part (abag.model.wide): pKd = clamp(wide(x) + deep(x)), with wide(x) a closed-form ridge on explicit
-    # sequence features fitted on the training rows before the network trains, and deep(x) the head above, which
-    # learns the residual. "kmer_ridge": the 1–2-mer pair ridge plus a heavy-chain 3-mer block; "none": the
-    # network alone (wide = 0), as before. Not yet the default: measured with one seed it led on CR9114 and pooled
-    # SAAINT-DB but trailed within clusters and in RMSE there (bench/RESULTS.md, "Wide and deep: one model").
-    wide: str = "none"
+    # A post-training correction (abag.posthoc.familiar_correction), the antigen-aware part of the model before the
+    # wide part: "kmer_ridge_context" adds a k-mer ridge on the network's training residuals in proportion to the
+    # query antigen's familiarity w (0 for an unseen antigen cluster) and the antigen construct's effect learned
+    # within antigen clusters (abag.posthoc.antigen_context) by 1 − w; "kmer_ridge" the k-mer ridge alone; "none"
+    # (the default) no correction: the wide part reads the antigen. It stays for tables too large to number
+    # (`LARGE_TABLE_DEFAULTS`).
+    familiar_correction: str = "none"
+    # The wide part (abag.model.wide): pKd = clamp(soft_bound(wide(x) + deep(x))), with wide(x) closed-form ridges on
+    # explicit sequence features fitted on the training rows before the network trains, and deep(x) the head above,
+    # which learns the residual. "grouped_blend" (the default): within each split group a blend of the k-mer parts
+    # and the IMGT one-hot ridge, across groups the k-mer parts; see `WIDES` for the others; "none": the network
+    # alone. Chosen by the benchmarks of bench/RESULTS.md ("The level apart from the order").
+    wide: str = "grouped_blend"
 
     def __post_init__(self) -> None:
         # Saved as a bool before numbering (True was the motif rule): read as today's value.
@@ -83,6 +85,23 @@ class ModelConfig:
 # Fields added after v2.7 and the values that give the v2.7 head, for configs saved before they existed.
 LEGACY_FIELD_VALUES = {"trim_antibody": "none", "fusion": "interaction", "input_dropout": 0.0, "n_members": 1,
                        "familiar_correction": "none", "wide": "none", "pooling": "mean"}
+
+
+LARGE_TABLE_DEFAULTS = {"trim_antibody": "motif", "pooling": "mean", "wide": "none",
+                        "familiar_correction": "kmer_ridge_context"}
+"""What `abag train` takes instead of `ModelConfig`'s defaults, for the fields not given, when a table holds more
+distinct antibody chains than `abag.numbering.NUMBERING_MAX_CHAINS`: every default that needs each chain numbered
+(the IMGT trim, region pooling, the one-hot wide part) falls back to the model before numbering, which was measured
+within the 500k-pair scale budget (bench/RESULTS.md); numbering 150,000 chains alone would take longer than
+training."""
+
+
+def defaults_for_table(n_chains: int) -> dict[str, str]:
+    """The defaults of the fields in `LARGE_TABLE_DEFAULTS` for a table of `n_chains` distinct antibody chains:
+    `ModelConfig`'s own up to the numbering size rule (`abag.numbering.numbered_by_default`), those above it."""
+    if numbered_by_default(n_chains):
+        return {name: ModelConfig.__dataclass_fields__[name].default for name in LARGE_TABLE_DEFAULTS}
+    return dict(LARGE_TABLE_DEFAULTS)
 
 
 LAST_VERSION_WITH_REMOVED_OPTIONS = "2.7.0"

@@ -124,7 +124,8 @@ class FoldEnsemble(AbAgModel):
         if not self.encoders_frozen:
             raise ValueError("a fold ensemble shares one set of frozen encoders; fine-tuned encoders "
                              "(finetune_layers > 0) cannot be shared")
-        heads = [self.head] + [AffinityHead(antibody_encoder.hidden_size, self.antigen_dim, config)
+        # self.antibody_encoder: the view the model pools with (regions: five times the encoder's width).
+        heads = [self.head] + [AffinityHead(self.antibody_encoder.hidden_size, self.antigen_dim, config)
                                for _ in range(n_folds - 1)]
         self.head = FoldHeads(heads)
 

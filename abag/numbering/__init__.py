@@ -32,7 +32,6 @@ from abag.numbering.domains import (
                                    NUMBERING_MAX_CHAINS,
                                    POOLED_REGIONS,
                                    SHARED_NUMBERING,
-                                   default_trim,
                                    distinct_chains,
                                    numbered_by_default,
                                    residue_regions,
@@ -52,7 +51,7 @@ __all__ = [
     "SPECIES", "Domain", "NumberedChain", "NumberingUnavailableError", "number_chain", "sequence_problem",
     "NumberedChains", "number_chains", "default_workers", "NumberingDiskCache",
     "variable_domains", "SHARED_NUMBERING", "NUMBERING_MAX_CHAINS", "POOLED_REGIONS", "residue_regions",
-    "distinct_chains", "numbered_by_default", "default_trim",
+    "distinct_chains", "numbered_by_default",
     "REGIONS", "REGION_NAMES", "CDR_NAMES", "region_of", "position_key", "position_label",
     "AlignedOneHotEncoder", "OneHotFeatures", "annotate", "ANNOTATION_COLUMNS",
 ]

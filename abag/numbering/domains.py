@@ -31,7 +31,7 @@ from abag.numbering.chains import NumberedChain
 from abag.numbering.disk_cache import NumberingDiskCache
 
 __all__ = ["SHARED_NUMBERING", "NUMBERING_MAX_CHAINS", "POOLED_REGIONS", "variable_domains", "domain_of_chain",
-           "residue_regions", "distinct_chains", "numbered_by_default", "default_trim"]
+           "residue_regions", "distinct_chains", "numbered_by_default"]
 
 POOLED_REGIONS = ("FR", "CDR1", "CDR2", "CDR3")
 """The regions `residue_regions` labels 0, 1, 2, 3: the four frameworks together, then CDR1, CDR2 and CDR3."""
@@ -42,9 +42,10 @@ SHARED_NUMBERING: dict[str, NumberedChain] = {}
 """Every chain numbered in this process, by sequence (about 1 kB each)."""
 
 NUMBERING_MAX_CHAINS = 20_000
-"""Distinct antibody chains up to which `abag train` numbers by default (checks and IMGT trimming). Numbering
-runs at about 60 chains per core-second (bench/numbering_choice.md): 20,000 chains take about 3 minutes on two
-cores, once (cached); 150,000 would take 20."""
+"""Distinct antibody chains up to which `abag train` numbers by default (the chain checks, and the model defaults
+that need numbering: `abag.model.config.LARGE_TABLE_DEFAULTS`). Numbering runs at about 60 chains per core-second
+(bench/numbering_choice.md): 20,000 chains take about 3 minutes on two cores, once (cached); 150,000 would take
+20."""
 
 
 def distinct_chains(*columns: Iterable[object]) -> int:
@@ -54,14 +55,8 @@ def distinct_chains(*columns: Iterable[object]) -> int:
 
 def numbered_by_default(n_chains: int) -> bool:
     """The size rule: a table with `n_chains` distinct antibody chains is numbered by default (the chain check and
-    IMGT trimming) when it has at most `NUMBERING_MAX_CHAINS`."""
+    the model defaults that need numbering) when it has at most `NUMBERING_MAX_CHAINS`."""
     return n_chains <= NUMBERING_MAX_CHAINS
-
-
-def default_trim(n_chains: int) -> str:
-    """The trimming default for a table of `n_chains` distinct antibody chains: "imgt" (numbered) under the size
-    rule, else "motif" (the framework-4 motif)."""
-    return "imgt" if numbered_by_default(n_chains) else "motif"
 
 
 def domain_of_chain(chain: NumberedChain, kind: str) -> str:

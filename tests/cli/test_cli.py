@@ -302,21 +302,34 @@ def test_folds_default_threshold_is_one_named_constant_in_the_help():
     assert "fewer than 20,000 rows" in help_text
 
 
-def test_trimming_default_follows_the_table_size(monkeypatch):
-    """--trim-antibody unset: IMGT numbering up to NUMBERING_MAX_CHAINS distinct antibody chains, the motif rule
-    above, with a log line; a given value is kept."""
+def test_numbering_defaults_follow_the_table_size(monkeypatch):
+    """--trim-antibody, --pooling, --wide and --familiar-correction unset: ModelConfig's defaults up to
+    NUMBERING_MAX_CHAINS distinct antibody chains, the model before numbering above, with a log line naming what
+    the rule chose; a given value is kept."""
     import argparse
 
     import abag.cli.train as train_command
     import abag.numbering.domains as domains
+    from abag.model.config import LARGE_TABLE_DEFAULTS, ModelConfig
 
     frame = synthetic_frame(n=12)
     n_chains = len(set(frame.heavy) | {c for c in frame.light if c})
-    args = argparse.Namespace(trim_antibody=None)
-    assert train_command._trim_for_size(args, frame) is None and args.trim_antibody == "imgt"
+    names = list(LARGE_TABLE_DEFAULTS)
+    args = argparse.Namespace(**dict.fromkeys(names))
+    assert train_command._defaults_for_size(args, frame) is None
+    assert {n: getattr(args, n) for n in names} == {n: getattr(ModelConfig(), n) for n in names}
+    assert (args.trim_antibody, args.pooling, args.wide) == ("imgt", "regions", "grouped_blend")
     monkeypatch.setattr(domains, "NUMBERING_MAX_CHAINS", n_chains - 1)
-    args = argparse.Namespace(trim_antibody=None)
-    line = train_command._trim_for_size(args, frame)
-    assert args.trim_antibody == "motif" and f"this table has {n_chains}" in line
-    args = argparse.Namespace(trim_antibody="imgt")
-    assert train_command._trim_for_size(args, frame) is None and args.trim_antibody == "imgt"
+    args = argparse.Namespace(**dict.fromkeys(names))
+    line = train_command._defaults_for_size(args, frame)
+    assert (args.trim_antibody, args.pooling, args.wide, args.familiar_correction) == \
+        ("motif", "mean", "none", "kmer_ridge_context")
+    assert f"({n_chains} distinct antibody chains" in line and "--pooling mean" in line and "--wide none" in line
+    args = argparse.Namespace(**{**dict.fromkeys(names), "wide": "grouped_blend", "trim_antibody": "imgt"})
+    line = train_command._defaults_for_size(args, frame)
+    assert (args.trim_antibody, args.wide, args.pooling) == ("imgt", "grouped_blend", "mean")
+    assert "--wide" not in line and "--trim-antibody" not in line and "--pooling mean" in line
+    args = argparse.Namespace(**{n: getattr(ModelConfig(), n) for n in names})
+    assert train_command._defaults_for_size(args, frame) is None and args.pooling == "regions"
+
+

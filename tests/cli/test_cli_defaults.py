@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from abag.cli import build_parser
-from abag.model.config import ModelConfig
+from abag.model.config import LARGE_TABLE_DEFAULTS, ModelConfig
 from abag.suggest.config import SuggestConfig
 from abag.training.config import TrainConfig
 
@@ -29,9 +29,16 @@ def test_options_named_after_a_config_field_take_its_default(command, configs):
               if f.default is not dataclasses.MISSING}
     # Required options and overrides that are unset unless given (--antibody-encoder: "same as --encoder") have none.
     matched = [a for a in _options(command) if a.dest in fields and not a.required and a.default is not None]
-    assert len(matched) >= (20 if command == "train" else 4)
+    assert len(matched) >= (17 if command == "train" else 4)
     for action in matched:
         assert action.default == fields[action.dest], f"{command} {action.option_strings[0]}"
+    # The defaults that number every chain follow the table's size: unset in argparse, both named in --help.
+    sized = [a for a in _options(command) if a.dest in LARGE_TABLE_DEFAULTS]
+    assert len(sized) == (len(LARGE_TABLE_DEFAULTS) if command == "train" else 0)
+    for action in sized:
+        assert action.default is None, action.option_strings[0]
+        assert (f"(default: {fields[action.dest]} up to 20,000 distinct antibody chains, "
+                f"{LARGE_TABLE_DEFAULTS[action.dest]} above" in " ".join(action.help.split())), action.option_strings[0]
 
 
 def test_the_encoder_option_defaults_to_the_model_config_encoder():

@@ -85,13 +85,15 @@ def test_cached_and_uncached_inputs_agree_with_trimming(tiny_encoders):
     cached = embed_pairs(frame, antibody, antigen).batch(np.arange(len(frame)))
     direct = model.embed(PairSequences(list(frame.heavy), list(frame.light), list(frame.antigen)))
     width = tiny_encoders["tiny"].hidden_size
-    assert cached.heavy.shape == (12, width) and cached.antigen.shape == (12, width)
+    # The antibody side pools by the model's config (regions: five vectors side by side), the antigen by its mean.
+    assert model.antibody_encoder.hidden_size == (5 if model.config.pooling == "regions" else 1) * width
+    assert cached.heavy.shape == (12, model.antibody_encoder.hidden_size) and cached.antigen.shape == (12, width)
     for name in ("heavy", "light", "antigen"):
         a, b = getattr(cached, name), getattr(direct, name)
         present = cached.light_present if name == "light" else torch.ones(12, dtype=torch.bool)
         torch.testing.assert_close(a[present], b[present], rtol=1e-4, atol=1e-5)
     # Trimming happened: row 0's heavy chain is encoded as its variable domain only.
-    only_fv = tiny_encoders["tiny"]([VH])[0]
+    only_fv = model.antibody_encoder([VH])[0]
     torch.testing.assert_close(cached.heavy[0], only_fv, rtol=1e-4, atol=1e-5)
     model.set_wide(WidePart.fit(frame))  # the sequence path computes the wide offsets itself
     cached = dataclasses.replace(cached, offset=torch.from_numpy(model.wide_offsets(frame)))
@@ -118,7 +120,7 @@ def test_training_with_trimming_cached_and_uncached_agree_and_checkpoint_rebuild
 
 
 def test_old_checkpoint_configs_without_new_fields_still_build(tiny_encoders):
-    legacy = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "trim_antibody"}
+    legacy = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in ("trim_antibody", "pooling")}
     config = ModelConfig.from_dict(legacy)
     assert InputSpec.from_config(config) == InputSpec(False, uses_antigen=False)
     assert ModelConfig.from_dict(dataclasses.asdict(RICH)) == RICH

@@ -113,3 +113,25 @@ def test_a_region_pooled_run_trains_and_its_checkpoint_rebuilds(tmp_path, tiny_e
     again = predict_frame(model, frame.head(8), cache_dir=tmp_path / "cache", coverage=None)["pkd_pred"]
     first = predict_frame(result.model, frame.head(8), coverage=None)["pkd_pred"]
     np.testing.assert_allclose(again.to_numpy(), first.to_numpy(), rtol=1e-5)
+
+
+def test_models_on_one_encoder_share_its_region_pooled_view(tiny_encoders):
+    """A fold ensemble's members are built on one encoder and must hold one encoder object: the region-pooled view
+    is made once per encoder (before, each model made its own and `abag train --folds K --pooling regions` stopped
+    when the members were assembled). A precision set on the encoder reaches the view."""
+    from abag.model.ensemble import FoldEnsemble
+    from abag.policy import BF16
+
+    base = tiny_encoders["tiny"]
+    config = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, pooling="regions")
+    members = [build_model(config, tiny_encoders) for _ in range(2)]
+    assert members[0].antibody_encoder is members[1].antibody_encoder is base.with_pooling("regions")
+    assert base.with_pooling("regions").with_pooling("mean") is base and base.with_pooling("mean") is base
+    ensemble = FoldEnsemble.from_members(members)
+    assert ensemble.antibody_encoder is members[0].antibody_encoder
+    try:
+        base.use_precision(BF16)
+        assert base.with_pooling("regions").precision is BF16
+    finally:
+        base.use_precision(None)
+    assert base.with_pooling("regions")._precision is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -156,7 +157,8 @@ def test_cross_validate_end_to_end(tmp_path, tiny_encoders, monkeypatch):
     assert sorted(seen) == sorted(distinct)
 
     assert len(result.folds) == 3
-    assert set(result.predictors) == {"model", "network_only", "train_mean", "kmer_ridge"}
+    # The default model has no post-training correction, so there is no "network_only" column beside it.
+    assert set(result.predictors) == {"model", "train_mean", "kmer_ridge"}
     predictions = result.predictions
     assert sorted(predictions["row"]) == list(range(len(frame)))
     assert predictions["model"].between(4.0, 14.0).all()
@@ -199,13 +201,15 @@ def test_cross_validate_end_to_end(tmp_path, tiny_encoders, monkeypatch):
 def test_cross_validate_is_deterministic_and_averages_seeds(tmp_path, tiny_encoders):
     frame = synthetic_frame(n=48, n_antigens=6)
     kwargs = dict(folds=3, encoders=tiny_encoders, n_boot=20, log=lambda line: None, baselines=None)
-    a = cross_validate(frame, TINY, quick(tmp_path), out_dir=tmp_path / "a", **kwargs)
-    b = cross_validate(frame, TINY, quick(tmp_path), out_dir=tmp_path / "b", **kwargs)
+    # The model before the wide part (network + familiar-antigen correction): `network_only` is reported beside it.
+    corrected = dataclasses.replace(TINY, wide="none", pooling="mean", familiar_correction="kmer_ridge_context")
+    a = cross_validate(frame, corrected, quick(tmp_path), out_dir=tmp_path / "a", **kwargs)
+    b = cross_validate(frame, corrected, quick(tmp_path), out_dir=tmp_path / "b", **kwargs)
     np.testing.assert_array_equal(a.predictions["model"], b.predictions["model"])
     assert a.predictors == ["model", "network_only"] and a.difference == {}
     # Held-out antigen clusters are unfamiliar to every fold's model: the correction leaves them to the network.
     np.testing.assert_allclose(a.predictions["model"], a.predictions["network_only"], atol=1e-5)
-    two = cross_validate(frame, TINY, quick(tmp_path), out_dir=tmp_path / "two", n_seeds=2, **kwargs)
+    two = cross_validate(frame, corrected, quick(tmp_path), out_dir=tmp_path / "two", n_seeds=2, **kwargs)
     assert (tmp_path / "two" / "fold_0" / "seed_1" / "metrics.json").exists()
     assert two.extra["n_seeds"] == 2
     assert not np.allclose(two.predictions["model"], a.predictions["model"])

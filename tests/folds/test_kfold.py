@@ -292,9 +292,9 @@ def test_resume_in_the_middle_of_a_member_is_bit_identical(tmp_path, tiny_encode
 # members end differently in 4 epochs: member 1 stops early at epoch 2, members 2-4 at epoch 4, member 5 runs
 # all 4, so a resume from 2 to 4 epochs meets a member that must stay stopped and members that must continue.
 FIVE_FOLD_ROWS, FIVE_FOLD_ANTIGENS = 40, 6
-# The network alone (wide="none"): the mix of stopping epochs above is a property of its training curve; the wide
-# part's own resume is tested in tests/model/test_wide.py.
-TINY_16 = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, wide="none")
+# The network alone (wide="none", mean pooling): the mix of stopping epochs above is a property of its training
+# curve; the wide part's own resume is tested in tests/model/test_wide.py.
+TINY_16 = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, wide="none", pooling="mean")
 
 
 def five_fold_config(tmp_path, epochs: int) -> TrainConfig:

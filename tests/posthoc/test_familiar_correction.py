@@ -15,7 +15,7 @@ from conftest import mutate, random_sequence
 from abag.checkpoint import load_checkpoint, save_checkpoint
 from abag.errors import CheckpointError
 from abag.inference import load_trained_model, member_outputs, predict_frame
-from abag.model.config import ModelConfig
+from abag.model.config import LARGE_TABLE_DEFAULTS, ModelConfig
 from abag.posthoc.familiar_correction import (
     FamiliarCorrection,
     ridge_from_state,
@@ -25,8 +25,9 @@ from abag.posthoc.intervals import PredictionSupport
 from abag.training.config import TrainConfig
 from abag.training.run import train
 
-# The correction on the antigen-blind network (no wide part, whose k-mer ridge reads the antigen itself).
-TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, wide="none")
+# The correction on the antigen-blind network (no wide part, whose k-mer ridge reads the antigen itself): the model
+# `abag train` builds for a table too large to number (`LARGE_TABLE_DEFAULTS`), here on the tiny encoder.
+TINY = ModelConfig(antibody_encoder="tiny", antigen_encoder="tiny", hidden_dim=16, **LARGE_TABLE_DEFAULTS)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,9 +54,9 @@ def trained(tmp_path_factory, tiny_encoders):
     return frame, antigens, result
 
 
-def test_default_model_tells_two_training_antigens_and_a_point_mutant_apart(trained):
+def test_the_large_table_model_tells_two_training_antigens_and_a_point_mutant_apart(trained):
     frame, antigens, result = trained
-    assert ModelConfig().familiar_correction == "kmer_ridge_context"
+    assert LARGE_TABLE_DEFAULTS["familiar_correction"] == "kmer_ridge_context"
     model, _ = load_trained_model(result.best_checkpoint)
     assert model.familiar_correction is not None
     rng = np.random.default_rng(1)

@@ -106,5 +106,6 @@ def test_final_inputs_fit_no_ridge_design_without_a_correction(tmp_path, tiny_en
     result = train(frame, tmp_path / "plain", ModelConfig(**tiny, familiar_correction="none"), config,
                    encoders=tiny_encoders, log=lambda line: None)
     assert designs == [] and result.metrics["baselines"]  # the baseline builds its own design
-    train(frame, tmp_path / "corrected", ModelConfig(**tiny), config, encoders=tiny_encoders, log=lambda line: None)
+    corrected = ModelConfig(**tiny, wide="none", familiar_correction="kmer_ridge_context")
+    train(frame, tmp_path / "corrected", corrected, config, encoders=tiny_encoders, log=lambda line: None)
     assert len(designs) == 1  # shared by the correction and the baseline

@@ -295,10 +295,16 @@ def test_progress_off_prints_nothing_but_warnings(tmp_path, capsys, tiny_encoder
 
 
 def test_training_rows_that_are_all_censored_train_without_correction_or_baselines(tmp_path, tiny_encoders):
-    """Nothing for a ridge to fit (every pKd an upper bound): the network trains, the report says so by leaving
-    the correction and the baselines out, and nothing raises."""
+    """Nothing for a ridge to fit (every pKd an upper bound): the default's wide part stops with a message that
+    says what to do; the network alone (with the correction asked for) trains, the report says so by leaving the
+    correction and the baselines out, and nothing raises."""
+    from abag.errors import InvalidSettingError
+
     frame = synthetic_frame(n=96).assign(censored=True)
-    result = run(frame, tmp_path, encoders=tiny_encoders, epochs=1)
+    with pytest.raises(InvalidSettingError, match=r"needs training rows with a measured, uncensored pKd.*--wide none"):
+        run(frame, tmp_path, name="default", encoders=tiny_encoders, epochs=1)
+    network = dataclasses.replace(TINY, wide="none", familiar_correction="kmer_ridge_context")
+    result = run(frame, tmp_path, encoders=tiny_encoders, model_config=network, epochs=1)
     assert result.metrics["familiar_correction"] is None
     assert not result.metrics["baselines"]["test"]
     assert result.best_checkpoint.is_file()

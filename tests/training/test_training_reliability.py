@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -364,6 +365,22 @@ def test_the_best_epoch_reload_refuses_weights_that_do_not_fit(tmp_path, tiny_en
     with pytest.raises(CheckpointError, match=r"best\.pt does not match the model it describes \(missing \['head"):
         train(synthetic_frame(n=60), tmp_path / "run", TINY, config(tmp_path), encoders=tiny_encoders, **quiet)
 
+
+
+def test_a_checkpoint_whose_weights_have_other_shapes_says_which(tmp_path, tiny_encoders):
+    """A weight of another shape (another pooling's head, say) is named in the message, not only torch's first
+    line ("Error(s) in loading state_dict for …:")."""
+    from abag.inference import load_trained_model
+
+    train(synthetic_frame(n=60), tmp_path / "run", TINY, config(tmp_path), encoders=tiny_encoders, **quiet)
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=False)
+    key = next(k for k in state["model_state_dict"] if k.endswith("antibody_norm.weight"))
+    state["model_state_dict"][key] = torch.ones(3)
+    torch.save(state, best)
+    with pytest.raises(CheckpointError, match=r"does not match the model it describes: .*size mismatch for "
+                                              + re.escape(key)):
+        load_trained_model(best, encoders=tiny_encoders)
 
 def test_resume_refuses_weights_with_foreign_keys(tmp_path, tiny_encoders):
     frame = synthetic_frame(n=60)
