@@ -479,14 +479,16 @@ def test_the_drive_estimate_counts_the_encoders_the_head_reads_and_one_vector_pe
     space, frame = namespace["space"], namespace["frame"]
     antibody = set(frame["heavy"]) | {c for c in frame["light"] if c}
     antigen = {c for a in frame["antigen"] for c in a.split("|")}
-    # The default antibody-only head: IgT5 alone (fp32), no antigen encoder, no antigen chains in the cache.
+    # The default antibody-only head: IgT5 alone (fp32), no antigen encoder, no antigen chains in the cache; region
+    # pooling keeps five vectors per antibody chain (the domain, its frameworks, CDR1, CDR2, CDR3).
+    assert namespace["model_config"].pooling == "regions"
     assert space.loc["models (HF_HOME)", "bytes"] == pytest.approx(1.21e9 * 4)
     assert space.loc["models (HF_HOME)", "size"] == "4.8 GB"
-    assert space.loc["embedding cache", "bytes"] == len(antibody) * 1024 * 4
+    assert space.loc["embedding cache", "bytes"] == len(antibody) * 1024 * 5 * 4
     assert "models to download: Exscientia/IgT5_unpaired\n" in printed
     assert set(space["where"]) == {"Google Drive"}
     # A head that reads the antigen adds ESM-2 650M and the antigen chains.
-    namespace["model_config"] = dataclasses.replace(namespace["model_config"], fusion="interaction")
+    namespace["model_config"] = dataclasses.replace(namespace["model_config"], fusion="interaction", pooling="mean")
     run_cells(["storage"], namespace)
     space = namespace["space"]
     assert space.loc["models (HF_HOME)", "bytes"] == pytest.approx((1.21e9 + 0.65e9) * 4)
