@@ -134,23 +134,21 @@ def flops(encoder, token_lengths: list[int], batches: list[list[int]] | None = N
 
 
 def time_head_epoch(d_antibody: int, d_antigen: int, rows: int, steps: int, device) -> float:
-    """Seconds per epoch of head training over `rows` cached pairs (batch 16, accumulation 8): the default network,
-    reading each chain's vectors at the default pooling's width (`d_antibody` is the encoder's width), without the
-    wide part (fitted before training; in the head a per-row constant added to the output, then an elementwise
-    bound: nothing a timing of the head sees)."""
+    """Seconds per epoch of head training over `rows` cached pairs (batch 16, accumulation 8): the default network
+    (`d_antibody`: an antibody chain's vector width under the default pooling), without the wide part (fitted before
+    training; in the head a per-row constant added to the output, then an elementwise bound: nothing a timing of
+    the head sees)."""
     import torch
 
     from abag.encoding.batches import PairEmbeddings
     from abag.model.config import ModelConfig
     from abag.model.losses import StableCombinedLoss
     from abag.model.network import AffinityHead
-    from abag.numbering import POOLED_REGIONS
     from abag.policy import choose_precision
 
     n = 4096
     rng = np.random.default_rng(0)
     config = ModelConfig(wide="none")
-    d_antibody *= 1 + len(POOLED_REGIONS) if config.pooling == "regions" else 1
     antibody = rng.standard_normal((n, d_antibody), dtype=np.float32)
     antigen = rng.standard_normal((n, d_antigen), dtype=np.float32)
     head = AffinityHead(d_antibody, d_antigen, config).to(device)
@@ -188,6 +186,7 @@ def main(argv=None) -> dict:
     import torch
 
     from abag.encoding.batching import padding_fraction, token_budget_batches
+    from abag.model.config import ModelConfig
     from abag.policy import choose_precision
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -260,7 +259,8 @@ def main(argv=None) -> dict:
     n_distinct = int(args.pairs * per_pair)
     mean_tokens = float(np.mean(token_lengths)) * len(token_lengths) / len(chains)  # windows included
     encode_minutes = n_distinct * mean_tokens / (tokens / seconds) / 60
-    head_epoch = time_head_epoch(shape["hidden_size"], shape["hidden_size"], int(args.pairs * 0.8),
+    antibody_width = encoder.with_pooling(ModelConfig().pooling).hidden_size  # the default head's input
+    head_epoch = time_head_epoch(antibody_width, shape["hidden_size"], int(args.pairs * 0.8),
                                  args.head_steps, device)
     print(f"extrapolation to {args.pairs:,} pairs ({per_pair:.2f} distinct chains per pair -> {n_distinct:,} chains, "
           f"{mean_tokens:.0f} tokens each, all through this encoder):")
