@@ -20,7 +20,9 @@ Imports from abag: ``encoding.kmers`` (k-mer counting) and ``policy`` (residue a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, sparse
 from sklearn.exceptions import NotFittedError
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from abag.data.cells import bool_mask
 from abag.encoding.kmers import _clean, _encode, _kmer_frequencies
@@ -417,10 +419,17 @@ class RidgeDesign:
 
 
 # --------------------------------------------------------------------------- the ridge
-def _one_blas_thread() -> threadpool_limits:
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    # Built on first use, not at import; finding the loaded BLAS libraries takes ~2 ms, and a default training
+    # enters ~100 of these contexts (its wide part fits a dozen ridges).
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> AbstractContextManager[Any]:
     """BLAS limited to one thread: the products here are thin (blocks of 4,096 x 421) and gain little from
     threads, while on shared cores two OpenBLAS threads made the 500k-row fit 4x slower (27 s vs 7 s)."""
-    return threadpool_limits(1, user_api="blas")
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def _ks_label(ks: Sequence[int]) -> str:

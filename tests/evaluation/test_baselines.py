@@ -417,3 +417,16 @@ def test_a_design_needs_a_usable_training_row() -> None:
     df = _shared_chains(20, 5, 3, 2, 0.5, seed=8).assign(censored=True)
     with pytest.raises(ValueError, match="no training rows"):
         RidgeDesign.of(df)
+
+
+def test_ridge_fits_hold_blas_to_one_thread_and_give_the_threads_back():
+    from threadpoolctl import threadpool_info
+
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert blas  # numpy and scipy ship a BLAS
+    with threadpool_limits(2, user_api="blas"):
+        before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        for _ in range(2):  # the second context reuses the first's library lookup
+            with ridge_module._one_blas_thread():
+                assert all(lib["num_threads"] == 1 for lib in threadpool_info() if lib["user_api"] == "blas")
+            assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
