@@ -15,6 +15,7 @@ familiar_correction, intervals, model, pair_embeddings and policy modules.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from abag.model.network import AbAgModel, build_model
 from abag.policy import choose_precision
 from abag.posthoc.familiar_correction import FamiliarCorrection, corrected
 from abag.posthoc.intervals import DEFAULT_COVERAGE, PredictionSupport, interval_report
+
+_DROPPED_HEAVY_BLOCK = re.compile(r"\.wide\.(level_)?heavy_(coef|shift|alpha|chains)$")
+"""Weights of the heavy-chain block that the one-hot wide kinds carried before it was dropped from them."""
 
 
 def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
@@ -66,6 +70,10 @@ def load_trained_model(checkpoint: str | Path, device: str = "auto", *,
         raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes: "
                               f"{' '.join(lines[:2])[:300]}") from None
     missing_head = [k for k in missing if k.startswith("head.")]
+    if not missing_head and unexpected and all(_DROPPED_HEAVY_BLOCK.search(k) for k in unexpected):
+        raise CheckpointError(f"checkpoint {checkpoint} was written by an earlier abag, whose wide part "
+                              f"{model_config.wide!r} carried a heavy-chain 3-mer block that this version dropped "
+                              f"(CHANGELOG); train the model again with this version (the shipped model already is)")
     if missing_head or unexpected:
         raise CheckpointError(f"checkpoint {checkpoint} does not match the model it describes "
                               f"(missing {missing_head[:3]}, unexpected {list(unexpected)[:3]})")

@@ -1,6 +1,6 @@
 """Train the model that ships in the wheel (abag/resources/pretrained/) and write its model card.
 
-    python bench/train_pretrained.py [--data-dir ../shared/data] [--work /tmp/abag-pretrained]
+    python bench/train_pretrained.py [--data-dir ../shared/data] [--work /tmp/abag-pretrained] [--cache-dir DIR]
     python bench/train_pretrained.py --card-only      # the shipped model as it is: re-measure SKEMPI and Phillips
 
 Training data: SAAINT-DB (MIT licence), every row, `abag train`'s defaults with the offline AntiBERTy encoder and
@@ -74,25 +74,28 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=Path("/tmp/abag-pretrained"))
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="embedding cache (default WORK/cache, emptied with WORK; a warm one saves the encoding)")
     parser.add_argument("--card-only", action="store_true",
                         help="measure the shipped model again; keep the card's training-run entries")
     args = parser.parse_args(argv)
     torch.manual_seed(SEED)
     frame, report = abag.load_pairs(args.data_dir / "saaintdb_dev.csv")
+    cache = str(args.cache_dir or args.work / "cache")
     print(report.summary(), file=sys.stderr)
     if args.card_only:
         card = json.loads((OUT / f"{PRETRAINED_NAME}.card.json").read_text(encoding="utf-8"))
         encoder = load_encoder("antiberty")
         half, _ = abag.load_trained_model(OUT / f"{PRETRAINED_NAME}.pt", encoders={"antiberty": encoder})
         trained = [row for row in card["accuracy"] if row["group"].startswith("SAAINT-DB")]
-        card.update(unseen_sets(half, args.data_dir, str(args.work / "cache"), trained))
+        card.update(unseen_sets(half, args.data_dir, cache, trained))
         write_card(card)
         return 0
     if args.work.exists():
         shutil.rmtree(args.work)
     encoder = load_encoder("antiberty")
     model_config = abag.ModelConfig(antibody_encoder="antiberty", antigen_encoder="antiberty", pooling=POOLING)
-    train_config = abag.TrainConfig(seed=SEED, progress=False, cache_dir=str(args.work / "cache"))
+    train_config = abag.TrainConfig(seed=SEED, progress=False, cache_dir=cache)
     result = abag.train_folds(frame, args.work / "run", model_config, train_config, folds=5,
                               encoders={"antiberty": encoder}, log=lambda line: print(line, file=sys.stderr))
 
@@ -101,7 +104,6 @@ def main(argv=None) -> int:
     _half_precision_copy(result.best_checkpoint, shipped)
     full, _ = abag.load_trained_model(result.best_checkpoint, encoders={"antiberty": encoder})
     half, _ = abag.load_trained_model(shipped, encoders={"antiberty": encoder})
-    cache = str(args.work / "cache")
     shift = float(np.max(np.abs(abag.predict_frame(full, frame, cache_dir=cache)["pkd_pred"].to_numpy()
                                 - abag.predict_frame(half, frame, cache_dir=cache)["pkd_pred"].to_numpy())))
     if shift > MAX_SHIFT:

@@ -294,14 +294,14 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
     sized_option(train_parser, "--wide", "wide",
                  "the wide part of pKd = clamp(soft_bound(wide + deep)), closed-form ridges fitted on the training "
                  "rows before the network, which learns the residual. grouped_blend: within each split group (antigen "
-                 "cluster, complex) a weighted sum of the k-mer parts (1-2-mers of heavy, light and antigen, plus a "
-                 "heavy-chain 3-mer block) and a ridge on the IMGT-aligned one-hot of VH and VL, fitted to each row's "
-                 "deviation from its group's mean pKd; across groups the k-mer parts fitted to the group means; wide "
+                 "cluster, complex) a weighted sum of the k-mer ridge (1-2-mers of heavy, light and antigen) "
+                 "and a ridge on the IMGT-aligned one-hot of VH and VL, fitted to each row's "
+                 "deviation from its group's mean pKd; across groups the k-mer ridge fitted to the group means; wide "
                  "+ deep softly bounded to the training pKd range (past it by less than the wide part's held-out "
                  "RMSE; no ranking changes). ridge_blend: that weighted sum over all rows (the one-hot ridge's "
                  f"weight at most {BLEND_MAX_ONEHOT}, so the antigen always enters), no bound; ridge_choice: the one "
                  "of the two with the lower held-out error over 5 folds of the split's groups; kmer_ridge: the k-mer "
-                 "parts; none: the network alone",
+                 "ridge plus a heavy-chain 3-mer block fitted to what it leaves; none: the network alone",
                  choices=WIDES)
     sized_option(train_parser, "--trim-antibody", "trim_antibody",
                  "encode heavy/light chains as their variable domains: imgt (the domain IMGT numbering finds), motif "

@@ -5,11 +5,12 @@
 `wide(x)` (`ModelConfig.wide="kmer_ridge"`) is abag's k-mer ridge (`abag.model.ridge.KmerRidgeBaseline`:
 standardised 1- and 2-mer composition of heavy, light and antigen, alpha by exact leave-one-out or GCV), plus a
 heavy-chain 3-mer block fitted to what that ridge leaves (alpha by leaving out whole heavy chains; "no block" is a
-candidate).
+candidate). The other kinds' "k-mer parts" are that ridge alone (`WideSpec.heavy_k` None): the block lowered their
+held-out MSE but cost ranking, of one antibody's variants and within antigen clusters (bench/RESULTS.md).
 
 `wide="ridge_choice"` is one of two candidates, whichever had the lower mean squared error of out-of-fold
 predictions on the training rows with an exact pKd, over `CROSS_FIT_FOLDS` folds of the run's split groups
-(`choose`; ties, and fewer than two groups, go to the k-mer parts): (0) the k-mer parts above, exactly, or (1) a
+(`choose`; ties, and fewer than two groups, go to the k-mer parts): (0) the k-mer parts, or (1) a
 ridge on the IMGT-aligned one-hot of VH and VL (`OneHotRidge`: `OneHotBlock` on the centred pKd; 21 columns per
 position of a fixed grid, `abag.numbering.onehot.imgt_grid`, 7,056 in all; alpha by exact leave-one-antibody-out;
 the antigen does not enter). Why: the one-hot sees where in the domain a residue sits, as composition cannot. Alone
@@ -17,7 +18,7 @@ it beat the k-mer ridge where that extrapolates badly across groups (SKEMPI per 
 to more substitutions) and lost elsewhere (CR9114, and narrowly SAAINT-DB antigen clusters). Folds of the run's
 groups see the difference where the split holds out such groups (SKEMPI's complexes: the one-hot is chosen), not
 where the test extrapolates along an axis the folds do not (CR6261 keeps the k-mers) (bench/RESULTS.md). Added
-to the k-mer parts (fitted to their residual) the block was never taken: both explain the same within-set
+to the k-mer ridge (fitted to its residual) the one-hot block was never taken: both explain the same within-set
 variance. `cross_fitted` keeps the candidate chosen on all the training rows (no choice per fold). A side that
 cannot be numbered (or is absent) adds nothing, a residue off the grid is ignored, and both are counted
 (`describe`); chains are numbered once per process (`abag.numbering.domains.SHARED_NUMBERING`).
@@ -111,9 +112,12 @@ class WideSpec:
     between: bool = False
 
 
-WIDE_SPECS = {"kmer_ridge": WideSpec(), "ridge_choice": WideSpec(onehot=True),
-              "ridge_blend": WideSpec(onehot=True, blend=True),
-              "grouped_blend": WideSpec(onehot=True, blend=True, between=True)}
+# The heavy block only in "kmer_ridge": in the one-hot kinds it lowered held-out MSE but cost ranking, of one
+# antibody's variants and, in the level of "grouped_blend", within antigen clusters, where it let a heavy chain
+# take the credit for its cluster's mean (bench/RESULTS.md, "The heavy 3-mer block against few variants").
+WIDE_SPECS = {"kmer_ridge": WideSpec(), "ridge_choice": WideSpec(heavy_k=None, onehot=True),
+              "ridge_blend": WideSpec(heavy_k=None, onehot=True, blend=True),
+              "grouped_blend": WideSpec(heavy_k=None, onehot=True, blend=True, between=True)}
 """The fitted kinds of `ModelConfig.wide` (besides "none")."""
 
 HEAVY_BLOCK_MAX_CHAINS = 3000
@@ -660,8 +664,9 @@ def _between_within(frame: pd.DataFrame, groups: np.ndarray | None) -> BetweenWi
 
 @dataclass(frozen=True)
 class GroupLevel:
-    """The level of "grouped_blend": the k-mer parts (pair ridge and heavy block) fitted to each training row's
-    split-group mean pKd; `predict` gives it minus the overall mean, around which the candidates predict."""
+    """The level of "grouped_blend": its k-mer parts (the pair ridge; the kind has no heavy block) fitted to each
+    training row's split-group mean pKd; `predict` gives it minus the overall mean, around which the candidates
+    predict."""
 
     ridge: KmerRidgeBaseline
     heavy: HeavyKmerBlock | None

@@ -28,6 +28,7 @@ from abag.model.wide import (
     fit_wide,
     state_shapes,
 )
+from abag.model.ridge import KmerRidgeBaseline
 from abag.numbering import number_chain
 from abag.numbering.domains import SHARED_NUMBERING
 from abag.numbering.onehot import ALPHABET, AlignedOneHotEncoder, imgt_grid
@@ -188,9 +189,12 @@ def test_a_composition_effect_keeps_the_kmer_parts_exactly(held_out):
     part = WidePart.fit(frame, "ridge_choice", groups_of(frame))
     kmer = WidePart.fit(frame, "kmer_ridge")
     assert part.choice == 0 and part.cv_folds == 5 and part.cv_rmse[0] < part.cv_rmse[1], part.cv_rmse
-    assert np.array_equal(part.predict(held_out), kmer.predict(held_out))
+    # The one-hot kinds' k-mer parts are kmer_ridge's pair ridge without its heavy 3-mer block.
+    assert np.array_equal(part.predict(held_out), KmerRidgeBaseline().fit(frame).predict(held_out))
     kmer_state, state = kmer.to_state(), part.to_state()
-    assert all(torch.equal(kmer_state[k], state[k]) for k in kmer_state)  # the k-mer parts: kmer_ridge's own
+    ridge_keys = [k for k in kmer_state if k.startswith("ridge_")]
+    assert ridge_keys and all(torch.equal(kmer_state[k], state[k]) for k in ridge_keys)
+    assert any(k.startswith("heavy_") for k in kmer_state) and not any(k.startswith("heavy_") for k in state)
 
 
 @pytest.mark.parametrize("seed", [1, 3, 5])
@@ -207,7 +211,7 @@ def test_fewer_than_two_groups_keep_the_kmer_parts_without_cross_validation(trai
     part = WidePart.fit(train, "ridge_choice", np.zeros(len(train)))  # a position effect, but one group
     assert (part.choice, part.cv_folds) == (0, 0) and np.isnan(part.cv_rmse).all()
     assert part.describe()["choice"]["held_out_rmse"] == {"k-mer ridge": None, "one-hot ridge": None}
-    assert np.array_equal(part.predict(held_out), WidePart.fit(train, "kmer_ridge").predict(held_out))
+    assert np.array_equal(part.predict(held_out), KmerRidgeBaseline().fit(train).predict(held_out))
     with pytest.raises(ValueError, match="240 rows but 3 groups"):
         choose(train, "ridge_choice", np.zeros(3))
 
@@ -231,15 +235,15 @@ def test_cross_fitted_uses_the_given_choice_and_never_chooses_again(monkeypatch)
     frame = composition(120, seed=4)
     groups = groups_of(frame)
     assert choose(frame, "ridge_choice", groups).choice == 0
-    expected = np.empty(len(frame))
+    expected, pair_ridge = np.empty(len(frame)), np.empty(len(frame))
     fold = cross_fit_folds(len(frame), groups)
     for k in np.unique(fold):
         expected[fold == k] = OneHotRidge.fit(frame.loc[fold != k]).predict(frame.loc[fold == k])
+        pair_ridge[fold == k] = KmerRidgeBaseline().fit(frame.loc[fold != k]).predict(frame.loc[fold == k])
     unchosen = cross_fitted(frame, "ridge_choice", groups)
     monkeypatch.setattr(wide, "choose", lambda *a, **k: pytest.fail("cross_fitted chose again"))
     assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, weight=1.0), expected)
-    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, weight=0.0),
-                          cross_fitted(frame, "kmer_ridge", groups))
+    assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, weight=0.0), pair_ridge)
     assert np.array_equal(cross_fitted(frame, "ridge_choice", groups, weight=0.0), unchosen)  # None: chosen once
 
 
@@ -355,7 +359,7 @@ def test_prepare_wide_passes_the_training_groups_logs_the_choice_and_resumes_it(
     offset = prepare_wide(model, frame, train_rows, groups, None, lines.append)
     part = model.wide_part()
     assert part.choice == 1 and part.cv_rmse == WidePart.fit(train, "ridge_choice", groups_of(train)).cv_rmse
-    assert "one-hot ridge chosen (held-out RMSE 0.27 against the k-mer ridge's 0.63 over 5 folds of the run's " \
+    assert "one-hot ridge chosen (held-out RMSE 0.27 against the k-mer ridge's 0.64 over 5 folds of the run's " \
            "groups); the k-mer ridge: " in lines[0], lines[0]
     assert np.array_equal(offset[train_rows], cross_fitted(train, "ridge_choice", groups_of(train), weight=1.0)
                           .astype(np.float32))
@@ -399,7 +403,7 @@ def test_the_blend_weight_minimises_the_held_out_error_of_the_two_candidates(tra
 
 
 def test_the_blend_predicts_the_weighted_sum_and_cross_fits_with_its_weight(train, held_out, blended):
-    kmer = WidePart.fit(train, "kmer_ridge").predict(held_out)
+    kmer = KmerRidgeBaseline().fit(train).predict(held_out)
     onehot = blended.onehot.predict(held_out)
     assert np.allclose(blended.predict(held_out), (1 - blended.weight) * kmer + blended.weight * onehot, atol=1e-12)
     groups = groups_of(train)

@@ -382,6 +382,28 @@ def test_a_checkpoint_whose_weights_have_other_shapes_says_which(tmp_path, tiny_
                                               + re.escape(key)):
         load_trained_model(best, encoders=tiny_encoders)
 
+
+def test_a_checkpoint_from_before_the_heavy_block_was_dropped_says_to_retrain(tmp_path, tiny_encoders):
+    """A grouped_blend model written while the one-hot kinds carried the heavy-chain block: its extra weights are
+    named as that, with what to do; any other foreign weight keeps the generic message."""
+    from abag.inference import load_trained_model
+
+    assert TINY.wide == "grouped_blend"
+    train(synthetic_frame(n=60), tmp_path / "run", TINY, config(tmp_path), encoders=tiny_encoders, **quiet)
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=False)
+    assert not any(".heavy_" in k for k in state["model_state_dict"])
+    old = {**state["model_state_dict"], "head.wide.heavy_coef": torch.zeros(8000, dtype=torch.float64),
+           "head.wide.level_heavy_alpha": torch.tensor(-1.0, dtype=torch.float64)}
+    torch.save({**state, "model_state_dict": old}, best)
+    with pytest.raises(CheckpointError, match=r"earlier abag, whose wide part 'grouped_blend' carried a heavy-chain "
+                                              r"3-mer block .* train the model again"):
+        load_trained_model(best, encoders=tiny_encoders)
+    torch.save({**state, "model_state_dict": {**old, "head.not_a_layer.weight": torch.zeros(2)}}, best)
+    with pytest.raises(CheckpointError, match=r"does not match the model it describes \(missing \[\], unexpected"):
+        load_trained_model(best, encoders=tiny_encoders)
+
+
 def test_resume_refuses_weights_with_foreign_keys(tmp_path, tiny_encoders):
     frame = synthetic_frame(n=60)
     train(frame, tmp_path / "run", TINY, config(tmp_path), encoders=tiny_encoders, **quiet)
