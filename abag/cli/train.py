@@ -294,9 +294,9 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
     sized_option(train_parser, "--wide", "wide",
                  "the wide part of pKd = clamp(soft_bound(wide + deep)), closed-form ridges fitted on the training "
                  "rows before the network, which learns the residual. grouped_blend: within each split group (antigen "
-                 "cluster, complex) a weighted sum of the k-mer ridge (1-2-mers of heavy, light and antigen) "
-                 "and a ridge on the IMGT-aligned one-hot of VH and VL, fitted to each row's "
-                 "deviation from its group's mean pKd; across groups the k-mer ridge fitted to the group means; wide "
+                 "cluster, complex) a weighted sum of the k-mer ridge (1-2-mers of heavy, light and antigen) and a "
+                 "ridge on the IMGT-aligned one-hot of VH and VL, fitted to each row's deviation from its group's "
+                 "mean pKd; across groups the k-mer ridge fitted to the group means; wide "
                  "+ deep softly bounded to the training pKd range (past it by less than the wide part's held-out "
                  "RMSE; no ranking changes). ridge_blend: that weighted sum over all rows (the one-hot ridge's "
                  f"weight at most {BLEND_MAX_ONEHOT}, so the antigen always enters), no bound; ridge_choice: the one "
