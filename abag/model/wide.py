@@ -30,7 +30,7 @@ noise (SAAINT-DB's antigen clusters), and where the one-hot ridge wins the pick 
 variants against a held-out antibody could no longer be ranked (AlphaSeq); the blend keeps both (bench/RESULTS.md).
 
 `wide="grouped_blend"` is that blend fitted to each training row's deviation from its split group's mean pKd
-(plus the overall mean ȳ), plus a level: the k-mer parts fitted to each row's group mean, minus ȳ
+(plus the overall mean ȳ), plus a level: the pair k-mer ridge fitted to each row's group mean, minus ȳ
 (`_between_within`, `GroupLevel`); and the model's wide + deep passes a soft bound (`SoftBound`, applied in the
 head before the clamp: `abag.model.wide.soft_bound`): inside the training pKd range it is unchanged, beyond it
 by d it becomes the edge + m x d / (m + d), m the wide part's own held-out RMSE. Why the split: the groups
@@ -107,8 +107,8 @@ class WideSpec:
     heavy_k: int | None = 3
     onehot: bool = False
     blend: bool = False  # with onehot: blend the two candidates (`choose`'s weight) instead of picking one
-    # Fit the above to each row's deviation from its split group's mean pKd, and the k-mer parts (the level) to the
-    # group means (`_between_within`); without two groups, the above alone. Kinds with it also carry a soft bound.
+    # Fit the above to each row's deviation from its split group's mean pKd, and the pair k-mer ridge (the level) to
+    # the group means (`_between_within`); without two groups, the above alone. Kinds with it also carry a soft bound.
     between: bool = False
 
 
@@ -664,24 +664,22 @@ def _between_within(frame: pd.DataFrame, groups: np.ndarray | None) -> BetweenWi
 
 @dataclass(frozen=True)
 class GroupLevel:
-    """The level of "grouped_blend": its k-mer parts (the pair ridge; the kind has no heavy block) fitted to each
-    training row's split-group mean pKd; `predict` gives it minus the overall mean, around which the candidates
-    predict."""
+    """The level of "grouped_blend": the pair k-mer ridge (never a heavy block: in the level it let a heavy chain
+    take the credit for its cluster's mean) fitted to each training row's split-group mean pKd; `predict` gives it
+    minus the overall mean, around which the candidates predict."""
 
     ridge: KmerRidgeBaseline
-    heavy: HeavyKmerBlock | None
     mean: float   # the overall mean pKd of the exact training rows
     groups: int   # distinct split groups it was fitted over
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return _kmer_predict(self.ridge, self.heavy, frame) - self.mean
+        return self.ridge.predict(frame) - self.mean
 
 
 def _level(split: BetweenWithin, spec: WideSpec, keep: np.ndarray | None = None) -> GroupLevel:
     """The level fitted to the group means of `split`'s rows (those in `keep`)."""
     rows = split.level if keep is None else split.level.loc[keep]
-    ridge, heavy = _kmer_parts(training_rows(rows), spec)
-    return GroupLevel(ridge, heavy, split.mean, split.groups)
+    return GroupLevel(KmerRidgeBaseline(ks=spec.ks).fit(training_rows(rows)), split.mean, split.groups)
 
 
 @dataclass(frozen=True)
@@ -839,10 +837,8 @@ class WidePart:
                     level = self.level
                     described["level"] = None if level is None else {
                         "ridge": level.ridge.method, "groups": level.groups, "overall_mean": level.mean,
-                        "heavy_block_alpha": None if level.heavy is None or np.isinf(level.heavy.alpha)
-                        else level.heavy.alpha,
-                        "selection": "the k-mer parts fitted to each training row's split-group mean pKd; the blend "
-                                     "is fitted to each row's deviation from it (none: fewer than two groups)"}
+                        "selection": "the pair k-mer ridge fitted to each training row's split-group mean pKd; the "
+                                     "blend is fitted to each row's deviation from it (none: fewer than two groups)"}
                     described["bound"] = None if self.bound is None else {
                         "low": self.bound.low, "high": self.bound.high, "margin": self.bound.margin,
                         "rule": "past the training pKd range by d, wide + deep becomes the edge + margin x d / "
@@ -887,8 +883,6 @@ class WidePart:
             if level is not None:
                 state.update({**_ridge_tensors(level.ridge, "level"),
                               "level_overall": torch.tensor(level.mean, dtype=torch.float64)})
-                if level.heavy is not None:
-                    state.update(_heavy_tensors(level.heavy, "level_heavy"))
             state["level_groups"] = torch.tensor(0 if level is None else level.groups, dtype=torch.int64)
             if bound is not None:
                 state["bound"] = torch.tensor([bound.low, bound.high, bound.margin], dtype=torch.float64)
@@ -940,9 +934,7 @@ class WidePart:
                 if groups == 1 or groups < 0:
                     raise ValueError(f"{groups} groups (a level needs two or more; 0: none fitted)")
                 level = None if not groups else GroupLevel(
-                    _ridge_from_tensors(state, "level", spec),
-                    None if spec.heavy_k is None else _heavy_from_tensors(state, "level_heavy", spec.heavy_k),
-                    float(state["level_overall"]), groups)
+                    _ridge_from_tensors(state, "level", spec), float(state["level_overall"]), groups)
                 low, high, margin = state["bound"].detach().cpu().numpy().astype(float).tolist()
                 if margin < 0 or (margin > 0 and not low <= high):
                     raise ValueError(f"bound [{low}, {high}] with margin {margin}")
@@ -973,10 +965,7 @@ def state_shapes(kind: str) -> dict[str, tuple[int, ...]]:
 
 def _level_shapes(spec: WideSpec) -> dict[str, tuple[int, ...]]:
     """Shapes of the float64 tensors of "grouped_blend"'s level and bound (`WidePart.to_state`)."""
-    shapes = {**_ridge_shapes("level", feature_width(spec.ks)), "level_overall": (), "bound": (3,)}
-    if spec.heavy_k is not None:
-        shapes.update(_heavy_shapes("level_heavy", spec.heavy_k))
-    return shapes
+    return {**_ridge_shapes("level", feature_width(spec.ks)), "level_overall": (), "bound": (3,)}
 
 
 def _heavy_shapes(prefix: str, k: int) -> dict[str, tuple[int, ...]]:
