@@ -349,3 +349,40 @@ def test_init_bench_starts_a_single_model_from_one_shipped_member_except_its_wid
     assignment = bench.deal(pd.DataFrame({"x": range(300)}), 96, 100, seed=4)
     assert [int((assignment == part).sum()) for part in ("train", "val", "test", "")] == [96, 24, 100, 80]
     assert (assignment == bench.deal(pd.DataFrame({"x": range(300)}), 96, 100, seed=4)).all()
+
+
+def test_wide_onehot_takes_grouped_blend_apart_and_its_local_within_part_is_silent_far_from_training(monkeypatch):
+    """wide_onehot.py's `GroupedParts` sum to `grouped_blend`, its within bound keeps the order and stays inside
+    two SD, and `LocalWithin` gives its training rows their within-group deviations and a row far from all of them
+    none (bench/RESULTS.md, "Where SKEMPI's RMSE comes from")."""
+    from scipy import stats
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.syspath_prepend(str(BENCH / "experiments"))
+    import wide_onehot
+
+    from tests.model.test_wide_onehot import VL, variants
+
+    groups = np.arange(80) % 4
+    train = variants(80, seed=1)
+    train["pkd"] += 0.5 * groups  # the groups differ in level, as antigen clusters do
+    test = variants(20, seed=2)  # rows none of the parts was fitted on
+
+    apart = wide_onehot.GroupedParts("level").fit(train, groups)
+    level, within = apart.parts(test)
+    np.testing.assert_allclose(level + within, apart.part.predict(test), atol=1e-9)
+
+    bounded = wide_onehot.GroupedParts("both", within_sd=1.0).fit(train, groups)
+    edge = bounded.within_bound.high  # one SD of the training within-group deviations
+    spread = np.linspace(-10 * edge, 10 * edge, 41)
+    squeezed = bounded.within_bound.apply(spread)
+    assert np.all(np.diff(squeezed) > 0) and np.all(np.abs(squeezed) < 2 * edge)
+    np.testing.assert_allclose(squeezed[np.abs(spread) <= edge], spread[np.abs(spread) <= edge])
+
+    local = wide_onehot.LocalWithin().fit(train, groups)
+    assert local.choice is not None  # the planted position effect beats "no within part" over group folds
+    near = local.within(train)
+    deviation = train["pkd"] - train["pkd"].groupby(groups).transform("mean")
+    assert stats.spearmanr(near, deviation).statistic > 0.5
+    far = local.within(train.assign(heavy=VL))  # no heavy domain: far from every training row
+    assert np.abs(far).max() < 0.01 * np.abs(near).max()

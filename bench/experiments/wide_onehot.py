@@ -21,7 +21,10 @@ groups: `abag.model.wide.choose`), `ridge_blend` (the two weighed by that error,
 `BLEND_MAX_ONEHOT`), `grouped_blend` (that blend fitted to within-group deviations plus a k-mer ridge on the group
 means: `ridge_blend` where the protocol has no groups), `onehot_ridge` (`ridge_choice`'s second candidate alone,
 `abag.model.wide.OneHotRidge`: the IMGT-aligned one-hot block fitted to the centred pKd) and, when asked for,
-`onehot_ridge_baseline` (`abag.evaluation.variant_baselines.OneHotRidgeBaseline`, positions learned on the rows).
+`onehot_ridge_baseline` (`abag.evaluation.variant_baselines.OneHotRidgeBaseline`, positions learned on the rows)
+and `grouped_blend` taken apart or changed (`GroupedParts`, `LocalWithin`): `grouped_level` and `grouped_within`
+(each part alone), `grouped_within_1sd` and `grouped_within_2sd` (the within part soft-bounded), `grouped_local`
+(a local kernel as the within part).
 `ridge_choice`, `ridge_blend` and `grouped_blend` are given the groups the protocol's models split by (`GROUP_COLUMNS`: SKEMPI's
 complex, the frozen antigen clusters of SAAINT-DB, AlphaSeq's antibody; none, so random folds, for Phillips and
 the random split), and the table says which candidate each fold chose and the one-hot's weight per fold. Every distinct
@@ -48,6 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_one_model as one  # noqa: E402  (protocols, folds, metrics)
 
+from abag.encoding.kmers import kmer_composition  # noqa: E402
 from abag.evaluation.variant_baselines import OneHotRidgeBaseline  # noqa: E402
 from abag.model import wide  # noqa: E402
 from abag.model.ridge import training_rows  # noqa: E402
@@ -56,7 +60,8 @@ from abag.numbering.domains import SHARED_NUMBERING  # noqa: E402
 
 PROTOCOLS = ("phillips_extrapolation", "skempi_loco", "saaintdb_cluster", "phillips_random", "saaintdb_random10",
              "alphaseq_antibody")
-PREDICTORS = ("kmer_ridge", "ridge_choice", "ridge_blend", "grouped_blend", "onehot_ridge", "onehot_ridge_baseline")
+PREDICTORS = ("kmer_ridge", "ridge_choice", "ridge_blend", "grouped_blend", "onehot_ridge", "onehot_ridge_baseline",
+              "grouped_level", "grouped_within", "grouped_within_1sd", "grouped_within_2sd", "grouped_local")
 DEFAULT_PREDICTORS = PREDICTORS[:5]
 GROUP_COLUMNS = {"skempi_loco": "skempi_complex", "saaintdb_cluster": "cv_cluster",
                  "alphaseq_antibody": "antibody_name"}
@@ -104,6 +109,125 @@ class Baseline:
         return self.model.predict(frame)
 
 
+class GroupedParts(WideOnly):
+    """`grouped_blend` taken apart (bench/RESULTS.md, "Where SKEMPI's RMSE comes from"): `keep="level"` predicts
+    the level alone, `keep="within"` the blend on within-group deviations alone (each around the overall mean);
+    `keep="both"` with `within_sd` the sum with the within part soft-bounded at ± `within_sd` SD of the training
+    rows' within-group deviations (margin one SD). `grouped_blend` itself where there is no level (no groups)."""
+
+    def __init__(self, keep: str = "both", within_sd: float | None = None) -> None:
+        super().__init__("grouped_blend")
+        self.keep, self.within_sd = keep, within_sd
+        self.within_bound: wide.SoftBound | None = None
+
+    def fit(self, frame: pd.DataFrame, groups: np.ndarray | None = None) -> GroupedParts:
+        super().fit(frame, groups)
+        split = wide._between_within(frame.reset_index(drop=True), groups)
+        if split is not None and self.within_sd is not None:
+            sd = float(np.std(wide._targets(training_rows(split.within)) - split.mean))
+            self.within_bound = wide.SoftBound(-self.within_sd * sd, self.within_sd * sd, sd)
+        return self
+
+    def parts(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+        """(overall mean + level, within-group deviation) per row, unbounded; None without a level."""
+        part = self.part
+        if part is None or part.level is None:
+            return None
+        level = part.level.predict(frame)
+        return part.level.mean + level, part.predict(frame) - level - part.level.mean
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        parts = self.parts(frame)
+        if parts is None:
+            return super().predict(frame)
+        level, within = parts
+        if self.keep == "level":
+            return self.part.bounded(level)
+        if self.keep == "within":
+            return self.part.bounded(self.part.level.mean + within)
+        bounded = within if self.within_bound is None else self.within_bound.apply(within)
+        return self.part.bounded(level + bounded)
+
+
+LOCAL_SCALES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+"""Length scales of `LocalWithin`'s kernel, as fractions of each block's median squared distance."""
+LOCAL_PENALTIES = (0.01, 0.1, 1.0)
+
+
+class LocalWithin(GroupedParts):
+    """`grouped_blend`'s level plus, instead of the linear blend, a kernel ridge on the within-group deviations
+    whose kernel falls to zero away from every training row, so a group unlike any it was fitted on gets no
+    deviation (bench/RESULTS.md, "A local kernel as the within part"): K = exp(-|x - x'|^2 / (l_ab m_ab)
+    - |a - a'|^2 / (l_ag m_ag)), x the IMGT-aligned one-hot of VH and VL, a the antigen's 1-2-mer composition, m each
+    block's median squared distance over the training rows. l_ab, l_ag and the penalty minimise the out-of-fold
+    squared error over folds of the groups (`wide.cross_fit_folds`); no within part is a candidate and wins ties."""
+
+    def fit(self, frame: pd.DataFrame, groups: np.ndarray | None = None) -> LocalWithin:
+        super().fit(frame, groups)
+        self.choice: tuple[float, float, float] | None = None
+        split = wide._between_within(frame.reset_index(drop=True), groups)
+        if split is None:
+            return self
+        rows = training_rows(split.within)
+        target = wide._targets(rows) - split.mean
+        self.x, self.a = local_features(rows)
+        self.scales = (_median_positive(_squared_distances(self.x, self.x)),
+                       _median_positive(_squared_distances(self.a, self.a)))
+        fold = wide.cross_fit_folds(len(rows), np.asarray(groups).astype(str)[rows.index.to_numpy()])
+        best_error = float(np.mean(target ** 2))
+        for l_ab in LOCAL_SCALES:
+            for l_ag in LOCAL_SCALES:
+                kernel = self._kernel(self.x, self.a, (l_ab, l_ag))
+                for penalty in LOCAL_PENALTIES:
+                    error = 0.0
+                    for k in np.unique(fold):
+                        out = fold == k
+                        weights = np.linalg.solve(kernel[np.ix_(~out, ~out)] + penalty * np.eye(int((~out).sum())),
+                                                  target[~out])
+                        error += float(np.sum((kernel[np.ix_(out, ~out)] @ weights - target[out]) ** 2))
+                    if error / len(target) < best_error:
+                        self.choice, best_error = (l_ab, l_ag, penalty), error / len(target)
+        if self.choice is not None:
+            kernel = self._kernel(self.x, self.a, self.choice[:2])
+            self.weights = np.linalg.solve(kernel + self.choice[2] * np.eye(len(target)), target)
+        return self
+
+    def _kernel(self, x: np.ndarray, a: np.ndarray, scales: tuple[float, float]) -> np.ndarray:
+        return np.exp(-_squared_distances(x, self.x) / (scales[0] * self.scales[0])
+                      - _squared_distances(a, self.a) / (scales[1] * self.scales[1]))
+
+    def within(self, frame: pd.DataFrame) -> np.ndarray:
+        """The kernel ridge's within-group deviation per row (zeros when no within part was chosen)."""
+        if self.choice is None:
+            return np.zeros(len(frame))
+        return self._kernel(*local_features(frame), self.choice[:2]) @ self.weights
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        parts = self.parts(frame)
+        if parts is None:
+            return WideOnly.predict(self, frame)
+        return self.part.bounded(parts[0] + self.within(frame))
+
+
+def local_features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(IMGT-aligned one-hot of VH and VL, the antigen's 1- and 2-mer composition), dense, one row per row."""
+    heavy = [wide._clean(c) for c in frame["heavy"]]
+    light = [wide._clean(c) for c in frame["light"]] if "light" in frame else [""] * len(frame)
+    onehot = wide.ONEHOT_ENCODER.transform(wide._numbered(heavy), wide._numbered(light)).matrix
+    antigen = frame["antigen"].astype(str).tolist()
+    return (onehot.toarray().astype(np.float64),
+            np.hstack([kmer_composition(antigen, 1), kmer_composition(antigen, 2)]))
+
+
+def _squared_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.maximum((x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T, 0.0)
+
+
+def _median_positive(distances: np.ndarray) -> float:
+    positive = distances[distances > 0]
+    return float(np.median(positive)) if positive.size else 1.0
+
+
 FACTORIES: dict[str, Callable[[], Any]] = {
     "kmer_ridge": lambda: WideOnly("kmer_ridge"),
     "ridge_choice": lambda: WideOnly("ridge_choice"),
@@ -111,6 +235,11 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "grouped_blend": lambda: WideOnly("grouped_blend"),
     "onehot_ridge": OneHotAlone,
     "onehot_ridge_baseline": Baseline,
+    "grouped_level": lambda: GroupedParts("level"),
+    "grouped_within": lambda: GroupedParts("within"),
+    "grouped_within_1sd": lambda: GroupedParts("both", within_sd=1.0),
+    "grouped_within_2sd": lambda: GroupedParts("both", within_sd=2.0),
+    "grouped_local": LocalWithin,
 }
 
 
