@@ -44,6 +44,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics.pairwise import euclidean_distances
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -122,7 +123,7 @@ class GroupedParts(WideOnly):
 
     def fit(self, frame: pd.DataFrame, groups: np.ndarray | None = None) -> GroupedParts:
         super().fit(frame, groups)
-        split = wide._between_within(frame.reset_index(drop=True), groups)
+        self.split = split = wide._between_within(frame.reset_index(drop=True), groups)
         if split is not None and self.within_sd is not None:
             sd = float(np.std(wide._targets(training_rows(split.within)) - split.mean))
             self.within_bound = wide.SoftBound(-self.within_sd * sd, self.within_sd * sd, sd)
@@ -165,19 +166,19 @@ class LocalWithin(GroupedParts):
     def fit(self, frame: pd.DataFrame, groups: np.ndarray | None = None) -> LocalWithin:
         super().fit(frame, groups)
         self.choice: tuple[float, float, float] | None = None
-        split = wide._between_within(frame.reset_index(drop=True), groups)
-        if split is None:
+        if self.split is None:
             return self
-        rows = training_rows(split.within)
-        target = wide._targets(rows) - split.mean
+        rows = training_rows(self.split.within)
+        target = wide._targets(rows) - self.split.mean
         self.x, self.a = local_features(rows)
-        self.scales = (_median_positive(_squared_distances(self.x, self.x)),
-                       _median_positive(_squared_distances(self.a, self.a)))
+        # The training rows' distances once: every length scale and the medians read the same two matrices.
+        distances = (euclidean_distances(self.x, squared=True), euclidean_distances(self.a, squared=True))
+        self.scales = (_median_positive(distances[0]), _median_positive(distances[1]))
         fold = wide.cross_fit_folds(len(rows), np.asarray(groups).astype(str)[rows.index.to_numpy()])
         best_error = float(np.mean(target ** 2))
         for l_ab in LOCAL_SCALES:
             for l_ag in LOCAL_SCALES:
-                kernel = self._kernel(self.x, self.a, (l_ab, l_ag))
+                kernel = self._kernel(distances, (l_ab, l_ag))
                 for penalty in LOCAL_PENALTIES:
                     error = 0.0
                     for k in np.unique(fold):
@@ -188,19 +189,21 @@ class LocalWithin(GroupedParts):
                     if error / len(target) < best_error:
                         self.choice, best_error = (l_ab, l_ag, penalty), error / len(target)
         if self.choice is not None:
-            kernel = self._kernel(self.x, self.a, self.choice[:2])
+            kernel = self._kernel(distances, self.choice[:2])
             self.weights = np.linalg.solve(kernel + self.choice[2] * np.eye(len(target)), target)
         return self
 
-    def _kernel(self, x: np.ndarray, a: np.ndarray, scales: tuple[float, float]) -> np.ndarray:
-        return np.exp(-_squared_distances(x, self.x) / (scales[0] * self.scales[0])
-                      - _squared_distances(a, self.a) / (scales[1] * self.scales[1]))
+    def _kernel(self, distances: tuple[np.ndarray, np.ndarray], scales: tuple[float, float]) -> np.ndarray:
+        """K from squared distances (one-hot, antigen) to the training rows."""
+        return np.exp(-distances[0] / (scales[0] * self.scales[0]) - distances[1] / (scales[1] * self.scales[1]))
 
     def within(self, frame: pd.DataFrame) -> np.ndarray:
         """The kernel ridge's within-group deviation per row (zeros when no within part was chosen)."""
         if self.choice is None:
             return np.zeros(len(frame))
-        return self._kernel(*local_features(frame), self.choice[:2]) @ self.weights
+        x, a = local_features(frame)
+        distances = (euclidean_distances(x, self.x, squared=True), euclidean_distances(a, self.a, squared=True))
+        return self._kernel(distances, self.choice[:2]) @ self.weights
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         parts = self.parts(frame)
@@ -217,10 +220,6 @@ def local_features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     antigen = frame["antigen"].astype(str).tolist()
     return (onehot.toarray().astype(np.float64),
             np.hstack([kmer_composition(antigen, 1), kmer_composition(antigen, 2)]))
-
-
-def _squared_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.maximum((x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T, 0.0)
 
 
 def _median_positive(distances: np.ndarray) -> float:
