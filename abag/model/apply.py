@@ -87,7 +87,8 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
         source = "fitted on the training rows"
     part = model.wide_part()
     offset = model.wide_offsets(frame)
-    offset[train_rows] = cross_fitted(train_frame, kind, train_groups, weight=part.onehot_weight, known=known)
+    offset[train_rows] = cross_fitted(train_frame, kind, train_groups, weight=part.onehot_weight, known=known,
+                                      local=part.local)
     heavy = part.describe()["heavy_block"]
     block = "" if heavy is None else f"; heavy {heavy['k']}-mer block " + (
         f"alpha {heavy['alpha']:g}" if heavy["alpha"] is not None else "unused (no gain on held-out heavy chains)")
@@ -107,6 +108,9 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
     if part.level is not None:  # "grouped_blend": the candidates predict deviations from the group level
         block += (f"; fitted to deviations from the means of {part.level.groups} groups, the level a "
                   f"{part.level.ridge.method}")
+    if part.level is not None and part.local is not None:  # "grouped_blend": what the blend misses, near its rows
+        block += (f"; a local term on {len(part.local.rows)} training rows (length scales {part.local.lengths[0]:g} "
+                  f"/ {part.local.lengths[1]:g}, held-out error x {part.local.error_ratio:.3f})")
     if part.bound is not None:
         block += (f"; wide + deep soft-bounded to [{part.bound.low:.2f}, {part.bound.high:.2f}] with a margin of "
                   f"{part.bound.margin:.2f} (the wide part's held-out RMSE)")

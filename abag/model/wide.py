@@ -77,6 +77,14 @@ from torch import nn
 
 from abag.encoding.kmers import _clean, kmer_composition
 from abag.model.config import BLEND_MAX_ONEHOT
+from abag.model.local_kernel import (
+    LOCAL_MAX_ROWS,
+    LocalFit,
+    LocalKernel,
+    LocalRows,
+    fit_local,
+    local_out_of_fold,
+)
 from abag.model.ridge import (
     CHAINS,
     KmerRidgeBaseline,
@@ -90,9 +98,10 @@ from abag.model.ridge import (
 from abag.numbering.batch import number_chains
 from abag.numbering.chains import NumberedChain
 from abag.numbering.domains import SHARED_NUMBERING
-from abag.numbering.onehot import AlignedOneHotEncoder
+from abag.numbering.onehot import ALPHABET, AlignedOneHotEncoder
 
 __all__ = ["WIDE_SPECS", "WideSpec", "GroupLevel", "SoftBound", "soft_bound", "HeavyKmerBlock", "OneHotBlock",
+           "local_rows",
            "OneHotTerm", "OneHotRidge", "WidePart", "WideSlot", "Choice", "fit_wide", "choose", "cross_fitted",
            "CROSS_FIT_FOLDS", "CANDIDATES", "INTEGER_STATE", "ONEHOT_ENCODER", "ONEHOT_WIDTH", "BLEND_MAX_ONEHOT"]
 
@@ -250,6 +259,21 @@ def _side_rows(chains: Sequence[str], side: str) -> _SideRows:
 def _distinct(chains: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
     codes, distinct = pd.factorize(pd.Series([_clean(c) for c in chains], dtype=object), use_na_sentinel=False)
     return np.asarray(codes, np.int64), list(distinct)
+
+
+LOCAL_ANTIGEN_KS = (1, 2)
+"""k-mer sizes of the antigen composition the local term's kernel compares (`abag.model.local_kernel`)."""
+
+
+def local_rows(frame: pd.DataFrame) -> LocalRows:
+    """What the local term reads of `frame`'s rows: the IMGT-aligned one-hot of VH and VL on the fixed grid (each
+    distinct chain numbered once) and the 1- and 2-mer composition of each distinct antigen."""
+    heavy = [_clean(c) for c in frame["heavy"]]
+    light = [_clean(c) for c in _light(frame)]
+    onehot = ONEHOT_ENCODER.transform(_numbered(heavy), _numbered(light), dtype=np.float64).matrix
+    index, antigens = pd.factorize(frame["antigen"].astype(str), use_na_sentinel=False)
+    compositions = np.hstack([kmer_composition(list(antigens), k) for k in LOCAL_ANTIGEN_KS])
+    return LocalRows.of(onehot, compositions, np.asarray(index, np.int64))
 
 
 @dataclass(frozen=True)
@@ -485,8 +509,11 @@ class OneHotBlock:
 CANDIDATES = ("k-mer ridge", "one-hot ridge")
 """The candidates of "ridge_choice", by `WidePart.choice`: 0, the k-mer parts ("kmer_ridge"'s); 1, `OneHotRidge`."""
 
-INTEGER_STATE = ("choice", "cv_folds", "level_groups")
-"""`to_state` tensors held as int64 (the others are float64)."""
+INTEGER_STATE = ("choice", "cv_folds", "level_groups", "local_antigen_index")
+"""`to_state` tensors held as int64 (the others are float64 but for `STATE_DTYPES`)."""
+
+STATE_DTYPES = {**{name: torch.int64 for name in INTEGER_STATE}, "local_codes": torch.uint8}
+"""The dtype of every `to_state` tensor that is not float64."""
 
 
 CROSS_FIT_FOLDS = 5
@@ -739,6 +766,24 @@ def _with_level(out_of_fold: np.ndarray | None, split: BetweenWithin | None, spe
     return out_of_fold + level
 
 
+def _local_target(fits: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
+    """What the local term is fitted to: each exact row's within-group deviation (`fits`, index reset) minus the
+    candidates' out-of-fold prediction of it; NaN for the other rows and where there is none."""
+    target = np.full(len(fits), np.nan)
+    exact = training_rows(fits).index.to_numpy()
+    target[exact] = _targets(fits)[exact] - candidates[exact]
+    return target
+
+
+def _fit_local(fits: pd.DataFrame, groups: np.ndarray | None, candidates: np.ndarray | None,
+               folds: int = CROSS_FIT_FOLDS) -> LocalFit | None:
+    """"grouped_blend"'s local term on the candidates' out-of-fold residuals (`fit_local`, the folds `choose`
+    dealt); None when the candidates were not cross-validated."""
+    if candidates is None:
+        return None
+    return fit_local(local_rows(fits), _local_target(fits, candidates), cross_fit_folds(len(fits), groups, folds))
+
+
 @dataclass
 class WidePart:
     """A fitted wide part: the pair k-mer ridge and (optionally) the heavy-chain block on its residual; for
@@ -757,10 +802,11 @@ class WidePart:
     out_of_fold: np.ndarray | None = field(default=None, compare=False, repr=False)
     weight: float = 0.0                               # "ridge_blend": the one-hot ridge's weight (`choose`)
     blend_rmse: float = np.nan                        # "ridge_blend": the blend's held-out RMSE
-    # "grouped_blend": the level on the group means (None without two groups: `_between_within`), and the soft
-    # bound on the sum (None when not cross-validated).
+    # "grouped_blend": the level on the group means (None without two groups: `_between_within`), the soft
+    # bound on the sum (None when not cross-validated), and the local term (None: not fitted, or no gain).
     level: GroupLevel | None = None
     bound: SoftBound | None = None
+    local: LocalKernel | None = None
 
     @property
     def onehot_weight(self) -> float:
@@ -786,8 +832,12 @@ class WidePart:
         out_of_fold = _with_level(chosen.out_of_fold, split, spec, groups)
         grouped = {}
         if spec.between:
+            local = None if split is None else _fit_local(frame, groups, chosen.out_of_fold)
+            if local is not None:
+                out_of_fold = out_of_fold + local.out_of_fold
             grouped = {"level": None if split is None else _level(split, spec),
-                       "bound": _soft_bound(original, _held_out_rmse(original, out_of_fold))}
+                       "bound": _soft_bound(original, _held_out_rmse(original, out_of_fold)),
+                       "local": None if local is None else local.kernel}
         return cls(kind, ridge, heavy, OneHotRidge.fit(rows), chosen.choice, chosen.rmse, chosen.folds,
                    out_of_fold, chosen.weight, chosen.blend_rmse, **grouped)
 
@@ -801,8 +851,10 @@ class WidePart:
         else:
             kmer = _kmer_predict(self.ridge, self.heavy, frame)
             out = kmer if weight == 0 else _blend(kmer, self.onehot.predict(frame), weight)
-        # "grouped_blend": the candidates predict deviations around the group level.
-        return out if self.level is None else out + self.level.predict(frame)
+        # "grouped_blend": the candidates predict deviations around the group level, the local term what they miss.
+        if self.level is not None:
+            out = out + self.level.predict(frame)
+        return out if self.local is None else out + self.local.predict(local_rows(frame))
 
     def bounded(self, values: np.ndarray) -> np.ndarray:
         """`values` through the part's soft bound ("grouped_blend"; unchanged without one): what the head does to
@@ -844,6 +896,14 @@ class WidePart:
                         "rule": "past the training pKd range by d, wide + deep becomes the edge + margin x d / "
                                 "(margin + d), in the head before the clamp; the margin is the wide part's held-out "
                                 "RMSE (none: not cross-validated)"}
+                local = self.local
+                described["local"] = None if local is None else {
+                    "fitted_rows": len(local.rows), "candidate_rows": local.candidates,
+                    "length_scales": {"antibody": local.lengths[0], "antigen": local.lengths[1]},
+                    "penalty": local.penalty, "held_out_error_ratio": local.error_ratio,
+                    "selection": f"a kernel ridge on the blend's out-of-fold residuals (at most {LOCAL_MAX_ROWS} "
+                                 "rows, a seeded sample above), its length scales and penalty by the out-of-fold "
+                                 "squared error over the same folds; none: no setting beat no term"}
                 return described
             described["choice"] = {
                 "chosen": CANDIDATES[self.choice], "folds": self.cv_folds,
@@ -886,6 +946,7 @@ class WidePart:
             state["level_groups"] = torch.tensor(0 if level is None else level.groups, dtype=torch.int64)
             if bound is not None:
                 state["bound"] = torch.tensor([bound.low, bound.high, bound.margin], dtype=torch.float64)
+            state.update(_local_tensors(self.local))
         return state
 
     @classmethod
@@ -941,6 +1002,10 @@ class WidePart:
                 grouped = {"level": level, "bound": SoftBound(low, high, margin) if margin > 0 else None}
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"the wide part's level or bound is unusable: {exc}") from None
+            try:
+                grouped["local"] = _local_from_tensors(state)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise ValueError(f"the wide part's local term is unusable: {exc}") from None
         return cls(kind, ridge, heavy, onehot, choice, (rmse[0], rmse[1]), int(state["cv_folds"]), None,
                    weight, blend_rmse, **grouped)
 
@@ -959,8 +1024,50 @@ def state_shapes(kind: str) -> dict[str, tuple[int, ...]]:
     if spec.blend:
         shapes.update({"weight": (), "blend_rmse": ()})
     if spec.between:
-        shapes.update({**_level_shapes(spec), "level_groups": ()})
+        shapes.update({**_level_shapes(spec), "level_groups": (), **LOCAL_EMPTY_SHAPES})
     return shapes
+
+
+LOCAL_EMPTY_SHAPES = {"local_codes": (0, ONEHOT_WIDTH // len(ALPHABET)), "local_antigens": (0, sum(20**k for k in LOCAL_ANTIGEN_KS)),
+                      "local_antigen_index": (0,), "local_weights": (0,), "local_settings": (7,)}
+"""Shapes of "grouped_blend"'s local-term tensors without a term. The first four grow with the rows it was fitted on
+(`VARIABLE_STATE`); `local_settings` holds m_ab, m_ag, l_ab, l_ag, the penalty, the error ratio and the candidate
+rows (all 0: no term)."""
+
+VARIABLE_STATE = ("local_codes", "local_antigens", "local_antigen_index", "local_weights")
+"""`to_state` tensors whose first dimension is the local term's training rows (`WideSlot` resizes them on load)."""
+
+
+def _local_tensors(local: LocalKernel | None) -> dict[str, torch.Tensor]:
+    """The local term as tensors (`LOCAL_EMPTY_SHAPES` zeros for none); `_local_from_tensors` inverts it."""
+    if local is None:
+        return {name: torch.zeros(shape, dtype=STATE_DTYPES.get(name, torch.float64))
+                for name, shape in LOCAL_EMPTY_SHAPES.items()}
+    rows = local.rows
+    settings = [*local.medians, *local.lengths, local.penalty, local.error_ratio, float(local.candidates)]
+    return {"local_codes": torch.from_numpy(rows.codes.copy()),
+            "local_antigens": torch.from_numpy(rows.antigens.copy()),
+            "local_antigen_index": torch.from_numpy(rows.antigen_index.copy()),
+            "local_weights": torch.from_numpy(np.asarray(local.weights, np.float64).copy()),
+            "local_settings": torch.tensor(settings, dtype=torch.float64)}
+
+
+def _local_from_tensors(state: dict[str, torch.Tensor]) -> LocalKernel | None:
+    """The local term `_local_tensors` stored (None: none); ValueError when its tensors disagree."""
+    weights = state["local_weights"].detach().cpu().numpy().astype(np.float64)
+    if not len(weights):
+        return None
+    codes = state["local_codes"].detach().cpu().numpy().astype(np.uint8)
+    antigens = state["local_antigens"].detach().cpu().numpy().astype(np.float64)
+    index = state["local_antigen_index"].detach().cpu().numpy().astype(np.int64)
+    m_ab, m_ag, l_ab, l_ag, penalty, ratio, candidates = state["local_settings"].detach().cpu().numpy().tolist()
+    if not len(codes) == len(index) == len(weights) or (len(index) and index.max() >= len(antigens)):
+        raise ValueError(f"{len(codes)} rows of codes, {len(index)} antigen indices into {len(antigens)} antigens "
+                         f"and {len(weights)} weights")
+    if min(m_ab, m_ag, l_ab, l_ag, penalty) <= 0:
+        raise ValueError("its kernel settings are not positive")
+    return LocalKernel(LocalRows(codes, antigens, index), weights, (m_ab, m_ag), (l_ab, l_ag), penalty, ratio,
+                       int(candidates))
 
 
 def _level_shapes(spec: WideSpec) -> dict[str, tuple[int, ...]]:
@@ -1045,14 +1152,17 @@ def fit_wide(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None) -
 
 def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
                  folds: int = CROSS_FIT_FOLDS, *, weight: float | None = None,
-                 known: np.ndarray | None = None) -> np.ndarray:
+                 known: np.ndarray | None = None, local: LocalKernel | None = None) -> np.ndarray:
     """wide(x) for every row of `frame` from a part fitted on the other folds' rows (`cross_fit_folds`); a fold
     whose complement has no usable row gets the part fitted on all rows. For "ridge_choice" and "ridge_blend"
     each fold combines the candidates with the one-hot ridge's `weight` (`WidePart.onehot_weight` of the part
     fitted on all of `frame`; None: `choose` it once here), never choosing again inside a fold. `known`:
     `WidePart.out_of_fold` of that part; a fold whose rows it holds is taken from it instead of fitted again.
     "grouped_blend" fits each fold's candidates to the within-group deviations and its level ridge to the group
-    means (`_between_within`), as `WidePart.fit` does."""
+    means (`_between_within`), as `WidePart.fit` does, and adds the local term's out-of-fold predictions: with
+    `weight` given, those of `local`'s settings (`WidePart.local`; None: no term) on the candidates' out-of-fold
+    residuals (each fold's kernel is fitted on residuals that other folds' candidates predicted with this fold's
+    rows among their training rows, as in `WidePart.fit`)."""
     spec = _spec(kind)
     frame = frame.reset_index(drop=True)
     split = _between_within(frame, groups) if spec.between else None
@@ -1062,19 +1172,24 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
     elif weight is None:
         chosen = choose(fits, kind, groups, folds)
         weight, known = chosen.weight, _with_level(chosen.out_of_fold, split, spec, groups, folds)
+        fitted_local = None if split is None else _fit_local(fits, groups, chosen.out_of_fold, folds)
+        local = None if fitted_local is None else fitted_local.kernel
+        if fitted_local is not None and known is not None:
+            known = known + fitted_local.out_of_fold
     if known is not None and len(known) != len(frame):
         raise ValueError(f"{len(frame)} rows but {len(known)} known predictions")
     fold = cross_fit_folds(len(frame), groups, folds)
     out = np.empty(len(frame))
     full = None
 
-    def fitted(keep: np.ndarray | None) -> Callable[[pd.DataFrame], np.ndarray]:
+    local = None if split is None else local
+    if local is not None and known is not None and not np.isfinite(known).all():
+        known = None  # the local term's folds read every fold's candidate residuals: all are fitted again
+    candidates = np.full(len(frame), np.nan)  # each fold's out-of-fold candidate predictions (the local term's)
+
+    def fitted(keep: np.ndarray | None) -> tuple[Callable[[pd.DataFrame], np.ndarray], Callable | None]:
         rows = _usable_rows(fits, kind) if keep is None else training_rows(fits.loc[keep])
-        candidate = _candidate(rows, spec, weight)
-        if split is None:
-            return candidate
-        level = _level(split, spec, keep)
-        return lambda held: candidate(held) + level.predict(held)
+        return _candidate(rows, spec, weight), None if split is None else _level(split, spec, keep).predict
 
     for k in np.unique(fold):
         held_out = fold == k
@@ -1082,12 +1197,18 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
             out[held_out] = known[held_out]
             continue
         try:
-            predict = fitted(~held_out)
+            candidate, level = fitted(~held_out)
+            out_of_fold = True
         except ValueError:  # no uncensored row outside this fold: the candidate fitted on all rows
             if full is None:
                 full = fitted(None)
-            predict = full
-        out[held_out] = predict(frame.loc[held_out])
+            (candidate, level), out_of_fold = full, False
+        predicted = candidate(frame.loc[held_out])
+        if out_of_fold:
+            candidates[held_out] = predicted
+        out[held_out] = predicted if level is None else predicted + level(frame.loc[held_out])
+    if local is not None and known is None:
+        out += local_out_of_fold(local_rows(fits), _local_target(fits, candidates), fold, local)
     return out
 
 
@@ -1103,8 +1224,7 @@ class WideSlot(nn.Module):
         super().__init__()
         self.kind = kind
         for name, shape in state_shapes(kind).items():
-            dtype = torch.int64 if name in INTEGER_STATE else torch.float64
-            self.register_buffer(name, torch.zeros(shape, dtype=dtype))
+            self.register_buffer(name, torch.zeros(shape, dtype=STATE_DTYPES.get(name, torch.float64)))
         self._cached: WidePart | None = None
         self._bounded_kind = _spec(kind).between
 
@@ -1118,7 +1238,10 @@ class WideSlot(nn.Module):
             raise ValueError(f"a {part.kind!r} wide part does not fit a {self.kind!r} slot")
         with torch.no_grad():
             for name, value in part.to_state().items():
-                self.get_buffer(name).copy_(value)
+                if name in VARIABLE_STATE:  # as many rows as the local term has
+                    self._buffers[name] = value.to(self.get_buffer(name).device).clone()
+                else:
+                    self.get_buffer(name).copy_(value)
         self._cached = None
 
     def part(self) -> WidePart:
@@ -1128,9 +1251,16 @@ class WideSlot(nn.Module):
                                                self.kind)
         return self._cached
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:  # new buffer values: rebuild the part on next use
-        self._cached = None
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        self._cached = None  # new buffer values: rebuild the part on next use
+        if self._bounded_kind:
+            for name, shape in LOCAL_EMPTY_SHAPES.items():
+                key = prefix + name
+                if key not in state_dict:  # written before the local term: none
+                    state_dict[key] = torch.zeros(shape, dtype=STATE_DTYPES.get(name, torch.float64))
+                if name in VARIABLE_STATE:  # take the stored term's number of rows
+                    self._buffers[name] = torch.zeros_like(state_dict[key], device=self.get_buffer(name).device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def sum_bound(self) -> SoftBound | None:
         """The soft bound the head puts on wide + deep ("grouped_blend" with one), else None; read from the part

@@ -499,7 +499,8 @@ def test_grouped_blend_is_the_blend_of_within_group_deviations_plus_a_level_ridg
                        atol=1e-9)
     # The out-of-fold predictions (what the network trains against) follow the same formula, fold by fold, and
     # their error is the bound's margin.
-    out_of_fold = cross_fitted(grouped_train, "grouped_blend", groups, weight=grouped_part.weight)
+    out_of_fold = cross_fitted(grouped_train, "grouped_blend", groups, weight=grouped_part.weight,
+                               local=grouped_part.local)
     assert np.allclose(out_of_fold, grouped_part.out_of_fold, atol=1e-9)
     assert np.array_equal(cross_fitted(grouped_train, "grouped_blend", groups, weight=grouped_part.weight,
                                        known=grouped_part.out_of_fold), grouped_part.out_of_fold)
@@ -573,4 +574,5 @@ def test_prepare_wide_logs_the_grouped_level(grouped_train):
     assert (f"wide + deep soft-bounded to [{part.bound.low:.2f}, {part.bound.high:.2f}] with a margin of "
             f"{part.bound.margin:.2f}" in lines[0]), lines[0]
     groups = grouped_train["group"].to_numpy()  # training rows: cross-fitted, level included
-    assert np.allclose(offset, cross_fitted(grouped_train, "grouped_blend", groups, weight=part.weight), atol=1e-5)
+    assert np.allclose(offset, cross_fitted(grouped_train, "grouped_blend", groups, weight=part.weight,
+                                            local=part.local), atol=1e-5)
