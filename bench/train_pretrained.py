@@ -63,9 +63,10 @@ def _within(frame: pd.DataFrame, by: str) -> float:
 
 
 def _half_precision_copy(source: Path, target: Path) -> None:
-    """The checkpoint with its float32 weights stored as float16 (loading casts them back)."""
+    """The checkpoint with the network's float32 weights stored as float16 (loading casts them back); the wide
+    part's closed-form state (`head.wide.`) keeps its precision: its kernel reads small composition distances."""
     state = load_checkpoint(source)
-    state["model_state_dict"] = {k: v.half() if v.is_floating_point() else v
+    state["model_state_dict"] = {k: v.half() if v.dtype == torch.float32 and ".wide." not in k else v
                                  for k, v in state["model_state_dict"].items()}
     save_checkpoint(state, target)
 

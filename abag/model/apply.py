@@ -88,7 +88,8 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
     part = model.wide_part()
     offset = model.wide_offsets(frame)
     offset[train_rows] = cross_fitted(train_frame, kind, train_groups, weight=part.onehot_weight, known=known,
-                                      local=part.local)
+                                      local=part.local,
+                                      within_scale=1.0 if part.level is None else part.level.within_scale)
     heavy = part.describe()["heavy_block"]
     block = "" if heavy is None else f"; heavy {heavy['k']}-mer block " + (
         f"alpha {heavy['alpha']:g}" if heavy["alpha"] is not None else "unused (no gain on held-out heavy chains)")
@@ -106,8 +107,8 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
                   f"{CANDIDATES[1 - part.choice]}'s {other:.2f} over {part.cv_folds} {over}); the k-mer ridge: "
                   if part.cv_folds else f"{CANDIDATES[0]} kept (not cross-validated: fewer than two groups): ")
     if part.level is not None:  # "grouped_blend": the candidates predict deviations from the group level
-        block += (f"; fitted to deviations from the means of {part.level.groups} groups, the level a "
-                  f"{part.level.ridge.method}")
+        block += (f"; fitted to deviations from the means of {part.level.groups} groups (scaled by "
+                  f"{part.level.within_scale:.2f}), the level a {part.level.ridge.method}")
     if part.level is not None and part.local is not None:  # "grouped_blend": what the blend misses, near its rows
         block += (f"; a local term on {len(part.local.rows)} training rows (length scales {part.local.lengths[0]:g} "
                   f"/ {part.local.lengths[1]:g}, held-out error x {part.local.error_ratio:.3f})")

@@ -49,7 +49,8 @@ class ModelConfig:
     # The wide part (abag.model.wide): pKd = clamp(soft_bound(wide(x) + deep(x))), with wide(x) closed-form ridges on
     # explicit sequence features fitted on the training rows before the network trains, and deep(x) the head above,
     # which learns the residual. "grouped_blend" (the default): within each split group a blend of the k-mer ridge
-    # and the IMGT one-hot ridge, across groups the k-mer ridge; see `WIDES` for the others; "none": the network
+    # and the IMGT one-hot ridge plus a local kernel term on what the blend leaves, across groups the k-mer ridge;
+    # see `WIDES` for the others; "none": the network
     # alone. Chosen by the benchmarks of bench/RESULTS.md ("The level apart from the order", "The heavy 3-mer block
     # against few variants").
     wide: str = "grouped_blend"
@@ -145,8 +146,9 @@ WIDES = ("kmer_ridge", "ridge_choice", "ridge_blend", "grouped_blend", "none")
 the k-mer ridge alone or a ridge on the IMGT-aligned one-hot of VH and VL, whichever predicts held-out groups of the
 training rows better (`ridge_choice`); a weighted sum of the two, the weights minimising that held-out error
 (`ridge_blend`); that blend fitted to each row's deviation from its split group's mean pKd, plus the k-mer ridge
-fitted to the group means, with wide + deep softly bounded to the training pKd range (`grouped_blend`: what
-separates rows of one group, and what separates groups, learnt apart); or no wide part (the network alone)."""
+fitted to the group means and a local kernel term on what the blend leaves, with wide + deep softly bounded to the
+training pKd range (`grouped_blend`: what separates rows of one group, and what separates groups, learnt apart); or
+no wide part (the network alone)."""
 
 BLEND_MAX_ONEHOT = 0.9
 """The most weight `wide="ridge_blend"` gives the one-hot ridge: the k-mer parts, the only candidate that reads the

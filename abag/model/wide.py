@@ -38,7 +38,11 @@ by d it becomes the edge + m x d / (m + d), m the wide part's own held-out RMSE.
 and one ridge over both questions lets a residue frequent in strong groups take the credit for their level;
 fitted apart, the candidates learn what tells rows of one group apart and the level what tells groups apart, each
 with its own penalty. Groups of one row on average (a random split's row ids) get no level, and neither does a
-run without two groups. Why the bound: linear effects add up without limit where a test set holds more
+run without two groups. With a level comes a local term (`abag.model.local_kernel`): a kernel ridge, over the
+IMGT-aligned one-hot of VH and VL and the antigen's 1-2-mer composition, fitted to the blend's out-of-fold residuals
+(`_fit_local`; "no term" a candidate, chosen over the same folds), which is 0 far from every training row and near
+them carries how this antibody's pKd across antigens departs from the additive parts (an antibody-by-antigen
+interaction, which no other part can express). Why the bound: linear effects add up without limit where a test set holds more
 substitutions than the training rows (Phillips CR6261 trained on up to 4: predictions well past the assay's top);
 the bound is strictly increasing, so no ranking changes, and it acts on the sum, so where the wide part would be
 squeezed the deep part's noise does not take over the order (which bounding the wide part alone let happen:
@@ -267,12 +271,13 @@ LOCAL_ANTIGEN_KS = (1, 2)
 
 def local_rows(frame: pd.DataFrame) -> LocalRows:
     """What the local term reads of `frame`'s rows: the IMGT-aligned one-hot of VH and VL on the fixed grid (each
-    distinct chain numbered once) and the 1- and 2-mer composition of each distinct antigen."""
+    distinct chain numbered once) and the 1- and 2-mer composition of each distinct antigen (rounded to float32, as
+    a fitted term stores its training rows' compositions)."""
     heavy = [_clean(c) for c in frame["heavy"]]
     light = [_clean(c) for c in _light(frame)]
     onehot = ONEHOT_ENCODER.transform(_numbered(heavy), _numbered(light), dtype=np.float64).matrix
     index, antigens = pd.factorize(frame["antigen"].astype(str), use_na_sentinel=False)
-    compositions = np.hstack([kmer_composition(list(antigens), k) for k in LOCAL_ANTIGEN_KS])
+    compositions = np.hstack([kmer_composition(list(antigens), k) for k in LOCAL_ANTIGEN_KS]).astype(np.float32)
     return LocalRows.of(onehot, compositions, np.asarray(index, np.int64))
 
 
@@ -512,7 +517,8 @@ CANDIDATES = ("k-mer ridge", "one-hot ridge")
 INTEGER_STATE = ("choice", "cv_folds", "level_groups", "local_antigen_index")
 """`to_state` tensors held as int64 (the others are float64 but for `STATE_DTYPES`)."""
 
-STATE_DTYPES = {**{name: torch.int64 for name in INTEGER_STATE}, "local_codes": torch.uint8}
+STATE_DTYPES = {**{name: torch.int64 for name in INTEGER_STATE}, "local_codes": torch.uint8,
+                "local_antigens": torch.float32}
 """The dtype of every `to_state` tensor that is not float64."""
 
 
@@ -693,20 +699,53 @@ def _between_within(frame: pd.DataFrame, groups: np.ndarray | None) -> BetweenWi
 class GroupLevel:
     """The level of "grouped_blend": the pair k-mer ridge (never a heavy block: in the level it let a heavy chain
     take the credit for its cluster's mean) fitted to each training row's split-group mean pKd; `predict` gives it
-    minus the overall mean, around which the candidates predict."""
+    minus the overall mean, around which the candidates predict, their deviations from it scaled by
+    `within_scale` (`_within_scale`)."""
 
     ridge: KmerRidgeBaseline
     mean: float   # the overall mean pKd of the exact training rows
     groups: int   # distinct split groups it was fitted over
+    within_scale: float = 1.0  # the factor on the candidates' deviation from `mean`, in (0, 1]
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return self.ridge.predict(frame) - self.mean
 
 
-def _level(split: BetweenWithin, spec: WideSpec, keep: np.ndarray | None = None) -> GroupLevel:
+def _level(split: BetweenWithin, spec: WideSpec, keep: np.ndarray | None = None,
+           within_scale: float = 1.0) -> GroupLevel:
     """The level fitted to the group means of `split`'s rows (those in `keep`)."""
     rows = split.level if keep is None else split.level.loc[keep]
-    return GroupLevel(KmerRidgeBaseline(ks=spec.ks).fit(training_rows(rows)), split.mean, split.groups)
+    return GroupLevel(KmerRidgeBaseline(ks=spec.ks).fit(training_rows(rows)), split.mean, split.groups,
+                      within_scale)
+
+
+def _within_scale(fits: pd.DataFrame, groups: np.ndarray, candidates: np.ndarray | None, mean: float) -> float:
+    """s_d^2 / (s_d^2 + s_o^2): s_d^2 the mean squared within-group deviation of `fits`' exact rows (`fits`: the
+    within table, index reset), s_o^2 the mean squared offset of the candidates' out-of-fold predictions of those
+    deviations, each row's offset the mean of its group's; 1 when they were not cross-validated.
+
+    Why: on a group none of its folds saw, the candidates' prediction is the group's deviations plus an offset of
+    their own (weights learnt from small differences inside groups, met by a whole new sequence); what the
+    deviations and the offsets measure over held-out groups is the signal-to-noise shrinkage of a deviation seen
+    through that offset, a factor read off the training folds (bench/RESULTS.md, "A local term on what the linear
+    part leaves"). Scaling keeps every order inside a group."""
+    if candidates is None:
+        return 1.0
+    scored = np.zeros(len(fits), bool)
+    scored[training_rows(fits).index.to_numpy()] = True
+    scored &= np.isfinite(candidates)
+    if not scored.any():
+        return 1.0
+    deviation = _targets(fits)[scored] - mean
+    predicted = pd.Series(candidates[scored] - mean)
+    offsets = predicted.groupby(np.asarray(groups).astype(str)[scored]).transform("mean").to_numpy()
+    signal, offset = float(np.mean(deviation ** 2)), float(np.mean(offsets ** 2))
+    return signal / (signal + offset) if signal > 0 else 1.0
+
+
+def _scaled(candidates: np.ndarray, mean: float, scale: float) -> np.ndarray:
+    """The candidates' deviations from `mean` times `scale` (`GroupLevel.within_scale`), around `mean`."""
+    return mean + scale * (candidates - mean)
 
 
 @dataclass(frozen=True)
@@ -829,13 +868,17 @@ class WidePart:
         if not spec.onehot:
             return cls(kind, ridge, heavy)
         chosen = choose(frame, kind, groups)
-        out_of_fold = _with_level(chosen.out_of_fold, split, spec, groups)
+        candidates, scale = chosen.out_of_fold, 1.0
+        if split is not None:
+            scale = _within_scale(frame, groups, candidates, split.mean)
+            candidates = None if candidates is None else _scaled(candidates, split.mean, scale)
+        out_of_fold = _with_level(candidates, split, spec, groups)
         grouped = {}
         if spec.between:
-            local = None if split is None else _fit_local(frame, groups, chosen.out_of_fold)
+            local = None if split is None else _fit_local(frame, groups, candidates)
             if local is not None:
                 out_of_fold = out_of_fold + local.out_of_fold
-            grouped = {"level": None if split is None else _level(split, spec),
+            grouped = {"level": None if split is None else _level(split, spec, within_scale=scale),
                        "bound": _soft_bound(original, _held_out_rmse(original, out_of_fold)),
                        "local": None if local is None else local.kernel}
         return cls(kind, ridge, heavy, OneHotRidge.fit(rows), chosen.choice, chosen.rmse, chosen.folds,
@@ -853,7 +896,7 @@ class WidePart:
             out = kmer if weight == 0 else _blend(kmer, self.onehot.predict(frame), weight)
         # "grouped_blend": the candidates predict deviations around the group level, the local term what they miss.
         if self.level is not None:
-            out = out + self.level.predict(frame)
+            out = _scaled(out, self.level.mean, self.level.within_scale) + self.level.predict(frame)
         return out if self.local is None else out + self.local.predict(local_rows(frame))
 
     def bounded(self, values: np.ndarray) -> np.ndarray:
@@ -889,8 +932,11 @@ class WidePart:
                     level = self.level
                     described["level"] = None if level is None else {
                         "ridge": level.ridge.method, "groups": level.groups, "overall_mean": level.mean,
+                        "within_scale": level.within_scale,
                         "selection": "the pair k-mer ridge fitted to each training row's split-group mean pKd; the "
-                                     "blend is fitted to each row's deviation from it (none: fewer than two groups)"}
+                                     "blend is fitted to each row's deviation from it (none: fewer than two groups), "
+                                     "its deviations scaled by s_d^2 / (s_d^2 + s_o^2): s_d^2 the deviations' mean "
+                                     "square, s_o^2 that of its out-of-fold offsets per held-out group"}
                     described["bound"] = None if self.bound is None else {
                         "low": self.bound.low, "high": self.bound.high, "margin": self.bound.margin,
                         "rule": "past the training pKd range by d, wide + deep becomes the edge + margin x d / "
@@ -942,7 +988,8 @@ class WidePart:
                           for name, shape in _level_shapes(spec).items()})
             if level is not None:
                 state.update({**_ridge_tensors(level.ridge, "level"),
-                              "level_overall": torch.tensor(level.mean, dtype=torch.float64)})
+                              "level_overall": torch.tensor(level.mean, dtype=torch.float64),
+                              "level_within_scale": torch.tensor(level.within_scale, dtype=torch.float64)})
             state["level_groups"] = torch.tensor(0 if level is None else level.groups, dtype=torch.int64)
             if bound is not None:
                 state["bound"] = torch.tensor([bound.low, bound.high, bound.margin], dtype=torch.float64)
@@ -994,8 +1041,11 @@ class WidePart:
                 groups = int(state["level_groups"])
                 if groups == 1 or groups < 0:
                     raise ValueError(f"{groups} groups (a level needs two or more; 0: none fitted)")
+                scale = float(state["level_within_scale"])
+                if groups and not 0 < scale <= 1:
+                    raise ValueError(f"within-group scale {scale} is outside (0, 1]")
                 level = None if not groups else GroupLevel(
-                    _ridge_from_tensors(state, "level", spec), float(state["level_overall"]), groups)
+                    _ridge_from_tensors(state, "level", spec), float(state["level_overall"]), groups, scale)
                 low, high, margin = state["bound"].detach().cpu().numpy().astype(float).tolist()
                 if margin < 0 or (margin > 0 and not low <= high):
                     raise ValueError(f"bound [{low}, {high}] with margin {margin}")
@@ -1046,7 +1096,7 @@ def _local_tensors(local: LocalKernel | None) -> dict[str, torch.Tensor]:
     rows = local.rows
     settings = [*local.medians, *local.lengths, local.penalty, local.error_ratio, float(local.candidates)]
     return {"local_codes": torch.from_numpy(rows.codes.copy()),
-            "local_antigens": torch.from_numpy(rows.antigens.copy()),
+            "local_antigens": torch.from_numpy(rows.antigens.astype(np.float32)),
             "local_antigen_index": torch.from_numpy(rows.antigen_index.copy()),
             "local_weights": torch.from_numpy(np.asarray(local.weights, np.float64).copy()),
             "local_settings": torch.tensor(settings, dtype=torch.float64)}
@@ -1072,7 +1122,8 @@ def _local_from_tensors(state: dict[str, torch.Tensor]) -> LocalKernel | None:
 
 def _level_shapes(spec: WideSpec) -> dict[str, tuple[int, ...]]:
     """Shapes of the float64 tensors of "grouped_blend"'s level and bound (`WidePart.to_state`)."""
-    return {**_ridge_shapes("level", feature_width(spec.ks)), "level_overall": (), "bound": (3,)}
+    return {**_ridge_shapes("level", feature_width(spec.ks)), "level_overall": (), "level_within_scale": (),
+            "bound": (3,)}
 
 
 def _heavy_shapes(prefix: str, k: int) -> dict[str, tuple[int, ...]]:
@@ -1152,15 +1203,17 @@ def fit_wide(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None) -
 
 def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
                  folds: int = CROSS_FIT_FOLDS, *, weight: float | None = None,
-                 known: np.ndarray | None = None, local: LocalKernel | None = None) -> np.ndarray:
+                 known: np.ndarray | None = None, local: LocalKernel | None = None,
+                 within_scale: float = 1.0) -> np.ndarray:
     """wide(x) for every row of `frame` from a part fitted on the other folds' rows (`cross_fit_folds`); a fold
     whose complement has no usable row gets the part fitted on all rows. For "ridge_choice" and "ridge_blend"
     each fold combines the candidates with the one-hot ridge's `weight` (`WidePart.onehot_weight` of the part
     fitted on all of `frame`; None: `choose` it once here), never choosing again inside a fold. `known`:
     `WidePart.out_of_fold` of that part; a fold whose rows it holds is taken from it instead of fitted again.
     "grouped_blend" fits each fold's candidates to the within-group deviations and its level ridge to the group
-    means (`_between_within`), as `WidePart.fit` does, and adds the local term's out-of-fold predictions: with
-    `weight` given, those of `local`'s settings (`WidePart.local`; None: no term) on the candidates' out-of-fold
+    means (`_between_within`), as `WidePart.fit` does, scales the candidates' deviations (with `weight` given, by
+    `within_scale`: `GroupLevel.within_scale`) and adds the local term's out-of-fold predictions: with `weight`
+    given, those of `local`'s settings (`WidePart.local`; None: no term) on the scaled candidates' out-of-fold
     residuals (each fold's kernel is fitted on residuals that other folds' candidates predicted with this fold's
     rows among their training rows, as in `WidePart.fit`)."""
     spec = _spec(kind)
@@ -1171,8 +1224,12 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
         weight = 0.0
     elif weight is None:
         chosen = choose(fits, kind, groups, folds)
-        weight, known = chosen.weight, _with_level(chosen.out_of_fold, split, spec, groups, folds)
-        fitted_local = None if split is None else _fit_local(fits, groups, chosen.out_of_fold, folds)
+        candidates = chosen.out_of_fold
+        if split is not None:
+            within_scale = _within_scale(fits, groups, candidates, split.mean)
+            candidates = None if candidates is None else _scaled(candidates, split.mean, within_scale)
+        weight, known = chosen.weight, _with_level(candidates, split, spec, groups, folds)
+        fitted_local = None if split is None else _fit_local(fits, groups, candidates, folds)
         local = None if fitted_local is None else fitted_local.kernel
         if fitted_local is not None and known is not None:
             known = known + fitted_local.out_of_fold
@@ -1204,6 +1261,8 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
                 full = fitted(None)
             (candidate, level), out_of_fold = full, False
         predicted = candidate(frame.loc[held_out])
+        if split is not None:
+            predicted = _scaled(predicted, split.mean, within_scale)
         if out_of_fold:
             candidates[held_out] = predicted
         out[held_out] = predicted if level is None else predicted + level(frame.loc[held_out])
@@ -1254,12 +1313,16 @@ class WideSlot(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         self._cached = None  # new buffer values: rebuild the part on next use
         if self._bounded_kind:
+            if prefix + "level_within_scale" not in state_dict:  # written before the scale: 1
+                state_dict[prefix + "level_within_scale"] = torch.tensor(1.0, dtype=torch.float64)
             for name, shape in LOCAL_EMPTY_SHAPES.items():
                 key = prefix + name
                 if key not in state_dict:  # written before the local term: none
                     state_dict[key] = torch.zeros(shape, dtype=STATE_DTYPES.get(name, torch.float64))
-                if name in VARIABLE_STATE:  # take the stored term's number of rows
-                    self._buffers[name] = torch.zeros_like(state_dict[key], device=self.get_buffer(name).device)
+                if name in VARIABLE_STATE:  # take the stored term's number of rows (the dtype stays the slot's)
+                    buffer = self.get_buffer(name)
+                    self._buffers[name] = torch.zeros(tuple(state_dict[key].shape), dtype=buffer.dtype,
+                                                      device=buffer.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def sum_bound(self) -> SoftBound | None:

@@ -19,7 +19,9 @@ Predictors (columns): `kmer_ridge` (the k-mer parts: pair k-mer ridge + heavy 3-
 k-mer parts or the one-hot ridge, whichever has the lower held-out error over folds of the training rows'
 groups: `abag.model.wide.choose`), `ridge_blend` (the two weighed by that error, the one-hot's weight at most
 `BLEND_MAX_ONEHOT`), `grouped_blend` (that blend fitted to within-group deviations plus a k-mer ridge on the group
-means: `ridge_blend` where the protocol has no groups), `onehot_ridge` (`ridge_choice`'s second candidate alone,
+means and the local kernel term on the blend's residuals: `ridge_blend` where the protocol has no groups; the local
+term landed after the RESULTS sections up to "SKEMPI over three seeds", whose `grouped_blend` columns were measured
+without it, as were `grouped_within`'s, whose within part now includes it), `onehot_ridge` (`ridge_choice`'s second candidate alone,
 `abag.model.wide.OneHotRidge`: the IMGT-aligned one-hot block fitted to the centred pKd) and, when asked for,
 `onehot_ridge_baseline` (`abag.evaluation.variant_baselines.OneHotRidgeBaseline`, positions learned on the rows)
 and `grouped_blend` taken apart or changed (`GroupedParts`, `LocalWithin`): `grouped_level` and `grouped_within`

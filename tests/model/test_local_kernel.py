@@ -131,10 +131,11 @@ def test_next_to_no_term_on_noise_and_a_sample_above_the_row_cap_that_refitting_
 
 def test_cross_fitting_on_resume_reproduces_the_local_terms_out_of_fold_predictions(train, part):
     groups = train["heavy"].to_numpy()
-    resumed = cross_fitted(train, "grouped_blend", groups, weight=part.weight, local=part.local)
+    resumed = cross_fitted(train, "grouped_blend", groups, weight=part.weight, local=part.local,
+                           within_scale=part.level.within_scale)
     assert np.array_equal(resumed, part.out_of_fold)
     assert np.array_equal(cross_fitted(train, "grouped_blend", groups), part.out_of_fold)
-    without = cross_fitted(train, "grouped_blend", groups, weight=part.weight)
+    without = cross_fitted(train, "grouped_blend", groups, weight=part.weight, within_scale=part.level.within_scale)
     y = train["pkd"].to_numpy(float)
     assert np.mean((resumed - y) ** 2) < 0.5 * np.mean((without - y) ** 2)
 
@@ -145,6 +146,8 @@ def test_the_local_term_round_trips_through_the_slot_and_an_older_state_loads_wi
     slot.store(part)
     state = slot.state_dict()
     assert state["local_codes"].dtype == torch.uint8 and len(state["local_weights"]) == len(part.local.rows)
+    fresh.load_state_dict({k: v.half() if k == "local_antigens" else v for k, v in state.items()})
+    assert fresh.get_buffer("local_antigens").dtype == torch.float32  # the slot's dtype, whatever was stored
     fresh.load_state_dict(state)
     assert np.array_equal(fresh.part().predict(train), part.predict(train))
     assert fresh.part().describe() == part.describe() and fresh.part().describe()["local"]["fitted_rows"] > 0

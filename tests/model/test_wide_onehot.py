@@ -495,12 +495,15 @@ def test_grouped_blend_is_the_blend_of_within_group_deviations_plus_a_level_ridg
     assert grouped_part.level.mean == pytest.approx(overall, abs=1e-12)
     assert np.allclose(grouped_part.onehot.block.coef, blend.onehot.block.coef, atol=1e-12)
     query = held_out.assign(antigen=np.where(np.arange(len(held_out)) % 2, ANTIGEN, grouped_train["antigen"].iloc[4]))
-    assert np.allclose(grouped_part.predict(query), blend.predict(query) + level_parts.predict(query) - overall,
+    scale = grouped_part.level.within_scale  # the blend's deviations, scaled (`_within_scale`)
+    assert 0 < scale <= 1 and grouped_part.describe()["level"]["within_scale"] == scale
+    assert np.allclose(grouped_part.predict(query),
+                       overall + scale * (blend.predict(query) - overall) + level_parts.predict(query) - overall,
                        atol=1e-9)
     # The out-of-fold predictions (what the network trains against) follow the same formula, fold by fold, and
     # their error is the bound's margin.
     out_of_fold = cross_fitted(grouped_train, "grouped_blend", groups, weight=grouped_part.weight,
-                               local=grouped_part.local)
+                               local=grouped_part.local, within_scale=scale)
     assert np.allclose(out_of_fold, grouped_part.out_of_fold, atol=1e-9)
     assert np.array_equal(cross_fitted(grouped_train, "grouped_blend", groups, weight=grouped_part.weight,
                                        known=grouped_part.out_of_fold), grouped_part.out_of_fold)
@@ -570,9 +573,30 @@ def test_prepare_wide_logs_the_grouped_level(grouped_train):
     offset = prepare_wide(model, grouped_train, np.arange(len(grouped_train)), grouped_train["group"].to_numpy(),
                           None, lines.append)
     part = model.wide_part()
-    assert "fitted to deviations from the means of 8 groups, the level a ridge on standardised" in lines[0], lines[0]
+    assert (f"fitted to deviations from the means of 8 groups (scaled by {part.level.within_scale:.2f}), the level a "
+            "ridge on standardised" in lines[0]), lines[0]
     assert (f"wide + deep soft-bounded to [{part.bound.low:.2f}, {part.bound.high:.2f}] with a margin of "
             f"{part.bound.margin:.2f}" in lines[0]), lines[0]
     groups = grouped_train["group"].to_numpy()  # training rows: cross-fitted, level included
     assert np.allclose(offset, cross_fitted(grouped_train, "grouped_blend", groups, weight=part.weight,
-                                            local=part.local), atol=1e-5)
+                                            local=part.local, within_scale=part.level.within_scale), atol=1e-5)
+
+
+def test_the_within_scale_is_the_deviations_share_beside_the_held_out_offsets_and_older_states_read_one(
+        grouped_part):
+    fits = pd.DataFrame({"pkd": [7.0, 9.0, 6.0, 10.0, 8.0, np.nan], "censored": [False] * 4 + [True, False]})
+    groups = np.array(["a", "a", "b", "b", "b", "b"])
+    # Deviations from 8: -1, 1, -2, 2 (mean square 2.5); out of fold, group a is predicted 1 too high and b 1 too
+    # low (mean square offset 1); the censored row and the row without a pKd count for neither.
+    candidates = 8.0 + np.array([0.0, 2.0, -3.0, 1.0, 40.0, -40.0])
+    assert wide._within_scale(fits, groups, candidates, 8.0) == pytest.approx(2.5 / 3.5)
+    assert wide._within_scale(fits, groups, candidates - np.array([1, 1, -1, -1, 0, 0]), 8.0) == 1.0  # no offset
+    assert wide._within_scale(fits, groups, None, 8.0) == 1.0  # not cross-validated
+    slot, older = WideSlot("grouped_blend"), WideSlot("grouped_blend")
+    slot.store(grouped_part)
+    state = {k: v for k, v in slot.state_dict().items() if k != "level_within_scale"}
+    older.load_state_dict(state)  # written before the scale: the deviations count in full
+    assert older.part().level.within_scale == 1.0
+    with pytest.raises(ValueError, match="level or bound is unusable: within-group scale 1.5"):
+        WidePart.from_state({**grouped_part.to_state(), "level_within_scale": torch.tensor(1.5, dtype=torch.float64)},
+                            "grouped_blend")
