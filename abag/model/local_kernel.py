@@ -15,7 +15,8 @@ how this antibody's pKd across antigens departs from the average antibody's, an 
 (bench/RESULTS.md, "A local term on what the linear part leaves").
 
 Features come in as `LocalRows` (residue codes per grid position, distinct antigen compositions), which is also how
-a fitted term stores its training rows. Imports numpy, scipy, sklearn and the one-hot alphabet; `abag.model.wide` numbers the chains.
+a fitted term stores its training rows. Imports numpy, scipy, sklearn and the one-hot alphabet; `abag.model.wide`
+numbers the chains.
 """
 
 from __future__ import annotations

@@ -38,15 +38,17 @@ by d it becomes the edge + m x d / (m + d), m the wide part's own held-out RMSE.
 and one ridge over both questions lets a residue frequent in strong groups take the credit for their level;
 fitted apart, the candidates learn what tells rows of one group apart and the level what tells groups apart, each
 with its own penalty. Groups of one row on average (a random split's row ids) get no level, and neither does a
-run without two groups. With a level comes a local term (`abag.model.local_kernel`): a kernel ridge, over the
-IMGT-aligned one-hot of VH and VL and the antigen's 1-2-mer composition, fitted to the blend's out-of-fold residuals
-(`_fit_local`; "no term" a candidate, chosen over the same folds), which is 0 far from every training row and near
-them carries how this antibody's pKd across antigens departs from the additive parts (an antibody-by-antigen
-interaction, which no other part can express). Why the bound: linear effects add up without limit where a test set holds more
-substitutions than the training rows (Phillips CR6261 trained on up to 4: predictions well past the assay's top);
-the bound is strictly increasing, so no ranking changes, and it acts on the sum, so where the wide part would be
-squeezed the deep part's noise does not take over the order (which bounding the wide part alone let happen:
-bench/RESULTS.md).
+run without two groups. With a level come two more pieces. The blend's deviations are scaled by
+s_d^2 / (s_d^2 + s_o^2) (`_within_scale`: on a group it has not seen the blend adds an offset of its own, s_o^2 its
+mean square over held-out groups). And a local term (`abag.model.local_kernel`): a kernel ridge, over the
+IMGT-aligned one-hot of VH and VL and the antigen's 1-2-mer composition, fitted to what the scaled blend leaves out of
+fold (`_fit_local`; "no term" a candidate, chosen over the same folds), which is 0 far from every training row and
+near them carries how this antibody's pKd across antigens departs from the additive parts (an antibody-by-antigen
+interaction, which no other part can express). Why the bound: linear effects add up without limit where a test set
+holds more substitutions than the training rows (Phillips CR6261 trained on up to 4: predictions well past the
+assay's top); the bound is strictly increasing, so no ranking changes, and it acts on the sum, so where the wide part
+would be squeezed the deep part's noise does not take over the order (which bounding the wide part alone let
+happen: bench/RESULTS.md).
 
 The wide part is fitted on the member's own training rows before the network trains, so `deep(x)`, the head over
 the language-model vectors (averaged over its head copies), learns the residual; the deep part's last layer
@@ -1078,7 +1080,8 @@ def state_shapes(kind: str) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-LOCAL_EMPTY_SHAPES = {"local_codes": (0, ONEHOT_WIDTH // len(ALPHABET)), "local_antigens": (0, sum(20**k for k in LOCAL_ANTIGEN_KS)),
+LOCAL_EMPTY_SHAPES = {"local_codes": (0, ONEHOT_WIDTH // len(ALPHABET)),
+                      "local_antigens": (0, sum(20**k for k in LOCAL_ANTIGEN_KS)),
                       "local_antigen_index": (0,), "local_weights": (0,), "local_settings": (7,)}
 """Shapes of "grouped_blend"'s local-term tensors without a term. The first four grow with the rows it was fitted on
 (`VARIABLE_STATE`); `local_settings` holds m_ab, m_ag, l_ab, l_ag, the penalty, the error ratio and the candidate

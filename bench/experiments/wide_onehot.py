@@ -18,10 +18,11 @@ protocols and metrics (imported, not copied):
 Predictors (columns): `kmer_ridge` (the k-mer parts: pair k-mer ridge + heavy 3-mer block), `ridge_choice` (the
 k-mer parts or the one-hot ridge, whichever has the lower held-out error over folds of the training rows'
 groups: `abag.model.wide.choose`), `ridge_blend` (the two weighed by that error, the one-hot's weight at most
-`BLEND_MAX_ONEHOT`), `grouped_blend` (that blend fitted to within-group deviations plus a k-mer ridge on the group
-means and the local kernel term on the blend's residuals: `ridge_blend` where the protocol has no groups; the local
+`BLEND_MAX_ONEHOT`), `grouped_blend` (that blend fitted to within-group deviations, scaled, plus a k-mer ridge on
+the group means and the local kernel term: `ridge_blend` where the protocol has no groups; the scale and the local
 term landed after the RESULTS sections up to "SKEMPI over three seeds", whose `grouped_blend` columns were measured
-without it, as were `grouped_within`'s, whose within part now includes it), `onehot_ridge` (`ridge_choice`'s second candidate alone,
+without them, as were `grouped_within`'s, whose within part now includes them), `onehot_ridge` (`ridge_choice`'s
+second candidate alone,
 `abag.model.wide.OneHotRidge`: the IMGT-aligned one-hot block fitted to the centred pKd) and, when asked for,
 `onehot_ridge_baseline` (`abag.evaluation.variant_baselines.OneHotRidgeBaseline`, positions learned on the rows)
 and `grouped_blend` taken apart or changed (`GroupedParts`, `LocalWithin`): `grouped_level` and `grouped_within`

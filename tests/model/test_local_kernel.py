@@ -4,6 +4,7 @@ antibody-by-antigen interaction near its training rows and nothing far from them
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,8 @@ from abag.model.wide import (
 from abag.numbering import number_chain
 
 pytest.importorskip("anarcism")
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Trastuzumab's and adalimumab's variable domains (public: INN lists 80 and 85, PDB 1N8Z and 3WD5).
 VH = ("EVQLVESGGGLVQPGGSLRLSCAASGFNIKDTYIHWVRQAPGKGLEWVARIYPTNGYTRYADSVKGRFTISADTSKNTAYLQMNSLRAEDTAVYYCSRWGGDGFYAM"
@@ -159,3 +162,14 @@ def test_the_local_term_round_trips_through_the_slot_and_an_older_state_loads_wi
     broken = {**part.to_state(), "local_antigen_index": torch.full((len(part.local.rows),), 99, dtype=torch.int64)}
     with pytest.raises(ValueError, match="local term is unusable: .* antigen indices into 4 antigens"):
         WidePart.from_state(broken, "grouped_blend")
+
+
+def test_the_wide_part_is_level_plus_scaled_within_plus_local_as_the_readme_states(train, part):
+    query = interaction(3, seed=7)
+    level, scale = part.level, part.level.within_scale
+    within = dataclasses.replace(part, level=None, local=None).predict(query)  # the blend, around the mean
+    by_hand = (level.mean + level.predict(query) + scale * (within - level.mean)
+               + part.local.predict(local_rows(query)))
+    assert np.allclose(part.predict(query), by_hand, atol=1e-12)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "= level + s·within + local" in readme and "s_d²/(s_d² + s_o²)" in readme
