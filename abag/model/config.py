@@ -145,10 +145,10 @@ WIDES = ("kmer_ridge", "ridge_choice", "ridge_blend", "grouped_blend", "none")
 """`ModelConfig.wide` values (`abag.model.wide`): abag's k-mer ridge with a heavy-chain 3-mer block as the wide part;
 the k-mer ridge alone or a ridge on the IMGT-aligned one-hot of VH and VL, whichever predicts held-out groups of the
 training rows better (`ridge_choice`); a weighted sum of the two, the weights minimising that held-out error
-(`ridge_blend`); that blend fitted to each row's deviation from its split group's mean pKd, plus the k-mer ridge
-fitted to the group means and a local kernel term on what the blend leaves, with wide + deep softly bounded to the
-training pKd range (`grouped_blend`: what separates rows of one group, and what separates groups, learnt apart); or
-no wide part (the network alone)."""
+(`ridge_blend`); that blend fitted to each row's deviation from its split group's mean pKd (scaled down by its
+held-out offsets), plus the k-mer ridge fitted to the group means and a local kernel term on what the blend leaves,
+with wide + deep softly bounded to the training pKd range (`grouped_blend`: what separates rows of one group, and
+what separates groups, learnt apart); or no wide part (the network alone)."""
 
 BLEND_MAX_ONEHOT = 0.9
 """The most weight `wide="ridge_blend"` gives the one-hot ridge: the k-mer parts, the only candidate that reads the
