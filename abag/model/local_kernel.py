@@ -29,8 +29,8 @@ from sklearn.metrics.pairwise import euclidean_distances
 
 from abag.numbering.onehot import ALPHABET
 
-__all__ = ["LocalRows", "LocalKernel", "LocalFit", "fit_local", "local_out_of_fold", "LOCAL_MAX_ROWS",
-           "LOCAL_LENGTHS", "LOCAL_PENALTIES", "NO_RESIDUE"]
+__all__ = ["LocalRows", "LocalKernel", "LocalFit", "fit_local", "local_out_of_fold", "median_positive",
+           "LOCAL_MAX_ROWS", "LOCAL_LENGTHS", "LOCAL_PENALTIES", "NO_RESIDUE"]
 
 LOCAL_MAX_ROWS = 2000
 """The term is fitted on at most this many training rows (a seeded sample above: `_sample`); its choice solves
@@ -66,11 +66,9 @@ class LocalRows:
         """From aligned one-hot rows (`abag.numbering.onehot`: 21 columns per position, at most one set) and
         antigen compositions."""
         onehot = sp.csr_matrix(onehot)
-        width = _WIDTH
-        positions = onehot.shape[1] // width
-        codes = np.full((onehot.shape[0], positions), NO_RESIDUE, dtype=np.uint8)
+        codes = np.full((onehot.shape[0], onehot.shape[1] // _WIDTH), NO_RESIDUE, dtype=np.uint8)
         rows = np.repeat(np.arange(onehot.shape[0]), np.diff(onehot.indptr))
-        codes[rows, onehot.indices // width] = onehot.indices % width
+        codes[rows, onehot.indices // _WIDTH] = onehot.indices % _WIDTH
         return cls(codes, np.asarray(antigens, np.float64), np.asarray(antigen_index, np.int64))
 
     def onehot(self) -> sp.csr_matrix:
@@ -95,7 +93,8 @@ def squared_distances(a: LocalRows, b: LocalRows) -> tuple[np.ndarray, np.ndarra
     return antibody, antigen
 
 
-def _median_positive(distances: np.ndarray) -> float:
+def median_positive(distances: np.ndarray) -> float:
+    """The median of the positive entries of `distances` (1 when there are none): a length scale's unit."""
     positive = distances[distances > 0]
     return float(np.median(positive)) if positive.size else 1.0
 
@@ -171,7 +170,7 @@ def fit_local(rows: LocalRows, target: np.ndarray, fold: np.ndarray, max_rows: i
     fitted = usable[_sample(len(usable), max_rows)]
     distances = squared_distances(rows, rows.take(fitted))
     inner = (distances[0][fitted], distances[1][fitted])
-    medians = (_median_positive(inner[0]), _median_positive(inner[1]))
+    medians = (median_positive(inner[0]), median_positive(inner[1]))
     best_error, best = float(np.sum(target[fitted] ** 2)), None
     for lengths in [(a, b) for a in LOCAL_LENGTHS for b in LOCAL_LENGTHS]:
         kernel = _kernel(distances, medians, lengths)

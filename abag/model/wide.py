@@ -825,6 +825,32 @@ def _fit_local(fits: pd.DataFrame, groups: np.ndarray | None, candidates: np.nda
     return fit_local(local_rows(fits), _local_target(fits, candidates), cross_fit_folds(len(fits), groups, folds))
 
 
+@dataclass(frozen=True)
+class _GroupedFit:
+    """What "grouped_blend" adds to `choose`'s out-of-fold candidates: the within scale, the local term (None: none)
+    and the whole part's out-of-fold predictions (None when not cross-validated)."""
+
+    scale: float
+    local: LocalKernel | None
+    out_of_fold: np.ndarray | None
+
+
+def _grouped_fit(fits: pd.DataFrame, split: BetweenWithin | None, spec: WideSpec, groups: np.ndarray | None,
+                 candidates: np.ndarray | None, folds: int = CROSS_FIT_FOLDS) -> _GroupedFit:
+    """From the candidates' out-of-fold predictions: their scale (`_within_scale`), the local term on what the
+    scaled candidates leave (`_fit_local`) and the out-of-fold predictions of level + scaled candidates + local
+    term; `candidates` plus nothing without a split."""
+    if split is None:
+        return _GroupedFit(1.0, None, candidates)
+    scale = _within_scale(fits, groups, candidates, split.mean)
+    scaled = None if candidates is None else _scaled(candidates, split.mean, scale)
+    out_of_fold = _with_level(scaled, split, spec, groups, folds)
+    local = _fit_local(fits, groups, scaled, folds)
+    if local is not None:
+        out_of_fold = out_of_fold + local.out_of_fold
+    return _GroupedFit(scale, None if local is None else local.kernel, out_of_fold)
+
+
 @dataclass
 class WidePart:
     """A fitted wide part: the pair k-mer ridge and (optionally) the heavy-chain block on its residual; for
@@ -870,21 +896,14 @@ class WidePart:
         if not spec.onehot:
             return cls(kind, ridge, heavy)
         chosen = choose(frame, kind, groups)
-        candidates, scale = chosen.out_of_fold, 1.0
-        if split is not None:
-            scale = _within_scale(frame, groups, candidates, split.mean)
-            candidates = None if candidates is None else _scaled(candidates, split.mean, scale)
-        out_of_fold = _with_level(candidates, split, spec, groups)
+        fitted = _grouped_fit(frame, split, spec, groups, chosen.out_of_fold)
         grouped = {}
         if spec.between:
-            local = None if split is None else _fit_local(frame, groups, candidates)
-            if local is not None:
-                out_of_fold = out_of_fold + local.out_of_fold
-            grouped = {"level": None if split is None else _level(split, spec, within_scale=scale),
-                       "bound": _soft_bound(original, _held_out_rmse(original, out_of_fold)),
-                       "local": None if local is None else local.kernel}
+            grouped = {"level": None if split is None else _level(split, spec, within_scale=fitted.scale),
+                       "bound": _soft_bound(original, _held_out_rmse(original, fitted.out_of_fold)),
+                       "local": fitted.local}
         return cls(kind, ridge, heavy, OneHotRidge.fit(rows), chosen.choice, chosen.rmse, chosen.folds,
-                   out_of_fold, chosen.weight, chosen.blend_rmse, **grouped)
+                   fitted.out_of_fold, chosen.weight, chosen.blend_rmse, **grouped)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """wide(x) per row of `frame` (float64, not clamped)."""
@@ -1227,15 +1246,8 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
         weight = 0.0
     elif weight is None:
         chosen = choose(fits, kind, groups, folds)
-        candidates = chosen.out_of_fold
-        if split is not None:
-            within_scale = _within_scale(fits, groups, candidates, split.mean)
-            candidates = None if candidates is None else _scaled(candidates, split.mean, within_scale)
-        weight, known = chosen.weight, _with_level(candidates, split, spec, groups, folds)
-        fitted_local = None if split is None else _fit_local(fits, groups, candidates, folds)
-        local = None if fitted_local is None else fitted_local.kernel
-        if fitted_local is not None and known is not None:
-            known = known + fitted_local.out_of_fold
+        grouped = _grouped_fit(fits, split, spec, groups, chosen.out_of_fold, folds)
+        weight, known, within_scale, local = chosen.weight, grouped.out_of_fold, grouped.scale, grouped.local
     if known is not None and len(known) != len(frame):
         raise ValueError(f"{len(frame)} rows but {len(known)} known predictions")
     fold = cross_fit_folds(len(frame), groups, folds)

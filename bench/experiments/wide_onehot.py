@@ -58,6 +58,7 @@ import bench_one_model as one  # noqa: E402  (protocols, folds, metrics)
 from abag.encoding.kmers import kmer_composition  # noqa: E402
 from abag.evaluation.variant_baselines import OneHotRidgeBaseline  # noqa: E402
 from abag.model import wide  # noqa: E402
+from abag.model.local_kernel import median_positive  # noqa: E402
 from abag.model.ridge import training_rows  # noqa: E402
 from abag.numbering import number_chains  # noqa: E402
 from abag.numbering.domains import SHARED_NUMBERING  # noqa: E402
@@ -176,7 +177,7 @@ class LocalWithin(GroupedParts):
         self.x, self.a = local_features(rows)
         # The training rows' distances once: every length scale and the medians read the same two matrices.
         distances = (euclidean_distances(self.x, squared=True), euclidean_distances(self.a, squared=True))
-        self.scales = (_median_positive(distances[0]), _median_positive(distances[1]))
+        self.scales = (median_positive(distances[0]), median_positive(distances[1]))
         fold = wide.cross_fit_folds(len(rows), np.asarray(groups).astype(str)[rows.index.to_numpy()])
         best_error = float(np.mean(target ** 2))
         for l_ab in LOCAL_SCALES:
@@ -223,11 +224,6 @@ def local_features(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     antigen = frame["antigen"].astype(str).tolist()
     return (onehot.toarray().astype(np.float64),
             np.hstack([kmer_composition(antigen, 1), kmer_composition(antigen, 2)]))
-
-
-def _median_positive(distances: np.ndarray) -> float:
-    positive = distances[distances > 0]
-    return float(np.median(positive)) if positive.size else 1.0
 
 
 FACTORIES: dict[str, Callable[[], Any]] = {

@@ -4,6 +4,7 @@ antibody-by-antigen interaction near its training rows and nothing far from them
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +31,13 @@ from abag.numbering import number_chain
 pytest.importorskip("anarcism")
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "numbering"))
+from numbering_sequences import ADALIMUMAB_VH, ADALIMUMAB_VL, JUNK, TRASTUZUMAB_VH, TRASTUZUMAB_VL  # noqa: E402
 
-# Trastuzumab's and adalimumab's variable domains (public: INN lists 80 and 85, PDB 1N8Z and 3WD5).
-VH = ("EVQLVESGGGLVQPGGSLRLSCAASGFNIKDTYIHWVRQAPGKGLEWVARIYPTNGYTRYADSVKGRFTISADTSKNTAYLQMNSLRAEDTAVYYCSRWGGDGFYAM"
-      "DYWGQGTLVTVSS")
-VL = "DIQMTQSPSSLSASVGDRVTITCRASQDVNTAVAWYQQKPGKAPKLLIYSASFLYSGVPSRFSGSRSGTDFTLTISSLQPEDFATYYCQQHYTTPPTFGQGTKVEIK"
-OTHER_VH = ("EVQLVESGGGLVQPGRSLRLSCAASGFTFDDYAMHWVRQAPGKGLEWVSAITWNSGHIDYADSVEGRFTISRDNAKNSLYLQMNSLRAEDTAVYYCAKVSYLSTA"
-            "SSLDYWGQGTLVTVSS")
-OTHER_VL = "DIQMTQSPSSLSASVGDRVTITCRASQGIRNYLAWYQQKPGKAPKLLIYAASTLQSGVPSRFSGSGSGTDFTLTISSLQPEDVATYYCQRYNRAPYTFGQGTKVEIK"
-ANTIGEN = ("SPETHLDMLRHLYQGCQVVQGNLELTYLPTNASLSFLQDIQEVQGYVLIAHNQVRQVPLQRLRIVRGTQLFEDNYALAVLDNGDPLNNTTPVTGASPGGLRELQLR"
-           "SLTEILKGGVLIQRNPQ")
+VH, VL = TRASTUZUMAB_VH, TRASTUZUMAB_VL
+ANTIGEN = (  # a HER2 fragment, trastuzumab's antigen (as in test_wide_onehot.py)
+    "SPETHLDMLRHLYQGCQVVQGNLELTYLPTNASLSFLQDIQEVQGYVLIAHNQVRQVPLQRLRIVRGTQLFEDNYALAVLDNGDPLNNTTPVTGASPGGLRELQLR"
+    "SLTEILKGGVLIQRNPQ")
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 CDR3 = VH.index("WGGDGFYAMDY")
 FAMILY_B_CDR3 = "YSSEGFYAMDY"  # four substitutions at the start of HCDR3 set family B apart
@@ -110,7 +108,7 @@ def test_the_local_term_learns_an_antibody_by_antigen_interaction_the_linear_par
 
 
 def test_the_local_term_is_silent_far_from_its_training_rows(part):
-    far = pd.DataFrame({"heavy": [OTHER_VH], "light": [OTHER_VL], "antigen": ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"]})
+    far = pd.DataFrame({"heavy": [ADALIMUMAB_VH], "light": [ADALIMUMAB_VL], "antigen": [JUNK]})
     assert abs(part.local.predict(local_rows(far))[0]) < 1e-3
     near = pd.DataFrame({"heavy": [VH], "light": [VL], "antigen": [TYPE_1[0]]})
     assert abs(part.local.predict(local_rows(near))[0]) > 0.5
