@@ -109,7 +109,7 @@ def prepare_wide(model, frame: pd.DataFrame, train_rows: np.ndarray, groups: np.
     if part.level is not None:  # "grouped_blend": the candidates predict deviations from the group level
         block += (f"; fitted to deviations from the means of {part.level.groups} groups (scaled by "
                   f"{part.level.within_scale:.2f}), the level a {part.level.ridge.method}")
-    if part.level is not None and part.local is not None:  # "grouped_blend": what the blend misses, near its rows
+    if part.local is not None:  # "grouped_blend": what the blend misses, near its rows
         block += (f"; a local term on {len(part.local.rows)} training rows (length scales {part.local.lengths[0]:g} "
                   f"/ {part.local.lengths[1]:g}, held-out error x {part.local.error_ratio:.3f})")
     if part.bound is not None:

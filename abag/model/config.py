@@ -49,10 +49,10 @@ class ModelConfig:
     # The wide part (abag.model.wide): pKd = clamp(soft_bound(wide(x) + deep(x))), with wide(x) closed-form ridges on
     # explicit sequence features fitted on the training rows before the network trains, and deep(x) the head above,
     # which learns the residual. "grouped_blend" (the default): within each split group a blend of the k-mer ridge
-    # and the IMGT one-hot ridge (scaled down by its held-out offsets) plus a local kernel term on what it leaves,
-    # across groups the k-mer ridge; see `WIDES` for the others; "none": the network alone. Chosen by the
-    # benchmarks of bench/RESULTS.md ("The level apart from the order", "The heavy 3-mer block against few
-    # variants", "A local term on what the linear part leaves").
+    # and the IMGT one-hot ridge (scaled down by its held-out offsets), across groups the k-mer ridge, plus (with or
+    # without groups) a local kernel term on what they leave; see `WIDES` for the others; "none": the network
+    # alone. Chosen by the benchmarks of bench/RESULTS.md ("The level apart from the order", "The heavy 3-mer block
+    # against few variants", "A local term on what the linear part leaves", "The local term without groups").
     wide: str = "grouped_blend"
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""The local term of the wide part: a kernel ridge on what the linear within-group part leaves.
+"""The local term of the wide part: a kernel ridge on what the linear parts leave.
 
     local(x) = sum_j a_j exp(-d_ab(x, x_j) / (l_ab m_ab) - d_ag(x, x_j) / (l_ag m_ag))
 
@@ -6,13 +6,14 @@ over training rows x_j. d_ab is the squared distance of the IMGT-aligned one-hot
 whose residue differs), d_ag that of the antigens' 1- and 2-mer compositions, m_ab and m_ag each one's median over
 the training rows. The a_j are a kernel ridge fitted to each training row's out-of-fold residual of the linear
 part (in sample, a linear part with more features than rows nearly interpolates and leaves nothing to learn).
-l_ab, l_ag and the penalty are chosen by the out-of-fold squared error over folds of the run's groups; "no term" is
-a candidate and wins ties (`fit_local`).
+l_ab, l_ag and the penalty are chosen by the out-of-fold squared error over folds of the run's groups (random folds
+without them); "no term" is a candidate and wins ties (`fit_local`).
 
 Why: the term falls to 0 away from every training row, so on a group unlike any it was fitted on it adds no offset
 (which a linear term on the same features does), and near training rows it carries what additive parts cannot:
-how this antibody's pKd across antigens departs from the average antibody's, an antibody-by-antigen interaction
-(bench/RESULTS.md, "A local term on what the linear part leaves").
+how this antibody's pKd across antigens departs from the average antibody's (an antibody-by-antigen interaction),
+and how substitutions combine among one antibody's variants (epistasis) (bench/RESULTS.md, "A local term on what
+the linear part leaves" and "The local term without groups").
 
 Features come in as `LocalRows` (residue codes per grid position, distinct antigen compositions), which is also how
 a fitted term stores its training rows. Imports numpy, scipy, sklearn and the one-hot alphabet; `abag.model.wide`
@@ -142,62 +143,72 @@ def _sample(n: int, max_rows: int) -> np.ndarray:
     return np.sort(np.random.default_rng(0).permutation(n)[:max_rows])
 
 
-def _fold_predictions(kernel: np.ndarray, target: np.ndarray, fold: np.ndarray, penalty: float,
-                      fitted: np.ndarray) -> np.ndarray:
-    """Per fold, the kernel ridge on the fitted rows outside it, predicting every row inside it (0 where no fitted
-    row is outside: no term). `kernel`: every row against the fitted rows (columns: `fitted`'s order)."""
-    out = np.zeros(len(fold))
-    for k in np.unique(fold):
-        inside = fold == k
-        outside = ~inside[fitted]
-        if not outside.any():
-            continue
-        gram = kernel[np.ix_(fitted[outside], np.flatnonzero(outside))]
-        weights = np.linalg.solve(gram + penalty * np.eye(len(gram)), target[fitted[outside]])
-        out[inside] = kernel[np.ix_(np.flatnonzero(inside), np.flatnonzero(outside))] @ weights
-    return out
+def _fold_weights(gram: np.ndarray, target: np.ndarray, fitted_fold: np.ndarray, folds: np.ndarray,
+                  penalty: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per fold k of `folds`: the fitted rows outside it (indices into `gram`, the kernel among the fitted rows, whose
+    folds are `fitted_fold`) and the kernel ridge's weights on them; a fold with no fitted row outside is left out
+    (no term there)."""
+    weights = {}
+    for k in folds:
+        outside = np.flatnonzero(fitted_fold != k)
+        if len(outside):
+            system = gram[np.ix_(outside, outside)] + penalty * np.eye(len(outside))
+            weights[int(k)] = outside, np.linalg.solve(system, target[outside])
+    return weights
 
 
 def fit_local(rows: LocalRows, target: np.ndarray, fold: np.ndarray, max_rows: int = LOCAL_MAX_ROWS) -> LocalFit:
     """The local term of `target` (NaN: not fitted, still predicted out of fold) over `rows`, its lengths and
     penalty (`LOCAL_LENGTHS`, `LOCAL_PENALTIES`) by the out-of-fold squared error over `fold` on the rows it is
-    fitted on; no term when none beats predicting 0, or with fewer than two folds."""
+    fitted on; no term when none beats predicting 0, or with fewer than two folds. The choice reads only the fitted
+    rows (at most `max_rows`); the other rows are predicted out of fold once, with the chosen settings."""
     target = np.asarray(target, np.float64)
     usable = np.flatnonzero(np.isfinite(target))
     none = LocalFit(None, np.zeros(len(target)))
     if len(usable) < 3 or len(np.unique(fold[usable])) < 2:
         return none
     fitted = usable[_sample(len(usable), max_rows)]
-    distances = squared_distances(rows, rows.take(fitted))
-    inner = (distances[0][fitted], distances[1][fitted])
+    sample, y, fitted_fold = rows.take(fitted), target[fitted], fold[fitted]
+    inner = squared_distances(sample, sample)
     medians = (median_positive(inner[0]), median_positive(inner[1]))
-    best_error, best = float(np.sum(target[fitted] ** 2)), None
+    best_error, best = float(np.sum(y ** 2)), None
     for lengths in [(a, b) for a in LOCAL_LENGTHS for b in LOCAL_LENGTHS]:
-        kernel = _kernel(distances, medians, lengths)
+        gram = _kernel(inner, medians, lengths)
         for penalty in LOCAL_PENALTIES:
-            predicted = _fold_predictions(kernel, target, fold, penalty, fitted)
-            error = float(np.sum((predicted[fitted] - target[fitted]) ** 2))
+            predicted = np.zeros(len(fitted))
+            for k, (outside, weights) in _fold_weights(gram, y, fitted_fold, np.unique(fitted_fold), penalty).items():
+                inside = np.flatnonzero(fitted_fold == k)
+                predicted[inside] = gram[np.ix_(inside, outside)] @ weights
+            error = float(np.sum((predicted - y) ** 2))
             if error < best_error:
-                best_error, best = error, (lengths, penalty, predicted)
+                best_error, best = error, (lengths, penalty)
     if best is None:
         return none
-    lengths, penalty, predicted = best
+    lengths, penalty = best
     gram = _kernel(inner, medians, lengths)
-    weights = np.linalg.solve(gram + penalty * np.eye(len(fitted)), target[fitted])
-    kernel = LocalKernel(rows.take(fitted), weights, medians, lengths, penalty,
-                         best_error / float(np.sum(target[fitted] ** 2)), len(usable))
-    return LocalFit(kernel, predicted)
+    weights = np.linalg.solve(gram + penalty * np.eye(len(fitted)), y)
+    kernel = LocalKernel(sample, weights, medians, lengths, penalty, best_error / float(np.sum(y ** 2)), len(usable))
+    return LocalFit(kernel, local_out_of_fold(rows, target, fold, kernel, max_rows))
 
 
 def local_out_of_fold(rows: LocalRows, target: np.ndarray, fold: np.ndarray, kernel: LocalKernel | None,
                       max_rows: int = LOCAL_MAX_ROWS) -> np.ndarray:
-    """`fit_local`'s out-of-fold predictions again, for the settings `kernel` was chosen with (zeros for no term):
-    what a resumed run computes instead of choosing again."""
+    """Every row's prediction by the term of `kernel`'s settings fitted on the fitted rows outside its fold (0 where
+    none is, and everywhere for no term): `fit_local`'s out-of-fold predictions, and what a resumed run computes
+    instead of choosing again. Rows are taken in blocks, so memory stays (block x fitted rows)."""
     target = np.asarray(target, np.float64)
+    out = np.zeros(len(target))
     if kernel is None:
-        return np.zeros(len(target))
+        return out
     usable = np.flatnonzero(np.isfinite(target))
     fitted = usable[_sample(len(usable), max_rows)]
-    distances = squared_distances(rows, rows.take(fitted))
-    return _fold_predictions(_kernel(distances, kernel.medians, kernel.lengths), target, fold, kernel.penalty,
-                             fitted)
+    sample, fitted_fold = rows.take(fitted), fold[fitted]
+    gram = _kernel(squared_distances(sample, sample), kernel.medians, kernel.lengths)
+    weights = _fold_weights(gram, target[fitted], fitted_fold, np.unique(fold), kernel.penalty)
+    for start in range(0, len(rows), _BLOCK):
+        block = np.arange(start, min(start + _BLOCK, len(rows)))
+        against = _kernel(squared_distances(rows.take(block), sample), kernel.medians, kernel.lengths)
+        for k, (outside, fold_weights) in weights.items():
+            inside = np.flatnonzero(fold[block] == k)
+            out[block[inside]] = against[np.ix_(inside, outside)] @ fold_weights
+    return out

@@ -38,13 +38,14 @@ by d it becomes the edge + m x d / (m + d), m the wide part's own held-out RMSE.
 and one ridge over both questions lets a residue frequent in strong groups take the credit for their level;
 fitted apart, the candidates learn what tells rows of one group apart and the level what tells groups apart, each
 with its own penalty. Groups of one row on average (a random split's row ids) get no level, and neither does a
-run without two groups. With a level come two more pieces. The blend's deviations are scaled by
-s_d^2 / (s_d^2 + s_o^2) (`_within_scale`: on a group it has not seen the blend adds an offset of its own, s_o^2 its
-mean square over held-out groups). And a local term (`abag.model.local_kernel`): a kernel ridge, over the
-IMGT-aligned one-hot of VH and VL and the antigen's 1-2-mer composition, fitted to what the scaled blend leaves out of
-fold (`_fit_local`; "no term" a candidate, chosen over the same folds), which is 0 far from every training row and
-near them carries how this antibody's pKd across antigens departs from the additive parts (an antibody-by-antigen
-interaction, which no other part can express). Why the bound: linear effects add up without limit where a test set
+run without two groups. With a level, the blend's deviations are scaled by s_d^2 / (s_d^2 + s_o^2)
+(`_within_scale`: on a group it has not seen the blend adds an offset of its own, s_o^2 its mean square over
+held-out groups). With or without one comes a local term (`abag.model.local_kernel`): a kernel ridge, over the
+IMGT-aligned one-hot of VH and VL and the antigen's 1-2-mer composition, fitted to what the (scaled) blend leaves out
+of fold (`_fit_local`; "no term" a candidate, chosen over the same folds: the groups', random ones without), which
+is 0 far from every training row and near them carries what additive parts cannot express: how this antibody's pKd
+across antigens departs from the average antibody's (an antibody-by-antigen interaction), and how substitutions
+combine in one antibody's variants (epistasis). Why the bound: linear effects add up without limit where a test set
 holds more substitutions than the training rows (Phillips CR6261 trained on up to 4: predictions well past the
 assay's top); the bound is strictly increasing, so no ranking changes, and it acts on the sum, so where the wide part
 would be squeezed the deep part's noise does not take over the order (which bounding the wide part alone let
@@ -808,8 +809,8 @@ def _with_level(out_of_fold: np.ndarray | None, split: BetweenWithin | None, spe
 
 
 def _local_target(fits: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
-    """What the local term is fitted to: each exact row's within-group deviation (`fits`, index reset) minus the
-    candidates' out-of-fold prediction of it; NaN for the other rows and where there is none."""
+    """What the local term is fitted to: each exact row's pKd in `fits` (index reset; with a split, its within-group
+    deviation) minus the candidates' out-of-fold prediction of it; NaN for the other rows and where there is none."""
     target = np.full(len(fits), np.nan)
     exact = training_rows(fits).index.to_numpy()
     target[exact] = _targets(fits)[exact] - candidates[exact]
@@ -837,15 +838,17 @@ class _GroupedFit:
 
 def _grouped_fit(fits: pd.DataFrame, split: BetweenWithin | None, spec: WideSpec, groups: np.ndarray | None,
                  candidates: np.ndarray | None, folds: int = CROSS_FIT_FOLDS) -> _GroupedFit:
-    """From the candidates' out-of-fold predictions: their scale (`_within_scale`), the local term on what the
-    scaled candidates leave (`_fit_local`) and the out-of-fold predictions of level + scaled candidates + local
-    term; `candidates` plus nothing without a split."""
-    if split is None:
+    """From the candidates' out-of-fold predictions: with a split, their scale (`_within_scale`) and the level; the
+    local term on what the (scaled) candidates leave (`_fit_local`, over random folds without groups); and the
+    out-of-fold predictions of the sum. The candidates unchanged for the kinds without a level."""
+    if not spec.between:
         return _GroupedFit(1.0, None, candidates)
-    scale = _within_scale(fits, groups, candidates, split.mean)
-    scaled = None if candidates is None else _scaled(candidates, split.mean, scale)
-    out_of_fold = _with_level(scaled, split, spec, groups, folds)
-    local = _fit_local(fits, groups, scaled, folds)
+    scale, out_of_fold = 1.0, candidates
+    if split is not None:
+        scale = _within_scale(fits, groups, candidates, split.mean)
+        candidates = None if candidates is None else _scaled(candidates, split.mean, scale)
+        out_of_fold = _with_level(candidates, split, spec, groups, folds)
+    local = _fit_local(fits, groups, candidates, folds)
     if local is not None:
         out_of_fold = out_of_fold + local.out_of_fold
     return _GroupedFit(scale, None if local is None else local.kernel, out_of_fold)
@@ -889,8 +892,7 @@ class WidePart:
         spec = _spec(kind)
         original = frame.reset_index(drop=True)
         split = _between_within(original, groups) if spec.between else None
-        if split is not None:
-            frame = split.within
+        frame = original if split is None else split.within
         rows = training_rows(frame)
         ridge, heavy = _kmer_parts(rows, spec)
         if not spec.onehot:
@@ -915,7 +917,8 @@ class WidePart:
         else:
             kmer = _kmer_predict(self.ridge, self.heavy, frame)
             out = kmer if weight == 0 else _blend(kmer, self.onehot.predict(frame), weight)
-        # "grouped_blend": the candidates predict deviations around the group level, the local term what they miss.
+        # "grouped_blend": the candidates predict deviations around the group level (with groups), the local term
+        # what they miss.
         if self.level is not None:
             out = _scaled(out, self.level.mean, self.level.within_scale) + self.level.predict(frame)
         return out if self.local is None else out + self.local.predict(local_rows(frame))
@@ -1233,11 +1236,11 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
     fitted on all of `frame`; None: `choose` it once here), never choosing again inside a fold. `known`:
     `WidePart.out_of_fold` of that part; a fold whose rows it holds is taken from it instead of fitted again.
     "grouped_blend" fits each fold's candidates to the within-group deviations and its level ridge to the group
-    means (`_between_within`), as `WidePart.fit` does, scales the candidates' deviations (with `weight` given, by
-    `within_scale`: `GroupLevel.within_scale`) and adds the local term's out-of-fold predictions: with `weight`
-    given, those of `local`'s settings (`WidePart.local`; None: no term) on the scaled candidates' out-of-fold
-    residuals (each fold's kernel is fitted on residuals that other folds' candidates predicted with this fold's
-    rows among their training rows, as in `WidePart.fit`)."""
+    means (`_between_within`; with a split), as `WidePart.fit` does, scales the candidates' deviations (with
+    `weight` given, by `within_scale`: `GroupLevel.within_scale`) and adds the local term's out-of-fold predictions
+    (with or without a split): with `weight` given, those of `local`'s settings (`WidePart.local`; None: no term) on
+    the (scaled) candidates' out-of-fold residuals (each fold's kernel is fitted on residuals that other folds'
+    candidates predicted with this fold's rows among their training rows, as in `WidePart.fit`)."""
     spec = _spec(kind)
     frame = frame.reset_index(drop=True)
     split = _between_within(frame, groups) if spec.between else None
@@ -1254,7 +1257,7 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
     out = np.empty(len(frame))
     full = None
 
-    local = None if split is None else local
+    local = local if spec.between else None
     if local is not None and known is not None and not np.isfinite(known).all():
         known = None  # the local term's folds read every fold's candidate residuals: all are fitted again
     candidates = np.full(len(frame), np.nan)  # each fold's out-of-fold candidate predictions (the local term's)

@@ -3,6 +3,7 @@ VL, whichever predicts held-out groups of the training rows better, or the two w
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -544,16 +545,25 @@ def test_grouped_blend_without_two_groups_is_ridge_blend_bounded_and_round_trips
     alone = WidePart.fit(grouped_train, "grouped_blend", None)
     plain = WidePart.fit(grouped_train, "ridge_blend", None)
     assert alone.level is None and "level" in alone.describe() and alone.describe()["level"] is None
-    assert alone.bound.margin == pytest.approx(plain.blend_rmse)  # no level: the blend's own held-out error
-    assert np.array_equal(alone.predict(grouped_train), plain.predict(grouped_train))
+    # No level, no scale: the blend plus the local term (random folds), whose held-out error is the bound's margin.
+    y = grouped_train["pkd"].to_numpy(float)
+    assert alone.local is not None and alone.local.error_ratio < 1
+    assert rmse(alone.out_of_fold, y) < plain.blend_rmse
+    assert alone.bound.margin == pytest.approx(rmse(alone.out_of_fold, y))
+    assert np.array_equal(dataclasses.replace(alone, local=None).predict(grouped_train), plain.predict(grouped_train))
+    assert np.allclose(alone.predict(grouped_train),
+                       plain.predict(grouped_train) + alone.local.predict(wide.local_rows(grouped_train)), atol=1e-12)
     rows = np.arange(len(grouped_train))  # every row its own group: no level either (a mean of one row is its pKd)
     singletons = WidePart.fit(grouped_train, "grouped_blend", rows)
     assert singletons.level is None
-    assert np.array_equal(singletons.predict(grouped_train),
+    assert np.array_equal(dataclasses.replace(singletons, local=None).predict(grouped_train),
                           WidePart.fit(grouped_train, "ridge_blend", rows).predict(grouped_train))
     for part in (grouped_part, alone):
         state = part.to_state()
-        assert {k: tuple(v.shape) for k, v in state.items()} == state_shapes("grouped_blend")
+        rows = 0 if part.local is None else len(part.local.rows)  # the local term's tensors grow with its rows
+        assert {k: tuple(v.shape)[1:] if k in wide.VARIABLE_STATE else tuple(v.shape) for k, v in state.items()} == {
+            k: shape[1:] if k in wide.VARIABLE_STATE else shape for k, shape in state_shapes("grouped_blend").items()}
+        assert all(len(state[k]) == rows for k in wide.VARIABLE_STATE if k != "local_antigens")
         assert state["level_groups"].dtype == torch.int64 and "level_groups" in INTEGER_STATE
         slot, fresh = WideSlot("grouped_blend"), WideSlot("grouped_blend")
         slot.store(part)
@@ -580,6 +590,20 @@ def test_prepare_wide_logs_the_grouped_level(grouped_train):
     groups = grouped_train["group"].to_numpy()  # training rows: cross-fitted, level included
     assert np.allclose(offset, cross_fitted(grouped_train, "grouped_blend", groups, weight=part.weight,
                                             local=part.local, within_scale=part.level.within_scale), atol=1e-5)
+
+
+def test_prepare_wide_without_groups_logs_the_local_term_and_resumes_it(grouped_train):
+    lines: list[str] = []
+    model = _Model("grouped_blend")
+    rows = np.arange(len(grouped_train))
+    offset = prepare_wide(model, grouped_train, rows, None, None, lines.append)
+    part = model.wide_part()
+    assert part.level is None and "deviations from the means" not in lines[0]
+    assert f"a local term on {len(part.local.rows)} training rows" in lines[0], lines[0]
+    fitted = WidePart.fit(grouped_train, "grouped_blend", None)  # training rows: its own out-of-fold predictions
+    assert np.allclose(offset, fitted.out_of_fold, atol=1e-5)
+    resumed, saved = _Model("grouped_blend"), {f"head.wide.{k}": v for k, v in model.head.wide.state_dict().items()}
+    assert np.array_equal(prepare_wide(resumed, grouped_train, rows, None, saved, lines.append), offset)
 
 
 def test_the_within_scale_is_the_deviations_share_beside_the_held_out_offsets_and_older_states_read_one(
