@@ -4,8 +4,9 @@ A row's interval is `pkd_pred ± q · scale(row)`. `scale` (`IntervalScale`) is 
 error size on the member spread and the row's novelty (1 − identity to the nearest training antigen and
 antibody, clipped to the calibration range, so never extrapolated); `q` is the split-conformal quantile of the
 held-out residuals / scale, one per applicability class (Mondrian). Calibration rows must be scored by a model
-that never saw their antigen cluster; a fold ensemble lets the spread scale in-domain rows only (on a novel
-out-of-fold row most members trained on its cluster). Classes: `in-domain`, `novel-antigen` (nearest training
+that never saw their antigen cluster; a fold ensemble leaves the spread out of the scale (K - 1 of its members
+trained on each out-of-fold row itself, so the spread there measures what they memorised, which a new row never
+shows: `abag.folds.assembly.calibrate_folds`). Classes: `in-domain`, `novel-antigen` (nearest training
 antigen under 40 %, the clustering threshold), `novel-antibody` (under 80 % over the variable domains),
 `novel-both`. `PredictionSupport` is what a checkpoint carries for this. Method: docs/intervals.md; measured
 coverage: bench/RESULTS.md.

@@ -89,9 +89,9 @@ def test_predicting_with_a_fold_ensemble_needs_no_training_data(fold_run, tiny_e
     assert np.allclose(predicted["nearest_train_antigen_identity"][:6], 1.0)
     assert list(predicted["applicability"][6:]) == ["novel-antigen"] * 6
     # A novel antigen's interval uses that class's quantile times the row's scale; a fold ensemble's spread
-    # scales in-domain rows only (most members trained on each novel out-of-fold calibration row).
+    # scales no row (most members trained on each out-of-fold calibration row itself).
     calibration = model.prediction_support.calibration
-    assert calibration.scale.spread_classes == ("in-domain",)
+    assert calibration.scale.spread_classes == () and calibration.scale.spread == 0
     scale = calibration.scale(predicted["pkd_std"], predicted["applicability"],
                               predicted["nearest_train_antigen_identity"], predicted["nearest_train_antibody_identity"])
     width = (predicted["pkd_high"] - predicted["pkd_low"]) / scale
