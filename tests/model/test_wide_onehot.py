@@ -540,8 +540,8 @@ def test_grouped_blend_fits_its_candidates_within_groups_so_a_between_group_conf
     assert side == "heavy" and np.diff(split.onehot.predict(pair))[0] < -1.0
 
 
-def test_grouped_blend_without_two_groups_is_ridge_blend_bounded_and_round_trips_either_way(grouped_train,
-                                                                                           grouped_part):
+def test_grouped_blend_without_two_groups_is_ridge_blend_plus_the_local_term_bounded_and_round_trips(
+        grouped_train, grouped_part):
     alone = WidePart.fit(grouped_train, "grouped_blend", None)
     plain = WidePart.fit(grouped_train, "ridge_blend", None)
     assert alone.level is None and "level" in alone.describe() and alone.describe()["level"] is None
@@ -560,10 +560,10 @@ def test_grouped_blend_without_two_groups_is_ridge_blend_bounded_and_round_trips
                           WidePart.fit(grouped_train, "ridge_blend", rows).predict(grouped_train))
     for part in (grouped_part, alone):
         state = part.to_state()
-        rows = 0 if part.local is None else len(part.local.rows)  # the local term's tensors grow with its rows
+        fitted = 0 if part.local is None else len(part.local.rows)  # the local term's tensors grow with its rows
         assert {k: tuple(v.shape)[1:] if k in wide.VARIABLE_STATE else tuple(v.shape) for k, v in state.items()} == {
             k: shape[1:] if k in wide.VARIABLE_STATE else shape for k, shape in state_shapes("grouped_blend").items()}
-        assert all(len(state[k]) == rows for k in wide.VARIABLE_STATE if k != "local_antigens")
+        assert all(len(state[k]) == fitted for k in wide.VARIABLE_STATE if k != "local_antigens")
         assert state["level_groups"].dtype == torch.int64 and "level_groups" in INTEGER_STATE
         slot, fresh = WideSlot("grouped_blend"), WideSlot("grouped_blend")
         slot.store(part)
