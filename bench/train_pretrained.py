@@ -116,7 +116,8 @@ def main(argv=None) -> int:
         "summary": "pKd from heavy, light and antigen sequences, with an 80% interval and an applicability class",
         "training_data": f"SAAINT-DB affinity table ({len(frame)} complexes, MIT licence), all rows",
         "encoder": "AntiBERTy (offline, from the antiberty==0.1.3 wheel)",
-        "members": int(result.member_of_row.max()), "weights": "the network's in float16 (cast to float32 on load), the wide part's in float64",
+        "members": int(result.member_of_row.max()),
+        "weights": "the network's in float16 (cast to float32 on load), the wide part's in float64",
         "size_bytes": shipped.stat().st_size, "float16_max_shift": round(shift, 5),
         **unseen_sets(half, args.data_dir, cache, [_accuracy("SAAINT-DB out of fold (novel antigen clusters)", oof)]),
         "intended_use": "ranking candidate antibodies against an antigen, and a first pKd estimate with an honest "

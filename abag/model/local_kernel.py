@@ -161,7 +161,7 @@ def fit_local(rows: LocalRows, target: np.ndarray, fold: np.ndarray, max_rows: i
     """The local term of `target` (NaN: not fitted, still predicted out of fold) over `rows`, its lengths and
     penalty (`LOCAL_LENGTHS`, `LOCAL_PENALTIES`) by the out-of-fold squared error over `fold` on the rows it is
     fitted on; no term when none beats predicting 0, or with fewer than two folds. The choice reads only the fitted
-    rows (at most `max_rows`); the other rows are predicted out of fold once, with the chosen settings."""
+    rows (at most `max_rows`); the other rows are predicted out of fold once, with the chosen settings' fold weights."""
     target = np.asarray(target, np.float64)
     usable = np.flatnonzero(np.isfinite(target))
     none = LocalFit(None, np.zeros(len(target)))
@@ -175,39 +175,44 @@ def fit_local(rows: LocalRows, target: np.ndarray, fold: np.ndarray, max_rows: i
     for lengths in [(a, b) for a in LOCAL_LENGTHS for b in LOCAL_LENGTHS]:
         gram = _kernel(inner, medians, lengths)
         for penalty in LOCAL_PENALTIES:
+            weights = _fold_weights(gram, y, fitted_fold, np.unique(fold), penalty)
             predicted = np.zeros(len(fitted))
-            for k, (outside, weights) in _fold_weights(gram, y, fitted_fold, np.unique(fitted_fold), penalty).items():
+            for k, (outside, fold_weights) in weights.items():
                 inside = np.flatnonzero(fitted_fold == k)
-                predicted[inside] = gram[np.ix_(inside, outside)] @ weights
+                predicted[inside] = gram[np.ix_(inside, outside)] @ fold_weights
             error = float(np.sum((predicted - y) ** 2))
             if error < best_error:
-                best_error, best = error, (lengths, penalty)
+                best_error, best = error, (lengths, penalty, gram, weights)
     if best is None:
         return none
-    lengths, penalty = best
-    gram = _kernel(inner, medians, lengths)
+    lengths, penalty, gram, fold_weights = best
     weights = np.linalg.solve(gram + penalty * np.eye(len(fitted)), y)
     kernel = LocalKernel(sample, weights, medians, lengths, penalty, best_error / float(np.sum(y ** 2)), len(usable))
-    return LocalFit(kernel, local_out_of_fold(rows, target, fold, kernel, max_rows))
+    return LocalFit(kernel, _out_of_fold(rows, fold, kernel, fold_weights))
 
 
 def local_out_of_fold(rows: LocalRows, target: np.ndarray, fold: np.ndarray, kernel: LocalKernel | None,
                       max_rows: int = LOCAL_MAX_ROWS) -> np.ndarray:
-    """Every row's prediction by the term of `kernel`'s settings fitted on the fitted rows outside its fold (0 where
-    none is, and everywhere for no term): `fit_local`'s out-of-fold predictions, and what a resumed run computes
-    instead of choosing again. Rows are taken in blocks, so memory stays (block x fitted rows)."""
+    """`fit_local`'s out-of-fold predictions again, for the settings `kernel` was chosen with (zeros for no term):
+    what a resumed run computes instead of choosing again."""
     target = np.asarray(target, np.float64)
-    out = np.zeros(len(target))
     if kernel is None:
-        return out
+        return np.zeros(len(target))
     usable = np.flatnonzero(np.isfinite(target))
     fitted = usable[_sample(len(usable), max_rows)]
-    sample, fitted_fold = rows.take(fitted), fold[fitted]
-    gram = _kernel(squared_distances(sample, sample), kernel.medians, kernel.lengths)
-    weights = _fold_weights(gram, target[fitted], fitted_fold, np.unique(fold), kernel.penalty)
+    gram = _kernel(squared_distances(kernel.rows, kernel.rows), kernel.medians, kernel.lengths)
+    return _out_of_fold(rows, fold, kernel, _fold_weights(gram, target[fitted], fold[fitted], np.unique(fold),
+                                                          kernel.penalty))
+
+
+def _out_of_fold(rows: LocalRows, fold: np.ndarray, kernel: LocalKernel,
+                 weights: dict[int, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Every row's prediction by the term fitted on the fitted rows (`kernel.rows`) outside its fold (`weights`:
+    `_fold_weights`; 0 where a fold has none), in blocks of rows, so memory stays (block x fitted rows)."""
+    out = np.zeros(len(rows))
     for start in range(0, len(rows), _BLOCK):
         block = np.arange(start, min(start + _BLOCK, len(rows)))
-        against = _kernel(squared_distances(rows.take(block), sample), kernel.medians, kernel.lengths)
+        against = _kernel(squared_distances(rows.take(block), kernel.rows), kernel.medians, kernel.lengths)
         for k, (outside, fold_weights) in weights.items():
             inside = np.flatnonzero(fold[block] == k)
             out[block[inside]] = against[np.ix_(inside, outside)] @ fold_weights

@@ -16,23 +16,22 @@ protocols and metrics (imported, not copied):
 * `alphaseq_antibody` — AlphaSeq, whole antibodies held out: Spearman across antigens within each antibody.
 
 Predictors (columns): `kmer_ridge` (the k-mer parts: pair k-mer ridge + heavy 3-mer block), `ridge_choice` (the
-k-mer parts or the one-hot ridge, whichever has the lower held-out error over folds of the training rows'
-groups: `abag.model.wide.choose`), `ridge_blend` (the two weighed by that error, the one-hot's weight at most
+k-mer parts or the one-hot ridge, whichever has the lower held-out error over folds of the training rows' groups:
+`abag.model.wide.choose`), `ridge_blend` (the two weighed by that error, the one-hot's weight at most
 `BLEND_MAX_ONEHOT`), `grouped_blend` (that blend fitted to within-group deviations, scaled, plus a k-mer ridge on
-the group means and the local kernel term: `ridge_blend` where the protocol has no groups; the scale and the local
-term landed after the RESULTS sections up to "SKEMPI over three seeds", whose `grouped_blend` columns were measured
-without them, as were `grouped_within`'s, whose within part now includes them), `onehot_ridge` (`ridge_choice`'s
-second candidate alone,
-`abag.model.wide.OneHotRidge`: the IMGT-aligned one-hot block fitted to the centred pKd) and, when asked for,
-`onehot_ridge_baseline` (`abag.evaluation.variant_baselines.OneHotRidgeBaseline`, positions learned on the rows)
-and `grouped_blend` taken apart or changed (`GroupedParts`, `LocalWithin`): `grouped_level` and `grouped_within`
-(each part alone), `grouped_within_1sd` and `grouped_within_2sd` (the within part soft-bounded), `grouped_local`
-(a local kernel as the within part).
-`ridge_choice`, `ridge_blend` and `grouped_blend` are given the groups the protocol's models split by (`GROUP_COLUMNS`: SKEMPI's
-complex, the frozen antigen clusters of SAAINT-DB, AlphaSeq's antibody; none, so random folds, for Phillips and
-the random split), and the table says which candidate each fold chose and the one-hot's weight per fold. Every distinct
-chain is numbered once, up front, on one thread (timed apart: "numbering"); the fit times exclude it.
-Writes OUT/results.json and OUT/table.md and prints the table.
+the group means and the local kernel term; where the protocol has no groups, `ridge_blend` plus the local term; the
+scale and the local term landed after the RESULTS sections up to "SKEMPI over three seeds", whose `grouped_blend`
+columns were measured without them, as were `grouped_within`'s, whose within part now includes them, and the local
+term without groups after "A local term on what the linear part leaves"), `onehot_ridge` (`ridge_choice`'s second
+candidate alone, `abag.model.wide.OneHotRidge`: the IMGT-aligned one-hot block fitted to the centred pKd) and, when
+asked for, `onehot_ridge_baseline` (`abag.evaluation.variant_baselines.OneHotRidgeBaseline`, positions learned on
+the rows) and `grouped_blend` taken apart or changed (`GroupedParts`, `LocalWithin`): `grouped_level` and
+`grouped_within` (each part alone), `grouped_within_1sd` and `grouped_within_2sd` (the within part soft-bounded),
+`grouped_local` (a local kernel as the within part). `ridge_choice`, `ridge_blend` and `grouped_blend` are given the
+groups the protocol's models split by (`GROUP_COLUMNS`: SKEMPI's complex, the frozen antigen clusters of SAAINT-DB,
+AlphaSeq's antibody; none, so random folds, for Phillips and the random split), and the table says which candidate
+each fold chose and the one-hot's weight per fold. Every distinct chain is numbered once, up front, on one thread
+(timed apart: "numbering"); the fit times exclude it. Writes OUT/results.json and OUT/table.md and prints the table.
 """
 
 from __future__ import annotations
