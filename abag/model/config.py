@@ -141,7 +141,7 @@ for unfamiliar antigens (`abag.posthoc.antigen_context`: the construct's effect 
 correction."""
 
 
-WIDES = ("kmer_ridge", "ridge_choice", "ridge_blend", "grouped_blend", "none")
+WIDES = ("kmer_ridge", "ridge_choice", "ridge_blend", "grouped_blend", "grouped_kmer", "none")
 """`ModelConfig.wide` values (`abag.model.wide`): abag's k-mer ridge with a heavy-chain 3-mer block as the wide part;
 the k-mer ridge alone or a ridge on the IMGT-aligned one-hot of VH and VL, whichever predicts held-out groups of the
 training rows better (`ridge_choice`); a weighted sum of the two, the weights minimising that held-out error

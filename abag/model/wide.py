@@ -133,7 +133,8 @@ class WideSpec:
 # take the credit for its cluster's mean (bench/RESULTS.md, "The heavy 3-mer block against few variants").
 WIDE_SPECS = {"kmer_ridge": WideSpec(), "ridge_choice": WideSpec(heavy_k=None, onehot=True),
               "ridge_blend": WideSpec(heavy_k=None, onehot=True, blend=True),
-              "grouped_blend": WideSpec(heavy_k=None, onehot=True, blend=True, between=True)}
+              "grouped_blend": WideSpec(heavy_k=None, onehot=True, blend=True, between=True),
+              "grouped_kmer": WideSpec(heavy_k=None, between=True)}
 """The fitted kinds of `ModelConfig.wide` (besides "none")."""
 
 HEAVY_BLOCK_MAX_CHAINS = 3000
@@ -628,7 +629,7 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
     if groups is not None and len(groups) != len(frame):
         raise ValueError(f"{len(frame)} rows but {len(groups)} groups")
     kept = Choice(0, (np.nan, np.nan), 0)
-    if not spec.onehot or (groups is not None and len(pd.unique(np.asarray(groups).astype(str))) < 2):
+    if not (spec.onehot or spec.between) or (groups is not None and len(pd.unique(np.asarray(groups).astype(str))) < 2):
         return kept
     usable = np.zeros(len(frame), bool)
     usable[training_rows(frame).index] = True
@@ -641,12 +642,12 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
         if not usable[~held_out].any():
             continue
         rows, scored = frame.loc[~held_out & usable], usable[held_out]
-        for choice in (0, 1):  # every held-out row is predicted (censored ones too), only exact ones scored
+        for choice in (0, 1) if spec.onehot else (0,):  # every held-out row is predicted (censored ones too), only exact ones scored
             predicted[choice, held_out] = _candidate(rows, spec, float(choice))(frame.loc[held_out])
             errors[choice].append(predicted[choice, held_out][scored] - target[held_out][scored])
     if not errors[0]:
         return kept
-    rmse = tuple(float(np.sqrt(np.mean(np.concatenate(e) ** 2))) for e in errors)
+    rmse = tuple(float(np.sqrt(np.mean(np.concatenate(e) ** 2))) if e else np.nan for e in errors)
     if not spec.blend:
         choice = int(rmse[1] < rmse[0])
         return Choice(choice, (rmse[0], rmse[1]), len(errors[0]), predicted[choice], float(choice))
@@ -848,7 +849,7 @@ def _grouped_fit(fits: pd.DataFrame, split: BetweenWithin | None, spec: WideSpec
         scale = _within_scale(fits, groups, candidates, split.mean)
         candidates = None if candidates is None else _scaled(candidates, split.mean, scale)
         out_of_fold = _with_level(candidates, split, spec, groups, folds)
-    local = _fit_local(fits, groups, candidates, folds)
+    local = _fit_local(fits, groups, candidates, folds) if spec.onehot else None  # it reads the one-hot codes
     if local is not None:
         out_of_fold = out_of_fold + local.out_of_fold
     return _GroupedFit(scale, None if local is None else local.kernel, out_of_fold)
@@ -895,7 +896,7 @@ class WidePart:
         frame = original if split is None else split.within
         rows = training_rows(frame)
         ridge, heavy = _kmer_parts(rows, spec)
-        if not spec.onehot:
+        if not (spec.onehot or spec.between):
             return cls(kind, ridge, heavy)
         chosen = choose(frame, kind, groups)
         fitted = _grouped_fit(frame, split, spec, groups, chosen.out_of_fold)
@@ -904,7 +905,8 @@ class WidePart:
             grouped = {"level": None if split is None else _level(split, spec, within_scale=fitted.scale),
                        "bound": _soft_bound(original, _held_out_rmse(original, fitted.out_of_fold)),
                        "local": fitted.local}
-        return cls(kind, ridge, heavy, OneHotRidge.fit(rows), chosen.choice, chosen.rmse, chosen.folds,
+        onehot = OneHotRidge.fit(rows) if spec.onehot else None
+        return cls(kind, ridge, heavy, onehot, chosen.choice, chosen.rmse, chosen.folds,
                    fitted.out_of_fold, chosen.weight, chosen.blend_rmse, **grouped)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
@@ -952,36 +954,41 @@ class WidePart:
                                  f"error of out-of-fold predictions over up to {CROSS_FIT_FOLDS} folds of the run's "
                                  "split groups (random folds without them); the k-mer parts alone with fewer than "
                                  "two groups"}
-                if _spec(self.kind).between:
-                    level = self.level
-                    described["level"] = None if level is None else {
-                        "ridge": level.ridge.method, "groups": level.groups, "overall_mean": level.mean,
-                        "within_scale": level.within_scale,
-                        "selection": "the pair k-mer ridge fitted to each training row's split-group mean pKd; the "
-                                     "blend is fitted to each row's deviation from it (none: fewer than two groups), "
-                                     "its deviations scaled by s_d^2 / (s_d^2 + s_o^2): s_d^2 the deviations' mean "
-                                     "square, s_o^2 that of its out-of-fold offsets per held-out group"}
-                    described["bound"] = None if self.bound is None else {
-                        "low": self.bound.low, "high": self.bound.high, "margin": self.bound.margin,
-                        "rule": "past the training pKd range by d, wide + deep becomes the edge + margin x d / "
-                                "(margin + d), in the head before the clamp; the margin is the wide part's held-out "
-                                "RMSE (none: not cross-validated)"}
-                local = self.local
-                described["local"] = None if local is None else {
-                    "fitted_rows": len(local.rows), "candidate_rows": local.candidates,
-                    "length_scales": {"antibody": local.lengths[0], "antigen": local.lengths[1]},
-                    "penalty": local.penalty, "held_out_error_ratio": local.error_ratio,
-                    "selection": f"a kernel ridge on the blend's out-of-fold residuals (at most {LOCAL_MAX_ROWS} "
-                                 "rows, a seeded sample above), its length scales and penalty by the out-of-fold "
-                                 "squared error over the same folds; none: no setting beat no term"}
-                return described
-            described["choice"] = {
-                "chosen": CANDIDATES[self.choice], "folds": self.cv_folds,
-                "held_out_rmse": {name: None if np.isnan(e) else e for name, e in zip(CANDIDATES, self.cv_rmse)},
-                "selection": f"mean squared error of out-of-fold predictions over up to {CROSS_FIT_FOLDS} folds of "
-                             "the run's split groups (random folds without them); the k-mer ridge wins ties and "
-                             "when there are fewer than two groups"}
+            else:
+                described["choice"] = {
+                    "chosen": CANDIDATES[self.choice], "folds": self.cv_folds,
+                    "held_out_rmse": {name: None if np.isnan(e) else e for name, e in zip(CANDIDATES, self.cv_rmse)},
+                    "selection": f"mean squared error of out-of-fold predictions over up to {CROSS_FIT_FOLDS} folds "
+                                 "of the run's split groups (random folds without them); the k-mer ridge wins ties "
+                                 "and when there are fewer than two groups"}
+        if _spec(self.kind).between:
+            described.update(self._grouped_description())
         return described
+
+    def _grouped_description(self) -> dict[str, Any]:
+        """`describe`'s level, bound and local term ("grouped_blend", "grouped_kmer")."""
+        level, local = self.level, self.local
+        fitted = "the blend" if self.onehot is not None else "the k-mer ridge"
+        return {
+            "level": None if level is None else {
+                "ridge": level.ridge.method, "groups": level.groups, "overall_mean": level.mean,
+                "within_scale": level.within_scale,
+                "selection": f"the pair k-mer ridge fitted to each training row's split-group mean pKd; {fitted} is "
+                             "fitted to each row's deviation from it (none: fewer than two groups), its deviations "
+                             "scaled by s_d^2 / (s_d^2 + s_o^2): s_d^2 the deviations' mean square, s_o^2 that of "
+                             "its out-of-fold offsets per held-out group"},
+            "bound": None if self.bound is None else {
+                "low": self.bound.low, "high": self.bound.high, "margin": self.bound.margin,
+                "rule": "past the training pKd range by d, wide + deep becomes the edge + margin x d / "
+                        "(margin + d), in the head before the clamp; the margin is the wide part's held-out "
+                        "RMSE (none: not cross-validated)"},
+            "local": None if local is None else {
+                "fitted_rows": len(local.rows), "candidate_rows": local.candidates,
+                "length_scales": {"antibody": local.lengths[0], "antigen": local.lengths[1]},
+                "penalty": local.penalty, "held_out_error_ratio": local.error_ratio,
+                "selection": f"a kernel ridge on the blend's out-of-fold residuals (at most {LOCAL_MAX_ROWS} "
+                             "rows, a seeded sample above), its length scales and penalty by the out-of-fold "
+                             "squared error over the same folds; none: no setting beat no term"}}
 
     def to_state(self) -> dict[str, torch.Tensor]:
         """Plain float64 tensors, int64 for `INTEGER_STATE` (the `WideSlot` buffers); `from_state` inverts it."""
@@ -1036,29 +1043,31 @@ class WidePart:
                 heavy = _heavy_from_tensors(state, "heavy", spec.heavy_k)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"the wide part's heavy block is unusable: {exc}") from None
-        if not spec.onehot:
+        if not (spec.onehot or spec.between):
             return cls(kind, ridge, heavy)
-        try:
-            alpha = float(state["onehot_alpha"])
-            coef = state["onehot_coef"].detach().cpu().numpy().astype(float)
-            if coef.shape != (ONEHOT_WIDTH,):
-                raise ValueError(f"{coef.shape[0] if coef.ndim else 0} coefficients, not {ONEHOT_WIDTH}")
-            unnumbered = state["onehot_unnumbered"].detach().cpu().numpy().astype(int).tolist()
-            shift = state["onehot_shift"].detach().cpu().numpy().astype(float).tolist()
-            block = OneHotBlock(coef, (shift[0], shift[1]), np.inf if alpha < 0 else alpha,
-                                int(state["onehot_antibodies"]), (unnumbered[0], unnumbered[1]),
-                                int(state["onehot_off_grid"]))
-            onehot = OneHotRidge(float(state["onehot_mean"]), block)
-            choice, rmse = int(state["choice"]), state["cv_rmse"].detach().cpu().numpy().astype(float).tolist()
-            if choice not in (0, 1):
-                raise ValueError(f"choice {choice} is not a candidate (0 or 1)")
-            weight, blend_rmse = 0.0, np.nan
-            if spec.blend:
-                weight, blend_rmse = float(state["weight"]), float(state["blend_rmse"])
-                if not 0.0 <= weight <= BLEND_MAX_ONEHOT:
-                    raise ValueError(f"the one-hot ridge's weight {weight} is outside [0, {BLEND_MAX_ONEHOT}]")
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"the wide part's one-hot ridge or choice is unusable: {exc}") from None
+        onehot, choice, rmse, folds, weight, blend_rmse = None, 0, [np.nan, np.nan], 0, 0.0, np.nan
+        if spec.onehot:
+            try:
+                alpha = float(state["onehot_alpha"])
+                coef = state["onehot_coef"].detach().cpu().numpy().astype(float)
+                if coef.shape != (ONEHOT_WIDTH,):
+                    raise ValueError(f"{coef.shape[0] if coef.ndim else 0} coefficients, not {ONEHOT_WIDTH}")
+                unnumbered = state["onehot_unnumbered"].detach().cpu().numpy().astype(int).tolist()
+                shift = state["onehot_shift"].detach().cpu().numpy().astype(float).tolist()
+                block = OneHotBlock(coef, (shift[0], shift[1]), np.inf if alpha < 0 else alpha,
+                                    int(state["onehot_antibodies"]), (unnumbered[0], unnumbered[1]),
+                                    int(state["onehot_off_grid"]))
+                onehot = OneHotRidge(float(state["onehot_mean"]), block)
+                choice, rmse = int(state["choice"]), state["cv_rmse"].detach().cpu().numpy().astype(float).tolist()
+                folds = int(state["cv_folds"])
+                if choice not in (0, 1):
+                    raise ValueError(f"choice {choice} is not a candidate (0 or 1)")
+                if spec.blend:
+                    weight, blend_rmse = float(state["weight"]), float(state["blend_rmse"])
+                    if not 0.0 <= weight <= BLEND_MAX_ONEHOT:
+                        raise ValueError(f"the one-hot ridge's weight {weight} is outside [0, {BLEND_MAX_ONEHOT}]")
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise ValueError(f"the wide part's one-hot ridge or choice is unusable: {exc}") from None
         grouped = {}
         if spec.between:
             try:
@@ -1080,7 +1089,7 @@ class WidePart:
                 grouped["local"] = _local_from_tensors(state)
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 raise ValueError(f"the wide part's local term is unusable: {exc}") from None
-        return cls(kind, ridge, heavy, onehot, choice, (rmse[0], rmse[1]), int(state["cv_folds"]), None,
+        return cls(kind, ridge, heavy, onehot, choice, (rmse[0], rmse[1]), folds, None,
                    weight, blend_rmse, **grouped)
 
 
@@ -1245,12 +1254,12 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
     frame = frame.reset_index(drop=True)
     split = _between_within(frame, groups) if spec.between else None
     fits = frame if split is None else split.within  # what the candidates are fitted to
-    if not spec.onehot:
-        weight = 0.0
-    elif weight is None:
+    if weight is None and (spec.onehot or spec.between):
         chosen = choose(fits, kind, groups, folds)
         grouped = _grouped_fit(fits, split, spec, groups, chosen.out_of_fold, folds)
         weight, known, within_scale, local = chosen.weight, grouped.out_of_fold, grouped.scale, grouped.local
+    if not spec.onehot:
+        weight = 0.0
     if known is not None and len(known) != len(frame):
         raise ValueError(f"{len(frame)} rows but {len(known)} known predictions")
     fold = cross_fit_folds(len(frame), groups, folds)

@@ -65,7 +65,8 @@ from abag.numbering.domains import SHARED_NUMBERING  # noqa: E402
 PROTOCOLS = ("phillips_extrapolation", "skempi_loco", "saaintdb_cluster", "phillips_random", "saaintdb_random10",
              "alphaseq_antibody")
 PREDICTORS = ("kmer_ridge", "ridge_choice", "ridge_blend", "grouped_blend", "onehot_ridge", "onehot_ridge_baseline",
-              "grouped_level", "grouped_within", "grouped_within_1sd", "grouped_within_2sd", "grouped_local")
+              "grouped_level", "grouped_within", "grouped_within_1sd", "grouped_within_2sd", "grouped_local",
+              "grouped_kmer")
 DEFAULT_PREDICTORS = PREDICTORS[:5]
 GROUP_COLUMNS = {"skempi_loco": "skempi_complex", "saaintdb_cluster": "cv_cluster",
                  "alphaseq_antibody": "antibody_name"}
@@ -237,6 +238,7 @@ FACTORIES: dict[str, Callable[[], Any]] = {
     "grouped_within_1sd": lambda: GroupedParts("both", within_sd=1.0),
     "grouped_within_2sd": lambda: GroupedParts("both", within_sd=2.0),
     "grouped_local": LocalWithin,
+    "grouped_kmer": lambda: WideOnly("grouped_kmer"),
 }
 
 
