@@ -40,6 +40,18 @@ QUICK_ARGS = ["--encoder", "tiny", "--split", "random", "--hidden-dim", "16", "-
 
 # ----------------------------------------------------------------------------------------------- fixtures
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt here even when the test runner started with SIGINT ignored (a background job
+    of a non-interactive shell, `nohup`): Python then installs no handler, and the Ctrl-C tests would see nothing
+    (a child process inherits the ignore too: `start_training` resets it)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """Shared data, a shared embedding cache, and one CPU thread (as in the subprocesses, for identical bits)."""
@@ -106,10 +118,15 @@ def subprocess_env(workdir: Path) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
+def _ctrl_c_by_default() -> None:  # pragma: no cover - runs in the child before exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # so the child's Python installs its KeyboardInterrupt handler
+
+
 def start_training(workdir: Path, args: list[str], log: Path) -> subprocess.Popen:
     handle = open(log, "w")
     return subprocess.Popen([sys.executable, "-m", "abag", *args], stdout=handle, stderr=subprocess.STDOUT,
-                            env=subprocess_env(workdir), cwd=workdir)
+                            env=subprocess_env(workdir), cwd=workdir,
+                            preexec_fn=_ctrl_c_by_default if os.name == "posix" else None)
 
 
 def wait_for_epochs(out: Path, n: int, process: subprocess.Popen, log: Path, timeout: float = 120) -> pd.DataFrame:
