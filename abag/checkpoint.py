@@ -307,20 +307,29 @@ def resume_hint(last_path: str | Path) -> str:
 
 def load_model_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], expected_keys,
                        path: str | Path, *, hint: str = "") -> None:
-    """Load `weights` into `module`, refusing unless their keys are exactly `expected_keys`.
+    """Load `weights` into `module`, refusing keys outside `expected_keys` and any of those the module still lacks
+    after loading (it may fill what older checkpoints did not write).
 
     A checkpoint holds only the weights that train (`AbAgModel.trainable_state_dict`), so loading is not
     strict; this check makes sure nothing the model trains is missing and nothing foreign is present.
     """
     expected, given = set(expected_keys), set(weights)
-    missing, unexpected = sorted(expected - given), sorted(given - expected)
     tail = f" {hint}" if hint else ""
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {path} does not match the model it describes (missing "
-                              f"{missing[:3]}{' …' if len(missing) > 3 else ''}, unexpected "
-                              f"{unexpected[:3]}{' …' if len(unexpected) > 3 else ''}).{tail}")
+
+    def refuse(missing: list[str], unexpected: list[str]) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} does not match the model it describes (missing "
+                               f"{missing[:3]}{' …' if len(missing) > 3 else ''}, unexpected "
+                               f"{unexpected[:3]}{' …' if len(unexpected) > 3 else ''}).{tail}")
+
+    if given - expected:
+        raise refuse(sorted(expected - given), sorted(given - expected))
     try:
-        module.load_state_dict(weights, strict=False)
+        loaded = module.load_state_dict(weights, strict=False)
     except RuntimeError as exc:  # shape mismatches: weights of another architecture
         detail = " ".join(line.strip() for line in str(exc).splitlines())[:300]
         raise CheckpointError(f"checkpoint {path} does not match the model it describes: {detail}.{tail}") from None
+    # Counted after loading: a module may fill what older checkpoints lack (`abag.model.wide.WideSlot`: a wide
+    # part written before its within scale or local term existed reads scale 1 and no term).
+    missing = sorted(set(loaded.missing_keys) & expected)
+    if missing:
+        raise refuse(missing, [])

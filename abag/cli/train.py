@@ -298,7 +298,9 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
                  "ridge on the IMGT-aligned one-hot of VH and VL, fitted to each row's deviation from its group's "
                  "mean pKd; across groups the k-mer ridge fitted to the group means; wide "
                  "+ deep softly bounded to the training pKd range (past it by less than the wide part's held-out "
-                 "RMSE; no ranking changes). ridge_blend: that weighted sum over all rows (the one-hot ridge's "
+                 "RMSE; no ranking changes). grouped_kmer: the same with the k-mer ridge alone within groups (no "
+                 "one-hot, no local term: it numbers nothing, for tables too large to number). ridge_blend: that "
+                 "weighted sum over all rows (the one-hot ridge's "
                  f"weight at most {BLEND_MAX_ONEHOT}, so the antigen always enters), no bound; ridge_choice: the one "
                  "of the two with the lower held-out error over 5 folds of the split's groups; kmer_ridge: the k-mer "
                  "ridge plus a heavy-chain 3-mer block fitted to what it leaves; none: the network alone",

@@ -51,6 +51,10 @@ assay's top); the bound is strictly increasing, so no ranking changes, and it ac
 would be squeezed the deep part's noise does not take over the order (which bounding the wide part alone let
 happen: bench/RESULTS.md).
 
+`wide="grouped_kmer"` is `grouped_blend` without what needs numbering: the k-mer parts alone within groups (no
+one-hot ridge), the same level, scale and bound, no local term; for tables too large to number (opt-in: it lost two
+benchmarks to the familiar-antigen correction, bench/RESULTS.md, "A wide part without numbering").
+
 The wide part is fitted on the member's own training rows before the network trains, so `deep(x)`, the head over
 the language-model vectors (averaged over its head copies), learns the residual; the deep part's last layer
 starts at zero, so an untrained model predicts clamp(wide(x)). While the network trains, its training rows carry
@@ -623,7 +627,8 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
     two distinct values or no fold can be scored.
 
     For "ridge_blend", the one-hot ridge's weight w in (1 - w) x k-mer parts + w x one-hot ridge that minimises
-    the same error (in closed form: it is quadratic in w), within [0, `BLEND_MAX_ONEHOT`]."""
+    the same error (in closed form: it is quadratic in w), within [0, `BLEND_MAX_ONEHOT`]. For "grouped_kmer"
+    (no one-hot ridge) the k-mer parts' out-of-fold predictions alone, which its scale and bound read."""
     spec = _spec(kind)
     frame = frame.reset_index(drop=True)
     if groups is not None and len(groups) != len(frame):
@@ -642,7 +647,9 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
         if not usable[~held_out].any():
             continue
         rows, scored = frame.loc[~held_out & usable], usable[held_out]
-        for choice in (0, 1) if spec.onehot else (0,):  # every held-out row is predicted (censored ones too), only exact ones scored
+        # Every held-out row is predicted (censored ones too), only exact ones scored; without a one-hot ridge
+        # ("grouped_kmer") the k-mer parts alone, for the within scale and the bound's margin.
+        for choice in (0, 1) if spec.onehot else (0,):
             predicted[choice, held_out] = _candidate(rows, spec, float(choice))(frame.loc[held_out])
             errors[choice].append(predicted[choice, held_out][scored] - target[held_out][scored])
     if not errors[0]:

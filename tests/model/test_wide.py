@@ -13,14 +13,16 @@ import torch
 from scipy import stats
 from conftest import synthetic_frame
 
+import abag.model.wide as wide_module
 from abag.checkpoint import load_checkpoint, save_checkpoint
+from abag.errors import CheckpointError
 from abag.folds.members import train_folds
 from abag.inference import load_trained_model, member_outputs, predict_frame
 from abag.model.apply import SCALE_MIN_VALIDATION_ROWS, PairData, predict_parts, scale_deep
 from abag.model.config import LEGACY_FIELD_VALUES, ModelConfig
 from abag.model.network import build_model
 from abag.model.ridge import KmerRidgeBaseline
-from abag.model.wide import HeavyKmerBlock, SoftBound, WidePart, soft_bound
+from abag.model.wide import HeavyKmerBlock, SoftBound, WidePart, cross_fitted, soft_bound, state_shapes
 from abag.training.config import TrainConfig
 from abag.training.run import train
 
@@ -71,6 +73,43 @@ def test_the_heavy_block_is_dropped_when_it_does_not_predict_held_out_chains():
     assert np.isfinite(block.alpha) and np.corrcoef(block.predict(frame["heavy"].tolist()), signal)[0, 1] > 0.9
 
 
+def test_grouped_kmer_is_the_grouped_level_over_the_kmer_ridge_alone_and_numbers_nothing(monkeypatch):
+    frame = synthetic_frame(n=160, seed=5)
+    groups = np.arange(len(frame)) % 6
+    # A level per group that no sequence carries (the assay's), on top of the sequence rule.
+    y = frame["pkd"].to_numpy() + np.where(groups < 3, 1.0, -1.0)
+    frame = frame.assign(pkd=y)
+
+    def numbering(*args, **kwargs):
+        raise AssertionError("grouped_kmer numbered a chain")
+
+    monkeypatch.setattr(wide_module, "number_chains", numbering)
+    part = WidePart.fit(frame, "grouped_kmer", groups)
+    assert part.onehot is None and part.local is None and part.level.groups == 6
+    means = pd.Series(y).groupby(groups).transform("mean").to_numpy()
+    overall = float(y.mean())
+    within = KmerRidgeBaseline(ks=(1, 2)).fit(frame.assign(pkd=y - means + overall))
+    level = KmerRidgeBaseline(ks=(1, 2)).fit(frame.assign(pkd=means))
+    scale = part.level.within_scale
+    query = synthetic_frame(n=40, seed=6)
+    assert 0 < scale < 1  # on whole held-out groups the within part is shrunk by its offsets
+    assert np.allclose(part.predict(query),
+                       overall + scale * (within.predict(query) - overall) + level.predict(query) - overall,
+                       atol=1e-9)
+    # The network trains against the same formula fitted fold by fold; its error is the bound's margin.
+    assert np.allclose(cross_fitted(frame, "grouped_kmer", groups), part.out_of_fold, atol=1e-9)
+    assert np.array_equal(cross_fitted(frame, "grouped_kmer", groups, weight=0.0, known=part.out_of_fold,
+                                       within_scale=scale), part.out_of_fold)
+    assert part.bound.margin == pytest.approx(float(np.sqrt(np.mean((part.out_of_fold - y) ** 2))))
+    assert (part.bound.low, part.bound.high) == (y.min(), y.max())
+    described = part.describe()
+    assert described["level"]["within_scale"] == scale and "onehot_block" not in described
+    state = part.to_state()
+    assert {name: tuple(t.shape) for name, t in state.items()} == state_shapes("grouped_kmer")
+    restored = WidePart.from_state(state, "grouped_kmer")
+    assert np.array_equal(restored.predict(query), part.predict(query)) and restored.bound == part.bound
+
+
 def test_censored_rows_do_not_enter_the_wide_part():
     frame = synthetic_frame(n=80)
     censored = frame.assign(censored=np.arange(len(frame)) % 4 == 0)
@@ -113,11 +152,11 @@ def test_a_grouped_blend_head_soft_bounds_wide_plus_deep_before_the_clamp(tiny_e
     assert x.grad[0] == 1.0 and 0 < x.grad[2] < x.grad[1] < 1.0
 
 
-def test_training_a_grouped_blend_model_fits_the_level_over_the_split_groups_and_reports_it(tmp_path,
-                                                                                          tiny_encoders):
+@pytest.mark.parametrize("kind", ["grouped_blend", "grouped_kmer"])
+def test_training_a_grouped_model_fits_the_level_over_the_split_groups_and_reports_it(tmp_path, tiny_encoders,
+                                                                                     kind):
     frame = synthetic_frame(n=96, seed=3)
-    result = fit(frame, tmp_path, model_config=dataclasses.replace(TINY, wide="grouped_blend"),
-                 encoders=tiny_encoders)
+    result = fit(frame, tmp_path, model_config=dataclasses.replace(TINY, wide=kind), encoders=tiny_encoders)
     described = result.metrics["wide"]
     part = result.model.wide_part()
     train_rows = int((result.split_assignment == "train").sum())
@@ -229,6 +268,32 @@ def test_resume_reads_the_wide_part_back_and_stays_bit_identical(tmp_path, tiny_
     assert a.keys() == b.keys() and "head.wide.ridge_coef" in a
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert list(straight.history["train_loss"]) == list(resumed.history["train_loss"])
+
+
+def test_a_run_written_before_the_within_scale_and_the_local_term_resumes_without_them(tmp_path, tiny_encoders):
+    frame = synthetic_frame(n=96, seed=3)
+    config = dataclasses.replace(TINY, wide="grouped_blend")
+    fit(frame, tmp_path, "old", model_config=config, encoders=tiny_encoders, epochs=1)
+    folder = tmp_path / "old" / "checkpoints"
+    newer = ("head.wide.level_within_scale", *(f"head.wide.{name}" for name in wide_module.LOCAL_EMPTY_SHAPES))
+    for name in ("last.pt", "best.pt"):  # as the abag before them wrote both
+        checkpoint = load_checkpoint(folder / name)
+        assert load_checkpoint(folder / name)["model_state_dict"]["head.wide.level_within_scale"] < 1
+        for key in newer:
+            del checkpoint["model_state_dict"][key]
+        save_checkpoint(checkpoint, folder / name)
+    resumed = train(frame, tmp_path / "old", config, quick(tmp_path, epochs=2), resume=True,
+                    encoders=tiny_encoders, log=lambda line: None)
+    part = resumed.model.wide_part()
+    assert part.level.within_scale == 1.0 and part.local is None  # what that run's wide part was
+    assert len(resumed.history["train_loss"]) == 2
+    # A weight the network trains is still required.
+    checkpoint = load_checkpoint(folder / "last.pt")
+    del checkpoint["model_state_dict"][next(k for k in checkpoint["model_state_dict"] if k.endswith(".weight"))]
+    save_checkpoint(checkpoint, folder / "last.pt")
+    with pytest.raises(CheckpointError, match="missing"):
+        train(frame, tmp_path / "old", config, quick(tmp_path, epochs=3), resume=True, encoders=tiny_encoders,
+              log=lambda line: None)
 
 
 # ----------------------------------------------------------------------------------------------- wide = none
