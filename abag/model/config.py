@@ -149,9 +149,9 @@ training rows better (`ridge_choice`); a weighted sum of the two, the weights mi
 held-out offsets), plus the k-mer ridge fitted to the group means and a local kernel term on what the blend leaves,
 with wide + deep softly bounded to the training pKd range (`grouped_blend`: what separates rows of one group, and
 what separates groups, learnt apart); the same with the k-mer ridge alone within groups and no local term, which needs
-no numbering (`grouped_kmer`: measured as the large-table default against the familiar-antigen correction, it lost
-SKEMPI's ranking within complexes, bench/RESULTS.md, "A wide part without numbering"); or no wide part (the network
-alone)."""
+no numbering (`grouped_kmer`: measured as the large-table default against the familiar-antigen correction, it lost SKEMPI's
+ranking within complexes and CR6261's extrapolation RMSE, bench/RESULTS.md, "A wide part without numbering"); or no
+wide part (the network alone)."""
 
 BLEND_MAX_ONEHOT = 0.9
 """The most weight `wide="ridge_blend"` gives the one-hot ridge: the k-mer parts, the only candidate that reads the
