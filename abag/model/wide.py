@@ -867,7 +867,8 @@ class WidePart:
     """A fitted wide part: the pair k-mer ridge and (optionally) the heavy-chain block on its residual; for
     "ridge_choice" also the one-hot ridge, and which of the two predicts (`choice`, `CANDIDATES`); for
     "ridge_blend" both, weighted (`weight`: the one-hot ridge's); for "grouped_blend" the same fitted to
-    within-group deviations, plus `level` and `bound`."""
+    within-group deviations, plus `level`, `bound` and `local`; for "grouped_kmer" the pair k-mer ridge fitted to
+    within-group deviations, plus `level` and `bound` (no one-hot ridge, no local term)."""
 
     kind: str
     ridge: KmerRidgeBaseline
