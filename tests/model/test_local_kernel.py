@@ -32,12 +32,10 @@ pytest.importorskip("anarcism")
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "numbering"))
-from numbering_sequences import ADALIMUMAB_VH, ADALIMUMAB_VL, JUNK, TRASTUZUMAB_VH, TRASTUZUMAB_VL  # noqa: E402
+from numbering_sequences import (ADALIMUMAB_VH, ADALIMUMAB_VL, HER2_FRAGMENT, JUNK,  # noqa: E402
+                                 TRASTUZUMAB_VH, TRASTUZUMAB_VL)
 
-VH, VL = TRASTUZUMAB_VH, TRASTUZUMAB_VL
-ANTIGEN = (  # a HER2 fragment, trastuzumab's antigen (as in test_wide_onehot.py)
-    "SPETHLDMLRHLYQGCQVVQGNLELTYLPTNASLSFLQDIQEVQGYVLIAHNQVRQVPLQRLRIVRGTQLFEDNYALAVLDNGDPLNNTTPVTGASPGGLRELQLR"
-    "SLTEILKGGVLIQRNPQ")
+VH, VL, ANTIGEN = TRASTUZUMAB_VH, TRASTUZUMAB_VL, HER2_FRAGMENT
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 CDR3 = VH.index("WGGDGFYAMDY")
 FAMILY_B_CDR3 = "YSSEGFYAMDY"  # four substitutions at the start of HCDR3 set family B apart

@@ -4,6 +4,8 @@ VL, whichever predicts held-out groups of the training rows better, or the two w
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -34,14 +36,12 @@ from abag.numbering import number_chain
 from abag.numbering.domains import SHARED_NUMBERING
 from abag.numbering.onehot import ALPHABET, AlignedOneHotEncoder, imgt_grid
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "numbering"))
+from numbering_sequences import HER2_FRAGMENT, TRASTUZUMAB_VH, TRASTUZUMAB_VL  # noqa: E402
+
 pytest.importorskip("anarcism")
 
-# Trastuzumab's variable domains (public: INN list 80, PDB 1N8Z).
-VH = ("EVQLVESGGGLVQPGGSLRLSCAASGFNIKDTYIHWVRQAPGKGLEWVARIYPTNGYTRYADSVKGRFTISADTSKNTAYLQMNSLRAEDTAVYYCSRWGGDGFYAM"
-      "DYWGQGTLVTVSS")
-VL = "DIQMTQSPSSLSASVGDRVTITCRASQDVNTAVAWYQQKPGKAPKLLIYSASFLYSGVPSRFSGSRSGTDFTLTISSLQPEDFATYYCQQHYTTPPTFGQGTKVEIK"
-ANTIGEN = ("SPETHLDMLRHLYQGCQVVQGNLELTYLPTNASLSFLQDIQEVQGYVLIAHNQVRQVPLQRLRIVRGTQLFEDNYALAVLDNGDPLNNTTPVTGASPGGLRELQLR"
-           "SLTEILKGGVLIQRNPQ")
+VH, VL, ANTIGEN = TRASTUZUMAB_VH, TRASTUZUMAB_VL, HER2_FRAGMENT  # trastuzumab and a fragment of its antigen
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 UNNUMBERABLE = "ACDEFGHIKACDEFGHIK"
 
