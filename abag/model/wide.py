@@ -131,6 +131,12 @@ class WideSpec:
     # the group means (`_between_within`); without two groups, the above alone. Kinds with it also carry a soft bound.
     between: bool = False
 
+    @property
+    def cross_validated(self) -> bool:
+        """Whether fitting predicts the training rows out of fold (`choose`): to pick or weigh the candidates, or
+        for the level's within scale and the bound's margin."""
+        return self.onehot or self.between
+
 
 # The heavy block only in "kmer_ridge": in the one-hot kinds it lowered held-out MSE but cost ranking, of one
 # antibody's variants and, in the level of "grouped_blend", within antigen clusters, where it let a heavy chain
@@ -634,7 +640,7 @@ def choose(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = None,
     if groups is not None and len(groups) != len(frame):
         raise ValueError(f"{len(frame)} rows but {len(groups)} groups")
     kept = Choice(0, (np.nan, np.nan), 0)
-    if not (spec.onehot or spec.between) or (groups is not None and len(pd.unique(np.asarray(groups).astype(str))) < 2):
+    if not spec.cross_validated or (groups is not None and len(pd.unique(np.asarray(groups).astype(str))) < 2):
         return kept
     usable = np.zeros(len(frame), bool)
     usable[training_rows(frame).index] = True
@@ -904,7 +910,7 @@ class WidePart:
         frame = original if split is None else split.within
         rows = training_rows(frame)
         ridge, heavy = _kmer_parts(rows, spec)
-        if not (spec.onehot or spec.between):
+        if not spec.cross_validated:
             return cls(kind, ridge, heavy)
         chosen = choose(frame, kind, groups)
         fitted = _grouped_fit(frame, split, spec, groups, chosen.out_of_fold)
@@ -1051,7 +1057,7 @@ class WidePart:
                 heavy = _heavy_from_tensors(state, "heavy", spec.heavy_k)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"the wide part's heavy block is unusable: {exc}") from None
-        if not (spec.onehot or spec.between):
+        if not spec.cross_validated:
             return cls(kind, ridge, heavy)
         onehot, choice, rmse, folds, weight, blend_rmse = None, 0, [np.nan, np.nan], 0, 0.0, np.nan
         if spec.onehot:
@@ -1262,7 +1268,7 @@ def cross_fitted(frame: pd.DataFrame, kind: str, groups: np.ndarray | None = Non
     frame = frame.reset_index(drop=True)
     split = _between_within(frame, groups) if spec.between else None
     fits = frame if split is None else split.within  # what the candidates are fitted to
-    if weight is None and (spec.onehot or spec.between):
+    if weight is None and spec.cross_validated:
         chosen = choose(fits, kind, groups, folds)
         grouped = _grouped_fit(fits, split, spec, groups, chosen.out_of_fold, folds)
         weight, known, within_scale, local = chosen.weight, grouped.out_of_fold, grouped.scale, grouped.local
